@@ -1,0 +1,1 @@
+//! Core types shared by kiln's crates: digests, image references, platforms, media types.

@@ -1,0 +1,1 @@
+//! Registry I/O for kiln: pull, push, login, token auth, TLS and proxies.

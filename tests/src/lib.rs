@@ -1,0 +1,1 @@
+//! Helpers for kiln integration tests.
