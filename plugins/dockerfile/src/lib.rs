@@ -1,23 +1,17 @@
-//! The `dockerfile` frontend plugin: turns a build source into kiln's build plan.
+//! The `dockerfile` frontend plugin: turns a Dockerfile/Containerfile into kiln's build plan.
+//!
+//! The parser and plan builder are plain Rust (`parser`, `instructions`, `words`, `builder`,
+//! `plan`) and testable natively; `wit` only converts to and from the WIT types and asks the host
+//! (`images.image-config`) for base-image configs. It is compiled for wasm32 only, where the
+//! component exports can be linked.
 
-use kiln_sdk::frontend::exports::kiln::plugin::about::{Guest as About, PluginInfo as Info};
-use kiln_sdk::frontend::exports::kiln::plugin::frontend::{Guest, Request};
-use kiln_sdk::frontend::kiln::plugin::context::BuildContext;
-use kiln_sdk::frontend::kiln::plugin::plan::{BuildPlan, Diagnostic, Severity};
+pub mod builder;
+pub mod diag;
+pub mod imageconfig;
+pub mod instructions;
+pub mod parser;
+pub mod plan;
+pub mod words;
 
-struct Plugin;
-
-impl About for Plugin {
-    fn info() -> Info {
-        Info { name: "dockerfile".into(), version: env!("CARGO_PKG_VERSION").into(), description: env!("CARGO_PKG_DESCRIPTION").into() }
-    }
-}
-
-impl Guest for Plugin {
-    fn parse(_req: Request, _ctx: &BuildContext) -> Result<BuildPlan, Vec<Diagnostic>> {
-        kiln_sdk::install_panic_hook();
-        Err(vec![Diagnostic { severity: Severity::Error, message: "not implemented".into(), location: None }])
-    }
-}
-
-kiln_sdk::frontend::export_frontend!(Plugin);
+#[cfg(target_arch = "wasm32")]
+mod wit;

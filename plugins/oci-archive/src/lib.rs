@@ -1,26 +1,22 @@
-//! The `oci-archive` exporter plugin.
+//! The `oci-archive` exporter plugin: writes images as oci-archive tars, OCI layouts (`oci:`, as
+//! the same tar, which the host unpacks) and docker-archive tars.
+//!
+//! Options: `scheme` = `oci-archive` (default) | `oci` | `docker-archive`. The destination is
+//! `PATH[:REF]`. For OCI, REF becomes the `org.opencontainers.image.ref.name` annotation and
+//! defaults to the image's first name. For docker-archive, `RepoTags` lists REF and then every
+//! name of the image, normalized (`docker.io/library/...`, `:latest`), as `buildah push` does.
+//!
+//! The format logic lives in plain modules ([`export`], [`tar`], [`oci`], [`docker`], [`json`],
+//! [`reference`]) that run natively in tests; `plugin` adapts the host handles to [`export::Io`].
 
-use kiln_sdk::exporter::exports::kiln::plugin::about::{Guest as About, PluginInfo as Info};
-use kiln_sdk::exporter::exports::kiln::plugin::exporter::{ExportRequest, Guest};
-use kiln_sdk::exporter::kiln::plugin::blobs::BlobWriter;
-use kiln_sdk::exporter::kiln::plugin::types::{Descriptor, PluginError};
+pub mod docker;
+pub mod export;
+pub mod json;
+pub mod model;
+pub mod oci;
+pub mod reference;
+pub mod tar;
 
-struct Plugin;
-
-impl About for Plugin {
-    fn info() -> Info {
-        Info { name: "oci-archive".into(), version: env!("CARGO_PKG_VERSION").into(), description: env!("CARGO_PKG_DESCRIPTION").into() }
-    }
-}
-
-impl Guest for Plugin {
-    fn schemes() -> Vec<String> {
-        vec!["oci-archive".into()]
-    }
-    fn export_image(_req: ExportRequest, _out: &BlobWriter) -> Result<Descriptor, PluginError> {
-        kiln_sdk::install_panic_hook();
-        Err(PluginError::Unsupported("not implemented".into()))
-    }
-}
-
-kiln_sdk::exporter::export_exporter!(Plugin);
+// The component's exports link only for wasm (native cdylibs reject the `:` in their names).
+#[cfg(target_arch = "wasm32")]
+mod plugin;

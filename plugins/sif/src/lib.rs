@@ -1,26 +1,26 @@
-//! The `sif` exporter plugin.
+//! The `sif` exporter plugin: writes an image as a SIF file laid out like
+//! `apptainer build x.sif docker://IMG` (definition file, inspect metadata, OCI config, one
+//! squashfs primary system partition with Apptainer's `/.singularity.d` conventions).
+//!
+//! Options: `compression` = `gzip` (default) | `zstd` | `xz`; `block-size` (default `128K`).
+//! Extended attributes in layers are dropped.
+//!
+//! The format logic lives in plain modules ([`sif`], [`squashfs`], [`tar`], [`merge`],
+//! [`apptainer`], [`export`]) that run natively in tests; this file adapts the host handles.
 
-use kiln_sdk::exporter::exports::kiln::plugin::about::{Guest as About, PluginInfo as Info};
-use kiln_sdk::exporter::exports::kiln::plugin::exporter::{ExportRequest, Guest};
-use kiln_sdk::exporter::kiln::plugin::blobs::BlobWriter;
-use kiln_sdk::exporter::kiln::plugin::types::{Descriptor, PluginError};
+pub mod apptainer;
+pub mod civil;
+pub mod error;
+pub mod export;
+pub mod merge;
+pub mod sif;
+pub mod sink;
+pub mod squashfs;
+pub mod tar;
 
-struct Plugin;
+#[cfg(test)]
+pub(crate) mod test_util;
 
-impl About for Plugin {
-    fn info() -> Info {
-        Info { name: "sif".into(), version: env!("CARGO_PKG_VERSION").into(), description: env!("CARGO_PKG_DESCRIPTION").into() }
-    }
-}
-
-impl Guest for Plugin {
-    fn schemes() -> Vec<String> {
-        vec!["sif".into()]
-    }
-    fn export_image(_req: ExportRequest, _out: &BlobWriter) -> Result<Descriptor, PluginError> {
-        kiln_sdk::install_panic_hook();
-        Err(PluginError::Unsupported("not implemented".into()))
-    }
-}
-
-kiln_sdk::exporter::export_exporter!(Plugin);
+// The component's exports link only for wasm (native cdylibs reject the `:` in their names).
+#[cfg(target_arch = "wasm32")]
+mod plugin;

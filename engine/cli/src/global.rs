@@ -1,0 +1,77 @@
+//! Options every verb shares (`--root`, `--log-level`) and process-wide setup.
+
+use std::path::PathBuf;
+
+/// Global flags, as buildah spells them.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Global {
+    /// Where kiln keeps images, layers and its build cache.
+    /// Default: $XDG_DATA_HOME/kiln (or ~/.local/share/kiln); /var/lib/kiln for root.
+    #[arg(long, global = true, env = "KILN_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    /// error, warn, info, debug or trace.
+    #[arg(long, global = true, default_value = "warn", env = "KILN_LOG")]
+    pub log_level: String,
+}
+
+impl Global {
+    /// The store directory in effect.
+    pub fn store_root(&self) -> PathBuf {
+        if let Some(r) = &self.root {
+            return r.clone();
+        }
+        if nix_is_root() {
+            return PathBuf::from("/var/lib/kiln");
+        }
+        if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+            return PathBuf::from(d).join("kiln");
+        }
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+        home.join(".local/share/kiln")
+    }
+
+    /// Where compiled plugins are cached: $XDG_CACHE_HOME/kiln/plugins, or under the store for root.
+    pub fn plugin_cache_dir(&self) -> PathBuf {
+        if self.root.is_some() || nix_is_root() {
+            return self.store_root().join("plugin-cache");
+        }
+        if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+            return PathBuf::from(d).join("kiln/plugins");
+        }
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+        home.join(".cache/kiln/plugins")
+    }
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc_geteuid() == 0 }
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+/// Set up tracing from `--log-level`.
+pub fn init_logging(g: &Global) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&g.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+/// Exit status for an error: 125 like buildah for kiln's own failures, or the failing step's status.
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    for cause in err.chain() {
+        if let Some(code) = cause.downcast_ref::<ExitStatusError>() {
+            return code.0;
+        }
+    }
+    125
+}
+
+/// An error that carries the exit status the process should end with.
+#[derive(Debug, thiserror::Error)]
+#[error("exit status {0}")]
+pub struct ExitStatusError(pub i32);

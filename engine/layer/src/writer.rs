@@ -1,0 +1,449 @@
+//! `LayerWriter`: one pass over a layer tar that computes its diff_id, compresses it (block-parallel gzip, zstd or
+//! none), and computes the compressed digest and size while writing to any `Write`.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::thread::JoinHandle;
+
+use flate2::{Compress, FlushCompress, Status};
+use sha2::{Digest as _, Sha256};
+
+use crate::compress::Compression;
+
+/// Uncompressed bytes per gzip block. Fixed so that the output never depends on the number of threads.
+pub const GZIP_BLOCK_SIZE: usize = 1 << 20;
+/// Bytes of the previous block used as the deflate dictionary of the next one (the deflate window).
+const DICT_SIZE: usize = 32 * 1024;
+
+/// How a [`LayerWriter`] compresses.
+#[derive(Debug, Clone)]
+pub struct LayerWriterOptions {
+    /// The compression to apply.
+    pub compression: Compression,
+    /// Compression level: gzip 0-9 (default 1, fastest), zstd 1-22 (default 3). `None` picks the default.
+    pub level: Option<i32>,
+    /// Compression threads for gzip; 0 picks the number of available cores (at most 8). The compressed bytes are
+    /// identical for every thread count.
+    pub threads: usize,
+}
+
+impl LayerWriterOptions {
+    /// Options for `compression` with its default level and automatic threads.
+    pub fn new(compression: Compression) -> Self {
+        LayerWriterOptions { compression, level: None, threads: 0 }
+    }
+}
+
+/// Digests and size of a finished layer blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerDigests {
+    /// `sha256:<hex>` of the uncompressed tar (the config's rootfs diff_id).
+    pub diff_id: String,
+    /// `sha256:<hex>` of the bytes written to the inner writer (the manifest's layer digest).
+    pub digest: String,
+    /// Number of bytes written to the inner writer.
+    pub size: u64,
+    /// Number of uncompressed tar bytes.
+    pub uncompressed_size: u64,
+    /// The compression used.
+    pub compression: Compression,
+    /// The OCI media type of the blob.
+    pub media_type: &'static str,
+}
+
+/// Formats a finished SHA-256 as `sha256:<hex>`.
+fn sha256_string(h: Sha256) -> String {
+    format!("sha256:{}", hex::encode(h.finalize()))
+}
+
+/// A writer that hashes and counts what passes through it.
+struct Counted<W: Write> {
+    inner: W,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+enum Sink<W: Write> {
+    Plain(Counted<W>),
+    Zstd(zstd::stream::write::Encoder<'static, Counted<W>>),
+    Gzip(BlockGzip<Counted<W>>),
+}
+
+/// Wraps a `Write` (a blob writer) and turns the uncompressed layer tar written into it into a compressed blob,
+/// computing diff_id, digest and size in the same pass. Call [`LayerWriter::finish`] at the end.
+pub struct LayerWriter<W: Write> {
+    diff: Sha256,
+    uncompressed: u64,
+    compression: Compression,
+    sink: Sink<W>,
+}
+
+impl<W: Write> LayerWriter<W> {
+    /// A writer with `compression` at its default level and automatic threads.
+    pub fn new(inner: W, compression: Compression) -> io::Result<Self> {
+        Self::with_options(inner, &LayerWriterOptions::new(compression))
+    }
+
+    /// A writer configured by `opts`.
+    pub fn with_options(inner: W, opts: &LayerWriterOptions) -> io::Result<Self> {
+        let counted = Counted { inner, hasher: Sha256::new(), size: 0 };
+        let sink = match opts.compression {
+            Compression::None => Sink::Plain(counted),
+            Compression::Zstd => {
+                let level = opts.level.unwrap_or(3);
+                Sink::Zstd(zstd::stream::write::Encoder::new(counted, level)?)
+            }
+            Compression::Gzip => {
+                let level = opts.level.unwrap_or(1).clamp(0, 9) as u32;
+                let threads = if opts.threads == 0 {
+                    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8)
+                } else {
+                    opts.threads
+                };
+                Sink::Gzip(BlockGzip::new(counted, level, threads))
+            }
+        };
+        Ok(LayerWriter { diff: Sha256::new(), uncompressed: 0, compression: opts.compression, sink })
+    }
+
+    /// Uncompressed bytes written so far.
+    pub fn uncompressed_size(&self) -> u64 {
+        self.uncompressed
+    }
+
+    /// Ends the compressed stream, flushes the inner writer and returns the digests; the inner writer is dropped.
+    pub fn finish(self) -> io::Result<LayerDigests> {
+        self.finish_into_inner().map(|(d, _)| d)
+    }
+
+    /// Like [`LayerWriter::finish`], and also hands back the inner writer (to commit a blob under its digest).
+    pub fn finish_into_inner(self) -> io::Result<(LayerDigests, W)> {
+        let mut counted = match self.sink {
+            Sink::Plain(c) => c,
+            Sink::Zstd(enc) => enc.finish()?,
+            Sink::Gzip(g) => g.finish()?,
+        };
+        counted.flush()?;
+        let digests = LayerDigests {
+            diff_id: sha256_string(self.diff),
+            digest: sha256_string(counted.hasher),
+            size: counted.size,
+            uncompressed_size: self.uncompressed,
+            compression: self.compression,
+            media_type: self.compression.oci_media_type(),
+        };
+        Ok((digests, counted.inner))
+    }
+}
+
+impl<W: Write> Write for LayerWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.sink {
+            Sink::Plain(c) => c.write_all(buf)?,
+            Sink::Zstd(z) => z.write_all(buf)?,
+            Sink::Gzip(g) => g.write_all(buf)?,
+        }
+        self.diff.update(buf);
+        self.uncompressed += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        // Compressed output is flushed at block boundaries; flushing mid-block would change the bytes produced.
+        Ok(())
+    }
+}
+
+struct Job {
+    seq: u64,
+    dict: Vec<u8>,
+    data: Vec<u8>,
+    last: bool,
+}
+
+struct Done {
+    seq: u64,
+    out: io::Result<Vec<u8>>,
+    data: Vec<u8>,
+}
+
+/// gzip in independent 1 MiB blocks, each primed with the previous 32 KiB as dictionary and ended with a sync
+/// flush (the last one with a final block), concatenated into one gzip member with the CRC-32 of the whole input.
+/// The bytes depend only on the input and the level, never on the number of threads.
+struct BlockGzip<W: Write> {
+    out: W,
+    level: u32,
+    crc: flate2::Crc,
+    cur: Vec<u8>,
+    dict: Vec<u8>,
+    next_seq: u64,
+    next_out: u64,
+    ready: BTreeMap<u64, Vec<u8>>,
+    inflight: usize,
+    max_inflight: usize,
+    workers: Vec<(Sender<Job>, JoinHandle<()>)>,
+    results: Option<Receiver<Done>>,
+    inline: Option<Compress>,
+    spare: Vec<Vec<u8>>,
+    header_written: bool,
+}
+
+fn compress_block(c: &mut Compress, dict: &[u8], data: &[u8], last: bool) -> io::Result<Vec<u8>> {
+    let err = |e: flate2::CompressError| io::Error::other(format!("deflate: {e}"));
+    c.reset();
+    if !dict.is_empty() {
+        c.set_dictionary(dict).map_err(err)?;
+    }
+    let flush = if last { FlushCompress::Finish } else { FlushCompress::Sync };
+    let mut out: Vec<u8> = Vec::with_capacity(data.len() / 2 + 4096);
+    let mut input = data;
+    loop {
+        if out.capacity() - out.len() < 16 * 1024 {
+            out.reserve(out.capacity().max(64 * 1024));
+        }
+        let before = c.total_in();
+        let status = c.compress_vec(input, &mut out, flush).map_err(err)?;
+        input = &input[(c.total_in() - before) as usize..];
+        match status {
+            Status::StreamEnd => return Ok(out),
+            // A sync flush is complete once all input is taken and the output buffer was not filled up.
+            _ if !last && input.is_empty() && out.len() < out.capacity() => return Ok(out),
+            _ => {}
+        }
+    }
+}
+
+impl<W: Write> BlockGzip<W> {
+    fn new(out: W, level: u32, threads: usize) -> Self {
+        let mut g = BlockGzip {
+            out,
+            level,
+            crc: flate2::Crc::new(),
+            cur: Vec::with_capacity(GZIP_BLOCK_SIZE),
+            dict: Vec::new(),
+            next_seq: 0,
+            next_out: 0,
+            ready: BTreeMap::new(),
+            inflight: 0,
+            max_inflight: threads * 2,
+            workers: Vec::new(),
+            results: None,
+            inline: None,
+            spare: Vec::new(),
+            header_written: false,
+        };
+        if threads <= 1 {
+            g.inline = Some(Compress::new(flate2::Compression::new(level), false));
+        } else {
+            let (done_tx, done_rx) = mpsc::channel::<Done>();
+            for i in 0..threads {
+                let (job_tx, job_rx) = mpsc::channel::<Job>();
+                let done_tx = done_tx.clone();
+                let handle = std::thread::Builder::new()
+                    .name(format!("kiln-gzip-{i}"))
+                    .spawn(move || {
+                        let mut c = Compress::new(flate2::Compression::new(level), false);
+                        while let Ok(job) = job_rx.recv() {
+                            let out = compress_block(&mut c, &job.dict, &job.data, job.last);
+                            if done_tx.send(Done { seq: job.seq, out, data: job.data }).is_err() {
+                                break;
+                            }
+                        }
+                    })
+                    .expect("spawn gzip worker thread");
+                g.workers.push((job_tx, handle));
+            }
+            g.results = Some(done_rx);
+        }
+        g
+    }
+
+    fn write_header(&mut self) -> io::Result<()> {
+        if !self.header_written {
+            let xfl = match self.level {
+                1 => 4,
+                9 => 2,
+                _ => 0,
+            };
+            // Magic, deflate, no flags, mtime 0, extra flags, OS unknown.
+            self.out.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255])?;
+            self.header_written = true;
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, last: bool) -> io::Result<()> {
+        self.write_header()?;
+        let fresh = self.spare.pop().unwrap_or_else(|| Vec::with_capacity(GZIP_BLOCK_SIZE));
+        let data = std::mem::replace(&mut self.cur, fresh);
+        self.crc.update(&data);
+        let dict = std::mem::replace(&mut self.dict, data[data.len().saturating_sub(DICT_SIZE)..].to_vec());
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if let Some(c) = self.inline.as_mut() {
+            let out = compress_block(c, &dict, &data, last)?;
+            self.out.write_all(&out)?;
+            self.next_out += 1;
+            let mut data = data;
+            data.clear();
+            self.spare.push(data);
+            return Ok(());
+        }
+        while self.inflight >= self.max_inflight {
+            self.collect(true)?;
+        }
+        let idx = (seq % self.workers.len() as u64) as usize;
+        self.workers[idx]
+            .0
+            .send(Job { seq, dict, data, last })
+            .map_err(|_| io::Error::other("gzip worker thread stopped"))?;
+        self.inflight += 1;
+        self.collect(false)
+    }
+
+    /// Takes finished blocks off the result channel (waiting for one if `block`) and writes those next in order.
+    fn collect(&mut self, block: bool) -> io::Result<()> {
+        let rx = self.results.as_ref().expect("threaded mode");
+        let mut got = Vec::new();
+        if block {
+            got.push(rx.recv().map_err(|_| io::Error::other("gzip worker thread stopped"))?);
+        }
+        while let Ok(d) = rx.try_recv() {
+            got.push(d);
+        }
+        for d in got {
+            let mut data = d.data;
+            data.clear();
+            if self.spare.len() < self.max_inflight {
+                self.spare.push(data);
+            }
+            self.ready.insert(d.seq, d.out?);
+        }
+        while let Some(out) = self.ready.remove(&self.next_out) {
+            self.out.write_all(&out)?;
+            self.next_out += 1;
+            self.inflight -= 1;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> io::Result<W> {
+        self.dispatch(true)?;
+        while self.next_out < self.next_seq {
+            self.collect(true)?;
+        }
+        let crc = self.crc.sum();
+        let isize = self.crc.amount();
+        self.out.write_all(&crc.to_le_bytes())?;
+        self.out.write_all(&isize.to_le_bytes())?;
+        for (tx, handle) in std::mem::take(&mut self.workers) {
+            drop(tx);
+            let _ = handle.join();
+        }
+        Ok(self.out)
+    }
+}
+
+impl<W: Write> Write for BlockGzip<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let n = (GZIP_BLOCK_SIZE - self.cur.len()).min(rest.len());
+            self.cur.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            if self.cur.len() == GZIP_BLOCK_SIZE {
+                self.dispatch(false)?;
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn sample(len: usize) -> Vec<u8> {
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        let words = [&b"layer "[..], b"kiln ", b"tar ", b"\n", b"usr/lib/", b"0000"];
+        let mut v = Vec::with_capacity(len);
+        while v.len() < len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if x % 5 == 0 {
+                v.push((x >> 24) as u8);
+            } else {
+                v.extend_from_slice(words[(x % words.len() as u64) as usize]);
+            }
+        }
+        v.truncate(len);
+        v
+    }
+
+    fn gunzip(b: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(b).read_to_end(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn gzip_is_valid_and_thread_independent() {
+        for len in [0, 1, 1000, GZIP_BLOCK_SIZE, GZIP_BLOCK_SIZE + 7, 3 * GZIP_BLOCK_SIZE + 12345] {
+            let data = sample(len);
+            let mut outs = Vec::new();
+            for threads in [1, 2, 3] {
+                let opts = LayerWriterOptions { compression: Compression::Gzip, level: None, threads };
+                let mut w = LayerWriter::with_options(Vec::new(), &opts).unwrap();
+                for chunk in data.chunks(70_001) {
+                    w.write_all(chunk).unwrap();
+                }
+                let (d, blob) = w.finish_into_inner().unwrap();
+                assert_eq!(gunzip(&blob), data, "len {len} threads {threads}");
+                assert_eq!(d.size, blob.len() as u64);
+                assert_eq!(d.uncompressed_size, len as u64);
+                assert_eq!(d.diff_id, format!("sha256:{}", hex::encode(Sha256::digest(&data))));
+                assert_eq!(d.digest, format!("sha256:{}", hex::encode(Sha256::digest(&blob))));
+                assert_eq!(d.media_type, "application/vnd.oci.image.layer.v1.tar+gzip");
+                outs.push(blob);
+            }
+            assert!(outs.windows(2).all(|w| w[0] == w[1]), "len {len}: output differs between thread counts");
+        }
+    }
+
+    #[test]
+    fn zstd_and_plain_digests() {
+        let data = sample(500_000);
+        let mut w = LayerWriter::new(Vec::new(), Compression::Zstd).unwrap();
+        w.write_all(&data).unwrap();
+        let (d, blob) = w.finish_into_inner().unwrap();
+        assert_eq!(zstd::decode_all(&blob[..]).unwrap(), data);
+        assert!(d.size < data.len() as u64);
+        assert_eq!(d.media_type, "application/vnd.oci.image.layer.v1.tar+zstd");
+
+        let mut w = LayerWriter::new(Vec::new(), Compression::None).unwrap();
+        w.write_all(&data).unwrap();
+        let (d, blob) = w.finish_into_inner().unwrap();
+        assert_eq!(blob, data);
+        assert_eq!(d.diff_id, d.digest);
+    }
+}

@@ -1,0 +1,567 @@
+//! Per-invocation host state: the resource table, memory limits, the handles a plugin was given
+//! (blobs, writers, a build context, secrets) and the implementations of every host interface.
+
+use crate::bindings::exporter::kiln::plugin::{blobs, codec, host, types};
+use crate::bindings::frontend::kiln::plugin::{context, images};
+use crate::bindings::injector::kiln::plugin::mounts;
+use crate::beneath::{self, Beneath};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::StoreLimits;
+
+use types::PluginError;
+
+/// The most bytes one `read-at`/`read` call hands a plugin.
+pub const MAX_READ_CHUNK: u64 = 1 << 20;
+/// The most bytes one `compress-blocks` call accepts.
+pub const MAX_CODEC_INPUT: usize = 64 << 20;
+/// The largest rootfs file an injector may read.
+pub const MAX_ROOTFS_FILE: u64 = 16 << 20;
+
+/// Host-side state of one plugin invocation (one `Store`).
+pub struct HostState {
+    pub(crate) table: ResourceTable,
+    pub(crate) limits: StoreLimits,
+    pub(crate) plugin: String,
+    pub(crate) cancel: Arc<AtomicBool>,
+    /// The last panic message the guest reported, to explain a trap.
+    pub(crate) last_panic: Option<String>,
+    /// Answers `images.image-config` (frontends).
+    pub(crate) image_config: Option<ImageConfigFn>,
+    /// The step's root filesystem (injectors' `read-rootfs-file`).
+    pub(crate) rootfs: Option<Beneath>,
+    /// Secret ids this plugin may place.
+    pub(crate) granted_secrets: Vec<String>,
+}
+
+/// A callback resolving an image reference (and platform) to its OCI config JSON.
+pub type ImageConfigFn = Box<dyn FnMut(&str, Option<&str>) -> Result<String, String> + Send>;
+
+impl HostState {
+    pub(crate) fn new(plugin: &str, limits: StoreLimits, cancel: Arc<AtomicBool>) -> Self {
+        Self {
+            table: ResourceTable::new(),
+            limits,
+            plugin: plugin.to_string(),
+            cancel,
+            last_panic: None,
+            image_config: None,
+            rootfs: None,
+            granted_secrets: Vec::new(),
+        }
+    }
+}
+
+fn io_err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> PluginError {
+    PluginError::Io(format!("{what}: {e}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resources
+
+/// Host side of a `blob-reader`: a file (a blob of the store, a context file) or bytes.
+pub enum BlobReaderRes {
+    /// A file read with positioned reads.
+    File { file: Arc<File>, size: u64, name: String },
+    /// Bytes held by the host.
+    Bytes(Arc<Vec<u8>>),
+}
+
+impl BlobReaderRes {
+    /// A reader over a file on disk.
+    pub fn open(path: &std::path::Path) -> std::io::Result<Self> {
+        let file = File::open(path)?;
+        let size = file.metadata()?.len();
+        Ok(Self::File { file: Arc::new(file), size, name: path.display().to_string() })
+    }
+
+    fn size(&self) -> u64 {
+        match self {
+            Self::File { size, .. } => *size,
+            Self::Bytes(b) => b.len() as u64,
+        }
+    }
+
+    fn read_at(&self, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
+        let size = self.size();
+        let len = len.min(MAX_READ_CHUNK).min(size.saturating_sub(offset));
+        let mut buf = vec![0u8; len as usize];
+        match self {
+            Self::File { file, .. } => {
+                let mut done = 0;
+                while done < buf.len() {
+                    let n = file.read_at(&mut buf[done..], offset + done as u64)?;
+                    if n == 0 {
+                        break;
+                    }
+                    done += n;
+                }
+                buf.truncate(done);
+            }
+            Self::Bytes(b) => buf.copy_from_slice(&b[offset as usize..(offset + len) as usize]),
+        }
+        Ok(buf)
+    }
+
+    fn reader(&self) -> Box<dyn Read + Send> {
+        match self {
+            Self::File { file, size, .. } => Box::new(PositionedReader { file: file.clone(), pos: 0, end: *size }),
+            Self::Bytes(b) => Box::new(std::io::Cursor::new(b.as_ref().clone())),
+        }
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Self::File { name, .. } => name.clone(),
+            Self::Bytes(_) => "bytes".into(),
+        }
+    }
+}
+
+struct PositionedReader {
+    file: Arc<File>,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for PositionedReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let want = (buf.len() as u64).min(self.end.saturating_sub(self.pos)) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Host side of a `byte-stream`: any reader (for example a decompressing one).
+pub struct ByteStreamRes {
+    reader: Box<dyn Read + Send>,
+    name: String,
+}
+
+/// Open `reader`, decompressing gzip or zstd when its first bytes say so.
+pub fn decompressing(mut reader: Box<dyn Read + Send>) -> std::io::Result<Box<dyn Read + Send>> {
+    let mut magic = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        let n = reader.read(&mut magic[got..])?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    let head = std::io::Cursor::new(magic[..got].to_vec());
+    let whole: Box<dyn Read + Send> = Box::new(head.chain(reader));
+    if got >= 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+        Ok(Box::new(flate2::read::MultiGzDecoder::new(whole)))
+    } else if got == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
+        Ok(Box::new(zstd::stream::read::Decoder::new(whole)?))
+    } else {
+        Ok(whole)
+    }
+}
+
+/// Where a `blob-writer` puts bytes, and what came out of it.
+pub struct BlobWriterRes {
+    inner: Option<WriterInner>,
+    /// Set by `finish`: the descriptor the host computed.
+    pub finished: Option<FinishedBlob>,
+    path: PathBuf,
+}
+
+/// The result of a finished writer.
+#[derive(Debug, Clone)]
+pub struct FinishedBlob {
+    /// The media type the plugin declared.
+    pub media_type: String,
+    /// "sha256:<hex>" of the bytes on disk.
+    pub digest: String,
+    /// Size on disk.
+    pub size: u64,
+    /// Bytes the plugin handed over (before compression).
+    pub uncompressed_size: u64,
+    /// The file written.
+    pub path: PathBuf,
+}
+
+enum Encoder {
+    None(HashingFile),
+    Gzip(flate2::write::GzEncoder<HashingFile>),
+    Zstd(zstd::stream::write::Encoder<'static, HashingFile>),
+}
+
+struct WriterInner {
+    enc: Encoder,
+    written: u64,
+    /// `write-at` touched the file: the running hash is stale.
+    patched: bool,
+}
+
+struct HashingFile {
+    file: File,
+    hasher: sha2::Sha256,
+    size: u64,
+}
+
+impl Write for HashingFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl BlobWriterRes {
+    /// A writer into a new file at `path` (created or truncated), compressing as asked.
+    pub fn create(path: &std::path::Path, compression: blobs::Compression) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
+        let hf = HashingFile { file, hasher: Default::default(), size: 0 };
+        let enc = match compression {
+            blobs::Compression::None => Encoder::None(hf),
+            blobs::Compression::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(hf, flate2::Compression::fast())),
+            blobs::Compression::Zstd => Encoder::Zstd(zstd::stream::write::Encoder::new(hf, 3)?),
+        };
+        Ok(Self { inner: Some(WriterInner { enc, written: 0, patched: false }), finished: None, path: path.to_path_buf() })
+    }
+
+    fn inner(&mut self) -> Result<&mut WriterInner, PluginError> {
+        self.inner.as_mut().ok_or_else(|| PluginError::InvalidInput("writer already finished".into()))
+    }
+
+    fn write_all(&mut self, data: &[u8]) -> Result<(), PluginError> {
+        let path = self.path.display().to_string();
+        let inner = self.inner()?;
+        let r = match &mut inner.enc {
+            Encoder::None(w) => w.write_all(data),
+            Encoder::Gzip(w) => w.write_all(data),
+            Encoder::Zstd(w) => w.write_all(data),
+        };
+        r.map_err(|e| io_err(format!("writing {path}"), e))?;
+        inner.written += data.len() as u64;
+        Ok(())
+    }
+
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), PluginError> {
+        let path = self.path.display().to_string();
+        let inner = self.inner()?;
+        let Encoder::None(w) = &mut inner.enc else {
+            return Err(PluginError::Unsupported("write-at on a compressing writer".into()));
+        };
+        if offset.checked_add(data.len() as u64).is_none_or(|end| end > w.size) {
+            return Err(PluginError::InvalidInput(format!(
+                "write-at {offset}+{} is past the {} bytes written",
+                data.len(),
+                w.size
+            )));
+        }
+        w.file.write_all_at(data, offset).map_err(|e| io_err(format!("writing {path}"), e))?;
+        inner.patched = true;
+        Ok(())
+    }
+
+    /// Finish and record the descriptor (also callable by the host for writers a plugin left open).
+    pub fn finish(&mut self, media_type: &str) -> Result<FinishedBlob, PluginError> {
+        use sha2::Digest;
+        let path = self.path.clone();
+        let inner = self.inner.take().ok_or_else(|| PluginError::InvalidInput("writer already finished".into()))?;
+        let ctx = |e: std::io::Error| io_err(format!("finishing {}", path.display()), e);
+        let mut hf = match inner.enc {
+            Encoder::None(w) => w,
+            Encoder::Gzip(w) => w.finish().map_err(ctx)?,
+            Encoder::Zstd(w) => w.finish().map_err(ctx)?,
+        };
+        hf.file.flush().map_err(ctx)?;
+        hf.file.sync_all().map_err(ctx)?;
+        let digest = if inner.patched {
+            let mut f = File::open(&path).map_err(ctx)?;
+            let mut h = sha2::Sha256::new();
+            std::io::copy(&mut f, &mut h).map_err(ctx)?;
+            hex::encode(h.finalize())
+        } else {
+            hex::encode(hf.hasher.finalize())
+        };
+        let done = FinishedBlob {
+            media_type: media_type.to_string(),
+            digest: format!("sha256:{digest}"),
+            size: hf.size,
+            uncompressed_size: inner.written,
+            path,
+        };
+        self.finished = Some(done.clone());
+        Ok(done)
+    }
+}
+
+/// Host side of a `build-context`: a directory read only beneath its root.
+pub struct BuildContextRes {
+    pub(crate) root: Beneath,
+}
+
+impl BuildContextRes {
+    /// A context rooted at `dir`.
+    pub fn new(dir: &std::path::Path) -> std::io::Result<Self> {
+        Ok(Self { root: Beneath::open(dir, beneath::Mode::Beneath)? })
+    }
+}
+
+/// Host side of a `secret`: only its id; the bytes stay with the host.
+pub struct SecretRes {
+    pub(crate) id: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Interfaces
+
+impl types::Host for HostState {}
+
+impl host::Host for HostState {
+    fn log(&mut self, level: types::Level, message: String) -> wasmtime::Result<()> {
+        let message: String = message.chars().take(8192).collect();
+        if let Some(m) = message.strip_prefix("panic: ") {
+            self.last_panic = Some(m.to_string());
+        }
+        let plugin = &self.plugin;
+        match level {
+            types::Level::Trace => tracing::trace!(plugin = %plugin, "{message}"),
+            types::Level::Debug => tracing::debug!(plugin = %plugin, "{message}"),
+            types::Level::Info => tracing::info!(plugin = %plugin, "{message}"),
+            types::Level::Warn => tracing::warn!(plugin = %plugin, "{message}"),
+            types::Level::Error => tracing::error!(plugin = %plugin, "{message}"),
+        }
+        Ok(())
+    }
+
+    fn cancelled(&mut self) -> wasmtime::Result<bool> {
+        Ok(self.cancel.load(Ordering::Relaxed))
+    }
+}
+
+impl blobs::Host for HostState {}
+
+impl blobs::HostBlobReader for HostState {
+    fn size(&mut self, r: Resource<BlobReaderRes>) -> wasmtime::Result<u64> {
+        Ok(self.table.get(&r)?.size())
+    }
+
+    fn read_at(&mut self, r: Resource<BlobReaderRes>, offset: u64, len: u32) -> wasmtime::Result<Result<Vec<u8>, PluginError>> {
+        let b = self.table.get(&r)?;
+        Ok(b.read_at(offset, len as u64).map_err(|e| io_err(format!("reading {}", b.name()), e)))
+    }
+
+    fn uncompressed(&mut self, r: Resource<BlobReaderRes>) -> wasmtime::Result<Result<Resource<ByteStreamRes>, PluginError>> {
+        let b = self.table.get(&r)?;
+        let name = b.name();
+        let reader = match decompressing(b.reader()) {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(io_err(format!("decompressing {name}"), e))),
+        };
+        Ok(Ok(self.table.push(ByteStreamRes { reader, name })?))
+    }
+
+    fn drop(&mut self, r: Resource<BlobReaderRes>) -> wasmtime::Result<()> {
+        self.table.delete(r)?;
+        Ok(())
+    }
+}
+
+impl blobs::HostByteStream for HostState {
+    fn read(&mut self, r: Resource<ByteStreamRes>, max: u32) -> wasmtime::Result<Result<Vec<u8>, PluginError>> {
+        let s = self.table.get_mut(&r)?;
+        let want = (max as u64).min(MAX_READ_CHUNK) as usize;
+        let mut buf = vec![0u8; want];
+        let mut got = 0;
+        while got < want {
+            match s.reader.read(&mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Ok(Err(io_err(format!("reading {}", s.name), e))),
+            }
+        }
+        buf.truncate(got);
+        Ok(Ok(buf))
+    }
+
+    fn drop(&mut self, r: Resource<ByteStreamRes>) -> wasmtime::Result<()> {
+        self.table.delete(r)?;
+        Ok(())
+    }
+}
+
+impl blobs::HostBlobWriter for HostState {
+    fn write(&mut self, w: Resource<BlobWriterRes>, data: Vec<u8>) -> wasmtime::Result<Result<(), PluginError>> {
+        Ok(self.table.get_mut(&w)?.write_all(&data))
+    }
+
+    fn copy_from(
+        &mut self,
+        w: Resource<BlobWriterRes>,
+        src: Resource<BlobReaderRes>,
+        offset: u64,
+        len: u64,
+    ) -> wasmtime::Result<Result<(), PluginError>> {
+        let mut reader = {
+            let src = self.table.get(&src)?;
+            if offset.checked_add(len).is_none_or(|end| end > src.size()) {
+                return Ok(Err(PluginError::InvalidInput(format!(
+                    "copy-from {offset}+{len} is past the end of {} ({} bytes)",
+                    src.name(),
+                    src.size()
+                ))));
+            }
+            let mut r = src.reader();
+            if offset > 0 {
+                if let Err(e) = std::io::copy(&mut (&mut r).take(offset), &mut std::io::sink()) {
+                    return Ok(Err(io_err("seeking", e)));
+                }
+            }
+            r.take(len)
+        };
+        let writer = self.table.get_mut(&w)?;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Ok(Err(PluginError::Io("cancelled".into())));
+            }
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Ok(Err(io_err("copy-from", e))),
+            };
+            if let Err(e) = writer.write_all(&buf[..n]) {
+                return Ok(Err(e));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    fn position(&mut self, w: Resource<BlobWriterRes>) -> wasmtime::Result<u64> {
+        let w = self.table.get(&w)?;
+        Ok(w.inner.as_ref().map(|i| i.written).unwrap_or(0))
+    }
+
+    fn write_at(&mut self, w: Resource<BlobWriterRes>, offset: u64, data: Vec<u8>) -> wasmtime::Result<Result<(), PluginError>> {
+        Ok(self.table.get_mut(&w)?.write_at(offset, &data))
+    }
+
+    fn finish(&mut self, w: Resource<BlobWriterRes>, media_type: String) -> wasmtime::Result<Result<types::Descriptor, PluginError>> {
+        let w = self.table.get_mut(&w)?;
+        Ok(w.finish(&media_type).map(|f| types::Descriptor {
+            media_type: f.media_type,
+            digest: f.digest,
+            size: f.size,
+            annotations: Vec::new(),
+        }))
+    }
+
+    fn drop(&mut self, w: Resource<BlobWriterRes>) -> wasmtime::Result<()> {
+        // The host keeps writers it created (it reads `finished` after the call); a borrowed
+        // handle is never dropped by the guest, so only writers the guest owned end here.
+        self.table.delete(w)?;
+        Ok(())
+    }
+}
+
+impl codec::Host for HostState {
+    fn compress_blocks(
+        &mut self,
+        algo: codec::Algorithm,
+        level: Option<u32>,
+        blocks: Vec<Vec<u8>>,
+    ) -> wasmtime::Result<Result<Vec<Vec<u8>>, PluginError>> {
+        let total: usize = blocks.iter().map(|b| b.len()).sum();
+        if total > MAX_CODEC_INPUT {
+            return Ok(Err(PluginError::InvalidInput(format!(
+                "compress-blocks got {total} bytes; at most {MAX_CODEC_INPUT} per call"
+            ))));
+        }
+        use rayon::prelude::*;
+        let out: Result<Vec<Vec<u8>>, std::io::Error> = blocks.par_iter().map(|b| crate::codec::compress(algo, level, b)).collect();
+        Ok(out.map_err(|e| io_err("compress-blocks", e)))
+    }
+
+    fn sha256_hex(&mut self, data: Vec<u8>) -> wasmtime::Result<String> {
+        use sha2::Digest;
+        Ok(hex::encode(sha2::Sha256::digest(&data)))
+    }
+}
+
+impl context::Host for HostState {}
+
+impl crate::bindings::frontend::kiln::plugin::plan::Host for HostState {}
+
+impl context::HostBuildContext for HostState {
+    fn open(&mut self, c: Resource<BuildContextRes>, path: String) -> wasmtime::Result<Result<Resource<BlobReaderRes>, PluginError>> {
+        let ctx = self.table.get(&c)?;
+        let r = match ctx.root.open_file(&path) {
+            Ok((file, size)) => BlobReaderRes::File { file: Arc::new(file), size, name: path },
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(Ok(self.table.push(r)?))
+    }
+
+    fn list_dir(&mut self, c: Resource<BuildContextRes>, path: String) -> wasmtime::Result<Result<Vec<context::Entry>, PluginError>> {
+        let ctx = self.table.get(&c)?;
+        Ok(ctx.root.list_dir(&path))
+    }
+
+    fn exists(&mut self, c: Resource<BuildContextRes>, path: String) -> wasmtime::Result<bool> {
+        let ctx = self.table.get(&c)?;
+        Ok(ctx.root.exists(&path))
+    }
+
+    fn drop(&mut self, c: Resource<BuildContextRes>) -> wasmtime::Result<()> {
+        self.table.delete(c)?;
+        Ok(())
+    }
+}
+
+impl images::Host for HostState {
+    fn image_config(&mut self, reference: String, platform: Option<String>) -> wasmtime::Result<Result<String, PluginError>> {
+        let Some(f) = self.image_config.as_mut() else {
+            return Ok(Err(PluginError::Unsupported("image configs are not available here".into())));
+        };
+        Ok(f(&reference, platform.as_deref()).map_err(PluginError::Io))
+    }
+}
+
+impl mounts::Host for HostState {
+    fn lookup_secret(&mut self, id: String) -> wasmtime::Result<Result<Resource<SecretRes>, PluginError>> {
+        if !self.granted_secrets.iter().any(|g| g == &id) {
+            return Ok(Err(PluginError::Denied(format!("secret {id:?} was not granted to plugin {}", self.plugin))));
+        }
+        Ok(Ok(self.table.push(SecretRes { id })?))
+    }
+
+    fn read_rootfs_file(&mut self, path: String) -> wasmtime::Result<Result<Option<Vec<u8>>, PluginError>> {
+        let Some(root) = self.rootfs.as_ref() else {
+            return Ok(Ok(None));
+        };
+        Ok(root.read_small_file(&path, MAX_ROOTFS_FILE))
+    }
+}
+
+impl mounts::HostSecret for HostState {
+    fn id(&mut self, s: Resource<SecretRes>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&s)?.id.clone())
+    }
+
+    fn drop(&mut self, s: Resource<SecretRes>) -> wasmtime::Result<()> {
+        self.table.delete(s)?;
+        Ok(())
+    }
+}

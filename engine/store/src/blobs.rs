@@ -1,0 +1,170 @@
+//! Blobs by sha256 under `blobs/sha256/<hex>`, written through a hashing temp file and published
+//! by rename, so a blob file always holds exactly the bytes its name says.
+
+use crate::error::{IoContext, Result, StoreError};
+use crate::fsutil::{sync_dir, tmp_prefix};
+use crate::Store;
+use kiln_core::{Digest, HashingWriter};
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+/// A blob being written. Bytes go to a temp file in the store while they are hashed;
+/// [`BlobWriter::commit`] checks the digest and publishes the blob. Dropping a writer without
+/// committing deletes the temp file: nothing becomes visible.
+pub struct BlobWriter {
+    store: Store,
+    inner: HashingWriter<BufWriter<tempfile::NamedTempFile>>,
+}
+
+impl BlobWriter {
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.inner.size()
+    }
+
+    /// Digest of the bytes written so far.
+    pub fn digest(&self) -> Digest {
+        self.inner.digest()
+    }
+
+    /// Finish: fsync, compare with `expected` (if given) and rename into `blobs/sha256/`.
+    /// On a mismatch the temp file is deleted and the error names both digests. Returns the
+    /// digest and size. Committing content the store already has is cheap and succeeds.
+    pub fn commit(self, expected: Option<&Digest>) -> Result<(Digest, u64)> {
+        let (buf, digest, size) = self.inner.finish();
+        let tmp = buf.into_inner().map_err(|e| {
+            let path = e.get_ref().path().to_path_buf();
+            StoreError::Io { op: "flush", path, source: e.into_error() }
+        })?;
+        if let Some(want) = expected
+            && *want != digest
+        {
+            return Err(StoreError::DigestMismatch { expected: *want, actual: digest, size });
+        }
+        let dest = self.store.blob_path(&digest);
+        if dest.exists() {
+            // Same content is already there (another writer won); refresh its age for prune's grace.
+            touch(&dest);
+            return Ok((digest, size));
+        }
+        tmp.as_file().sync_all().ctx("fsync", tmp.path().to_path_buf())?;
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644)).ctx("chmod", tmp.path().to_path_buf())?;
+        tmp.persist(&dest).map_err(|e| e.error).ctx("rename blob into place", &dest)?;
+        sync_dir(dest.parent().expect("blob path has a parent"))?;
+        Ok((digest, size))
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn touch(path: &std::path::Path) {
+    if let Ok(f) = File::options().append(true).open(path) {
+        let _ = f.set_modified(SystemTime::now());
+    }
+}
+
+impl Store {
+    /// Where the blob with this digest lives (whether or not it exists).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(digest.hex())
+    }
+
+    /// Whether the store has this blob.
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// Size of a blob in bytes.
+    pub fn blob_size(&self, digest: &Digest) -> Result<u64> {
+        let p = self.blob_path(digest);
+        match fs::metadata(&p) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::BlobNotFound(*digest)),
+            Err(e) => Err(e).ctx("stat", p),
+        }
+    }
+
+    /// Open a blob for reading.
+    pub fn open_blob(&self, digest: &Digest) -> Result<File> {
+        let p = self.blob_path(digest);
+        match File::open(&p) {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::BlobNotFound(*digest)),
+            Err(e) => Err(e).ctx("open", p),
+        }
+    }
+
+    /// Read a whole blob into memory (for manifests and configs, not layers).
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let mut f = self.open_blob(digest)?;
+        let mut v = Vec::new();
+        f.read_to_end(&mut v).ctx("read", self.blob_path(digest))?;
+        Ok(v)
+    }
+
+    /// Start writing a blob.
+    pub fn blob_writer(&self) -> Result<BlobWriter> {
+        let dir = self.tmp_dir();
+        let tmp = tempfile::Builder::new().prefix(&tmp_prefix()).tempfile_in(&dir).ctx("create temp file in", &dir)?;
+        Ok(BlobWriter { store: self.clone(), inner: HashingWriter::new(BufWriter::with_capacity(256 * 1024, tmp)) })
+    }
+
+    /// Stream `r` into a blob, checking it against `expected` if given.
+    pub fn put_blob_reader(&self, mut r: impl Read, expected: Option<&Digest>) -> Result<(Digest, u64)> {
+        if let Some(d) = expected
+            && self.has_blob(d)
+        {
+            // Already present: drain nothing, the caller's stream is left unread.
+            touch(&self.blob_path(d));
+            return Ok((*d, self.blob_size(d)?));
+        }
+        let mut w = self.blob_writer()?;
+        io::copy(&mut r, &mut w).ctx("copy into blob", self.tmp_dir())?;
+        w.commit(expected)
+    }
+
+    /// Store a small blob from memory.
+    pub fn put_blob_bytes(&self, bytes: &[u8]) -> Result<Digest> {
+        let d = Digest::of_bytes(bytes);
+        if self.has_blob(&d) {
+            touch(&self.blob_path(&d));
+            return Ok(d);
+        }
+        let mut w = self.blob_writer()?;
+        w.write_all(bytes).ctx("write", self.tmp_dir())?;
+        Ok(w.commit(Some(&d))?.0)
+    }
+
+    /// Digests of every blob in the store (file names that are not valid digests are skipped).
+    pub fn list_blobs(&self) -> Result<Vec<Digest>> {
+        let dir = self.root.join("blobs/sha256");
+        let mut out = Vec::new();
+        for e in fs::read_dir(&dir).ctx("read directory", &dir)? {
+            let e = e.ctx("read directory", &dir)?;
+            if let Some(d) = e.file_name().to_str().and_then(|n| Digest::from_hex(n).ok()) {
+                out.push(d);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Remove a blob (no reference checks: see `prune`).
+    pub fn remove_blob(&self, digest: &Digest) -> Result<()> {
+        let p = self.blob_path(digest);
+        match fs::remove_file(&p) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e).ctx("remove", p),
+            _ => Ok(()),
+        }
+    }
+}

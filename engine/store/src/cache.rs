@@ -1,0 +1,78 @@
+//! The build cache: JSON values by string key, one file per key (`cache/<sha256(key)>.json`),
+//! each replaced atomically.
+
+use crate::error::{IoContext, Result};
+use crate::fsutil::write_atomic;
+use crate::Store;
+use kiln_core::Digest;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fs;
+use std::path::PathBuf;
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct CacheEntry {
+    pub(crate) key: String,
+    pub(crate) value: Value,
+}
+
+impl Store {
+    fn cache_path(&self, key: &str) -> PathBuf {
+        self.root.join("cache").join(format!("{}.json", Digest::of_bytes(key.as_bytes()).hex()))
+    }
+
+    /// The value stored under `key`, if any. An unreadable or corrupt entry is a miss.
+    pub fn cache_get(&self, key: &str) -> Option<Value> {
+        let bytes = fs::read(self.cache_path(key)).ok()?;
+        let e: CacheEntry = serde_json::from_slice(&bytes).ok()?;
+        (e.key == key).then_some(e.value)
+    }
+
+    /// Store `value` under `key` (replacing any previous value atomically). Blob digests and
+    /// snapshot keys that appear as strings anywhere in `value` are kept alive by `prune`.
+    pub fn cache_put(&self, key: &str, value: &Value) -> Result<()> {
+        let e = CacheEntry { key: key.to_string(), value: value.clone() };
+        let bytes = serde_json::to_vec(&e).expect("cache entry serializes");
+        write_atomic(&self.tmp_dir(), &self.cache_path(key), &bytes)
+    }
+
+    /// Forget `key`. Returns whether it was there.
+    pub fn cache_remove(&self, key: &str) -> Result<bool> {
+        let p = self.cache_path(key);
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e).ctx("remove", p),
+        }
+    }
+
+    /// Every cache entry's (key, value); corrupt entries are skipped.
+    pub fn cache_entries(&self) -> Result<Vec<(String, Value)>> {
+        let dir = self.root.join("cache");
+        let mut out = Vec::new();
+        for e in fs::read_dir(&dir).ctx("read directory", &dir)? {
+            let e = e.ctx("read directory", &dir)?;
+            if e.path().extension().is_some_and(|x| x == "json")
+                && let Ok(b) = fs::read(e.path())
+                && let Ok(c) = serde_json::from_slice::<CacheEntry>(&b)
+            {
+                out.push((c.key, c.value));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Remove every cache entry. Returns how many were removed.
+    pub fn cache_clear(&self) -> Result<usize> {
+        let dir = self.root.join("cache");
+        let mut n = 0;
+        for e in fs::read_dir(&dir).ctx("read directory", &dir)? {
+            let e = e.ctx("read directory", &dir)?;
+            if e.path().extension().is_some_and(|x| x == "json") {
+                fs::remove_file(e.path()).ctx("remove", e.path())?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
