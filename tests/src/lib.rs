@@ -32,6 +32,6 @@ pub mod token;
 pub mod util;
 
 pub use kiln::{Kiln, kiln_bin};
-pub use proxy::{Cut, CutProxy};
+pub use proxy::{Cut, CutProxy, Fault};
 pub use registry::{Registry, Variant};
 pub use skopeo::Skopeo;

@@ -1,12 +1,23 @@
-//! A TCP proxy in front of a registry that behaves like a registry dying mid-transfer: for chosen
-//! requests (a request line containing a pattern, by default blob GETs) it forwards the first
-//! bytes of the response and then cuts both connections. Everything else passes through.
+//! A TCP proxy in front of a registry that misbehaves on purpose: for chosen requests (a request
+//! line containing a pattern, by default blob GETs) it either forwards the first bytes of the
+//! response and then cuts both connections (a registry dying mid-transfer), or answers with an
+//! error status itself (a registry having a bad moment). Everything else passes through, and
+//! matching requests are counted either way.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
+
+/// What happens to a chosen request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Forward `after_bytes` bytes of the response, then close both connections.
+    Cut,
+    /// Do not forward the request; answer with this HTTP status (e.g. 503) and close.
+    Status(u16),
+}
 
 /// Which responses to cut and where.
 #[derive(Debug, Clone)]
@@ -15,15 +26,29 @@ pub struct Cut {
     pub request_contains: String,
     /// Forward this many response bytes (headers included) before cutting.
     pub after_bytes: usize,
-    /// Cut this many responses, then pass everything through (`usize::MAX`: always cut).
+    /// Cut this many responses, then pass everything through (`usize::MAX`: always cut; `0`:
+    /// only count matching requests).
     pub times: usize,
+    /// What to do to them.
+    pub fault: Fault,
 }
 
 impl Cut {
-    /// Cut every blob download `times` times after `after_bytes` bytes.
+    /// Cut blob downloads (requests for `/blobs/sha256:…`) `times` times after `after_bytes` bytes.
     pub fn blobs(after_bytes: usize, times: usize) -> Cut {
-        Cut { request_contains: "/blobs/sha256:".into(), after_bytes, times }
+        Cut { request_contains: "/blobs/sha256:".into(), after_bytes, times, fault: Fault::Cut }
     }
+
+    /// Answer the first `times` requests whose line contains `pattern` with HTTP `status`.
+    pub fn status(pattern: &str, status: u16, times: usize) -> Cut {
+        Cut { request_contains: pattern.into(), after_bytes: 0, times, fault: Fault::Status(status) }
+    }
+
+    /// Only count requests whose line contains `pattern` (see [`CutProxy::matching_requests`]).
+    pub fn count(pattern: &str) -> Cut {
+        Cut { request_contains: pattern.into(), after_bytes: 0, times: 0, fault: Fault::Cut }
+    }
+
 }
 
 struct State {
@@ -135,6 +160,17 @@ fn client_to_server(mut client: TcpStream, mut server: TcpStream, st: &State, ar
             st.requests.fetch_add(1, Ordering::SeqCst);
             let take = st.remaining.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| r.checked_sub(1)).is_ok();
             if take {
+                if let Fault::Status(code) = st.cut.fault {
+                    st.done.fetch_add(1, Ordering::SeqCst);
+                    let _ = write!(
+                        client,
+                        "HTTP/1.1 {code} Injected Fault\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+                    );
+                    let _ = client.flush();
+                    let _ = client.shutdown(Shutdown::Both);
+                    let _ = server.shutdown(Shutdown::Both);
+                    return;
+                }
                 armed.store(true, Ordering::SeqCst);
             }
         }

@@ -1,1 +1,110 @@
-//! kiln's build executor: runs a build plan's stages, with a build cache.
+//! kiln's build executor: runs a frontend's build plan.
+//!
+//! [`build`] asks a frontend plugin for the plan, then executes the stages the target needs in
+//! order: bases come from the store (pulled when missing), RUN steps run in the sandbox on an
+//! overlay of the stage's layers, COPY/ADD write into a fresh upper directory, and every
+//! filesystem change becomes a layer blob in the store. A build cache keyed on the parent state,
+//! the step and the content of its sources lets an unchanged rebuild only look things up.
+
+mod config;
+mod copy;
+mod error;
+mod executor;
+mod ignore;
+mod layers;
+
+pub use error::{BuildError, Result};
+pub use executor::{BuildOutcome, Builder};
+pub use ignore::IgnoreRules;
+pub use layers::{LayerRef, LayerStack};
+
+use std::path::PathBuf;
+
+/// Image format written to the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Format {
+    /// OCI image manifest and config (default).
+    #[default]
+    Oci,
+    /// Docker schema 2 (keeps HEALTHCHECK, ONBUILD and SHELL in the config).
+    Docker,
+}
+
+/// When to pull base images.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    /// Pull only when not in the store.
+    #[default]
+    Missing,
+    /// Always pull.
+    Always,
+    /// Never pull; fail when missing.
+    Never,
+}
+
+/// Where a secret's bytes come from.
+#[derive(Clone, Debug)]
+pub enum SecretSource {
+    /// A host file.
+    File(PathBuf),
+    /// An environment variable of kiln's process.
+    Env(String),
+}
+
+/// An injector enabled for the build.
+#[derive(Clone, Debug)]
+pub struct InjectorConfig {
+    /// The plugin's name.
+    pub name: String,
+    /// Options handed to it.
+    pub options: Vec<(String, String)>,
+    /// Files handed to it: (name, bytes).
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+/// Everything `kiln build` decides.
+#[derive(Clone, Debug, Default)]
+pub struct BuildOptions {
+    /// The build context directory.
+    pub context: PathBuf,
+    /// The build source's name for diagnostics (e.g. `Dockerfile`).
+    pub source_name: String,
+    /// The build source's bytes.
+    pub source: Vec<u8>,
+    /// The frontend plugin to use (default from `# syntax=` or `dockerfile`).
+    pub frontend: Option<String>,
+    /// `--build-arg`s.
+    pub build_args: Vec<(String, String)>,
+    /// `--target`.
+    pub target: Option<String>,
+    /// `--no-cache`.
+    pub no_cache: bool,
+    /// `--layers=false` turns the cache off too.
+    pub layers: bool,
+    /// `--pull`.
+    pub pull: PullPolicy,
+    /// `--platform` ("os/arch[/variant]").
+    pub platform: Option<String>,
+    /// `--format`.
+    pub format: Format,
+    /// `--label`s added to the final image.
+    pub labels: Vec<(String, String)>,
+    /// `--annotation`s added to the final manifest.
+    pub annotations: Vec<(String, String)>,
+    /// `--secret`s.
+    pub secrets: Vec<(String, SecretSource)>,
+    /// `--network` default for RUN: host, none or private.
+    pub network: Option<String>,
+    /// `--timestamp` / `SOURCE_DATE_EPOCH`.
+    pub timestamp: Option<i64>,
+    /// Names to give the image in the store.
+    pub tags: Vec<String>,
+    /// `-q`.
+    pub quiet: bool,
+    /// `--ignorefile`.
+    pub ignore_file: Option<PathBuf>,
+    /// Injectors for every RUN.
+    pub injectors: Vec<InjectorConfig>,
+    /// `--volume`/`--run-mount`: host binds added to every RUN (src, target, readonly).
+    pub run_binds: Vec<(PathBuf, String, bool)>,
+}

@@ -31,6 +31,9 @@ pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.mani
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 /// Docker gzip-compressed tar layer.
 pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+/// Docker uncompressed tar layer (containers/image's `DockerV2SchemaLayerMediaTypeUncompressed`,
+/// what buildah writes for uncompressed layers in Docker format).
+pub const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
 /// Docker foreign (non-distributable) gzip layer.
 pub const DOCKER_LAYER_FOREIGN_GZIP: &str =
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
@@ -68,7 +71,7 @@ pub fn is_layer(media_type: &str) -> bool {
 /// The compression of a filesystem layer media type, or `None` when it is not a layer type.
 pub fn layer_compression(media_type: &str) -> Option<Compression> {
     match media_type {
-        OCI_LAYER_TAR | OCI_LAYER_NONDIST_TAR => Some(Compression::None),
+        OCI_LAYER_TAR | OCI_LAYER_NONDIST_TAR | DOCKER_LAYER_TAR => Some(Compression::None),
         OCI_LAYER_GZIP | OCI_LAYER_NONDIST_GZIP | DOCKER_LAYER_GZIP | DOCKER_LAYER_FOREIGN_GZIP => {
             Some(Compression::Gzip)
         }
@@ -86,12 +89,13 @@ pub fn oci_layer_type(c: Compression) -> &'static str {
     }
 }
 
-/// The Docker schema 2 layer media type for a compression. Docker schema 2 only defines gzip
-/// layers; uncompressed and zstd layers use the OCI media types, as buildah and containerd do.
+/// The Docker schema 2 layer media type for a compression, as buildah writes them: gzip and
+/// uncompressed have Docker types; zstd has none and uses the OCI type.
 pub fn docker_layer_type(c: Compression) -> &'static str {
     match c {
         Compression::Gzip => DOCKER_LAYER_GZIP,
-        other => oci_layer_type(other),
+        Compression::None => DOCKER_LAYER_TAR,
+        Compression::Zstd => OCI_LAYER_ZSTD,
     }
 }
 
@@ -169,5 +173,6 @@ mod tests {
         );
         assert_eq!(Compression::detect(b"ustar"), Compression::None);
         assert_eq!(docker_layer_type(Compression::Zstd), OCI_LAYER_ZSTD);
+        assert_eq!(layer_compression(DOCKER_LAYER_TAR), Some(Compression::None));
     }
 }

@@ -610,6 +610,31 @@ mod tests {
         );
     }
 
+    // Written by `buildah commit --format docker` (1.28): config and manifest as stored.
+    const BUILDAH_DOCKER_CONFIG: &str = r#"{"created":"2026-11-22T06:36:16.279456859Z","container":"e898fe76dab92a50a8fd58cf09bbc2faf91d6c8db177e92b69f1ffd1d84fca74","container_config":{"Hostname":"","Domainname":"","User":"","AttachStdin":false,"AttachStdout":false,"AttachStderr":false,"Tty":false,"OpenStdin":false,"StdinOnce":false,"Env":["A=1"],"Cmd":["sh"],"Image":"","Volumes":null,"WorkingDir":"","Entrypoint":null,"OnBuild":[],"Labels":{"io.buildah.version":"1.28.2","x":"y"}},"config":{"Hostname":"","Domainname":"","User":"","AttachStdin":false,"AttachStdout":false,"AttachStderr":false,"Tty":false,"OpenStdin":false,"StdinOnce":false,"Env":["A=1"],"Cmd":["sh"],"Image":"","Volumes":null,"WorkingDir":"","Entrypoint":null,"OnBuild":[],"Labels":{"io.buildah.version":"1.28.2","x":"y"}},"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"]},"history":[{"created":"2026-11-22T06:36:16.280498553Z","created_by":"/bin/sh"}]}"#;
+    const BUILDAH_DOCKER_MANIFEST: &str = r#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{"mediaType":"application/vnd.docker.container.image.v1+json","size":983,"digest":"sha256:de0eb92c3c11fb21e732b98e19ebdf1b01441416365e33d1cd94eef9db49b39f"},"layers":[{"mediaType":"application/vnd.docker.image.rootfs.diff.tar","size":1024,"digest":"sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"}]}"#;
+
+    #[test]
+    fn buildah_docker_format_roundtrip() {
+        let m: Manifest = roundtrip(BUILDAH_DOCKER_MANIFEST);
+        assert!(m.is_docker());
+        assert_eq!(m.config.size, 983);
+        assert_eq!(
+            media_types::layer_compression(&m.layers[0].media_type),
+            Some(crate::Compression::None)
+        );
+        let c: ImageConfig = serde_json::from_str(BUILDAH_DOCKER_CONFIG).unwrap();
+        assert_eq!(c.config.on_build, Some(vec![]));
+        assert_eq!(c.config.user.as_deref(), Some(""));
+        // Only the null-valued modelled keys of `config` are dropped; container_config is kept as is.
+        let mut want: Value = serde_json::from_str(BUILDAH_DOCKER_CONFIG).unwrap();
+        want["config"]
+            .as_object_mut()
+            .unwrap()
+            .retain(|_, v| !v.is_null());
+        assert_eq!(serde_json::to_value(&c).unwrap(), want);
+    }
+
     #[test]
     fn bad_digest_in_descriptor_is_an_error() {
         let bad = r#"{"mediaType":"x","digest":"sha256:1234","size":1}"#;

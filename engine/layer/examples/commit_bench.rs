@@ -12,7 +12,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use kiln_layer::{diff_overlay_upper, Compression, DiffOptions, LayerWriter, LayerWriterOptions};
+use kiln_layer::{Compression, DiffOptions, LayerWriter, LayerWriterOptions, diff_overlay_upper};
 
 struct Args {
     size_mib: u64,
@@ -68,7 +68,10 @@ fn generate(source: &Path, root: &Path, total: u64) -> io::Result<(u64, u64)> {
     collect(source, &mut list)?;
     list.sort();
     if list.is_empty() {
-        return Err(io::Error::other(format!("no regular files under {}", source.display())));
+        return Err(io::Error::other(format!(
+            "no regular files under {}",
+            source.display()
+        )));
     }
     let (mut written, mut files) = (0u64, 0u64);
     let mut round = 0;
@@ -91,9 +94,13 @@ fn generate(source: &Path, root: &Path, total: u64) -> io::Result<(u64, u64)> {
 }
 
 fn collect(dir: &Path, out: &mut Vec<(PathBuf, u64)>) -> io::Result<()> {
-    let Ok(rd) = fs::read_dir(dir) else { return Ok(()) };
+    let Ok(rd) = fs::read_dir(dir) else {
+        return Ok(());
+    };
     for e in rd.flatten() {
-        let Ok(md) = e.path().symlink_metadata() else { continue };
+        let Ok(md) = e.path().symlink_metadata() else {
+            continue;
+        };
         if md.is_dir() {
             collect(&e.path(), out)?;
         } else if md.is_file() && md.len() < (64 << 20) {
@@ -133,17 +140,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let upper = match &args.upper {
         Some(u) => u.clone(),
         None => {
-            let upper = args.dir.join(format!("kiln-commit-bench-{}", std::process::id()));
+            let upper = args
+                .dir
+                .join(format!("kiln-commit-bench-{}", std::process::id()));
             fs::create_dir_all(&upper)?;
             let t0 = Instant::now();
             let (bytes, files) = generate(&args.source, &upper, args.size_mib << 20)?;
             let secs = t0.elapsed().as_secs_f64();
-            println!("generated {files} files, {} MiB in {secs:.1}s at {}", bytes >> 20, upper.display());
+            println!(
+                "generated {files} files, {} MiB in {secs:.1}s at {}",
+                bytes >> 20,
+                upper.display()
+            );
             upper
         }
     };
 
-    let opts = LayerWriterOptions { compression: args.compression, level: args.level, threads: args.threads };
+    let opts = LayerWriterOptions {
+        compression: args.compression,
+        level: args.level,
+        threads: args.threads,
+    };
     let rss_before = peak_rss_kib();
     let t1 = Instant::now();
     let mut writer = LayerWriter::with_options(Sink(0), &opts)?;
@@ -162,7 +179,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         mb / secs
     );
     println!("diff_id {}\ndigest  {}", digests.diff_id, digests.digest);
-    println!("peak RSS: {} MiB (before commit {} MiB)", peak_rss_kib() / 1024, rss_before / 1024);
+    println!(
+        "peak RSS: {} MiB (before commit {} MiB)",
+        peak_rss_kib() / 1024,
+        rss_before / 1024
+    );
     if generated && !args.keep {
         fs::remove_dir_all(&upper)?;
     }

@@ -41,7 +41,12 @@ pub struct ApplyOptions {
 
 impl Default for ApplyOptions {
     fn default() -> Self {
-        ApplyOptions { preserve_owner: true, strict_owner: false, xattrs: true, devices: true }
+        ApplyOptions {
+            preserve_owner: true,
+            strict_owner: false,
+            xattrs: true,
+            devices: true,
+        }
     }
 }
 
@@ -96,8 +101,11 @@ impl ApplyStats {
 /// with absolute paths, `..`, a symlinked parent, or a hardlink target of that kind are refused with
 /// [`LayerError::Unsafe`] before anything is written for them. Directory modes and mtimes are set after all entries.
 pub fn apply_layer(tar: impl Read, dest: &Path, opts: &ApplyOptions) -> Result<ApplyStats> {
-    let root = sys::open_dir_path(dest)
-        .map_err(|source| LayerError::Path { path: dest.to_path_buf(), op: "open destination", source })?;
+    let root = sys::open_dir_path(dest).map_err(|source| LayerError::Path {
+        path: dest.to_path_buf(),
+        op: "open destination",
+        source,
+    })?;
     let mut ap = Applier {
         root: Rc::new(root),
         opts,
@@ -108,10 +116,16 @@ pub fn apply_layer(tar: impl Read, dest: &Path, opts: &ApplyOptions) -> Result<A
         buf: vec![0u8; 256 * 1024],
     };
     let mut archive = tar::Archive::new(tar);
-    let entries = archive.entries().map_err(|source| LayerError::Tar { after: None, source })?;
+    let entries = archive.entries().map_err(|source| LayerError::Tar {
+        after: None,
+        source,
+    })?;
     let mut last: Option<String> = None;
     for entry in entries {
-        let mut entry = entry.map_err(|source| LayerError::Tar { after: last.clone(), source })?;
+        let mut entry = entry.map_err(|source| LayerError::Tar {
+            after: last.clone(),
+            source,
+        })?;
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         ap.entry(&mut entry, &name)?;
         last = Some(name);
@@ -191,7 +205,11 @@ fn parse_pax_time(v: &[u8]) -> Option<Timestamp> {
             nsecs = -nsecs;
         }
     }
-    let (secs, nsecs) = if nsecs < 0 { (secs - 1, nsecs + 1_000_000_000) } else { (secs, nsecs) };
+    let (secs, nsecs) = if nsecs < 0 {
+        (secs - 1, nsecs + 1_000_000_000)
+    } else {
+        (secs, nsecs)
+    };
     Some(Timestamp { secs, nsecs })
 }
 
@@ -200,7 +218,10 @@ impl<'o> Applier<'o> {
         let kind = e.header().entry_type();
         if matches!(
             kind,
-            EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink
+            EntryType::XGlobalHeader
+                | EntryType::XHeader
+                | EntryType::GNULongName
+                | EntryType::GNULongLink
         ) {
             return Ok(());
         }
@@ -233,46 +254,69 @@ impl<'o> Applier<'o> {
             | EntryType::Fifo => kind,
             other => {
                 self.stats.other_skipped += 1;
-                self.stats.warn(format!("{name}: skipped entry of unsupported type {other:?}"));
+                self.stats.warn(format!(
+                    "{name}: skipped entry of unsupported type {other:?}"
+                ));
                 return Ok(());
             }
         };
-        if kind == EntryType::Char || kind == EntryType::Block {
-            if !self.opts.devices {
-                self.stats.devices_skipped += 1;
-                self.stats.warn(format!("{name}: device node skipped"));
-                return Ok(());
-            }
+        if (kind == EntryType::Char || kind == EntryType::Block) && !self.opts.devices {
+            self.stats.devices_skipped += 1;
+            self.stats.warn(format!("{name}: device node skipped"));
+            return Ok(());
         }
 
         // Hardlink targets are resolved before anything at the entry's own path changes.
         let link_target = if kind == EntryType::Link {
-            let lraw = e.link_name_bytes().map(|c| c.into_owned()).unwrap_or_default();
-            let lcomps = components(&lraw, "hardlink target").map_err(|reason| unsafe_entry(name, reason))?;
+            let lraw = e
+                .link_name_bytes()
+                .map(|c| c.into_owned())
+                .unwrap_or_default();
+            let lcomps = components(&lraw, "hardlink target")
+                .map_err(|reason| unsafe_entry(name, reason))?;
             if lcomps.is_empty() {
-                return Err(unsafe_entry(name, "hardlink target is the root directory".into()));
+                return Err(unsafe_entry(
+                    name,
+                    "hardlink target is the root directory".into(),
+                ));
             }
             let lbase = *lcomps.last().unwrap();
             let lparent = self
                 .resolve(&lcomps[..lcomps.len() - 1], false, name, "hardlink target")?
-                .ok_or_else(|| bad_entry(name, format!("hardlink target {:?} does not exist", os(&lraw))))?;
+                .ok_or_else(|| {
+                    bad_entry(
+                        name,
+                        format!("hardlink target {:?} does not exist", os(&lraw)),
+                    )
+                })?;
             let lc = sys::cstr(os(lbase)).map_err(|s| io_entry(name, "hardlink target", s))?;
             let lst = sys::lstat_at(lparent.as_fd(), &lc)
                 .map_err(|s| io_entry(name, "stat hardlink target", s))?
-                .ok_or_else(|| bad_entry(name, format!("hardlink target {:?} does not exist", os(&lraw))))?;
+                .ok_or_else(|| {
+                    bad_entry(
+                        name,
+                        format!("hardlink target {:?} does not exist", os(&lraw)),
+                    )
+                })?;
             if sys::file_type(lst.st_mode) == libc::S_IFDIR {
-                return Err(bad_entry(name, format!("hardlink target {:?} is a directory", os(&lraw))));
+                return Err(bad_entry(
+                    name,
+                    format!("hardlink target {:?} is a directory", os(&lraw)),
+                ));
             }
             Some((lparent, lc, lst))
         } else {
             None
         };
 
-        let parent = self.resolve(parent_comps, true, name, "parent")?.expect("created parents exist");
+        let parent = self
+            .resolve(parent_comps, true, name, "parent")?
+            .expect("created parents exist");
         let pfd = parent.as_fd();
         let cname = sys::cstr(os(base)).map_err(|s| io_entry(name, "name", s))?;
         let existing = sys::lstat_at(pfd, &cname).map_err(|s| io_entry(name, "stat", s))?;
         let path_key = join(&comps);
+        let rewritten = self.written.contains(&path_key);
         self.mark_written(&comps);
 
         if let Some(ex) = existing {
@@ -285,10 +329,14 @@ impl<'o> Applier<'o> {
                 return Ok(());
             }
             if !(ex_dir && kind == EntryType::Directory) {
-                sys::remove_all_at(pfd, &cname).map_err(|s| io_entry(name, "remove existing", s))?;
+                sys::remove_all_at(pfd, &cname)
+                    .map_err(|s| io_entry(name, "remove existing", s))?;
                 if ex_dir {
                     self.cache = None;
-                    self.dirs.retain(|k, _| !is_under(k, &path_key));
+                    if rewritten {
+                        // A directory of this very layer is replaced: forget its pending metadata.
+                        self.dirs.retain(|k, _| !is_under(k, &path_key));
+                    }
                 }
             }
         }
@@ -309,9 +357,15 @@ impl<'o> Applier<'o> {
                         Ok(0) => break,
                         Ok(n) => n,
                         Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(source) => return Err(LayerError::Tar { after: Some(name.to_string()), source }),
+                        Err(source) => {
+                            return Err(LayerError::Tar {
+                                after: Some(name.to_string()),
+                                source,
+                            });
+                        }
                     };
-                    file.write_all(&self.buf[..n]).map_err(|s| io_entry(name, "write file", s))?;
+                    file.write_all(&self.buf[..n])
+                        .map_err(|s| io_entry(name, "write file", s))?;
                     written += n as u64;
                 }
                 self.stats.bytes += written;
@@ -329,28 +383,40 @@ impl<'o> Applier<'o> {
                 if existing.is_none_or(|ex| sys::file_type(ex.st_mode) != libc::S_IFDIR) {
                     sys::mkdirat(pfd, &cname, 0o700).map_err(|s| io_entry(name, "mkdir", s))?;
                 }
-                let dfd = sys::open_subdir_read(pfd, &cname).map_err(|s| io_entry(name, "open directory", s))?;
+                let dfd = sys::open_subdir_read(pfd, &cname)
+                    .map_err(|s| io_entry(name, "open directory", s))?;
                 if self.opts.preserve_owner {
                     let r = sys::fchown(dfd.as_fd(), meta.uid, meta.gid);
                     self.chown_result(r, name)?;
                 }
                 self.set_xattrs_fd(dfd.as_fd(), &meta.xattrs, name);
-                self.dirs.insert(path_key, DirMeta { mode: meta.mode, mtime: meta.mtime });
+                self.dirs.insert(
+                    path_key,
+                    DirMeta {
+                        mode: meta.mode,
+                        mtime: meta.mtime,
+                    },
+                );
                 self.stats.dirs += 1;
             }
             EntryType::Symlink => {
-                let target = e.link_name_bytes().map(|c| c.into_owned()).unwrap_or_default();
+                let target = e
+                    .link_name_bytes()
+                    .map(|c| c.into_owned())
+                    .unwrap_or_default();
                 if target.is_empty() {
                     return Err(bad_entry(name, "symlink with an empty target".into()));
                 }
-                let ctarget = sys::cstr(os(&target)).map_err(|s| io_entry(name, "symlink target", s))?;
+                let ctarget =
+                    sys::cstr(os(&target)).map_err(|s| io_entry(name, "symlink target", s))?;
                 sys::symlinkat(&ctarget, pfd, &cname).map_err(|s| io_entry(name, "symlink", s))?;
                 self.node_meta(pfd, base, &cname, &meta, name, false)?;
                 self.stats.symlinks += 1;
             }
             EntryType::Link => {
                 let (lparent, lc, _) = link_target.expect("resolved above");
-                sys::linkat(lparent.as_fd(), &lc, pfd, &cname).map_err(|s| io_entry(name, "hardlink", s))?;
+                sys::linkat(lparent.as_fd(), &lc, pfd, &cname)
+                    .map_err(|s| io_entry(name, "hardlink", s))?;
                 self.stats.hardlinks += 1;
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
@@ -360,7 +426,11 @@ impl<'o> Applier<'o> {
                         let h = e.header();
                         let major = h.device_major().ok().flatten().unwrap_or(0);
                         let minor = h.device_minor().ok().flatten().unwrap_or(0);
-                        let t = if kind == EntryType::Char { libc::S_IFCHR } else { libc::S_IFBLK };
+                        let t = if kind == EntryType::Char {
+                            libc::S_IFCHR
+                        } else {
+                            libc::S_IFBLK
+                        };
                         (t, sys::makedev(major, minor))
                     }
                 };
@@ -368,7 +438,8 @@ impl<'o> Applier<'o> {
                     Ok(()) => {}
                     Err(err) if ftype != libc::S_IFIFO && sys::is_permission(&err) => {
                         self.stats.devices_skipped += 1;
-                        self.stats.warn(format!("{name}: device node not created: {err}"));
+                        self.stats
+                            .warn(format!("{name}: device node not created: {err}"));
                         return Ok(());
                     }
                     Err(s) => return Err(io_entry(name, "mknod", s)),
@@ -392,7 +463,10 @@ impl<'o> Applier<'o> {
         let mode = h.mode().map_err(|s| bad("mode", s))? & 0o7777;
         let uid = h.uid().map_err(|s| bad("uid", s))?;
         let gid = h.gid().map_err(|s| bad("gid", s))?;
-        let mut mtime = Timestamp { secs: h.mtime().map_err(|s| bad("mtime", s))? as i64, nsecs: 0 };
+        let mut mtime = Timestamp {
+            secs: h.mtime().map_err(|s| bad("mtime", s))? as i64,
+            nsecs: 0,
+        };
         let mut xattrs = Vec::new();
         if let Some(pax) = e.pax_extensions().map_err(|s| bad("pax", s))? {
             for rec in pax {
@@ -400,16 +474,24 @@ impl<'o> Applier<'o> {
                 let key = rec.key_bytes();
                 if let Some(x) = key.strip_prefix(b"SCHILY.xattr.") {
                     xattrs.push((os(x).to_os_string(), rec.value_bytes().to_vec()));
-                } else if key == b"mtime" {
-                    if let Some(t) = parse_pax_time(rec.value_bytes()) {
-                        mtime = t;
-                    }
+                } else if key == b"mtime"
+                    && let Some(t) = parse_pax_time(rec.value_bytes())
+                {
+                    mtime = t;
                 }
             }
         }
-        let uid = u32::try_from(uid).map_err(|_| bad_entry(name, format!("uid {uid} out of range")))?;
-        let gid = u32::try_from(gid).map_err(|_| bad_entry(name, format!("gid {gid} out of range")))?;
-        Ok(EntryMeta { mode: mode as u32, uid, gid, mtime, xattrs })
+        let uid =
+            u32::try_from(uid).map_err(|_| bad_entry(name, format!("uid {uid} out of range")))?;
+        let gid =
+            u32::try_from(gid).map_err(|_| bad_entry(name, format!("gid {gid} out of range")))?;
+        Ok(EntryMeta {
+            mode,
+            uid,
+            gid,
+            mtime,
+            xattrs,
+        })
     }
 
     fn root_entry(&mut self, kind: EntryType, meta: EntryMeta, name: &str) -> Result<()> {
@@ -417,13 +499,20 @@ impl<'o> Applier<'o> {
             return Err(bad_entry(name, "the root entry is not a directory".into()));
         }
         let dot = sys::cstr(OsStr::new(".")).expect("no NUL");
-        let dfd = sys::open_subdir_read(self.root.as_fd(), &dot).map_err(|s| io_entry(name, "open root", s))?;
+        let dfd = sys::open_subdir_read(self.root.as_fd(), &dot)
+            .map_err(|s| io_entry(name, "open root", s))?;
         if self.opts.preserve_owner {
             let r = sys::fchown(dfd.as_fd(), meta.uid, meta.gid);
             self.chown_result(r, name)?;
         }
         self.set_xattrs_fd(dfd.as_fd(), &meta.xattrs, name);
-        self.dirs.insert(Vec::new(), DirMeta { mode: meta.mode, mtime: meta.mtime });
+        self.dirs.insert(
+            Vec::new(),
+            DirMeta {
+                mode: meta.mode,
+                mtime: meta.mtime,
+            },
+        );
         self.stats.dirs += 1;
         Ok(())
     }
@@ -473,7 +562,10 @@ impl<'o> Applier<'o> {
 
     fn xattr_failed(&mut self, name: &str, key: &OsStr, err: io::Error) {
         self.stats.xattr_failed += 1;
-        self.stats.warn(format!("{name}: xattr {} not set: {err}", key.to_string_lossy()));
+        self.stats.warn(format!(
+            "{name}: xattr {} not set: {err}",
+            key.to_string_lossy()
+        ));
     }
 
     fn chown_result(&mut self, r: io::Result<()>, name: &str) -> Result<()> {
@@ -498,15 +590,21 @@ impl<'o> Applier<'o> {
 
     /// Opens the directory named by `comps` beneath the root without following symlinks. With `create`, missing
     /// directories are made (mode 0755); without it, a missing component gives `Ok(None)`.
-    fn resolve(&mut self, comps: &[&[u8]], create: bool, name: &str, what: &str) -> Result<Option<Rc<OwnedFd>>> {
+    fn resolve(
+        &mut self,
+        comps: &[&[u8]],
+        create: bool,
+        name: &str,
+        what: &str,
+    ) -> Result<Option<Rc<OwnedFd>>> {
         if comps.is_empty() {
             return Ok(Some(self.root.clone()));
         }
         let key = join(comps);
-        if let Some((k, fd)) = &self.cache {
-            if *k == key {
-                return Ok(Some(fd.clone()));
-            }
+        if let Some((k, fd)) = &self.cache
+            && *k == key
+        {
+            return Ok(Some(fd.clone()));
         }
         let mut cur = self.root.clone();
         for (i, c) in comps.iter().enumerate() {
@@ -522,16 +620,23 @@ impl<'o> Applier<'o> {
                         Err(e2) if e2.raw_os_error() == Some(libc::EEXIST) => {}
                         Err(s) => return Err(io_entry(name, "create parent directory", s)),
                     }
-                    sys::open_subdir_path(cur.as_fd(), &cc).map_err(|s| io_entry(name, "open parent directory", s))?
+                    sys::open_subdir_path(cur.as_fd(), &cc)
+                        .map_err(|s| io_entry(name, "open parent directory", s))?
                 }
-                Err(err) if matches!(err.raw_os_error(), Some(libc::ENOTDIR) | Some(libc::ELOOP)) => {
+                Err(err)
+                    if matches!(err.raw_os_error(), Some(libc::ENOTDIR) | Some(libc::ELOOP)) =>
+                {
                     let prefix = String::from_utf8_lossy(&join(&comps[..=i])).into_owned();
-                    let st = sys::lstat_at(cur.as_fd(), &cc).map_err(|s| io_entry(name, "stat parent", s))?;
+                    let st = sys::lstat_at(cur.as_fd(), &cc)
+                        .map_err(|s| io_entry(name, "stat parent", s))?;
                     return Err(match st {
                         Some(st) if sys::file_type(st.st_mode) == libc::S_IFLNK => {
                             unsafe_entry(name, format!("{what} component {prefix:?} is a symlink"))
                         }
-                        _ => bad_entry(name, format!("{what} component {prefix:?} is not a directory")),
+                        _ => bad_entry(
+                            name,
+                            format!("{what} component {prefix:?} is not a directory"),
+                        ),
                     });
                 }
                 Err(s) => return Err(io_entry(name, "open parent directory", s)),
@@ -549,20 +654,28 @@ impl<'o> Applier<'o> {
         let mut full: Vec<&[u8]> = parent_comps.to_vec();
         full.push(target);
         let key = join(&full);
-        if self.written.contains(&key) {
-            // Whiteouts hide lower layers only, never entries of the same layer.
-            return Ok(());
-        }
         let Some(parent) = self.resolve(parent_comps, false, name, "whiteout parent")? else {
             return Ok(());
         };
         let cname = sys::cstr(os(target)).map_err(|s| io_entry(name, "name", s))?;
-        let existed = sys::lstat_at(parent.as_fd(), &cname).map_err(|s| io_entry(name, "stat", s))?;
+        let existed =
+            sys::lstat_at(parent.as_fd(), &cname).map_err(|s| io_entry(name, "stat", s))?;
+        if self.written.contains(&key) {
+            // Whiteouts hide lower layers only, never entries of the same layer: of a directory this layer
+            // wrote into, only the lower content goes.
+            if existed.is_some_and(|st| sys::file_type(st.st_mode) == libc::S_IFDIR) {
+                let dfd = sys::open_subdir_read(parent.as_fd(), &cname)
+                    .map_err(|s| io_entry(name, "open directory", s))?;
+                self.clear_lower(dfd.as_fd(), &key, name)?;
+                self.cache = None;
+            }
+            return Ok(());
+        }
         if let Some(st) = existed {
-            sys::remove_all_at(parent.as_fd(), &cname).map_err(|s| io_entry(name, "remove whited-out path", s))?;
+            sys::remove_all_at(parent.as_fd(), &cname)
+                .map_err(|s| io_entry(name, "remove whited-out path", s))?;
             if sys::file_type(st.st_mode) == libc::S_IFDIR {
                 self.cache = None;
-                self.dirs.retain(|k, _| !is_under(k, &key));
             }
         }
         Ok(())
@@ -573,7 +686,8 @@ impl<'o> Applier<'o> {
             return Ok(());
         };
         let dot = sys::cstr(OsStr::new(".")).expect("no NUL");
-        let dfd = sys::open_subdir_read(dir.as_fd(), &dot).map_err(|s| io_entry(name, "open opaque directory", s))?;
+        let dfd = sys::open_subdir_read(dir.as_fd(), &dot)
+            .map_err(|s| io_entry(name, "open opaque directory", s))?;
         let prefix = join(dir_comps);
         self.clear_lower(dfd.as_fd(), &prefix, name)?;
         self.cache = None;
@@ -582,7 +696,8 @@ impl<'o> Applier<'o> {
 
     /// Removes everything below the open directory `dfd` (path `prefix`) that this layer did not write.
     fn clear_lower(&mut self, dfd: BorrowedFd<'_>, prefix: &[u8], name: &str) -> Result<()> {
-        let names = sys::read_dir_names(dfd).map_err(|s| io_entry(name, "read opaque directory", s))?;
+        let names =
+            sys::read_dir_names(dfd).map_err(|s| io_entry(name, "read opaque directory", s))?;
         for child in names {
             let mut key = prefix.to_vec();
             if !key.is_empty() {
@@ -593,12 +708,13 @@ impl<'o> Applier<'o> {
             if self.written.contains(&key) {
                 let st = sys::lstat_at(dfd, &cc).map_err(|s| io_entry(name, "stat", s))?;
                 if st.is_some_and(|st| sys::file_type(st.st_mode) == libc::S_IFDIR) {
-                    let sub = sys::open_subdir_read(dfd, &cc).map_err(|s| io_entry(name, "open directory", s))?;
+                    let sub = sys::open_subdir_read(dfd, &cc)
+                        .map_err(|s| io_entry(name, "open directory", s))?;
                     self.clear_lower(sub.as_fd(), &key, name)?;
                 }
             } else {
-                sys::remove_all_at(dfd, &cc).map_err(|s| io_entry(name, "remove lower content", s))?;
-                self.dirs.retain(|k, _| !is_under(k, &key));
+                sys::remove_all_at(dfd, &cc)
+                    .map_err(|s| io_entry(name, "remove lower content", s))?;
             }
         }
         Ok(())
@@ -615,20 +731,32 @@ impl<'o> Applier<'o> {
         self.cache = None;
         for (path, meta) in dirs {
             let name = String::from_utf8_lossy(&path).into_owned();
-            let comps: Vec<&[u8]> = path.split(|b| *b == b'/').filter(|c| !c.is_empty()).collect();
+            let comps: Vec<&[u8]> = path
+                .split(|b| *b == b'/')
+                .filter(|c| !c.is_empty())
+                .collect();
             let (parent, base): (Rc<OwnedFd>, &[u8]) = if comps.is_empty() {
                 (self.root.clone(), b".")
             } else {
                 match self.resolve(&comps[..comps.len() - 1], false, &name, "parent") {
                     Ok(Some(p)) => (p, comps[comps.len() - 1]),
-                    Ok(None) | Err(LayerError::BadEntry { .. }) | Err(LayerError::Unsafe { .. }) => continue,
+                    Ok(None)
+                    | Err(LayerError::BadEntry { .. })
+                    | Err(LayerError::Unsafe { .. }) => continue,
                     Err(e) => return Err(e),
                 }
             };
             let cc = sys::cstr(os(base)).map_err(|s| io_entry(&name, "name", s))?;
             let dfd = match sys::open_subdir_read(parent.as_fd(), &cc) {
                 Ok(fd) => fd,
-                Err(err) if matches!(err.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)) => continue,
+                Err(err)
+                    if matches!(
+                        err.raw_os_error(),
+                        Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
+                    ) =>
+                {
+                    continue;
+                }
                 Err(s) => return Err(io_entry(&name, "open directory", s)),
             };
             sys::fchmod(dfd.as_fd(), meta.mode).map_err(|s| io_entry(&name, "chmod", s))?;
@@ -644,15 +772,25 @@ fn is_under(path: &[u8], dir: &[u8]) -> bool {
 }
 
 fn unsafe_entry(name: &str, reason: String) -> LayerError {
-    LayerError::Unsafe { entry: name.to_string(), reason }
+    LayerError::Unsafe {
+        entry: name.to_string(),
+        reason,
+    }
 }
 
 fn bad_entry(name: &str, reason: String) -> LayerError {
-    LayerError::BadEntry { entry: name.to_string(), reason }
+    LayerError::BadEntry {
+        entry: name.to_string(),
+        reason,
+    }
 }
 
 fn io_entry(name: &str, op: &'static str, source: io::Error) -> LayerError {
-    LayerError::Entry { entry: name.to_string(), op, source }
+    LayerError::Entry {
+        entry: name.to_string(),
+        op,
+        source,
+    }
 }
 
 #[cfg(test)]
@@ -664,15 +802,30 @@ mod tests {
         assert!(components(b"/etc/passwd", "path").is_err());
         assert!(components(b"a/../../x", "path").is_err());
         assert!(components(b"", "path").is_err());
-        assert_eq!(components(b"./a//b/./c/", "path").unwrap(), vec![&b"a"[..], b"b", b"c"]);
+        assert_eq!(
+            components(b"./a//b/./c/", "path").unwrap(),
+            vec![&b"a"[..], b"b", b"c"]
+        );
         assert!(components(b"./", "path").unwrap().is_empty());
     }
 
     #[test]
     fn pax_time_parses_fractions() {
-        assert_eq!(parse_pax_time(b"12.5"), Some(Timestamp { secs: 12, nsecs: 500_000_000 }));
+        assert_eq!(
+            parse_pax_time(b"12.5"),
+            Some(Timestamp {
+                secs: 12,
+                nsecs: 500_000_000
+            })
+        );
         assert_eq!(parse_pax_time(b"7"), Some(Timestamp { secs: 7, nsecs: 0 }));
-        assert_eq!(parse_pax_time(b"-1.25"), Some(Timestamp { secs: -2, nsecs: 750_000_000 }));
+        assert_eq!(
+            parse_pax_time(b"-1.25"),
+            Some(Timestamp {
+                secs: -2,
+                nsecs: 750_000_000
+            })
+        );
     }
 
     #[test]

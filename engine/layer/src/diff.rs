@@ -19,10 +19,12 @@ use crate::tarw::{Kind, Node, TarWriter};
 pub struct DiffOptions {
     /// `SOURCE_DATE_EPOCH`: every mtime later than this is written as this.
     pub source_date_epoch: Option<i64>,
-    /// For [`diff_overlay_upper`]: the flattened lower rootfs of the overlay. With it, a directory the overlay copied
-    /// up only because something below it changed (or an excluded mount point was created in it), and whose mode,
-    /// owner and xattrs equal the lower one's, is written only when an entry below it is.
-    pub lower: Option<PathBuf>,
+    /// For [`diff_overlay_upper`]: the overlay's lower directories, topmost first, as given to `lowerdir=` (one
+    /// flattened rootfs, or a stack of earlier uppers with their whiteouts and opaque directories). With them, a
+    /// directory the overlay copied up only because something below it changed (or an excluded mount point was
+    /// created in it), and whose mode, owner and xattrs equal the merged lower one's, is written only when an
+    /// entry below it is. Empty: every directory of the upper is written.
+    pub lower: Vec<PathBuf>,
     /// For [`diff_dirs`]: compare file content whenever type, mode, owner, size and xattrs match, even when the
     /// mtimes match too. Without it, equal mtimes (to the nanosecond) mean unchanged.
     pub always_compare_content: bool,
@@ -62,7 +64,9 @@ impl DiffStats {
 
 /// Xattr names never written: overlay bookkeeping and host SELinux labels.
 fn skip_xattr(name: &[u8]) -> bool {
-    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.") || name == b"security.selinux"
+    name.starts_with(b"trusted.overlay.")
+        || name.starts_with(b"user.overlay.")
+        || name == b"security.selinux"
 }
 
 fn overlay_xattr(xattrs: &[(Vec<u8>, Vec<u8>)], suffix: &str) -> Option<Vec<u8>> {
@@ -88,19 +92,26 @@ impl Child {
     }
 
     fn kept_xattrs(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        self.all_xattrs.iter().filter(|(k, _)| !skip_xattr(k)).cloned().collect()
+        self.all_xattrs
+            .iter()
+            .filter(|(k, _)| !skip_xattr(k))
+            .cloned()
+            .collect()
     }
 
     fn is_overlay_whiteout(&self) -> bool {
         match self.ftype() {
             libc::S_IFCHR => self.st.st_rdev == 0,
-            libc::S_IFREG => self.st.st_size == 0 && overlay_xattr(&self.all_xattrs, "whiteout").is_some(),
+            libc::S_IFREG => {
+                self.st.st_size == 0 && overlay_xattr(&self.all_xattrs, "whiteout").is_some()
+            }
             _ => false,
         }
     }
 
     fn is_opaque(&self) -> bool {
-        self.ftype() == libc::S_IFDIR && overlay_xattr(&self.all_xattrs, "opaque").as_deref() == Some(b"y")
+        self.ftype() == libc::S_IFDIR
+            && overlay_xattr(&self.all_xattrs, "opaque").as_deref() == Some(b"y")
     }
 }
 
@@ -126,13 +137,21 @@ fn list_dir(dir: BorrowedFd<'_>, abs: &Path) -> Result<Vec<Child>> {
     })?;
     let mut out = Vec::with_capacity(names.len());
     for name in names {
-        let path_err = |op, source| LayerError::Path { path: abs.join(&name), op, source };
+        let path_err = |op, source| LayerError::Path {
+            path: abs.join(&name),
+            op,
+            source,
+        };
         let cname = sys::cstr(&name).map_err(|s| path_err("name", s))?;
         let Some(st) = sys::lstat_at(dir, &cname).map_err(|s| path_err("stat", s))? else {
             continue;
         };
         let all_xattrs = read_xattrs(dir, &name).map_err(|s| path_err("read xattrs", s))?;
-        out.push(Child { name, st, all_xattrs });
+        out.push(Child {
+            name,
+            st,
+            all_xattrs,
+        });
     }
     out.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
     Ok(out)
@@ -189,7 +208,10 @@ impl<W: Write> Emitter<W> {
     }
 
     fn werr(&self, rel: &[u8], source: io::Error) -> LayerError {
-        LayerError::Write { path: PathBuf::from(OsStr::from_bytes(rel)), source }
+        LayerError::Write {
+            path: PathBuf::from(OsStr::from_bytes(rel)),
+            source,
+        }
     }
 
     fn abs(&self, rel: &[u8]) -> PathBuf {
@@ -200,11 +222,15 @@ impl<W: Write> Emitter<W> {
     fn emit(&mut self, node: &Node, data: Option<&mut dyn Read>) -> Result<()> {
         for i in 0..self.pending.len() {
             if let Some(dir) = self.pending[i].take() {
-                self.tar.append(&dir, None).map_err(|s| self.werr(&dir.path, s))?;
+                self.tar
+                    .append(&dir, None)
+                    .map_err(|s| self.werr(&dir.path, s))?;
                 self.count(&dir);
             }
         }
-        self.tar.append(node, data).map_err(|s| self.werr(&node.path, s))?;
+        self.tar
+            .append(node, data)
+            .map_err(|s| self.werr(&node.path, s))?;
         self.count(node);
         Ok(())
     }
@@ -284,7 +310,11 @@ impl<W: Write> Emitter<W> {
                 return Ok(None);
             }
         };
-        let size = if kind == Kind::File { st.st_size as u64 } else { 0 };
+        let size = if kind == Kind::File {
+            st.st_size as u64
+        } else {
+            0
+        };
         Ok(Some(Node {
             path: rel.to_vec(),
             kind,
@@ -298,11 +328,21 @@ impl<W: Write> Emitter<W> {
     }
 
     fn perr(&self, rel: &[u8], op: &'static str, source: io::Error) -> LayerError {
-        LayerError::Path { path: self.abs(rel), op, source }
+        LayerError::Path {
+            path: self.abs(rel),
+            op,
+            source,
+        }
     }
 
     /// Writes a non-directory node: a hardlink to an earlier path of the same inode, or the node with its content.
-    fn emit_leaf(&mut self, dir: BorrowedFd<'_>, rel: &[u8], c: &Child, mut node: Node) -> Result<()> {
+    fn emit_leaf(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        rel: &[u8],
+        c: &Child,
+        mut node: Node,
+    ) -> Result<()> {
         if c.st.st_nlink > 1 {
             let key = (c.st.st_dev, c.st.st_ino);
             if let Some(first) = self.links.get(&key) {
@@ -325,7 +365,9 @@ impl<W: Write> Emitter<W> {
 
     /// Writes `c` and, for a directory, everything below it (an added subtree).
     fn emit_subtree(&mut self, dir: BorrowedFd<'_>, rel: &[u8], c: &Child) -> Result<()> {
-        let Some(node) = self.node_of(dir, rel, c)? else { return Ok(()) };
+        let Some(node) = self.node_of(dir, rel, c)? else {
+            return Ok(());
+        };
         if node.kind != Kind::Dir {
             return self.emit_leaf(dir, rel, c, node);
         }
@@ -346,25 +388,41 @@ impl<W: Write> Emitter<W> {
 }
 
 fn open_dir(dir: BorrowedFd<'_>, name: &OsStr, abs: &Path) -> Result<OwnedFd> {
-    let perr = |source| LayerError::Path { path: abs.to_path_buf(), op: "open directory", source };
+    let perr = |source| LayerError::Path {
+        path: abs.to_path_buf(),
+        op: "open directory",
+        source,
+    };
     let c = sys::cstr(name).map_err(perr)?;
     sys::open_subdir_read(dir, &c).map_err(perr)
 }
 
 fn open_root(path: &Path) -> Result<OwnedFd> {
     let dot = sys::cstr(OsStr::new(".")).expect("no NUL");
-    let p = sys::open_dir_path(path)
-        .map_err(|source| LayerError::Path { path: path.to_path_buf(), op: "open directory", source })?;
-    sys::open_subdir_read(p.as_fd(), &dot)
-        .map_err(|source| LayerError::Path { path: path.to_path_buf(), op: "open directory", source })
+    let p = sys::open_dir_path(path).map_err(|source| LayerError::Path {
+        path: path.to_path_buf(),
+        op: "open directory",
+        source,
+    })?;
+    sys::open_subdir_read(p.as_fd(), &dot).map_err(|source| LayerError::Path {
+        path: path.to_path_buf(),
+        op: "open directory",
+        source,
+    })
 }
 
 fn lookup(dir: Option<BorrowedFd<'_>>, name: &OsStr) -> io::Result<Option<Child>> {
     let Some(dir) = dir else { return Ok(None) };
     let cname = sys::cstr(name)?;
-    let Some(st) = sys::lstat_at(dir, &cname)? else { return Ok(None) };
+    let Some(st) = sys::lstat_at(dir, &cname)? else {
+        return Ok(None);
+    };
     let all_xattrs = read_xattrs(dir, name)?;
-    Ok(Some(Child { name: name.to_os_string(), st, all_xattrs }))
+    Ok(Some(Child {
+        name: name.to_os_string(),
+        st,
+        all_xattrs,
+    }))
 }
 
 fn same_dir_meta(a: &Child, b: &Child) -> bool {
@@ -389,10 +447,11 @@ pub fn diff_overlay_upper<W: Write>(
     out: W,
 ) -> Result<DiffStats> {
     let root = open_root(upper)?;
-    let lower = match &opts.lower {
-        Some(l) => Some(open_root(l)?),
-        None => None,
-    };
+    let lowers = opts
+        .lower
+        .iter()
+        .map(|l| open_root(l))
+        .collect::<Result<Vec<_>>>()?;
     let mut em = Emitter {
         tar: TarWriter::new(out),
         stats: DiffStats::default(),
@@ -402,15 +461,18 @@ pub fn diff_overlay_upper<W: Write>(
         root: upper.to_path_buf(),
         excludes: normalize_excludes(exclude),
     };
-    overlay_walk(&mut em, root.as_fd(), lower.as_ref().map(|f| f.as_fd()), b"")?;
-    em.tar.finish().map_err(|source| LayerError::Write { path: PathBuf::from("<end of archive>"), source })?;
+    overlay_walk(&mut em, root.as_fd(), &lowers, b"")?;
+    em.tar.finish().map_err(|source| LayerError::Write {
+        path: PathBuf::from("<end of archive>"),
+        source,
+    })?;
     Ok(em.stats)
 }
 
 fn overlay_walk<W: Write>(
     em: &mut Emitter<W>,
     dir: BorrowedFd<'_>,
-    lower: Option<BorrowedFd<'_>>,
+    lowers: &[OwnedFd],
     rel: &[u8],
 ) -> Result<()> {
     let children = list_dir(dir, &em.abs(rel))?;
@@ -419,7 +481,11 @@ fn overlay_walk<W: Write>(
         .iter()
         .map(|c| {
             let wo = c.is_overlay_whiteout();
-            let mut n = if wo { WHITEOUT_PREFIX.as_bytes().to_vec() } else { Vec::new() };
+            let mut n = if wo {
+                WHITEOUT_PREFIX.as_bytes().to_vec()
+            } else {
+                Vec::new()
+            };
             n.extend_from_slice(c.name.as_bytes());
             (n, c, wo)
         })
@@ -435,24 +501,31 @@ fn overlay_walk<W: Write>(
             continue;
         }
         if overlay_xattr(&c.all_xattrs, "redirect").is_some() {
-            return Err(LayerError::UnsupportedOverlay { path: em.abs(&crel), feature: "redirect_dir" });
+            return Err(LayerError::UnsupportedOverlay {
+                path: em.abs(&crel),
+                feature: "redirect_dir",
+            });
         }
         if overlay_xattr(&c.all_xattrs, "metacopy").is_some() {
-            return Err(LayerError::UnsupportedOverlay { path: em.abs(&crel), feature: "metacopy" });
+            return Err(LayerError::UnsupportedOverlay {
+                path: em.abs(&crel),
+                feature: "metacopy",
+            });
         }
-        let Some(node) = em.node_of(dir, &crel, c)? else { continue };
+        let Some(node) = em.node_of(dir, &crel, c)? else {
+            continue;
+        };
         if node.kind != Kind::Dir {
             em.emit_leaf(dir, &crel, c, node)?;
             continue;
         }
         let opaque = c.is_opaque();
-        let lower_child = if opaque {
-            None
+        let (lower_top, lower_subs) = if opaque {
+            (None, Vec::new())
         } else {
-            lookup(lower, &c.name).map_err(|s| em.perr(&crel, "stat lower", s))?
+            merged_lower_dir(lowers, &c.name, &em.abs(&crel))?
         };
-        let lower_same =
-            lower_child.as_ref().is_some_and(|l| l.ftype() == libc::S_IFDIR && same_dir_meta(l, c));
+        let lower_same = lower_top.as_ref().is_some_and(|l| same_dir_meta(l, c));
         if lower_same {
             em.pending.push(Some(node));
         } else {
@@ -463,17 +536,44 @@ fn overlay_walk<W: Write>(
             em.opaque_marker(&crel, &c.st)?;
         }
         let sub = open_dir(dir, &c.name, &em.abs(&crel))?;
-        let lower_sub = match &lower_child {
-            Some(l) if l.ftype() == libc::S_IFDIR => {
-                let p = em.abs(&crel);
-                lower.map(|ld| open_dir(ld, &l.name, &p)).transpose()?
-            }
-            _ => None,
-        };
-        overlay_walk(em, sub.as_fd(), lower_sub.as_ref().map(|f| f.as_fd()), &crel)?;
+        overlay_walk(em, sub.as_fd(), &lower_subs, &crel)?;
         em.pending.pop();
     }
     Ok(())
+}
+
+/// How `name` looks in the merged view of a stack of lower directories (topmost first): the topmost directory
+/// of that name (its metadata counts) and the directories of that name that merge below it, or nothing when the
+/// name is not a directory there (absent, whited out, or hidden by a non-directory).
+fn merged_lower_dir(
+    lowers: &[OwnedFd],
+    name: &OsStr,
+    abs: &Path,
+) -> Result<(Option<Child>, Vec<OwnedFd>)> {
+    let perr = |source| LayerError::Path {
+        path: abs.to_path_buf(),
+        op: "stat lower",
+        source,
+    };
+    let mut top = None;
+    let mut subs = Vec::new();
+    for l in lowers {
+        let Some(found) = lookup(Some(l.as_fd()), name).map_err(perr)? else {
+            continue;
+        };
+        if found.ftype() != libc::S_IFDIR {
+            break;
+        }
+        subs.push(open_dir(l.as_fd(), name, abs)?);
+        let opaque = found.is_opaque();
+        if top.is_none() {
+            top = Some(found);
+        }
+        if opaque {
+            break;
+        }
+    }
+    Ok((top, subs))
 }
 
 /// Compares a lower tree with a full copy of it that was changed (`upper`) and writes the layer tar to `out`:
@@ -500,9 +600,15 @@ pub fn diff_dirs<W: Write>(
         root: upper.to_path_buf(),
         excludes: normalize_excludes(exclude),
     };
-    let ctx = DirsCtx { lower_root: lower.to_path_buf(), always_compare: opts.always_compare_content };
+    let ctx = DirsCtx {
+        lower_root: lower.to_path_buf(),
+        always_compare: opts.always_compare_content,
+    };
     dirs_walk(&mut em, &ctx, lroot.as_fd(), uroot.as_fd(), b"")?;
-    em.tar.finish().map_err(|source| LayerError::Write { path: PathBuf::from("<end of archive>"), source })?;
+    em.tar.finish().map_err(|source| LayerError::Write {
+        path: PathBuf::from("<end of archive>"),
+        source,
+    })?;
     Ok(em.stats)
 }
 
@@ -520,7 +626,8 @@ fn dirs_walk<W: Write>(
 ) -> Result<()> {
     let lchildren = list_dir(ldir, &ctx.lower_root.join(OsStr::from_bytes(rel)))?;
     let uchildren = list_dir(udir, &em.abs(rel))?;
-    let mut lmap: HashMap<&[u8], &Child> = lchildren.iter().map(|c| (c.name.as_bytes(), c)).collect();
+    let mut lmap: HashMap<&[u8], &Child> =
+        lchildren.iter().map(|c| (c.name.as_bytes(), c)).collect();
     // (name written to the tar, lower, upper)
     let mut order: Vec<(Vec<u8>, Option<&Child>, Option<&Child>)> = Vec::new();
     for u in &uchildren {
@@ -557,7 +664,9 @@ fn dirs_walk<W: Write>(
             continue;
         }
         if u.ftype() == libc::S_IFDIR {
-            let Some(node) = em.node_of(udir, &crel, u)? else { continue };
+            let Some(node) = em.node_of(udir, &crel, u)? else {
+                continue;
+            };
             if same_dir_meta(l, u) {
                 em.pending.push(Some(node));
             } else {
@@ -572,18 +681,28 @@ fn dirs_walk<W: Write>(
         }
         if unchanged(ctx, ldir, udir, l, u).map_err(|s| em.perr(&crel, "compare with lower", s))? {
             if u.st.st_nlink > 1 {
-                em.links.entry((u.st.st_dev, u.st.st_ino)).or_insert_with(|| crel.clone());
+                em.links
+                    .entry((u.st.st_dev, u.st.st_ino))
+                    .or_insert_with(|| crel.clone());
             }
             continue;
         }
-        let Some(node) = em.node_of(udir, &crel, u)? else { continue };
+        let Some(node) = em.node_of(udir, &crel, u)? else {
+            continue;
+        };
         em.emit_leaf(udir, &crel, u, node)?;
     }
     Ok(())
 }
 
 /// Whether a non-directory of the same type in both trees is unchanged.
-fn unchanged(ctx: &DirsCtx, ldir: BorrowedFd<'_>, udir: BorrowedFd<'_>, l: &Child, u: &Child) -> io::Result<bool> {
+fn unchanged(
+    ctx: &DirsCtx,
+    ldir: BorrowedFd<'_>,
+    udir: BorrowedFd<'_>,
+    l: &Child,
+    u: &Child,
+) -> io::Result<bool> {
     let (ls, us) = (&l.st, &u.st);
     if ls.st_mode != us.st_mode || ls.st_uid != us.st_uid || ls.st_gid != us.st_gid {
         return Ok(false);
@@ -612,11 +731,21 @@ fn unchanged(ctx: &DirsCtx, ldir: BorrowedFd<'_>, udir: BorrowedFd<'_>, l: &Chil
     }
 }
 
-fn same_content(ldir: BorrowedFd<'_>, lname: &OsStr, udir: BorrowedFd<'_>, uname: &OsStr) -> io::Result<bool> {
+fn same_content(
+    ldir: BorrowedFd<'_>,
+    lname: &OsStr,
+    udir: BorrowedFd<'_>,
+    uname: &OsStr,
+) -> io::Result<bool> {
     let open = |d: BorrowedFd<'_>, n: &OsStr| -> io::Result<File> {
         let c: std::ffi::CString = sys::cstr(n)?;
         let c: &CStr = &c;
-        Ok(File::from(sys::openat(d, c, libc::O_RDONLY | libc::O_NOFOLLOW, 0)?))
+        Ok(File::from(sys::openat(
+            d,
+            c,
+            libc::O_RDONLY | libc::O_NOFOLLOW,
+            0,
+        )?))
     };
     let mut a = open(ldir, lname)?;
     let mut b = open(udir, uname)?;

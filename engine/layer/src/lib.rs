@@ -13,11 +13,9 @@ mod sys;
 mod tarw;
 mod writer;
 
-pub use apply::{apply_layer, ApplyOptions, ApplyStats, OPAQUE_MARKER, WHITEOUT_PREFIX};
-pub use compress::{
-    decompress, decompress_detect, detect, Compression, DOCKER_MEDIA_TYPE_TAR, DOCKER_MEDIA_TYPE_TAR_GZIP,
-    MEDIA_TYPE_TAR, MEDIA_TYPE_TAR_GZIP, MEDIA_TYPE_TAR_ZSTD,
-};
-pub use diff::{diff_dirs, diff_overlay_upper, DiffOptions, DiffStats};
+pub use apply::{ApplyOptions, ApplyStats, OPAQUE_MARKER, WHITEOUT_PREFIX, apply_layer};
+pub use compress::{decompress, decompress_detect};
+pub use diff::{DiffOptions, DiffStats, diff_dirs, diff_overlay_upper};
 pub use error::{LayerError, Result};
-pub use writer::{LayerDigests, LayerWriter, LayerWriterOptions, GZIP_BLOCK_SIZE};
+pub use kiln_core::{Compression, Digest};
+pub use writer::{GZIP_BLOCK_SIZE, LayerDigests, LayerWriter, LayerWriterOptions};

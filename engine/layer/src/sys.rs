@@ -17,50 +17,96 @@ pub struct Timestamp {
 
 impl Timestamp {
     fn to_timespec(self) -> libc::timespec {
-        libc::timespec { tv_sec: self.secs as libc::time_t, tv_nsec: self.nsecs as _ }
+        libc::timespec {
+            tv_sec: self.secs as libc::time_t,
+            tv_nsec: self.nsecs as _,
+        }
     }
 }
 
 fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
-    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
 }
 
 fn cvt_size(rc: libc::ssize_t) -> io::Result<usize> {
-    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc as usize) }
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc as usize)
+    }
 }
 
 /// Turns a path component or path into a C string; interior NULs are an `InvalidInput` error.
 pub fn cstr(s: &OsStr) -> io::Result<CString> {
-    CString::new(s.as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains a NUL byte"))
+    CString::new(s.as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains a NUL byte"))
 }
 
 /// Opens `path` as a directory handle (`O_PATH | O_DIRECTORY`), following symlinks in `path` itself.
 pub fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
     let c = cstr(path.as_os_str())?;
-    let fd = cvt(unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) })?;
+    let fd = cvt(unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })?;
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// `openat(2)` with `O_CLOEXEC` added.
-pub fn openat(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
-    let fd = cvt(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) })?;
+pub fn openat(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    flags: libc::c_int,
+    mode: u32,
+) -> io::Result<OwnedFd> {
+    let fd = cvt(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    })?;
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Opens the child directory `name` of `dir` without following a symlink (`O_PATH`).
 pub fn open_subdir_path(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
-    openat(dir, name, libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)
+    openat(
+        dir,
+        name,
+        libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+        0,
+    )
 }
 
 /// Opens the child directory `name` of `dir` for reading its entries, without following a symlink.
 pub fn open_subdir_read(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
-    openat(dir, name, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)
+    openat(
+        dir,
+        name,
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+        0,
+    )
 }
 
 /// `fstatat(2)` with `AT_SYMLINK_NOFOLLOW`; `Ok(None)` when the name does not exist.
 pub fn lstat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<libc::stat>> {
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::fstatat(dir.as_raw_fd(), name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+    let rc = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
     if rc < 0 {
         let e = io::Error::last_os_error();
         if e.raw_os_error() == Some(libc::ENOENT) {
@@ -87,13 +133,35 @@ pub fn symlinkat(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<
 }
 
 /// `linkat(2)` without following a symlink at the source.
-pub fn linkat(odir: BorrowedFd<'_>, oname: &CStr, ndir: BorrowedFd<'_>, nname: &CStr) -> io::Result<()> {
-    cvt(unsafe { libc::linkat(odir.as_raw_fd(), oname.as_ptr(), ndir.as_raw_fd(), nname.as_ptr(), 0) }).map(drop)
+pub fn linkat(
+    odir: BorrowedFd<'_>,
+    oname: &CStr,
+    ndir: BorrowedFd<'_>,
+    nname: &CStr,
+) -> io::Result<()> {
+    cvt(unsafe {
+        libc::linkat(
+            odir.as_raw_fd(),
+            oname.as_ptr(),
+            ndir.as_raw_fd(),
+            nname.as_ptr(),
+            0,
+        )
+    })
+    .map(drop)
 }
 
 /// `mknodat(2)`.
 pub fn mknodat(dir: BorrowedFd<'_>, name: &CStr, mode: u32, dev: u64) -> io::Result<()> {
-    cvt(unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), mode as libc::mode_t, dev as libc::dev_t) }).map(drop)
+    cvt(unsafe {
+        libc::mknodat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            mode as libc::mode_t,
+            dev as libc::dev_t,
+        )
+    })
+    .map(drop)
 }
 
 /// `unlinkat(2)`.
@@ -103,7 +171,16 @@ pub fn unlinkat(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Res
 
 /// `fchownat(2)` with `AT_SYMLINK_NOFOLLOW`.
 pub fn lchown_at(dir: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> io::Result<()> {
-    cvt(unsafe { libc::fchownat(dir.as_raw_fd(), name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) }).map(drop)
+    cvt(unsafe {
+        libc::fchownat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            uid,
+            gid,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(drop)
 }
 
 /// `fchown(2)`.
@@ -118,7 +195,8 @@ pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
 
 /// `fchmodat(2)`; callers only use it on names they just created as non-symlinks.
 pub fn fchmodat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
-    cvt(unsafe { libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode as libc::mode_t, 0) }).map(drop)
+    cvt(unsafe { libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode as libc::mode_t, 0) })
+        .map(drop)
 }
 
 /// Sets atime and mtime of an open file.
@@ -130,7 +208,15 @@ pub fn futimens(fd: BorrowedFd<'_>, t: Timestamp) -> io::Result<()> {
 /// Sets atime and mtime of `dir/name` without following a symlink.
 pub fn lutimens_at(dir: BorrowedFd<'_>, name: &CStr, t: Timestamp) -> io::Result<()> {
     let ts = [t.to_timespec(), t.to_timespec()];
-    cvt(unsafe { libc::utimensat(dir.as_raw_fd(), name.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) }).map(drop)
+    cvt(unsafe {
+        libc::utimensat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(drop)
 }
 
 /// `readlinkat(2)`.
@@ -138,7 +224,12 @@ pub fn readlink_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OsString> {
     let mut buf = vec![0u8; 256];
     loop {
         let n = cvt_size(unsafe {
-            libc::readlinkat(dir.as_raw_fd(), name.as_ptr(), buf.as_mut_ptr() as *mut libc::c_char, buf.len())
+            libc::readlinkat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                buf.as_mut_ptr() as *mut libc::c_char,
+                buf.len(),
+            )
         })?;
         if n < buf.len() {
             buf.truncate(n);
@@ -164,7 +255,11 @@ pub fn read_dir_names(dir: BorrowedFd<'_>) -> io::Result<Vec<OsString>> {
         let ent = unsafe { libc::readdir64(dirp) };
         if ent.is_null() {
             let errno = unsafe { *libc::__errno_location() };
-            break if errno != 0 { Err(io::Error::from_raw_os_error(errno)) } else { Ok(()) };
+            break if errno != 0 {
+                Err(io::Error::from_raw_os_error(errno))
+            } else {
+                Ok(())
+            };
         }
         let name = unsafe { CStr::from_ptr((*ent).d_name.as_ptr()) }.to_bytes();
         if name != b"." && name != b".." {
@@ -180,7 +275,9 @@ pub fn remove_all_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
     match unlinkat(dir, name, 0) {
         Ok(()) => return Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::EISDIR) || e.raw_os_error() == Some(libc::EPERM) => {
+        Err(e)
+            if e.raw_os_error() == Some(libc::EISDIR) || e.raw_os_error() == Some(libc::EPERM) =>
+        {
             // EPERM is what unlink of a directory reports on some file systems.
             match lstat_at(dir, name)? {
                 Some(st) if file_type(st.st_mode) == libc::S_IFDIR => {}
@@ -206,11 +303,15 @@ pub fn remove_all_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
 pub fn proc_path(dir: RawFd, name: &OsStr) -> io::Result<CString> {
     let mut v = format!("/proc/self/fd/{dir}/").into_bytes();
     v.extend_from_slice(name.as_bytes());
-    CString::new(v).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains a NUL byte"))
+    CString::new(v)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains a NUL byte"))
 }
 
 fn split_xattr_names(buf: &[u8]) -> Vec<OsString> {
-    buf.split(|b| *b == 0).filter(|s| !s.is_empty()).map(|s| OsString::from_vec(s.to_vec())).collect()
+    buf.split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| OsString::from_vec(s.to_vec()))
+        .collect()
 }
 
 /// Lists the extended attribute names of the file at `path` without following a final symlink.
@@ -226,7 +327,9 @@ pub fn llistxattr(path: &CStr) -> io::Result<Vec<OsString>> {
             return Ok(Vec::new());
         }
         let mut buf = vec![0u8; n];
-        match cvt_size(unsafe { libc::llistxattr(path.as_ptr(), buf.as_mut_ptr() as *mut libc::c_char, n) }) {
+        match cvt_size(unsafe {
+            libc::llistxattr(path.as_ptr(), buf.as_mut_ptr() as *mut libc::c_char, n)
+        }) {
             Ok(m) => {
                 buf.truncate(m);
                 return Ok(split_xattr_names(&buf));
@@ -244,12 +347,19 @@ pub fn lgetxattr(path: &CStr, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
         let n = unsafe { libc::lgetxattr(path.as_ptr(), cname.as_ptr(), std::ptr::null_mut(), 0) };
         let n = match cvt_size(n) {
             Ok(n) => n,
-            Err(e) if e.raw_os_error() == Some(libc::ENODATA) || is_unsupported(&e) => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) || is_unsupported(&e) => {
+                return Ok(None);
+            }
             Err(e) => return Err(e),
         };
         let mut buf = vec![0u8; n];
         match cvt_size(unsafe {
-            libc::lgetxattr(path.as_ptr(), cname.as_ptr(), buf.as_mut_ptr() as *mut libc::c_void, n)
+            libc::lgetxattr(
+                path.as_ptr(),
+                cname.as_ptr(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                n,
+            )
         }) {
             Ok(m) => {
                 buf.truncate(m);
@@ -266,7 +376,13 @@ pub fn lgetxattr(path: &CStr, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
 pub fn lsetxattr(path: &CStr, name: &OsStr, value: &[u8]) -> io::Result<()> {
     let cname = cstr(name)?;
     cvt(unsafe {
-        libc::lsetxattr(path.as_ptr(), cname.as_ptr(), value.as_ptr() as *const libc::c_void, value.len(), 0)
+        libc::lsetxattr(
+            path.as_ptr(),
+            cname.as_ptr(),
+            value.as_ptr() as *const libc::c_void,
+            value.len(),
+            0,
+        )
     })
     .map(drop)
 }
@@ -275,7 +391,13 @@ pub fn lsetxattr(path: &CStr, name: &OsStr, value: &[u8]) -> io::Result<()> {
 pub fn fsetxattr(fd: BorrowedFd<'_>, name: &OsStr, value: &[u8]) -> io::Result<()> {
     let cname = cstr(name)?;
     cvt(unsafe {
-        libc::fsetxattr(fd.as_raw_fd(), cname.as_ptr(), value.as_ptr() as *const libc::c_void, value.len(), 0)
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            cname.as_ptr(),
+            value.as_ptr() as *const libc::c_void,
+            value.len(),
+            0,
+        )
     })
     .map(drop)
 }
@@ -287,12 +409,18 @@ pub fn is_unsupported(e: &io::Error) -> bool {
 
 /// Whether an error is a permission refusal (`EPERM`, `EACCES`, or `EINVAL` for an id the user namespace cannot map).
 pub fn is_permission(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES) | Some(libc::EINVAL))
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EPERM) | Some(libc::EACCES) | Some(libc::EINVAL)
+    )
 }
 
 /// The mtime of a `stat` result.
 pub fn mtime_of(st: &libc::stat) -> Timestamp {
-    Timestamp { secs: st.st_mtime, nsecs: st.st_mtime_nsec }
+    Timestamp {
+        secs: st.st_mtime,
+        nsecs: st.st_mtime_nsec,
+    }
 }
 
 /// `makedev(3)`.

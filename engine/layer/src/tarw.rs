@@ -83,7 +83,10 @@ fn set_ustar_name(h: &mut Header, name: &[u8]) -> bool {
 
 impl<W: Write> TarWriter<W> {
     pub fn new(out: W) -> Self {
-        TarWriter { out, buf: vec![0u8; 256 * 1024] }
+        TarWriter {
+            out,
+            buf: vec![0u8; 256 * 1024],
+        }
     }
 
     /// Writes one entry. For `Kind::File`, `data` must yield exactly `node.size` bytes.
@@ -111,7 +114,11 @@ impl<W: Write> TarWriter<W> {
             } else {
                 id
             };
-            if field == 0 { h.set_uid(v) } else { h.set_gid(v) }
+            if field == 0 {
+                h.set_uid(v)
+            } else {
+                h.set_gid(v)
+            }
         }
         h.set_mtime(node.mtime.clamp(0, MAX_OCTAL_TIME) as u64);
         let (etype, size) = match &node.kind {
@@ -152,7 +159,10 @@ impl<W: Write> TarWriter<W> {
         if !pax.is_empty() {
             let mut ph = Header::new_ustar();
             let mut pname = b"PaxHeaders.0/".to_vec();
-            let base = name.rsplit(|b| *b == b'/').find(|s| !s.is_empty()).unwrap_or(b"");
+            let base = name
+                .rsplit(|b| *b == b'/')
+                .find(|s| !s.is_empty())
+                .unwrap_or(b"");
             pname.extend_from_slice(&base[..base.len().min(100 - pname.len())]);
             set_ustar_name(&mut ph, &pname);
             ph.set_mode(0o644);
@@ -171,12 +181,17 @@ impl<W: Write> TarWriter<W> {
             let data = data.ok_or_else(|| io::Error::other("file entry without content"))?;
             let mut left = size;
             while left > 0 {
-                let want = self.buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                let want = self
+                    .buf
+                    .len()
+                    .min(usize::try_from(left).unwrap_or(usize::MAX));
                 let n = match data.read(&mut self.buf[..want]) {
                     Ok(0) => {
                         return Err(io::Error::new(
                             io::ErrorKind::UnexpectedEof,
-                            format!("file shrank while being read ({left} of {size} bytes missing)"),
+                            format!(
+                                "file shrank while being read ({left} of {size} bytes missing)"
+                            ),
                         ));
                     }
                     Ok(n) => n,

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use flate2::{Compress, FlushCompress, Status};
 use sha2::{Digest as _, Sha256};
 
-use crate::compress::Compression;
+use kiln_core::{Compression, Digest};
 
 /// Uncompressed bytes per gzip block. Fixed so that the output never depends on the number of threads.
 pub const GZIP_BLOCK_SIZE: usize = 1 << 20;
@@ -23,38 +23,41 @@ pub struct LayerWriterOptions {
     pub compression: Compression,
     /// Compression level: gzip 0-9 (default 1, fastest), zstd 1-22 (default 3). `None` picks the default.
     pub level: Option<i32>,
-    /// Compression threads for gzip; 0 picks the number of available cores (at most 8). The compressed bytes are
-    /// identical for every thread count.
+    /// Compression threads (gzip and zstd); 0 picks the number of available cores (at most 8). The compressed
+    /// bytes are identical for every thread count.
     pub threads: usize,
 }
 
 impl LayerWriterOptions {
     /// Options for `compression` with its default level and automatic threads.
     pub fn new(compression: Compression) -> Self {
-        LayerWriterOptions { compression, level: None, threads: 0 }
+        LayerWriterOptions {
+            compression,
+            level: None,
+            threads: 0,
+        }
     }
 }
 
 /// Digests and size of a finished layer blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerDigests {
-    /// `sha256:<hex>` of the uncompressed tar (the config's rootfs diff_id).
-    pub diff_id: String,
-    /// `sha256:<hex>` of the bytes written to the inner writer (the manifest's layer digest).
-    pub digest: String,
+    /// sha256 of the uncompressed tar (the config's rootfs diff_id).
+    pub diff_id: Digest,
+    /// sha256 of the bytes written to the inner writer (the manifest's layer digest).
+    pub digest: Digest,
     /// Number of bytes written to the inner writer.
     pub size: u64,
     /// Number of uncompressed tar bytes.
     pub uncompressed_size: u64,
     /// The compression used.
     pub compression: Compression,
-    /// The OCI media type of the blob.
+    /// The OCI media type of the blob (`kiln_core::media_types::docker_layer_type` gives the Docker one).
     pub media_type: &'static str,
 }
 
-/// Formats a finished SHA-256 as `sha256:<hex>`.
-fn sha256_string(h: Sha256) -> String {
-    format!("sha256:{}", hex::encode(h.finalize()))
+fn finish_digest(h: Sha256) -> Digest {
+    Digest::from_bytes(h.finalize().into())
 }
 
 /// A writer that hashes and counts what passes through it.
@@ -80,7 +83,7 @@ impl<W: Write> Write for Counted<W> {
 enum Sink<W: Write> {
     Plain(Counted<W>),
     Zstd(zstd::stream::write::Encoder<'static, Counted<W>>),
-    Gzip(BlockGzip<Counted<W>>),
+    Gzip(Box<BlockGzip<Counted<W>>>),
 }
 
 /// Wraps a `Write` (a blob writer) and turns the uncompressed layer tar written into it into a compressed blob,
@@ -100,24 +103,39 @@ impl<W: Write> LayerWriter<W> {
 
     /// A writer configured by `opts`.
     pub fn with_options(inner: W, opts: &LayerWriterOptions) -> io::Result<Self> {
-        let counted = Counted { inner, hasher: Sha256::new(), size: 0 };
+        let threads = if opts.threads == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .min(8)
+        } else {
+            opts.threads
+        };
+        let counted = Counted {
+            inner,
+            hasher: Sha256::new(),
+            size: 0,
+        };
         let sink = match opts.compression {
             Compression::None => Sink::Plain(counted),
             Compression::Zstd => {
                 let level = opts.level.unwrap_or(3);
-                Sink::Zstd(zstd::stream::write::Encoder::new(counted, level)?)
+                let mut enc = zstd::stream::write::Encoder::new(counted, level)?;
+                // Always in worker mode (at least one worker) so the frame does not depend on the thread count.
+                enc.multithread(threads as u32)?;
+                Sink::Zstd(enc)
             }
             Compression::Gzip => {
                 let level = opts.level.unwrap_or(1).clamp(0, 9) as u32;
-                let threads = if opts.threads == 0 {
-                    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8)
-                } else {
-                    opts.threads
-                };
-                Sink::Gzip(BlockGzip::new(counted, level, threads))
+                Sink::Gzip(Box::new(BlockGzip::new(counted, level, threads)))
             }
         };
-        Ok(LayerWriter { diff: Sha256::new(), uncompressed: 0, compression: opts.compression, sink })
+        Ok(LayerWriter {
+            diff: Sha256::new(),
+            uncompressed: 0,
+            compression: opts.compression,
+            sink,
+        })
     }
 
     /// Uncompressed bytes written so far.
@@ -139,12 +157,12 @@ impl<W: Write> LayerWriter<W> {
         };
         counted.flush()?;
         let digests = LayerDigests {
-            diff_id: sha256_string(self.diff),
-            digest: sha256_string(counted.hasher),
+            diff_id: finish_digest(self.diff),
+            digest: finish_digest(counted.hasher),
             size: counted.size,
             uncompressed_size: self.uncompressed,
             compression: self.compression,
-            media_type: self.compression.oci_media_type(),
+            media_type: kiln_core::media_types::oci_layer_type(self.compression),
         };
         Ok((digests, counted.inner))
     }
@@ -208,7 +226,11 @@ fn compress_block(c: &mut Compress, dict: &[u8], data: &[u8], last: bool) -> io:
     if !dict.is_empty() {
         c.set_dictionary(dict).map_err(err)?;
     }
-    let flush = if last { FlushCompress::Finish } else { FlushCompress::Sync };
+    let flush = if last {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Sync
+    };
     let mut out: Vec<u8> = Vec::with_capacity(data.len() / 2 + 4096);
     let mut input = data;
     loop {
@@ -259,7 +281,14 @@ impl<W: Write> BlockGzip<W> {
                         let mut c = Compress::new(flate2::Compression::new(level), false);
                         while let Ok(job) = job_rx.recv() {
                             let out = compress_block(&mut c, &job.dict, &job.data, job.last);
-                            if done_tx.send(Done { seq: job.seq, out, data: job.data }).is_err() {
+                            if done_tx
+                                .send(Done {
+                                    seq: job.seq,
+                                    out,
+                                    data: job.data,
+                                })
+                                .is_err()
+                            {
                                 break;
                             }
                         }
@@ -280,7 +309,8 @@ impl<W: Write> BlockGzip<W> {
                 _ => 0,
             };
             // Magic, deflate, no flags, mtime 0, extra flags, OS unknown.
-            self.out.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255])?;
+            self.out
+                .write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255])?;
             self.header_written = true;
         }
         Ok(())
@@ -288,10 +318,16 @@ impl<W: Write> BlockGzip<W> {
 
     fn dispatch(&mut self, last: bool) -> io::Result<()> {
         self.write_header()?;
-        let fresh = self.spare.pop().unwrap_or_else(|| Vec::with_capacity(GZIP_BLOCK_SIZE));
+        let fresh = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(GZIP_BLOCK_SIZE));
         let data = std::mem::replace(&mut self.cur, fresh);
         self.crc.update(&data);
-        let dict = std::mem::replace(&mut self.dict, data[data.len().saturating_sub(DICT_SIZE)..].to_vec());
+        let dict = std::mem::replace(
+            &mut self.dict,
+            data[data.len().saturating_sub(DICT_SIZE)..].to_vec(),
+        );
         let seq = self.next_seq;
         self.next_seq += 1;
         if let Some(c) = self.inline.as_mut() {
@@ -309,7 +345,12 @@ impl<W: Write> BlockGzip<W> {
         let idx = (seq % self.workers.len() as u64) as usize;
         self.workers[idx]
             .0
-            .send(Job { seq, dict, data, last })
+            .send(Job {
+                seq,
+                dict,
+                data,
+                last,
+            })
             .map_err(|_| io::Error::other("gzip worker thread stopped"))?;
         self.inflight += 1;
         self.collect(false)
@@ -320,7 +361,10 @@ impl<W: Write> BlockGzip<W> {
         let rx = self.results.as_ref().expect("threaded mode");
         let mut got = Vec::new();
         if block {
-            got.push(rx.recv().map_err(|_| io::Error::other("gzip worker thread stopped"))?);
+            got.push(
+                rx.recv()
+                    .map_err(|_| io::Error::other("gzip worker thread stopped"))?,
+            );
         }
         while let Ok(d) = rx.try_recv() {
             got.push(d);
@@ -384,13 +428,20 @@ mod tests {
 
     fn sample(len: usize) -> Vec<u8> {
         let mut x: u64 = 0x9e3779b97f4a7c15;
-        let words = [&b"layer "[..], b"kiln ", b"tar ", b"\n", b"usr/lib/", b"0000"];
+        let words = [
+            &b"layer "[..],
+            b"kiln ",
+            b"tar ",
+            b"\n",
+            b"usr/lib/",
+            b"0000",
+        ];
         let mut v = Vec::with_capacity(len);
         while v.len() < len {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            if x % 5 == 0 {
+            if x.is_multiple_of(5) {
                 v.push((x >> 24) as u8);
             } else {
                 v.extend_from_slice(words[(x % words.len() as u64) as usize]);
@@ -402,17 +453,30 @@ mod tests {
 
     fn gunzip(b: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(b).read_to_end(&mut out).unwrap();
+        flate2::read::GzDecoder::new(b)
+            .read_to_end(&mut out)
+            .unwrap();
         out
     }
 
     #[test]
     fn gzip_is_valid_and_thread_independent() {
-        for len in [0, 1, 1000, GZIP_BLOCK_SIZE, GZIP_BLOCK_SIZE + 7, 3 * GZIP_BLOCK_SIZE + 12345] {
+        for len in [
+            0,
+            1,
+            1000,
+            GZIP_BLOCK_SIZE,
+            GZIP_BLOCK_SIZE + 7,
+            3 * GZIP_BLOCK_SIZE + 12345,
+        ] {
             let data = sample(len);
             let mut outs = Vec::new();
             for threads in [1, 2, 3] {
-                let opts = LayerWriterOptions { compression: Compression::Gzip, level: None, threads };
+                let opts = LayerWriterOptions {
+                    compression: Compression::Gzip,
+                    level: None,
+                    threads,
+                };
                 let mut w = LayerWriter::with_options(Vec::new(), &opts).unwrap();
                 for chunk in data.chunks(70_001) {
                     w.write_all(chunk).unwrap();
@@ -421,13 +485,47 @@ mod tests {
                 assert_eq!(gunzip(&blob), data, "len {len} threads {threads}");
                 assert_eq!(d.size, blob.len() as u64);
                 assert_eq!(d.uncompressed_size, len as u64);
-                assert_eq!(d.diff_id, format!("sha256:{}", hex::encode(Sha256::digest(&data))));
-                assert_eq!(d.digest, format!("sha256:{}", hex::encode(Sha256::digest(&blob))));
+                assert_eq!(
+                    d.diff_id.to_string(),
+                    format!("sha256:{}", hex::encode(Sha256::digest(&data)))
+                );
+                assert_eq!(
+                    d.digest.to_string(),
+                    format!("sha256:{}", hex::encode(Sha256::digest(&blob)))
+                );
                 assert_eq!(d.media_type, "application/vnd.oci.image.layer.v1.tar+gzip");
                 outs.push(blob);
             }
-            assert!(outs.windows(2).all(|w| w[0] == w[1]), "len {len}: output differs between thread counts");
+            assert!(
+                outs.windows(2).all(|w| w[0] == w[1]),
+                "len {len}: output differs between thread counts"
+            );
         }
+    }
+
+    #[test]
+    fn zstd_is_thread_independent() {
+        // Several zstd jobs' worth of input.
+        let data = sample(24 << 20);
+        let mut outs = Vec::new();
+        for threads in [1, 2, 3] {
+            let opts = LayerWriterOptions {
+                compression: Compression::Zstd,
+                level: Some(1),
+                threads,
+            };
+            let mut w = LayerWriter::with_options(Vec::new(), &opts).unwrap();
+            for chunk in data.chunks(1 << 20) {
+                w.write_all(chunk).unwrap();
+            }
+            let (_, blob) = w.finish_into_inner().unwrap();
+            outs.push(blob);
+        }
+        assert!(
+            outs.windows(2).all(|w| w[0] == w[1]),
+            "zstd output differs between thread counts"
+        );
+        assert_eq!(zstd::decode_all(&outs[0][..]).unwrap(), data);
     }
 
     #[test]

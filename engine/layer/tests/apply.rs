@@ -8,7 +8,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use common::*;
-use kiln_layer::{apply_layer, decompress, ApplyOptions, Compression, LayerError, LayerWriter};
+use kiln_layer::{ApplyOptions, Compression, LayerError, LayerWriter, apply_layer, decompress};
 use std::io::Write;
 use tar::EntryType;
 
@@ -39,13 +39,16 @@ fn whiteouts_opaque_and_replacement() {
         // Same-layer entries survive a whiteout that names them.
         .file("same", b"same layer")
         .file(".wh.same", b"")
+        // A whiteout naming a directory this layer wrote into removes only its lower content.
+        .file("keep/mine", b"mine")
+        .file(".wh.keep", b"")
         // Whiteout of something that does not exist is fine.
         .file(".wh.never-existed", b"")
         // A new file in a directory that is not in the layer as an entry: parents are created.
         .file("fresh/deep/file", b"deep")
         .finish();
     let stats = apply_layer(&layer[..], dest, &ApplyOptions::default()).unwrap();
-    assert_eq!(stats.whiteouts, 4);
+    assert_eq!(stats.whiteouts, 5);
     assert_eq!(stats.opaque_dirs, 1);
 
     let snap = snapshot(dest, &[]);
@@ -53,8 +56,21 @@ fn whiteouts_opaque_and_replacement() {
     assert_eq!(
         paths,
         vec![
-            "a", "a/inner", "a_dir", "d", "d/f2", "fresh", "fresh/deep", "fresh/deep/file", "keep", "keep/k", "link",
-            "lowerfile", "re", "re/new", "same"
+            "a",
+            "a/inner",
+            "a_dir",
+            "d",
+            "d/f2",
+            "fresh",
+            "fresh/deep",
+            "fresh/deep/file",
+            "keep",
+            "keep/mine",
+            "link",
+            "lowerfile",
+            "re",
+            "re/new",
+            "same"
         ]
     );
     assert!(snap["a"].starts_with("dir "));
@@ -79,7 +95,11 @@ fn opaque_keeps_entries_of_its_own_layer_in_any_order() {
     apply_layer(&layer[..], dest, &ApplyOptions::default()).unwrap();
     let snap = snapshot(&dest.join("re"), &[]);
     let paths: Vec<&str> = snap.keys().map(|s| s.as_str()).collect();
-    assert_eq!(paths, vec!["early", "sub", "sub/z"], "lower re/x and re/sub/y must be gone");
+    assert_eq!(
+        paths,
+        vec!["early", "sub", "sub/z"],
+        "lower re/x and re/sub/y must be gone"
+    );
 }
 
 #[test]
@@ -108,7 +128,11 @@ fn round_trip_diff_dirs_then_apply() {
     let flat = t.path().join("flat");
     sh(&format!("cp -a {} {}", base.display(), flat.display()));
     apply_layer(&tar[..], &flat, &ApplyOptions::default()).unwrap();
-    assert_same(&snapshot(&target, &[]), &snapshot(&flat, &[]), "target vs lower+layer");
+    assert_same(
+        &snapshot(&target, &[]),
+        &snapshot(&flat, &[]),
+        "target vs lower+layer",
+    );
 
     // The hardlink to an unchanged lower file is a hardlink entry, not a copy.
     let mut ar = tar::Archive::new(&tar[..]);
@@ -119,7 +143,11 @@ fn round_trip_diff_dirs_then_apply() {
             assert_eq!(e.header().entry_type(), EntryType::Link);
             found = true;
         }
-        assert_ne!(e.path().unwrap().to_str(), Some("lowerfile"), "unchanged file must not be in the diff");
+        assert_ne!(
+            e.path().unwrap().to_str(),
+            Some("lowerfile"),
+            "unchanged file must not be in the diff"
+        );
     }
     assert!(found);
 }
@@ -141,10 +169,17 @@ fn diff_of_identical_trees_is_empty() {
 
     // Same size, same mtime, different content: found only with always_compare_content.
     fs::write(b.join("d/f2"), "F2\n").unwrap();
-    sh(&format!("touch -r {0}/d/f2 {1}/d/f2", a.display(), b.display()));
+    sh(&format!(
+        "touch -r {0}/d/f2 {1}/d/f2",
+        a.display(),
+        b.display()
+    ));
     let stats = kiln_layer::diff_dirs(&a, &b, &[], &Default::default(), Vec::new()).unwrap();
     assert!(stats.is_empty());
-    let opts = kiln_layer::DiffOptions { always_compare_content: true, ..Default::default() };
+    let opts = kiln_layer::DiffOptions {
+        always_compare_content: true,
+        ..Default::default()
+    };
     let stats = kiln_layer::diff_dirs(&a, &b, &[], &opts, Vec::new()).unwrap();
     assert_eq!((stats.files, stats.dirs), (1, 1), "d/ and d/f2");
 }
@@ -159,7 +194,13 @@ fn capability() -> Vec<u8> {
 }
 
 fn metadata_layer() -> Vec<u8> {
-    let suid = Meta { mode: 0o4755, uid: 1000, gid: 2000, mtime: 1_234_567_890, ..Meta::default() };
+    let suid = Meta {
+        mode: 0o4755,
+        uid: 1000,
+        gid: 2000,
+        mtime: 1_234_567_890,
+        ..Meta::default()
+    };
     let xm = Meta {
         xattrs: vec![
             ("user.kiln.test".to_string(), b"hello".to_vec()),
@@ -167,7 +208,11 @@ fn metadata_layer() -> Vec<u8> {
         ],
         ..Meta::default()
     };
-    let sticky = Meta { mode: 0o1777, mtime: 1_000_000_000, ..Meta::default() };
+    let sticky = Meta {
+        mode: 0o1777,
+        mtime: 1_000_000_000,
+        ..Meta::default()
+    };
     let mut t = RawTar::new();
     t.dir_meta("tmp", &sticky)
         .file_meta("tmp/suid", b"#!/bin/sh\n", &suid)
@@ -175,8 +220,29 @@ fn metadata_layer() -> Vec<u8> {
         .hardlink("shared.link", "lowerfile")
         .file_meta("cap", b"binary", &xm)
         .symlink("tmp/sym", "/nowhere/at/all");
-    t.raw(b"dev/null", EntryType::Char, b"", b"", &Meta { mode: 0o666, ..Meta::default() }, (1, 3));
-    t.raw(b"dev/fifo", EntryType::Fifo, b"", b"", &Meta { mode: 0o620, uid: 7, ..Meta::default() }, (0, 0));
+    t.raw(
+        b"dev/null",
+        EntryType::Char,
+        b"",
+        b"",
+        &Meta {
+            mode: 0o666,
+            ..Meta::default()
+        },
+        (1, 3),
+    );
+    t.raw(
+        b"dev/fifo",
+        EntryType::Fifo,
+        b"",
+        b"",
+        &Meta {
+            mode: 0o620,
+            uid: 7,
+            ..Meta::default()
+        },
+        (0, 0),
+    );
     t.finish()
 }
 
@@ -190,7 +256,15 @@ fn hardlinks_xattrs_devices_modes_times() {
     let dest = t.path();
     lower(dest);
     let stats = apply_layer(&metadata_layer()[..], dest, &ApplyOptions::default()).unwrap();
-    assert_eq!((stats.chown_failed, stats.xattr_failed, stats.devices_skipped), (0, 0, 0), "{stats:?}");
+    assert_eq!(
+        (
+            stats.chown_failed,
+            stats.xattr_failed,
+            stats.devices_skipped
+        ),
+        (0, 0, 0),
+        "{stats:?}"
+    );
     assert_eq!(stats.hardlinks, 2);
 
     let suid = fs::symlink_metadata(dest.join("tmp/suid")).unwrap();
@@ -200,15 +274,31 @@ fn hardlinks_xattrs_devices_modes_times() {
     let link = fs::symlink_metadata(dest.join("tmp/suid.link")).unwrap();
     assert_eq!((link.ino(), link.nlink()), (suid.ino(), 2));
     let lower_link = fs::symlink_metadata(dest.join("shared.link")).unwrap();
-    assert_eq!(lower_link.ino(), fs::symlink_metadata(dest.join("lowerfile")).unwrap().ino());
+    assert_eq!(
+        lower_link.ino(),
+        fs::symlink_metadata(dest.join("lowerfile")).unwrap().ino()
+    );
 
     let tmp = fs::symlink_metadata(dest.join("tmp")).unwrap();
     assert_eq!(tmp.permissions().mode() & 0o7777, 0o1777);
-    assert_eq!(tmp.mtime(), 1_000_000_000, "directory mtime is set after its contents");
-    assert_eq!(fs::read_link(dest.join("tmp/sym")).unwrap().to_str(), Some("/nowhere/at/all"));
+    assert_eq!(
+        tmp.mtime(),
+        1_000_000_000,
+        "directory mtime is set after its contents"
+    );
+    assert_eq!(
+        fs::read_link(dest.join("tmp/sym")).unwrap().to_str(),
+        Some("/nowhere/at/all")
+    );
 
-    assert_eq!(get_xattr(&dest.join("cap"), "user.kiln.test").as_deref(), Some(&b"hello"[..]));
-    assert_eq!(get_xattr(&dest.join("cap"), "security.capability"), Some(capability()));
+    assert_eq!(
+        get_xattr(&dest.join("cap"), "user.kiln.test").as_deref(),
+        Some(&b"hello"[..])
+    );
+    assert_eq!(
+        get_xattr(&dest.join("cap"), "security.capability"),
+        Some(capability())
+    );
 
     let null = fs::symlink_metadata(dest.join("dev/null")).unwrap();
     assert_eq!(null.rdev(), libc::makedev(1, 3));
@@ -219,7 +309,10 @@ fn hardlinks_xattrs_devices_modes_times() {
 
 #[test]
 fn unprivileged_apply_counts_refusals() {
-    if !in_unshare("unprivileged_apply_counts_refusals", &["-U", "--map-current-user"]) {
+    if !in_unshare(
+        "unprivileged_apply_counts_refusals",
+        &["-U", "--map-current-user"],
+    ) {
         return;
     }
     // Inside a user namespace where only our own id is mapped: foreign owners, devices and
@@ -232,38 +325,130 @@ fn unprivileged_apply_counts_refusals() {
     assert_eq!(stats.devices_skipped, 1, "{stats:?}");
     assert!(!dest.join("dev/null").exists());
     assert_eq!(fs::read(dest.join("tmp/suid")).unwrap(), b"#!/bin/sh\n");
-    assert_eq!(get_xattr(&dest.join("cap"), "user.kiln.test").as_deref(), Some(&b"hello"[..]));
+    assert_eq!(
+        get_xattr(&dest.join("cap"), "user.kiln.test").as_deref(),
+        Some(&b"hello"[..])
+    );
     assert!(!stats.warnings.is_empty());
 
-    let strict = ApplyOptions { strict_owner: true, ..Default::default() };
+    let strict = ApplyOptions {
+        strict_owner: true,
+        ..Default::default()
+    };
     let t2 = tempfile::tempdir().unwrap();
     match apply_layer(&metadata_layer()[..], t2.path(), &strict) {
-        Err(LayerError::Entry { entry, op: "chown", .. }) => assert_eq!(entry, "tmp/suid"),
+        Err(LayerError::Entry {
+            entry, op: "chown", ..
+        }) => assert_eq!(entry, "tmp/suid"),
         other => panic!("expected a chown error, got {other:?}"),
     }
 }
 
 #[test]
 fn compressed_layers_apply_through_decompress() {
-    let layer = RawTar::new().dir("etc").file("etc/hostname", b"kiln\n").finish();
+    let layer = RawTar::new()
+        .dir("etc")
+        .file("etc/hostname", b"kiln\n")
+        .finish();
     for c in [Compression::Gzip, Compression::Zstd, Compression::None] {
         let mut w = LayerWriter::new(Vec::new(), c).unwrap();
         w.write_all(&layer).unwrap();
         let (d, blob) = w.finish_into_inner().unwrap();
-        assert_eq!(kiln_layer::detect(&blob), c);
+        assert_eq!(Compression::detect(&blob), c);
         assert_eq!(d.compression, c);
         let t = tempfile::tempdir().unwrap();
-        apply_layer(decompress(&blob[..]).unwrap(), t.path(), &ApplyOptions::default()).unwrap();
+        apply_layer(
+            decompress(&blob[..]).unwrap(),
+            t.path(),
+            &ApplyOptions::default(),
+        )
+        .unwrap();
         assert_eq!(fs::read(t.path().join("etc/hostname")).unwrap(), b"kiln\n");
     }
 }
 
 #[test]
 fn truncated_tar_is_an_error_naming_the_entry() {
-    let layer = RawTar::new().file("one", b"1").file("two", &[7u8; 4000]).finish();
+    let layer = RawTar::new()
+        .file("one", b"1")
+        .file("two", &[7u8; 4000])
+        .finish();
     let cut = &layer[..512 * 4 + 100];
     let t = tempfile::tempdir().unwrap();
     let err = apply_layer(cut, t.path(), &ApplyOptions::default()).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("two"), "{msg}");
+}
+
+/// A tree with long names, hardlinks, symlinks, special modes and user xattrs.
+fn interop_tree(root: &Path) {
+    let long = "l".repeat(120);
+    sh(&format!(
+        "mkdir -p {0}/a/{1}/deeper && cd {0} && echo one > a/one && ln a/one a/one.hard && ln -s one a/one.sym \
+         && echo deep > a/{1}/deeper/{1}.txt && ln a/{1}/deeper/{1}.txt a/{1}/hard-to-long \
+         && ln -s a/{1}/deeper/{1}.txt {2} && chmod 4711 a/one && chmod 1777 a/{1} && mkfifo a/fifo \
+         && chown -h 4242:4343 a/one.sym && touch -h -d @1500000000 a/one.sym",
+        root.display(),
+        long,
+        "s".repeat(130)
+    ));
+    set_xattr(&root.join("a/one"), "user.interop", b"yes");
+}
+
+#[test]
+fn layers_written_by_gnu_tar_apply_exactly() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    interop_tree(&src);
+    let layer = t.path().join("layer.tar");
+    sh(&format!(
+        "tar --xattrs --xattrs-include='*' --format=pax --numeric-owner -C {} -cf {} .",
+        src.display(),
+        layer.display()
+    ));
+    let dest = t.path().join("dest");
+    fs::create_dir(&dest).unwrap();
+    let stats = apply_layer(
+        fs::File::open(&layer).unwrap(),
+        &dest,
+        &ApplyOptions::default(),
+    )
+    .unwrap();
+    assert!(stats.hardlinks >= 2, "{stats:?}");
+    assert_same(
+        &snapshot(&src, &[]),
+        &snapshot(&dest, &[]),
+        "GNU tar layer applied",
+    );
+    let sym = fs::symlink_metadata(dest.join("a/one.sym")).unwrap();
+    assert_eq!(
+        (sym.uid(), sym.gid(), sym.mtime()),
+        (4242, 4343, 1_500_000_000)
+    );
+}
+
+#[test]
+fn diffs_extract_exactly_with_gnu_tar() {
+    let t = tempfile::tempdir().unwrap();
+    let empty = t.path().join("empty");
+    let src = t.path().join("src");
+    fs::create_dir(&empty).unwrap();
+    fs::create_dir(&src).unwrap();
+    interop_tree(&src);
+    let layer = t.path().join("layer.tar");
+    let out = fs::File::create(&layer).unwrap();
+    kiln_layer::diff_dirs(&empty, &src, &[], &Default::default(), out).unwrap();
+    let dest = t.path().join("dest");
+    fs::create_dir(&dest).unwrap();
+    sh(&format!(
+        "tar --xattrs --xattrs-include='*' --numeric-owner -p -C {} -xf {}",
+        dest.display(),
+        layer.display()
+    ));
+    assert_same(
+        &snapshot(&src, &[]),
+        &snapshot(&dest, &[]),
+        "kiln diff extracted by GNU tar",
+    );
 }

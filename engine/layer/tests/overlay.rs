@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use kiln_layer::{apply_layer, diff_overlay_upper, ApplyOptions, DiffOptions};
+use kiln_layer::{ApplyOptions, DiffOptions, apply_layer, diff_overlay_upper};
 use tar::EntryType;
 
 struct TarEntry {
@@ -28,13 +28,25 @@ fn entries(tar: &[u8]) -> BTreeMap<String, TarEntry> {
         let xattrs = e
             .pax_extensions()
             .unwrap()
-            .map(|p| p.filter_map(|r| r.ok()).map(|r| r.key().unwrap().to_string()).collect())
+            .map(|p| {
+                p.filter_map(|r| r.ok())
+                    .map(|r| r.key().unwrap().to_string())
+                    .collect()
+            })
             .unwrap_or_default();
         let name = String::from_utf8(e.path_bytes().into_owned()).unwrap();
-        let link = e.link_name().unwrap().map(|l| l.to_string_lossy().into_owned());
+        let link = e
+            .link_name()
+            .unwrap()
+            .map(|l| l.to_string_lossy().into_owned());
         out.insert(
             name,
-            TarEntry { kind: e.header().entry_type(), link, mtime: e.header().mtime().unwrap(), xattrs },
+            TarEntry {
+                kind: e.header().entry_type(),
+                link,
+                mtime: e.header().mtime().unwrap(),
+                xattrs,
+            },
         );
     }
     out
@@ -82,8 +94,13 @@ fn scenario(userxattr: bool) {
     } else {
         opts.push_str(",redirect_dir=off");
     }
-    sh(&format!("mount -t overlay overlay -o {opts} {}", merged.display()));
-    let _m = Mounted { merged: merged.clone() };
+    sh(&format!(
+        "mount -t overlay overlay -o {opts} {}",
+        merged.display()
+    ));
+    let _m = Mounted {
+        merged: merged.clone(),
+    };
 
     sh(&format!(
         "cd {} && rm del.txt && rm -rf gone && rm -rf re && mkdir re && echo new > re/new && echo mod >> usr/lib/libx.so \
@@ -97,23 +114,48 @@ fn scenario(userxattr: bool) {
     }
 
     let exclude = [PathBuf::from("/etc/resolv.conf")];
-    let with_lower = DiffOptions { lower: Some(lower.clone()), ..Default::default() };
+    let with_lower = DiffOptions {
+        lower: vec![lower.clone()],
+        ..Default::default()
+    };
     let mut tar = Vec::new();
     let stats = diff_overlay_upper(&upper, &exclude, &with_lower, &mut tar).unwrap();
     let ents = entries(&tar);
     let names: Vec<&str> = ents.keys().map(|s| s.as_str()).collect();
-    for want in [".wh.del.txt", ".wh.gone", "re/", "re/.wh..wh..opq", "re/new", "newdir/", "newdir/a", "chm.txt"] {
+    for want in [
+        ".wh.del.txt",
+        ".wh.gone",
+        "re/",
+        "re/.wh..wh..opq",
+        "re/new",
+        "newdir/",
+        "newdir/a",
+        "chm.txt",
+    ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
-    assert!(!names.iter().any(|n| n.starts_with("etc")), "etc/ is only a mount-point parent: {names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("etc")),
+        "etc/ is only a mount-point parent: {names:?}"
+    );
     assert!(!names.iter().any(|n| n.contains("resolv")), "{names:?}");
-    assert!(!names.contains(&"hl1") && !names.contains(&"re/x"), "{names:?}");
+    assert!(
+        !names.contains(&"hl1") && !names.contains(&"re/x"),
+        "{names:?}"
+    );
     assert_eq!(ents["newdir/b"].kind, EntryType::Link);
     assert_eq!(ents["newdir/b"].link.as_deref(), Some("newdir/a"));
     assert_eq!(ents["newdir/fifo"].kind, EntryType::Fifo);
-    assert_eq!(ents["newdir/a"].xattrs, vec!["SCHILY.xattr.user.kiln".to_string()]);
+    assert_eq!(
+        ents["newdir/a"].xattrs,
+        vec!["SCHILY.xattr.user.kiln".to_string()]
+    );
     for (n, e) in &ents {
-        assert!(e.xattrs.iter().all(|x| !x.contains("overlay")), "{n} carries {:?}", e.xattrs);
+        assert!(
+            e.xattrs.iter().all(|x| !x.contains("overlay")),
+            "{n} carries {:?}",
+            e.xattrs
+        );
     }
     // The opaque marker comes right after its directory; names are sorted.
     let re = names.iter().position(|n| *n == "re/").unwrap();
@@ -125,7 +167,11 @@ fn scenario(userxattr: bool) {
     diff_overlay_upper(&upper, &exclude, &with_lower, &mut again).unwrap();
     assert!(tar == again, "diff is not reproducible");
     let mut clamped = Vec::new();
-    let epoch = DiffOptions { source_date_epoch: Some(1000), lower: Some(lower.clone()), ..Default::default() };
+    let epoch = DiffOptions {
+        source_date_epoch: Some(1000),
+        lower: vec![lower.clone()],
+        ..Default::default()
+    };
     diff_overlay_upper(&upper, &exclude, &epoch, &mut clamped).unwrap();
     assert!(entries(&clamped).values().all(|e| e.mtime <= 1000));
 
@@ -141,7 +187,11 @@ fn scenario(userxattr: bool) {
     let st = apply_layer(&tar[..], &flat, &ApplyOptions::default()).unwrap();
     assert_eq!((st.chown_failed, st.xattr_failed), (0, 0), "{st:?}");
     let ignore = ["etc/resolv.conf"];
-    assert_same(&snapshot(&merged, &ignore), &snapshot(&flat, &ignore), "merged vs lower+layer");
+    assert_same(
+        &snapshot(&merged, &ignore),
+        &snapshot(&flat, &ignore),
+        "merged vs lower+layer",
+    );
 
     if let Some(tool) = ocitree() {
         let out = Command::new("python3")
@@ -177,7 +227,10 @@ fn overlay_upper_as_root() {
 
 #[test]
 fn overlay_upper_userxattr_in_user_namespace() {
-    if !in_unshare("overlay_upper_userxattr_in_user_namespace", &["-U", "-r", "-m"]) {
+    if !in_unshare(
+        "overlay_upper_userxattr_in_user_namespace",
+        &["-U", "-r", "-m"],
+    ) {
         return;
     }
     scenario(true);
@@ -200,7 +253,11 @@ fn hand_made_upper_whiteout_and_opaque_forms() {
     set_xattr(&up.join("plain"), "user.other", b"1");
     let _sock = std::os::unix::net::UnixListener::bind(up.join("sock")).unwrap();
     if is_root() {
-        sh(&format!("mknod {}/wo_c c 0 0 && mkdir {}/topq", up.display(), up.display()));
+        sh(&format!(
+            "mknod {}/wo_c c 0 0 && mkdir {}/topq",
+            up.display(),
+            up.display()
+        ));
         set_xattr(&up.join("topq"), "trusted.overlay.opaque", b"y");
     }
     let mut tar = Vec::new();
@@ -208,19 +265,75 @@ fn hand_made_upper_whiteout_and_opaque_forms() {
     assert_eq!(stats.skipped, 1, "the socket");
     let ents = entries(&tar);
     let names: Vec<&str> = ents.keys().map(|s| s.as_str()).collect();
-    let mut want = vec![".wh.wo_x", "notopq/", "notopq/f", "opq/", "opq/.wh..wh..opq", "opq/keep", "plain"];
+    let mut want = vec![
+        ".wh.wo_x",
+        "notopq/",
+        "notopq/f",
+        "opq/",
+        "opq/.wh..wh..opq",
+        "opq/keep",
+        "plain",
+    ];
     if is_root() {
         want.extend([".wh.wo_c", "topq/", "topq/.wh..wh..opq"]);
         want.sort();
     }
     assert_eq!(names, want);
-    assert_eq!(ents["plain"].xattrs, vec!["SCHILY.xattr.user.other".to_string()]);
+    assert_eq!(
+        ents["plain"].xattrs,
+        vec!["SCHILY.xattr.user.other".to_string()]
+    );
 
     set_xattr(&up.join("notopq"), "user.overlay.redirect", b"/elsewhere");
     let err = diff_overlay_upper(&up, &[], &DiffOptions::default(), Vec::new()).unwrap_err();
-    assert!(err.to_string().contains("redirect_dir") && err.to_string().contains("notopq"), "{err}");
+    assert!(
+        err.to_string().contains("redirect_dir") && err.to_string().contains("notopq"),
+        "{err}"
+    );
     fs::remove_dir_all(up.join("notopq")).unwrap();
     set_xattr(&up.join("plain"), "user.overlay.metacopy", b"");
     let err = diff_overlay_upper(&up, &[], &DiffOptions::default(), Vec::new()).unwrap_err();
     assert!(err.to_string().contains("metacopy"), "{err}");
+}
+
+#[test]
+fn copied_up_parents_are_pruned_against_a_lower_stack() {
+    let t = tempfile::tempdir().unwrap();
+    let (base, u1, u2) = (
+        t.path().join("base"),
+        t.path().join("u1"),
+        t.path().join("u2"),
+    );
+    sh(&format!(
+        "mkdir -p {0}/etc {0}/opt {0}/srv {1}/opt {2}/etc {2}/opt {2}/srv && echo x > {0}/opt/x \
+         && : > {1}/srv && touch {2}/etc/resolv.conf {2}/opt/stub \
+         && chmod 0755 {0}/etc {0}/opt {0}/srv {2}/etc {2}/srv && chmod 0700 {1}/opt {2}/opt",
+        base.display(),
+        u1.display(),
+        u2.display()
+    ));
+    // u1 recreated opt/ (opaque, mode 0700) and deleted srv/.
+    set_xattr(&u1.join("opt"), "user.overlay.opaque", b"y");
+    set_xattr(&u1.join("srv"), "user.overlay.whiteout", b"");
+    let exclude = [PathBuf::from("etc/resolv.conf"), PathBuf::from("/opt/stub")];
+    let opts = DiffOptions {
+        lower: vec![u1.clone(), base.clone()],
+        ..Default::default()
+    };
+    let mut tar = Vec::new();
+    let stats = diff_overlay_upper(&u2, &exclude, &opts, &mut tar).unwrap();
+    let names: Vec<String> = entries(&tar).into_keys().collect();
+    // etc/ equals base's etc/ and opt/ equals u1's opt/: pruned. srv/ is new (whited out in u1): kept.
+    assert_eq!(names, vec!["srv/".to_string()]);
+    assert_eq!(stats.entries, 1);
+
+    // With the base alone, opt/ (0755 there) differs from the upper's 0700 and is written.
+    let opts = DiffOptions {
+        lower: vec![base.clone()],
+        ..Default::default()
+    };
+    let mut tar = Vec::new();
+    diff_overlay_upper(&u2, &exclude, &opts, &mut tar).unwrap();
+    let names: Vec<String> = entries(&tar).into_keys().collect();
+    assert_eq!(names, vec!["opt/".to_string()]);
 }

@@ -5,7 +5,6 @@ use crate::bindings::exporter::kiln::plugin::types::PluginError;
 use crate::bindings::frontend::kiln::plugin::context::{Entry, EntryKind};
 use std::ffi::CString;
 use std::fs::File;
-use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
@@ -15,8 +14,6 @@ use std::path::Path;
 pub enum Mode {
     /// Any resolution leaving the directory fails (a build context).
     Beneath,
-    /// The directory acts as `/` (a container rootfs: absolute symlinks stay inside).
-    InRoot,
 }
 
 /// A directory that paths are resolved beneath.
@@ -28,7 +25,6 @@ pub struct Beneath {
 
 const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
 const RESOLVE_BENEATH: u64 = 0x08;
-const RESOLVE_IN_ROOT: u64 = 0x10;
 
 #[repr(C)]
 struct OpenHow {
@@ -57,7 +53,6 @@ impl Beneath {
         let resolve = RESOLVE_NO_MAGICLINKS
             | match self.mode {
                 Mode::Beneath => RESOLVE_BENEATH,
-                Mode::InRoot => RESOLVE_IN_ROOT,
             };
         let how = OpenHow { flags: (flags | libc::O_CLOEXEC) as u64, mode: 0, resolve };
         // SAFETY: valid dirfd, NUL-terminated path and a correctly sized open_how.
@@ -90,21 +85,6 @@ impl Beneath {
             return Err(PluginError::InvalidInput(format!("{path} is not a regular file")));
         }
         Ok((f, md.len()))
-    }
-
-    /// Read a regular file of at most `max` bytes; `None` when it does not exist.
-    pub fn read_small_file(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>, PluginError> {
-        let (f, size) = match self.open_file(path) {
-            Ok(x) => x,
-            Err(PluginError::Io(m)) if m.ends_with("no such file or directory") => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        if size > max {
-            return Err(PluginError::Denied(format!("{path} is {size} bytes; at most {max} may be read")));
-        }
-        let mut buf = Vec::with_capacity(size as usize);
-        f.take(max).read_to_end(&mut buf).map_err(|e| PluginError::Io(format!("{path}: {e}")))?;
-        Ok(Some(buf))
     }
 
     /// Whether `path` exists (without following a final symlink out of the root).

@@ -17,7 +17,7 @@ mod state;
 pub use cache::{CacheOutcome, CompileCache};
 pub use catalog::{Catalog, CatalogEntry, PluginSource};
 pub use error::{HostError, Result};
-pub use state::{BlobReaderRes, FinishedBlob, ImageConfigFn};
+pub use state::{BlobReaderRes, FinishedBlob, ImageConfigFn, RootfsReadFn};
 
 /// The build plan types a frontend returns (generated from the WIT).
 pub use bindings::frontend::kiln::plugin::plan;
@@ -413,18 +413,15 @@ impl PluginHost {
         r.map_err(|e| self.fail(plugin, &doing, e, &store))
     }
 
-    /// Ask an injector for a step's mounts and env. `rootfs` is the step's root filesystem,
-    /// `granted_secrets` the secret ids it may place.
-    pub fn inject(&self, plugin: &Plugin, step: &StepInfo, rootfs: Option<&Path>, granted_secrets: &[String]) -> Result<Injection> {
+    /// Ask an injector for a step's mounts and env. `rootfs` reads files of the step's root
+    /// filesystem, `granted_secrets` are the secret ids it may place.
+    pub fn inject(&self, plugin: &Plugin, step: &StepInfo, rootfs: Option<RootfsReadFn>, granted_secrets: &[String]) -> Result<Injection> {
         let Pre::Injector(pre) = &plugin.pre else {
             return Err(HostError::NotFound { kind: "injector".into(), name: plugin.info.name.clone() });
         };
         let doing = format!("preparing mounts for step {} of stage {}", step.index, step.stage);
         let mut store = self.store(plugin);
-        if let Some(r) = rootfs {
-            let b = beneath::Beneath::open(r, beneath::Mode::InRoot).map_err(|e| HostError::Io { what: "opening rootfs", path: r.into(), source: e })?;
-            store.data_mut().rootfs = Some(b);
-        }
+        store.data_mut().rootfs = rootfs;
         store.data_mut().granted_secrets = granted_secrets.to_vec();
         let r = pre.instantiate(&mut store).and_then(|i| i.kiln_plugin_mount_injector().call_mounts_for(&mut store, step));
         let answer = r.map_err(|e| self.fail(plugin, &doing, e, &store))?;

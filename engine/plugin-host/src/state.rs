@@ -33,11 +33,15 @@ pub struct HostState {
     pub(crate) last_panic: Option<String>,
     /// Answers `images.image-config` (frontends).
     pub(crate) image_config: Option<ImageConfigFn>,
-    /// The step's root filesystem (injectors' `read-rootfs-file`).
-    pub(crate) rootfs: Option<Beneath>,
+    /// Reads files of the step's root filesystem (injectors' `read-rootfs-file`).
+    pub(crate) rootfs: Option<RootfsReadFn>,
     /// Secret ids this plugin may place.
     pub(crate) granted_secrets: Vec<String>,
 }
+
+/// A callback reading a file of a step's merged root filesystem (symlinks resolved inside it):
+/// `Ok(None)` when absent; the host caps the size.
+pub type RootfsReadFn = Box<dyn FnMut(&str) -> Result<Option<Vec<u8>>, String> + Send>;
 
 /// A callback resolving an image reference (and platform) to its OCI config JSON.
 pub type ImageConfigFn = Box<dyn FnMut(&str, Option<&str>) -> Result<String, String> + Send>;
@@ -548,10 +552,19 @@ impl mounts::Host for HostState {
     }
 
     fn read_rootfs_file(&mut self, path: String) -> wasmtime::Result<Result<Option<Vec<u8>>, PluginError>> {
-        let Some(root) = self.rootfs.as_ref() else {
+        let Some(read) = self.rootfs.as_mut() else {
             return Ok(Ok(None));
         };
-        Ok(root.read_small_file(&path, MAX_ROOTFS_FILE))
+        if !path.starts_with('/') {
+            return Ok(Err(PluginError::InvalidInput(format!("{path:?} is not an absolute path"))));
+        }
+        Ok(match read(&path) {
+            Ok(Some(b)) if b.len() as u64 > MAX_ROOTFS_FILE => {
+                Err(PluginError::Denied(format!("{path} is {} bytes; at most {MAX_ROOTFS_FILE} may be read", b.len())))
+            }
+            Ok(x) => Ok(x),
+            Err(e) => Err(PluginError::Io(e)),
+        })
     }
 }
 

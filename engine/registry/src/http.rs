@@ -207,11 +207,6 @@ impl Session {
         std::thread::sleep(d.min(Duration::from_secs(10)));
     }
 
-    /// Whether requests go over plain http.
-    pub fn is_plain_http(&self) -> bool {
-        self.base.starts_with("http://")
-    }
-
     /// Make `url` absolute (registries may return relative `Location`s).
     pub fn absolute(&self, url: &str) -> String {
         if url.starts_with("http://") || url.starts_with("https://") {

@@ -11,19 +11,30 @@
 //! - Plugin artifacts (the CNCF Wasm OCI layout) go through [`RegistryClient::pull_artifact`] and
 //!   [`RegistryClient::push_artifact`].
 
+mod artifact;
 pub mod auth;
 pub mod challenge;
 pub mod conf;
 pub mod error;
 mod http;
+mod import;
+mod locations;
 pub mod netproxy;
+mod progress;
+mod pull;
+mod push;
 pub mod reference;
+mod remote;
 pub mod tls;
 
 pub use auth::{AuthFiles, Credentials};
 pub use conf::RegistriesConf;
 pub use error::{Error, Result};
+pub use artifact::MAX_ARTIFACT;
+pub use import::REF_NAME;
 pub use kiln_core::{Digest, ImageReference, Platform};
+pub use pull::PulledImage;
+pub use push::{DOCKER_LAYER_TAR, PushFormat, PushedImage, convert_manifest};
 
 use http::{Session, Settings};
 use std::collections::HashMap;

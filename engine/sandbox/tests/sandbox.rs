@@ -277,6 +277,13 @@ fn network_none_has_no_route_and_no_loopback() {
 
     // The same probe on the host network does reach the listener (so the check above means
     // something).
+    listener.set_nonblocking(false).unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut got = [0u8; 3];
+        conn.read_exact(&mut got).unwrap();
+        got
+    });
     let mut spec = RunSpec::new(
         f.overlay(),
         sh(&format!("grep -v Iface /proc/net/route | wc -l; echo hi | nc -w 1 127.0.0.1 {port}; true")),
@@ -284,11 +291,7 @@ fn network_none_has_no_route_and_no_loopback() {
     spec.network = Network::Host;
     let (_, out) = run_ok(spec);
     assert!(out.trim().parse::<u32>().unwrap() > 0, "the host network has no routes: {out}");
-    let (mut conn, _) = listener.accept().expect("no connection from the host-network step");
-    conn.set_nonblocking(false).unwrap();
-    let mut got = String::new();
-    conn.read_to_string(&mut got).unwrap();
-    assert_eq!(got, "hi\n");
+    assert_eq!(&server.join().unwrap(), b"hi\n");
 }
 
 #[test]

@@ -1,9 +1,9 @@
 //! Blobs by sha256 under `blobs/sha256/<hex>`, written through a hashing temp file and published
 //! by rename, so a blob file always holds exactly the bytes its name says.
 
+use crate::Store;
 use crate::error::{IoContext, Result, StoreError};
 use crate::fsutil::{sync_dir, tmp_prefix};
-use crate::Store;
 use kiln_core::{Digest, HashingWriter};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
@@ -36,13 +36,21 @@ impl BlobWriter {
     pub fn commit(self, expected: Option<&Digest>) -> Result<(Digest, u64)> {
         let (buf, digest, size) = self.inner.finish();
         let tmp = buf.into_inner().map_err(|e| {
-            let path = e.get_ref().path().to_path_buf();
-            StoreError::Io { op: "flush", path, source: e.into_error() }
+            let (source, w) = e.into_parts();
+            StoreError::Io {
+                op: "flush",
+                path: w.get_ref().path().to_path_buf(),
+                source,
+            }
         })?;
         if let Some(want) = expected
             && *want != digest
         {
-            return Err(StoreError::DigestMismatch { expected: *want, actual: digest, size });
+            return Err(StoreError::DigestMismatch {
+                expected: *want,
+                actual: digest,
+                size,
+            });
         }
         let dest = self.store.blob_path(&digest);
         if dest.exists() {
@@ -50,9 +58,14 @@ impl BlobWriter {
             touch(&dest);
             return Ok((digest, size));
         }
-        tmp.as_file().sync_all().ctx("fsync", tmp.path().to_path_buf())?;
-        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644)).ctx("chmod", tmp.path().to_path_buf())?;
-        tmp.persist(&dest).map_err(|e| e.error).ctx("rename blob into place", &dest)?;
+        tmp.as_file()
+            .sync_all()
+            .ctx("fsync", tmp.path().to_path_buf())?;
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644))
+            .ctx("chmod", tmp.path().to_path_buf())?;
+        tmp.persist(&dest)
+            .map_err(|e| e.error)
+            .ctx("rename blob into place", &dest)?;
         sync_dir(dest.parent().expect("blob path has a parent"))?;
         Ok((digest, size))
     }
@@ -115,12 +128,22 @@ impl Store {
     /// Start writing a blob.
     pub fn blob_writer(&self) -> Result<BlobWriter> {
         let dir = self.tmp_dir();
-        let tmp = tempfile::Builder::new().prefix(&tmp_prefix()).tempfile_in(&dir).ctx("create temp file in", &dir)?;
-        Ok(BlobWriter { store: self.clone(), inner: HashingWriter::new(BufWriter::with_capacity(256 * 1024, tmp)) })
+        let tmp = tempfile::Builder::new()
+            .prefix(&tmp_prefix())
+            .tempfile_in(&dir)
+            .ctx("create temp file in", &dir)?;
+        Ok(BlobWriter {
+            store: self.clone(),
+            inner: HashingWriter::new(BufWriter::with_capacity(256 * 1024, tmp)),
+        })
     }
 
     /// Stream `r` into a blob, checking it against `expected` if given.
-    pub fn put_blob_reader(&self, mut r: impl Read, expected: Option<&Digest>) -> Result<(Digest, u64)> {
+    pub fn put_blob_reader(
+        &self,
+        mut r: impl Read,
+        expected: Option<&Digest>,
+    ) -> Result<(Digest, u64)> {
         if let Some(d) = expected
             && self.has_blob(d)
         {
@@ -151,7 +174,11 @@ impl Store {
         let mut out = Vec::new();
         for e in fs::read_dir(&dir).ctx("read directory", &dir)? {
             let e = e.ctx("read directory", &dir)?;
-            if let Some(d) = e.file_name().to_str().and_then(|n| Digest::from_hex(n).ok()) {
+            if let Some(d) = e
+                .file_name()
+                .to_str()
+                .and_then(|n| Digest::from_hex(n).ok())
+            {
                 out.push(d);
             }
         }

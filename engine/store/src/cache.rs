@@ -1,9 +1,9 @@
 //! The build cache: JSON values by string key, one file per key (`cache/<sha256(key)>.json`),
 //! each replaced atomically.
 
+use crate::Store;
 use crate::error::{IoContext, Result};
 use crate::fsutil::write_atomic;
-use crate::Store;
 use kiln_core::Digest;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -18,7 +18,9 @@ pub(crate) struct CacheEntry {
 
 impl Store {
     fn cache_path(&self, key: &str) -> PathBuf {
-        self.root.join("cache").join(format!("{}.json", Digest::of_bytes(key.as_bytes()).hex()))
+        self.root
+            .join("cache")
+            .join(format!("{}.json", Digest::of_bytes(key.as_bytes()).hex()))
     }
 
     /// The value stored under `key`, if any. An unreadable or corrupt entry is a miss.
@@ -31,7 +33,10 @@ impl Store {
     /// Store `value` under `key` (replacing any previous value atomically). Blob digests and
     /// snapshot keys that appear as strings anywhere in `value` are kept alive by `prune`.
     pub fn cache_put(&self, key: &str, value: &Value) -> Result<()> {
-        let e = CacheEntry { key: key.to_string(), value: value.clone() };
+        let e = CacheEntry {
+            key: key.to_string(),
+            value: value.clone(),
+        };
         let bytes = serde_json::to_vec(&e).expect("cache entry serializes");
         write_atomic(&self.tmp_dir(), &self.cache_path(key), &bytes)
     }

@@ -60,13 +60,20 @@ pub(crate) struct ContainerIndex {
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 fn random_id(seed: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut urandom = [0u8; 16];
     if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
         let _ = std::io::Read::read_exact(&mut f, &mut urandom);
     }
-    let material = format!("{seed}|{}|{nanos}|{n}|{}", std::process::id(), hex::encode(urandom));
+    let material = format!(
+        "{seed}|{}|{nanos}|{n}|{}",
+        std::process::id(),
+        hex::encode(urandom)
+    );
     Digest::of_bytes(material.as_bytes()).hex()
 }
 
@@ -105,7 +112,10 @@ impl Store {
                     n
                 }
                 None => {
-                    let base = if req.image.is_none() || req.image_name.is_empty() || req.image_name == "scratch" {
+                    let base = if req.image.is_none()
+                        || req.image_name.is_empty()
+                        || req.image_name == "scratch"
+                    {
                         "working-container".to_string()
                     } else {
                         format!("{}-working-container", base_name(&req.image_name))
@@ -157,7 +167,11 @@ impl Store {
     pub fn update_container(&self, rec: &ContainerRecord) -> Result<()> {
         self.locked(|| {
             let mut idx = self.read_containers()?;
-            if idx.containers.iter().any(|c| c.name == rec.name && c.id != rec.id) {
+            if idx
+                .containers
+                .iter()
+                .any(|c| c.name == rec.name && c.id != rec.id)
+            {
                 return Err(StoreError::ContainerNameInUse(rec.name.clone()));
             }
             let slot = idx
@@ -188,7 +202,11 @@ fn find_container(all: &[ContainerRecord], q: &str) -> Result<ContainerRecord> {
     if let Some(c) = all.iter().find(|c| c.name == q || c.id == q) {
         return Ok(c.clone());
     }
-    let hits: Vec<&ContainerRecord> = if q.len() >= 3 { all.iter().filter(|c| c.id.starts_with(q)).collect() } else { vec![] };
+    let hits: Vec<&ContainerRecord> = if q.len() >= 3 {
+        all.iter().filter(|c| c.id.starts_with(q)).collect()
+    } else {
+        vec![]
+    };
     match hits.as_slice() {
         [one] => Ok((*one).clone()),
         _ => Err(StoreError::ContainerNotFound(q.to_string())),

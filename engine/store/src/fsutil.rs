@@ -14,16 +14,26 @@ pub(crate) fn tmp_prefix() -> String {
 
 /// fsync a directory so a rename into it is durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|f| f.sync_all()).ctx("fsync directory", dir)
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .ctx("fsync directory", dir)
 }
 
 /// Replace `path` with `bytes` atomically: write a temp file in `tmp`, fsync, rename over `path`.
 pub(crate) fn write_atomic(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = tempfile::Builder::new().prefix(&tmp_prefix()).tempfile_in(tmp).ctx("create temp file in", tmp)?;
+    let mut f = tempfile::Builder::new()
+        .prefix(&tmp_prefix())
+        .tempfile_in(tmp)
+        .ctx("create temp file in", tmp)?;
     f.write_all(bytes).ctx("write", f.path().to_path_buf())?;
-    f.as_file().sync_all().ctx("fsync", f.path().to_path_buf())?;
-    fs::set_permissions(f.path(), fs::Permissions::from_mode(0o644)).ctx("chmod", f.path().to_path_buf())?;
-    f.persist(path).map_err(|e| e.error).ctx("rename into place", path)?;
+    f.as_file()
+        .sync_all()
+        .ctx("fsync", f.path().to_path_buf())?;
+    fs::set_permissions(f.path(), fs::Permissions::from_mode(0o644))
+        .ctx("chmod", f.path().to_path_buf())?;
+    f.persist(path)
+        .map_err(|e| e.error)
+        .ctx("rename into place", path)?;
     if let Some(parent) = path.parent() {
         sync_dir(parent)?;
     }
@@ -31,10 +41,14 @@ pub(crate) fn write_atomic(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<()> 
 }
 
 /// Read and parse a JSON file; a missing file gives `T::default()`.
-pub(crate) fn read_json_or_default<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T> {
+pub(crate) fn read_json_or_default<T: serde::de::DeserializeOwned + Default>(
+    path: &Path,
+) -> Result<T> {
     match fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map_err(|e| crate::StoreError::Corrupt { path: path.to_path_buf(), reason: e.to_string() }),
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| crate::StoreError::Corrupt {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
         Err(e) => Err(e).ctx("read", path),
     }
@@ -56,7 +70,9 @@ pub(crate) fn remove_tree(path: &Path) -> Result<()> {
     }
     make_accessible(path);
     match fs::remove_dir_all(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).ctx("remove directory tree", path),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).ctx("remove directory tree", path)
+        }
         _ => Ok(()),
     }
 }

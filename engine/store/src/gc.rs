@@ -3,7 +3,7 @@
 use crate::error::{IoContext, Result};
 use crate::fsutil::{pid_alive, remove_tree};
 use crate::{ImageRecord, Store};
-use kiln_core::{chain_ids, Digest, ImageConfig, Manifest};
+use kiln_core::{Digest, ImageConfig, Manifest, chain_ids};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashSet};
 use std::fs;
@@ -23,7 +23,11 @@ pub struct PruneOptions {
 
 impl Default for PruneOptions {
     fn default() -> Self {
-        PruneOptions { grace: Duration::from_secs(600), dangling_images: false, clear_cache: false }
+        PruneOptions {
+            grace: Duration::from_secs(600),
+            dangling_images: false,
+            clear_cache: false,
+        }
     }
 }
 
@@ -40,6 +44,8 @@ pub struct PruneReport {
     pub snapshots: Vec<String>,
     /// Leftover temp entries of dead processes deleted.
     pub temp_entries: usize,
+    /// Unreferenced blobs and snapshots kept because they are younger than the grace period.
+    pub kept_young: usize,
     /// Bytes of blob data freed.
     pub bytes_freed: u64,
 }
@@ -102,7 +108,10 @@ fn image_blobs(store: &Store, img: &ImageRecord) -> (Vec<Digest>, Option<Manifes
 
 fn older_than(path: &std::path::Path, grace: Duration) -> bool {
     match fs::symlink_metadata(path).and_then(|m| m.modified()) {
-        Ok(t) => SystemTime::now().duration_since(t).map(|age| age >= grace).unwrap_or(false),
+        Ok(t) => SystemTime::now()
+            .duration_since(t)
+            .map(|age| age >= grace)
+            .unwrap_or(false),
         Err(_) => false,
     }
 }
@@ -122,11 +131,17 @@ impl Store {
                     report.cache_entries = self.cache_clear()?;
                 }
                 if opts.dangling_images {
-                    let used: HashSet<Digest> =
-                        self.read_containers()?.containers.iter().filter_map(|c| c.image_id).collect();
+                    let used: HashSet<Digest> = self
+                        .read_containers()?
+                        .containers
+                        .iter()
+                        .filter_map(|c| c.image_id)
+                        .collect();
                     let mut idx = self.read_images()?;
-                    let (gone, keep): (Vec<_>, Vec<_>) =
-                        idx.images.into_iter().partition(|r| r.names.is_empty() && !used.contains(&r.id));
+                    let (gone, keep): (Vec<_>, Vec<_>) = idx
+                        .images
+                        .into_iter()
+                        .partition(|r| r.names.is_empty() && !used.contains(&r.id));
                     idx.images = keep;
                     if !gone.is_empty() {
                         self.write_images(&idx)?;
@@ -137,6 +152,9 @@ impl Store {
             })?;
         }
 
+        // Reachability and deletion happen under the lock, so `put_image` (which checks its blobs
+        // under the same lock) never records an image whose blobs are being deleted.
+        let _lock = self.lock()?;
         let mut live_strings: HashSet<String> = HashSet::new();
         let mut live_blobs: HashSet<Digest> = HashSet::new();
         for img in self.read_images()?.images {
@@ -155,7 +173,10 @@ impl Store {
             }
         }
         for c in self.read_containers()?.containers {
-            strings(&serde_json::to_value(&c).expect("container record serializes"), &mut live_strings);
+            strings(
+                &serde_json::to_value(&c).expect("container record serializes"),
+                &mut live_strings,
+            );
         }
         for (k, v) in self.cache_entries()? {
             live_strings.insert(k);
@@ -169,7 +190,11 @@ impl Store {
 
         for d in self.list_blobs()? {
             let p = self.blob_path(&d);
-            if live_blobs.contains(&d) || !older_than(&p, opts.grace) {
+            if live_blobs.contains(&d) {
+                continue;
+            }
+            if !older_than(&p, opts.grace) {
+                report.kept_young += 1;
                 continue;
             }
             let size = fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
@@ -179,7 +204,11 @@ impl Store {
         }
         for key in self.list_snapshots()? {
             let p = self.root.join("snapshots").join(&key);
-            if live_strings.contains(&key) || !older_than(&p, opts.grace) {
+            if live_strings.contains(&key) {
+                continue;
+            }
+            if !older_than(&p, opts.grace) {
+                report.kept_young += 1;
                 continue;
             }
             if self.remove_snapshot(&key)? {
@@ -201,7 +230,9 @@ impl Store {
             let pid = name.split('-').next().and_then(|p| p.parse::<u32>().ok());
             let stale = match pid {
                 Some(p) if p == me => false,
-                Some(p) => !pid_alive(p) || older_than(&e.path(), Duration::from_secs(7 * 24 * 3600)),
+                Some(p) => {
+                    !pid_alive(p) || older_than(&e.path(), Duration::from_secs(7 * 24 * 3600))
+                }
                 None => older_than(&e.path(), Duration::from_secs(24 * 3600)),
             };
             if stale {
@@ -225,18 +256,28 @@ impl Store {
                 Ok((actual, _)) if actual == d => {}
                 Ok((actual, _)) => {
                     bad.insert(d);
-                    report.bad_blobs.push(BadBlob { digest: d, actual: Some(actual), error: None });
+                    report.bad_blobs.push(BadBlob {
+                        digest: d,
+                        actual: Some(actual),
+                        error: None,
+                    });
                 }
                 Err(e) => {
                     bad.insert(d);
-                    report.bad_blobs.push(BadBlob { digest: d, actual: None, error: Some(format!("{}: {e}", p.display())) });
+                    report.bad_blobs.push(BadBlob {
+                        digest: d,
+                        actual: None,
+                        error: Some(format!("{}: {e}", p.display())),
+                    });
                 }
             }
         }
         for img in self.read_images()?.images {
             let (blobs, manifest) = image_blobs(self, &img);
-            let mut need: Vec<Digest> =
-                blobs.into_iter().filter(|d| bad.contains(d) || !self.has_blob(d)).collect();
+            let mut need: Vec<Digest> = blobs
+                .into_iter()
+                .filter(|d| bad.contains(d) || !self.has_blob(d))
+                .collect();
             if manifest.is_none() && !need.contains(&img.manifest_digest) {
                 need.push(img.manifest_digest);
             }
@@ -248,7 +289,12 @@ impl Store {
             if need.is_empty()
                 && let Ok(cfg) = self.image_config_bytes(&img)
                 && ImageConfig::from_slice(&cfg).is_err()
-                && kiln_core::media_types::is_config(&manifest.as_ref().map(|m| m.config.media_type.clone()).unwrap_or_default())
+                && kiln_core::media_types::is_config(
+                    &manifest
+                        .as_ref()
+                        .map(|m| m.config.media_type.clone())
+                        .unwrap_or_default(),
+                )
             {
                 need.push(img.id);
             }
@@ -267,7 +313,8 @@ impl Store {
             if !broken.is_empty() {
                 self.locked(|| {
                     let mut idx = self.read_images()?;
-                    let (gone, keep): (Vec<_>, Vec<_>) = idx.images.into_iter().partition(|r| broken.contains(&r.id));
+                    let (gone, keep): (Vec<_>, Vec<_>) =
+                        idx.images.into_iter().partition(|r| broken.contains(&r.id));
                     idx.images = keep;
                     self.write_images(&idx)?;
                     report.removed_images = gone;

@@ -1,10 +1,10 @@
 //! Image records: which manifest and config make up an image and which names point at it,
 //! kept in `images.json`, plus name/ID resolution the way buildah does it.
 
+use crate::Store;
 use crate::error::{Result, StoreError};
 use crate::fsutil::{now_rfc3339, read_json_or_default, write_atomic};
-use crate::Store;
-use kiln_core::{media_types, Digest, ImageConfig, ImageReference, Manifest};
+use kiln_core::{Digest, ImageConfig, ImageReference, Manifest, media_types};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -34,7 +34,9 @@ pub struct ImageRecord {
 impl ImageRecord {
     /// Creation time in seconds since the Unix epoch, if `created` parses.
     pub fn created_unix(&self) -> Option<i64> {
-        chrono::DateTime::parse_from_rfc3339(&self.created).ok().map(|t| t.timestamp())
+        chrono::DateTime::parse_from_rfc3339(&self.created)
+            .ok()
+            .map(|t| t.timestamp())
     }
 
     /// The first 12 hex characters of the ID.
@@ -103,8 +105,11 @@ impl Store {
     /// already known updates that record (new manifest, names added).
     pub fn put_image(&self, manifest: &[u8], names: &[&str]) -> Result<ImageRecord> {
         let mdigest = Digest::of_bytes(manifest);
-        let m: Manifest = Manifest::from_slice(manifest)
-            .map_err(|e| StoreError::InvalidManifest { digest: mdigest, reason: e.to_string() })?;
+        let m: Manifest =
+            Manifest::from_slice(manifest).map_err(|e| StoreError::InvalidManifest {
+                digest: mdigest,
+                reason: e.to_string(),
+            })?;
         let media_type = match m.media_type.as_deref() {
             Some(t) if media_types::is_manifest(t) => t.to_string(),
             None => media_types::OCI_MANIFEST.to_string(),
@@ -115,25 +120,36 @@ impl Store {
                 });
             }
         };
-        let missing: Vec<Digest> = std::iter::once(&m.config)
-            .chain(&m.layers)
-            .map(|d| d.digest)
-            .filter(|d| !self.has_blob(d))
-            .collect();
-        if !missing.is_empty() {
-            return Err(StoreError::MissingBlobs { image: mdigest, missing });
-        }
-        let names = names.iter().map(|n| normalize_name(n)).collect::<Result<Vec<_>>>()?;
+        let names = names
+            .iter()
+            .map(|n| normalize_name(n))
+            .collect::<Result<Vec<_>>>()?;
         let created = if media_types::is_config(&m.config.media_type) {
-            let cfg = self.read_blob(&m.config.digest)?;
-            ImageConfig::from_slice(&cfg).ok().and_then(|c| c.created).filter(|c| !c.is_empty())
+            let cfg = self.read_blob(&m.config.digest).unwrap_or_default();
+            ImageConfig::from_slice(&cfg)
+                .ok()
+                .and_then(|c| c.created)
+                .filter(|c| !c.is_empty())
         } else {
             None
         };
         let size = m.config.size + m.layers.iter().map(|l| l.size).sum::<u64>();
-        self.put_blob_bytes(manifest)?;
         let id = m.config.digest;
         self.locked(|| {
+            // Checked and written under the lock: prune deletes under it too, so what is checked
+            // here stays until the record that keeps it alive is written.
+            let missing: Vec<Digest> = std::iter::once(&m.config)
+                .chain(&m.layers)
+                .map(|d| d.digest)
+                .filter(|d| !self.has_blob(d))
+                .collect();
+            if !missing.is_empty() {
+                return Err(StoreError::MissingBlobs {
+                    image: mdigest,
+                    missing,
+                });
+            }
+            self.put_blob_bytes(manifest)?;
             let mut idx = self.read_images()?;
             for other in idx.images.iter_mut().filter(|r| r.id != id) {
                 other.names.retain(|n| !names.contains(n));
@@ -181,8 +197,10 @@ impl Store {
     /// The parsed manifest of an image.
     pub fn image_manifest(&self, img: &ImageRecord) -> Result<Manifest> {
         let bytes = self.read_blob(&img.manifest_digest)?;
-        Manifest::from_slice(&bytes)
-            .map_err(|e| StoreError::InvalidManifest { digest: img.manifest_digest, reason: e.to_string() })
+        Manifest::from_slice(&bytes).map_err(|e| StoreError::InvalidManifest {
+            digest: img.manifest_digest,
+            reason: e.to_string(),
+        })
     }
 
     /// The raw manifest bytes of an image.
@@ -207,7 +225,10 @@ impl Store {
     /// Add names to an image (`buildah tag`). Names are normalized as local names and move
     /// from any image that had them.
     pub fn tag_image(&self, name_or_id: &str, new_names: &[&str]) -> Result<ImageRecord> {
-        let names = new_names.iter().map(|n| normalize_name(n)).collect::<Result<Vec<_>>>()?;
+        let names = new_names
+            .iter()
+            .map(|n| normalize_name(n))
+            .collect::<Result<Vec<_>>>()?;
         self.locked(|| {
             let mut idx = self.read_images()?;
             let id = find_image(&idx.images, name_or_id)?.id;
@@ -223,7 +244,11 @@ impl Store {
                 }
             }
             self.write_images(&idx)?;
-            Ok(idx.images.into_iter().find(|r| r.id == id).expect("image still present"))
+            Ok(idx
+                .images
+                .into_iter()
+                .find(|r| r.id == id)
+                .expect("image still present"))
         })
     }
 
@@ -231,11 +256,18 @@ impl Store {
     pub fn untag_image(&self, name: &str) -> Result<ImageRecord> {
         self.locked(|| {
             let mut idx = self.read_images()?;
-            let rec = find_image(&idx.images, name)?;
-            let full = rec.names.iter().find(|n| name_matches(n, name)).cloned().ok_or_else(|| {
-                StoreError::ImageNotFound(format!("{name} (not a name of image {})", rec.id.short()))
+            let (rec, full) = find_image_and_name(&idx.images, name)?;
+            let full = full.ok_or_else(|| {
+                StoreError::ImageNotFound(format!(
+                    "{name} (not a name of image {})",
+                    rec.id.short()
+                ))
             })?;
-            let r = idx.images.iter_mut().find(|r| r.id == rec.id).expect("found above");
+            let r = idx
+                .images
+                .iter_mut()
+                .find(|r| r.id == rec.id)
+                .expect("found above");
             r.names.retain(|n| *n != full);
             let out = r.clone();
             self.write_images(&idx)?;
@@ -250,21 +282,30 @@ impl Store {
     pub fn remove_image(&self, name_or_id: &str, force: bool) -> Result<Removed> {
         self.locked(|| {
             let mut idx = self.read_images()?;
-            let rec = find_image(&idx.images, name_or_id)?;
-            let by_name = rec.names.iter().find(|n| name_matches(n, name_or_id)).cloned();
+            let (rec, by_name) = find_image_and_name(&idx.images, name_or_id)?;
             if let Some(name) = &by_name
                 && rec.names.len() > 1
             {
-                let r = idx.images.iter_mut().find(|r| r.id == rec.id).expect("found above");
+                let r = idx
+                    .images
+                    .iter_mut()
+                    .find(|r| r.id == rec.id)
+                    .expect("found above");
                 r.names.retain(|n| n != name);
                 self.write_images(&idx)?;
-                return Ok(Removed::Untagged { id: rec.id, name: name.clone() });
+                return Ok(Removed::Untagged {
+                    id: rec.id,
+                    name: name.clone(),
+                });
             }
             if !force {
                 if by_name.is_none() && rec.names.len() > 1 {
                     return Err(StoreError::ImageInUse {
                         image: rec.id.hex(),
-                        reason: format!("it has several names ({}): remove them one by one or force", rec.names.join(", ")),
+                        reason: format!(
+                            "it has several names ({}): remove them one by one or force",
+                            rec.names.join(", ")
+                        ),
                     });
                 }
                 let users: Vec<String> = self
@@ -288,106 +329,138 @@ impl Store {
     }
 }
 
-/// Whether a stored full name is what `query` names (exactly, or after local/docker normalization).
-fn name_matches(stored: &str, query: &str) -> bool {
-    stored == query
-        || ImageReference::parse_local(query).is_ok_and(|r| r.to_string() == stored)
-        || ImageReference::parse(query).is_ok_and(|r| r.to_string() == stored)
+pub(crate) fn find_image(images: &[ImageRecord], q: &str) -> Result<ImageRecord> {
+    find_image_and_name(images, q).map(|(r, _)| r)
 }
 
-pub(crate) fn find_image(images: &[ImageRecord], q: &str) -> Result<ImageRecord> {
+/// Find an image, and the stored name the query matched (`None` when found by ID or digest).
+fn find_image_and_name(images: &[ImageRecord], q: &str) -> Result<(ImageRecord, Option<String>)> {
     let not_found = || StoreError::ImageNotFound(q.to_string());
-    let one = |hits: Vec<&ImageRecord>| -> Result<Option<ImageRecord>> {
-        let mut ids: Vec<Digest> = hits.iter().map(|r| r.id).collect();
-        ids.sort();
-        ids.dedup();
-        match ids.len() {
-            0 => Ok(None),
-            1 => Ok(hits.into_iter().next().cloned()),
-            _ => Err(StoreError::AmbiguousImage { name: q.to_string(), candidates: ids.iter().map(|d| d.short()).collect() }),
-        }
-    };
     if q.is_empty() {
         return Err(not_found());
     }
     // Full digest: image ID or manifest digest.
     if let Ok(d) = Digest::parse(q) {
-        return one(images.iter().filter(|r| r.id == d || r.manifest_digest == d).collect())?.ok_or_else(not_found);
+        let hits: Vec<&ImageRecord> = images
+            .iter()
+            .filter(|r| r.id == d || r.manifest_digest == d)
+            .collect();
+        return unique(q, hits)?.map(|r| (r, None)).ok_or_else(not_found);
     }
     // Exact stored name.
     if let Some(r) = images.iter().find(|r| r.names.iter().any(|n| n == q)) {
-        return Ok(r.clone());
+        return Ok((r.clone(), Some(q.to_string())));
     }
-    let is_hex = q.len() >= 3 && q.len() <= 64 && q.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    // A name, qualified or short.
-    let by_name = lookup_name(images, q);
-    match by_name {
-        Ok(Some(r)) => return Ok(r),
+    let is_hex = q.len() >= 3
+        && q.len() <= 64
+        && q.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    match lookup_name(images, q) {
+        Ok(Some((r, n))) => return Ok((r, n)),
         Err(e) if !is_hex => return Err(e),
         _ => {}
     }
     if is_hex {
-        return one(images.iter().filter(|r| r.id.hex().starts_with(q)).collect())?.ok_or_else(not_found);
+        let hits: Vec<&ImageRecord> = images
+            .iter()
+            .filter(|r| r.id.hex().starts_with(q))
+            .collect();
+        return unique(q, hits)?.map(|r| (r, None)).ok_or_else(not_found);
     }
     Err(not_found())
 }
 
-fn lookup_name(images: &[ImageRecord], q: &str) -> Result<Option<ImageRecord>> {
-    let candidates: Vec<ImageReference> = if ImageReference::is_short_name(q) {
-        [ImageReference::parse_local(q), ImageReference::parse(q)].into_iter().flatten().collect()
+/// At most one distinct image among `hits`.
+fn unique(q: &str, hits: Vec<&ImageRecord>) -> Result<Option<ImageRecord>> {
+    let mut ids: Vec<Digest> = hits.iter().map(|r| r.id).collect();
+    ids.sort();
+    ids.dedup();
+    match ids.len() {
+        0 => Ok(None),
+        1 => Ok(hits.into_iter().next().cloned()),
+        _ => Err(StoreError::AmbiguousImage {
+            name: q.to_string(),
+            candidates: ids.iter().map(|d| d.short()).collect(),
+        }),
+    }
+}
+
+fn lookup_name(images: &[ImageRecord], q: &str) -> Result<Option<(ImageRecord, Option<String>)>> {
+    let short = ImageReference::is_short_name(q);
+    let candidates: Vec<ImageReference> = if short {
+        [ImageReference::parse_local(q), ImageReference::parse(q)]
+            .into_iter()
+            .flatten()
+            .collect()
     } else {
         vec![ImageReference::parse(q)?]
     };
     for c in &candidates {
-        if let Some(r) = match_ref(images, c) {
-            return Ok(Some(r));
+        if let Some(hit) = match_ref(images, c) {
+            return Ok(Some(hit));
         }
     }
-    if ImageReference::is_short_name(q)
-        && let Some(c) = candidates.first()
-    {
-        // Any registry: the stored repository path ends with the short name's path.
-        let path = c.repository();
-        let mut hits: Vec<&ImageRecord> = Vec::new();
-        for r in images {
-            let hit = r.names.iter().filter_map(|n| ImageReference::parse(n).ok()).any(|n| {
-                (n.repository() == path || n.repository().ends_with(&format!("/{path}")))
-                    && (c.digest().is_some() || n.tag() == c.tag())
-                    && c.digest().is_none_or(|d| *d == r.manifest_digest)
-            });
-            if hit {
-                hits.push(r);
+    let Some(c) = candidates.first().filter(|_| short) else {
+        return Ok(None);
+    };
+    // Any registry: the stored repository path ends with the short name's path.
+    let path = c.repository();
+    let mut hits: Vec<(&ImageRecord, String)> = Vec::new();
+    for r in images {
+        for n in &r.names {
+            let Ok(parsed) = ImageReference::parse(n) else {
+                continue;
+            };
+            let same_repo =
+                parsed.repository() == path || parsed.repository().ends_with(&format!("/{path}"));
+            let same_version = match c.digest() {
+                Some(d) => *d == r.manifest_digest,
+                None => parsed.tag() == c.tag(),
+            };
+            if same_repo && same_version {
+                hits.push((r, n.clone()));
+                break;
             }
         }
-        let mut ids: Vec<Digest> = hits.iter().map(|r| r.id).collect();
-        ids.sort();
-        ids.dedup();
-        return match ids.len() {
-            0 => Ok(None),
-            1 => Ok(Some(hits[0].clone())),
-            _ => Err(StoreError::AmbiguousImage {
-                name: q.to_string(),
-                candidates: ids.iter().map(|d| d.short()).collect(),
-            }),
-        };
     }
-    Ok(None)
+    let recs: Vec<&ImageRecord> = hits.iter().map(|(r, _)| *r).collect();
+    Ok(unique(q, recs)?.map(|r| {
+        let name = hits
+            .iter()
+            .find(|(h, _)| h.id == r.id)
+            .map(|(_, n)| n.clone());
+        (r, name.filter(|_| c.digest().is_none()))
+    }))
 }
 
-/// An image one of whose names equals `want` (for `name@digest`: same repository and manifest digest).
-fn match_ref(images: &[ImageRecord], want: &ImageReference) -> Option<ImageRecord> {
+/// An image one of whose names equals `want` (for `name@digest`: same repository and manifest
+/// digest), with the stored name matched (none for digest matches).
+fn match_ref(
+    images: &[ImageRecord],
+    want: &ImageReference,
+) -> Option<(ImageRecord, Option<String>)> {
     match want.digest() {
         Some(d) => images
             .iter()
             .find(|r| {
                 r.manifest_digest == *d
-                    && r.names.iter().filter_map(|n| ImageReference::parse(n).ok()).any(|n| n.name() == want.name())
+                    && r.names
+                        .iter()
+                        .filter_map(|n| ImageReference::parse(n).ok())
+                        .any(|n| n.name() == want.name())
             })
-            .or_else(|| images.iter().find(|r| r.manifest_digest == *d && want.tag().is_none()))
-            .cloned(),
+            .or_else(|| {
+                images
+                    .iter()
+                    .find(|r| r.manifest_digest == *d && want.tag().is_none())
+            })
+            .map(|r| (r.clone(), None)),
         None => {
             let s = want.to_string();
-            images.iter().find(|r| r.names.iter().any(|n| *n == s)).cloned()
+            images
+                .iter()
+                .find(|r| r.names.contains(&s))
+                .map(|r| (r.clone(), Some(s)))
         }
     }
 }

@@ -58,7 +58,11 @@ impl Store {
             fs::create_dir_all(&p).ctx("create directory", &p)?;
         }
         let lock = root.join("lock");
-        OpenOptions::new().create(true).append(true).open(&lock).ctx("create", &lock)?;
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&lock)
+            .ctx("create", &lock)?;
         Ok(Store { root })
     }
 
@@ -76,7 +80,11 @@ impl Store {
     /// processes wait for it to update image names, containers and the like.
     pub fn lock(&self) -> Result<StoreLock> {
         let path = self.root.join("lock");
-        let file = OpenOptions::new().create(true).append(true).open(&path).ctx("open", &path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .ctx("open", &path)?;
         file.lock().ctx("lock", &path)?;
         Ok(StoreLock { _file: file })
     }

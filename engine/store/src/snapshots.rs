@@ -1,9 +1,9 @@
 //! Layer snapshots: unpacked directory trees under `snapshots/<key>/`. A caller fills a staging
 //! directory and publishes it by one rename, so a snapshot is either absent or complete.
 
+use crate::Store;
 use crate::error::{IoContext, Result, StoreError};
 use crate::fsutil::{remove_tree, tmp_prefix};
-use crate::Store;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -34,14 +34,22 @@ impl Drop for Staging {
 
 /// Snapshot keys are file names: 1–200 characters of `[A-Za-z0-9._:@+-]`, not starting with `.`.
 pub(crate) fn validate_key(key: &str) -> Result<()> {
-    let bad = |reason| Err(StoreError::InvalidKey { key: key.to_string(), reason });
+    let bad = |reason| {
+        Err(StoreError::InvalidKey {
+            key: key.to_string(),
+            reason,
+        })
+    };
     if key.is_empty() || key.len() > 200 {
         return bad("must be 1 to 200 characters");
     }
     if key.starts_with('.') {
         return bad("must not start with '.'");
     }
-    if !key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'@' | b'+' | b'-')) {
+    if !key
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'@' | b'+' | b'-'))
+    {
         return bad("only [A-Za-z0-9._:@+-] are allowed");
     }
     Ok(())
@@ -56,7 +64,10 @@ impl Store {
             .tempdir_in(&dir)
             .ctx("create staging directory in", &dir)?
             .keep();
-        Ok(Staging { path, published: false })
+        Ok(Staging {
+            path,
+            published: false,
+        })
     }
 
     /// Publish a filled staging directory as snapshot `key` (atomic rename). If another process

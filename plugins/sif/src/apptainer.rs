@@ -464,7 +464,7 @@ mod tests {
             "{s}\nprintf '%s|' \"$PATH\" \"$TRICKY\" \"$EMPTY\" \"$NOVALUE\" \"$HOSTWINS\" \"$EQ\"; env | grep -c '^EMPTY=$'"
         );
         let out = sh(&probe, &[], &[("HOSTWINS", "host"), ("PATH", "/host/bin")]);
-        assert_eq!(out, "/opt/$x bin:/usr/bin:/bin|a \"q\" $HOME `id` \\ 'single'||||host|a=b|1\n");
+        assert_eq!(out, "/opt/$x bin:/usr/bin:/bin|a \"q\" $HOME `id` \\ 'single'|||host|a=b|1\n");
     }
 
     fn run(entrypoint: &[&str], cmd: &[&str], args: &[&str], no_eval: bool) -> String {

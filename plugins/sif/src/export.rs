@@ -307,6 +307,9 @@ pub fn export(req: &Request, layers: &mut dyn Layers, sink: &mut dyn Sink, hooks
 
     let tree = merger.finish()?;
     let s = sq.finish(sink, &mut comp, &tree)?;
+    if s.xz.unsupported_check {
+        warn("the xz streams carry CRC64 checks: Linux cannot mount this SIF with its squashfs driver (squashfuse and unsquashfs can read it)");
+    }
     let placed = sif.end_object(sink)?;
     sif.finish(sink)?;
     Ok(Summary {

@@ -7,7 +7,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Compress blocks the way the host codec does for `c` (zlib level 9, zstd 15, xz 6).
+/// Compress blocks as squashfs expects for `c` (zlib level 9, zstd 15, xz preset 6 with CRC32
+/// checks as mksquashfs writes them).
 pub fn native_compress(c: Compression) -> impl FnMut(&[Vec<u8>]) -> Result<Vec<Vec<u8>>> {
     move |blocks: &[Vec<u8>]| {
         blocks
@@ -19,7 +20,8 @@ pub fn native_compress(c: Compression) -> impl FnMut(&[Vec<u8>]) -> Result<Vec<V
                 }
                 Compression::Zstd => zstd::bulk::compress(b, 15).map_err(|e| Error::Io(e.to_string())),
                 Compression::Xz => {
-                    let mut e = xz2::write::XzEncoder::new(Vec::new(), 6);
+                    let stream = xz2::stream::Stream::new_easy_encoder(6, xz2::stream::Check::Crc32).unwrap();
+                    let mut e = xz2::write::XzEncoder::new_stream(Vec::new(), stream);
                     e.write_all(b).and_then(|_| e.finish()).map_err(|e| Error::Io(e.to_string()))
                 }
             })
@@ -113,4 +115,90 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
+}
+
+/// A kernel squashfs mount, unmounted on drop.
+pub struct Mount(pub PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).output();
+    }
+}
+
+/// Mount `image` at `offset` with the kernel's squashfs driver (as Apptainer's setuid mode
+/// does). `None` when this machine cannot mount at all; panics when it mounts a reference
+/// image made by mksquashfs but refuses ours.
+pub fn kernel_mount(image: &Path, offset: u64, at: &Path) -> Option<Mount> {
+    let root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+    if !root || !have("mksquashfs") {
+        return None;
+    }
+    std::fs::create_dir_all(at).unwrap();
+    let try_mount = |img: &Path, off: u64| {
+        Command::new("mount")
+            .args(["-t", "squashfs", "-o", &format!("loop,ro,offset={off}")])
+            .arg(img)
+            .arg(at)
+            .output()
+            .unwrap()
+    };
+    let out = try_mount(image, offset);
+    if out.status.success() {
+        eprintln!("kernel-mounted {} at offset {offset}", image.display());
+        return Some(Mount(at.to_path_buf()));
+    }
+    let why = String::from_utf8_lossy(&out.stderr).into_owned();
+    let reference = at.with_extension("ref.sqfs");
+    let src = at.with_extension("ref.d");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"x").unwrap();
+    run(Command::new("mksquashfs").arg(&src).arg(&reference).args(["-noappend", "-quiet", "-comp", "gzip"]));
+    let baseline = try_mount(&reference, 0);
+    if baseline.status.success() {
+        drop(Mount(at.to_path_buf()));
+        panic!("the kernel mounts mksquashfs images but refused {}: {why}", image.display());
+    }
+    None
+}
+
+/// Compare two directory trees: types, permissions, owners, mtimes, contents, link targets,
+/// device numbers and hard link groups.
+pub fn compare_trees(a: &Path, b: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let mut stack = vec![PathBuf::new()];
+    let mut links_a = std::collections::HashMap::new();
+    let mut links_b = std::collections::HashMap::new();
+    while let Some(rel) = stack.pop() {
+        let (pa, pb) = (a.join(&rel), b.join(&rel));
+        let (ma, mb) = (std::fs::symlink_metadata(&pa).unwrap(), std::fs::symlink_metadata(&pb).unwrap_or_else(|e| panic!("{}: {e}", pb.display())));
+        let what = rel.display().to_string();
+        assert_eq!(ma.file_type(), mb.file_type(), "{what}: type");
+        assert_eq!((ma.mode(), ma.uid(), ma.gid()), (mb.mode(), mb.uid(), mb.gid()), "{what}: mode/owner");
+        if !ma.is_dir() {
+            assert_eq!(ma.mtime(), mb.mtime(), "{what}: mtime");
+            assert_eq!(ma.nlink(), mb.nlink(), "{what}: link count");
+        }
+        if ma.file_type().is_symlink() {
+            assert_eq!(std::fs::read_link(&pa).unwrap(), std::fs::read_link(&pb).unwrap(), "{what}: target");
+        } else if ma.is_file() {
+            assert!(std::fs::read(&pa).unwrap() == std::fs::read(&pb).unwrap(), "{what}: contents");
+            links_a.entry(ma.ino()).or_insert_with(Vec::new).push(what.clone());
+            links_b.entry(mb.ino()).or_insert_with(Vec::new).push(what.clone());
+        } else if ma.is_dir() {
+            let mut names_a: Vec<_> = std::fs::read_dir(&pa).unwrap().map(|e| e.unwrap().file_name()).collect();
+            let mut names_b: Vec<_> = std::fs::read_dir(&pb).unwrap().map(|e| e.unwrap().file_name()).collect();
+            names_a.sort();
+            names_b.sort();
+            assert_eq!(names_a, names_b, "{what}: entries");
+            stack.extend(names_a.into_iter().map(|n| rel.join(n)));
+        } else {
+            assert_eq!(ma.rdev(), mb.rdev(), "{what}: device");
+        }
+    }
+    let mut ga: Vec<Vec<String>> = links_a.into_values().map(|mut v| { v.sort(); v }).collect();
+    let mut gb: Vec<Vec<String>> = links_b.into_values().map(|mut v| { v.sort(); v }).collect();
+    ga.sort();
+    gb.sort();
+    assert_eq!(ga, gb, "hard link groups");
 }

@@ -1,9 +1,16 @@
-//! The verbs. Each area owns one module; this file only lists them.
+//! The verbs. Each area owns one module; this file lists them and holds the few helpers that
+//! several verbs share (registry options, pushing, kiln's config file).
 
 use crate::global::Global;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 
+pub mod build;
+pub mod export;
 pub mod plugin;
+pub mod push;
+pub mod store;
 
 /// kiln: build container images without a daemon, without root, with WebAssembly plugins.
 #[derive(Parser, Debug)]
@@ -18,21 +25,99 @@ pub struct Cli {
 /// Every verb kiln knows.
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Build an image from a Dockerfile/Containerfile (or another frontend's source).
+    #[command(alias = "bud", alias = "build-using-dockerfile")]
+    Build(build::BuildArgs),
+    /// Copy an image from the store to a registry or any transport (oci-archive:, sif:, …).
+    Push(push::PushArgs),
     /// Manage plugins (list, inspect, install, remove).
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    #[command(flatten)]
+    Store(store::StoreCommand),
+}
+
+/// Run the chosen verb.
+pub fn run(cli: Cli) -> Result<()> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Build(a) => build::run(a, g),
+        Command::Push(a) => push::run(a, g),
+        Command::Plugin(c) => plugin::run(c, g),
+        Command::Store(c) => store::run(c, g),
+    }
+}
+
+/// Registry client options from the common flags.
+pub fn registry_options(
+    _g: &Global,
+    tls_verify: Option<bool>,
+    auth_file: Option<PathBuf>,
+    cert_dir: Option<PathBuf>,
+    quiet: bool,
+) -> kiln_registry::ClientOptions {
+    let mut o = kiln_registry::ClientOptions { tls_verify, auth_file, cert_dir, ..Default::default() };
+    if quiet {
+        o.progress = kiln_registry::Progress::Quiet;
+    }
+    o
+}
+
+/// Push a stored image to `docker://dest`.
+#[allow(clippy::too_many_arguments)]
+pub fn push_to_registry(
+    g: &Global,
+    store: &kiln_store::Store,
+    image: &kiln_store::ImageRecord,
+    dest: &str,
+    tls_verify: Option<bool>,
+    auth_file: Option<PathBuf>,
+    cert_dir: Option<PathBuf>,
+    format: kiln_build::Format,
+    quiet: bool,
+) -> Result<kiln_core::Digest> {
+    let client = kiln_registry::RegistryClient::new(registry_options(g, tls_verify, auth_file, cert_dir, quiet))?;
+    let fmt = match format {
+        kiln_build::Format::Oci => kiln_registry::PushFormat::Oci,
+        kiln_build::Format::Docker => kiln_registry::PushFormat::Docker,
+    };
+    let dest = dest.strip_prefix("docker://").unwrap_or(dest);
+    let pushed = client.push_image(store, &image.id.to_string(), dest, Some(fmt)).with_context(|| format!("pushing to docker://{dest}"))?;
+    Ok(pushed.manifest_digest)
 }
 
 /// Pull a Wasm OCI artifact (config `application/vnd.wasm.config.v0+json`, one
 /// `application/wasm` layer) and return the component bytes.
-pub fn fetch_plugin_artifact(_g: &Global, reference: &str, _tls_verify: Option<bool>) -> anyhow::Result<Vec<u8>> {
-    anyhow::bail!("installing plugins from registries is not available yet ({reference})")
+pub fn fetch_plugin_artifact(g: &Global, reference: &str, tls_verify: Option<bool>) -> Result<Vec<u8>> {
+    let client = kiln_registry::RegistryClient::new(registry_options(g, tls_verify, None, None, true))?;
+    let (bytes, _) = client.pull_artifact(reference).with_context(|| format!("pulling plugin docker://{reference}"))?;
+    Ok(bytes)
 }
 
-/// Run the chosen verb.
-pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let g = &cli.global;
-    match cli.command {
-        Command::Plugin(c) => plugin::run(c, g),
+/// Injectors enabled by kiln's config files (`~/.config/kiln/kiln.toml`, `/etc/kiln/kiln.toml`):
+/// `inject = ["proxy-ca"]`.
+pub fn config_injectors() -> Vec<String> {
+    let mut files = vec![PathBuf::from("/etc/kiln/kiln.toml")];
+    if let Some(home) = std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config"))) {
+        files.push(home.join("kiln/kiln.toml"));
     }
+    let mut out = Vec::new();
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(&f) else { continue };
+        for line in text.lines() {
+            let line = line.trim();
+            if let Some(rest) = line.strip_prefix("inject") {
+                let rest = rest.trim_start();
+                if let Some(list) = rest.strip_prefix('=') {
+                    for item in list.trim().trim_start_matches('[').trim_end_matches(']').split(',') {
+                        let item = item.trim().trim_matches('"').trim();
+                        if !item.is_empty() {
+                            out.push(item.to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
 }

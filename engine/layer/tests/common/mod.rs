@@ -31,7 +31,13 @@ pub struct Meta {
 
 impl Default for Meta {
     fn default() -> Self {
-        Meta { mode: 0o644, uid: 0, gid: 0, mtime: 1_600_000_000, xattrs: Vec::new() }
+        Meta {
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 1_600_000_000,
+            xattrs: Vec::new(),
+        }
     }
 }
 
@@ -41,12 +47,20 @@ impl RawTar {
     }
 
     fn pad(&mut self) {
-        while self.buf.len() % 512 != 0 {
+        while !self.buf.len().is_multiple_of(512) {
             self.buf.push(0);
         }
     }
 
-    pub fn raw(&mut self, name: &[u8], etype: EntryType, link: &[u8], data: &[u8], m: &Meta, dev: (u32, u32)) {
+    pub fn raw(
+        &mut self,
+        name: &[u8],
+        etype: EntryType,
+        link: &[u8],
+        data: &[u8],
+        m: &Meta,
+        dev: (u32, u32),
+    ) {
         if !m.xattrs.is_empty() {
             let mut pax = Vec::new();
             for (k, v) in &m.xattrs {
@@ -100,7 +114,13 @@ impl RawTar {
     }
 
     pub fn dir(&mut self, name: &str) -> &mut Self {
-        self.dir_meta(name, &Meta { mode: 0o755, ..Meta::default() })
+        self.dir_meta(
+            name,
+            &Meta {
+                mode: 0o755,
+                ..Meta::default()
+            },
+        )
     }
 
     pub fn dir_meta(&mut self, name: &str, m: &Meta) -> &mut Self {
@@ -109,13 +129,30 @@ impl RawTar {
     }
 
     pub fn symlink(&mut self, name: &str, target: &str) -> &mut Self {
-        let m = Meta { mode: 0o777, ..Meta::default() };
-        self.raw(name.as_bytes(), EntryType::Symlink, target.as_bytes(), b"", &m, (0, 0));
+        let m = Meta {
+            mode: 0o777,
+            ..Meta::default()
+        };
+        self.raw(
+            name.as_bytes(),
+            EntryType::Symlink,
+            target.as_bytes(),
+            b"",
+            &m,
+            (0, 0),
+        );
         self
     }
 
     pub fn hardlink(&mut self, name: &str, target: &str) -> &mut Self {
-        self.raw(name.as_bytes(), EntryType::Link, target.as_bytes(), b"", &Meta::default(), (0, 0));
+        self.raw(
+            name.as_bytes(),
+            EntryType::Link,
+            target.as_bytes(),
+            b"",
+            &Meta::default(),
+            (0, 0),
+        );
         self
     }
 
@@ -131,7 +168,14 @@ pub fn get_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
     let p = CString::new(path.as_os_str().as_bytes()).unwrap();
     let n = CString::new(name).unwrap();
     let mut buf = vec![0u8; 65536];
-    let r = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+    let r = unsafe {
+        libc::lgetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            buf.as_mut_ptr() as *mut libc::c_void,
+            buf.len(),
+        )
+    };
     if r < 0 {
         return None;
     }
@@ -143,21 +187,39 @@ pub fn get_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
 pub fn set_xattr(path: &Path, name: &str, value: &[u8]) {
     let p = CString::new(path.as_os_str().as_bytes()).unwrap();
     let n = CString::new(name).unwrap();
-    let r = unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), value.as_ptr() as *const libc::c_void, value.len(), 0) };
-    assert_eq!(r, 0, "setxattr {name} on {}: {}", path.display(), std::io::Error::last_os_error());
+    let r = unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr() as *const libc::c_void,
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "setxattr {name} on {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
 }
 
 /// All xattr names of a path (no symlink following).
 pub fn list_xattrs(path: &Path) -> Vec<String> {
     let p = CString::new(path.as_os_str().as_bytes()).unwrap();
     let mut buf = vec![0u8; 65536];
-    let r = unsafe { libc::llistxattr(p.as_ptr(), buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    let r =
+        unsafe { libc::llistxattr(p.as_ptr(), buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
     if r <= 0 {
         return Vec::new();
     }
     buf.truncate(r as usize);
-    let mut v: Vec<String> =
-        buf.split(|b| *b == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect();
+    let mut v: Vec<String> = buf
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect();
     v.sort();
     v
 }
@@ -188,27 +250,50 @@ fn walk(
     out: &mut BTreeMap<String, String>,
     inodes: &mut HashMap<(u64, u64), Vec<String>>,
 ) {
-    let mut names: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     names.sort();
     for name in names {
         let path = dir.join(&name);
-        let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        let rel = path
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         if ignore.contains(&rel.as_str()) {
             continue;
         }
         let md = fs::symlink_metadata(&path).unwrap();
         let ft = md.file_type();
-        let mut desc = format!("mode={:o} uid={} gid={}", md.mode() & 0o7777, md.uid(), md.gid());
+        let mut desc = format!(
+            "mode={:o} uid={} gid={}",
+            md.mode() & 0o7777,
+            md.uid(),
+            md.gid()
+        );
         if ft.is_dir() {
             desc = format!("dir {desc}");
         } else if ft.is_file() {
             let data = fs::read(&path).unwrap();
-            desc = format!("file {desc} size={} sha={} mtime={}", data.len(), hex::encode(Sha256::digest(&data)), md.mtime());
+            desc = format!(
+                "file {desc} size={} sha={} mtime={}",
+                data.len(),
+                hex::encode(Sha256::digest(&data)),
+                md.mtime()
+            );
             if md.nlink() > 1 {
-                inodes.entry((md.dev(), md.ino())).or_default().push(rel.clone());
+                inodes
+                    .entry((md.dev(), md.ino()))
+                    .or_default()
+                    .push(rel.clone());
             }
         } else if ft.is_symlink() {
-            desc = format!("symlink {desc} -> {}", fs::read_link(&path).unwrap().display());
+            desc = format!(
+                "symlink {desc} -> {}",
+                fs::read_link(&path).unwrap().display()
+            );
         } else if ft.is_char_device() || ft.is_block_device() {
             desc = format!("dev {desc} rdev={}", md.rdev());
         } else if ft.is_fifo() {
@@ -219,7 +304,12 @@ fn walk(
         let xattrs: Vec<String> = list_xattrs(&path)
             .into_iter()
             .filter(|k| !k.contains(".overlay.") && k != "security.selinux")
-            .map(|k| format!("{k}={}", hex::encode(get_xattr(&path, &k).unwrap_or_default())))
+            .map(|k| {
+                format!(
+                    "{k}={}",
+                    hex::encode(get_xattr(&path, &k).unwrap_or_default())
+                )
+            })
             .collect();
         if !xattrs.is_empty() {
             desc.push_str(&format!(" xattrs=[{}]", xattrs.join(",")));

@@ -54,6 +54,7 @@ pub struct DataWriter {
     pending: Vec<Item>,
     pending_bytes: usize,
     current: Option<Current>,
+    xz: super::XzFacts,
 }
 
 impl DataWriter {
@@ -71,6 +72,7 @@ impl DataWriter {
             pending: Vec::new(),
             pending_bytes: 0,
             current: None,
+            xz: super::XzFacts::default(),
         }
     }
 
@@ -190,7 +192,8 @@ impl DataWriter {
                 Item::Sparse(id, len) => shapes.push((Some(id), None, len)),
             }
         }
-        let compressed = compress_checked(comp, &raw)?;
+        let mut probe = super::Probing { inner: comp, xz: &mut self.xz };
+        let compressed = compress_checked(&mut probe, &raw)?;
         let mut blocks = raw.into_iter().zip(compressed);
         for (file, fragment, sparse_len) in shapes {
             let pos = sink.position() - self.base;
@@ -228,14 +231,15 @@ impl DataWriter {
     }
 
     /// Close the last fragment block and write everything queued; returns the layouts
-    /// (indexed by [`FileId`]) and the fragment table entries (start, size word).
-    pub fn finish(mut self, sink: &mut dyn Sink, comp: &mut dyn Compress) -> Result<(Vec<FileLayout>, Vec<(u64, u32)>)> {
+    /// (indexed by [`FileId`]), the fragment table entries (start, size word) and what the
+    /// xz streams among the compressed blocks declared.
+    pub fn finish(mut self, sink: &mut dyn Sink, comp: &mut dyn Compress) -> Result<(Vec<FileLayout>, Vec<(u64, u32)>, super::XzFacts)> {
         if self.current.is_some() {
             return Err(Error::Internal("a squashfs file is still being written".into()));
         }
         self.close_fragment();
         self.flush(sink, comp)?;
-        Ok((self.files, self.fragments))
+        Ok((self.files, self.fragments, self.xz))
     }
 
     /// Block size in bytes.

@@ -26,6 +26,10 @@ pub const DEFAULT_BLOCK_SIZE: u32 = 128 * 1024;
 pub const PADDING: u64 = 4096;
 
 const FLAG_NO_XATTRS: u16 = 0x0200;
+const FLAG_COMPRESSOR_OPTIONS: u16 = 0x0400;
+/// Size of the xz compressor options record (dictionary size, executable filters) with its
+/// metadata block header.
+const XZ_OPTIONS_SIZE: usize = 2 + 8;
 const FLAG_EXPORTABLE: u16 = 0x0080;
 const NO_FRAGMENT: u32 = 0xFFFF_FFFF;
 const NO_XATTR: u32 = 0xFFFF_FFFF;
@@ -172,6 +176,8 @@ pub struct Summary {
     pub padded_size: u64,
     /// Inodes in the image.
     pub inode_count: u32,
+    /// What the xz streams declared (all default for other compressions).
+    pub xz: XzFacts,
 }
 
 /// A squashfs image being written to a sink.
@@ -179,6 +185,85 @@ pub struct SquashfsWriter {
     base: u64,
     options: Options,
     data: DataWriter,
+}
+
+/// What the xz streams a compressor produced declare.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct XzFacts {
+    /// The largest LZMA2 dictionary.
+    pub dictionary: Option<u32>,
+    /// Some stream uses an integrity check other than none or CRC32 (Linux cannot read it).
+    pub unsupported_check: bool,
+}
+
+/// A compressor wrapper that records [`XzFacts`] about its outputs.
+pub(crate) struct Probing<'a> {
+    pub(crate) inner: &'a mut dyn Compress,
+    pub(crate) xz: &'a mut XzFacts,
+}
+
+impl Compress for Probing<'_> {
+    fn compress(&mut self, blocks: &[Vec<u8>]) -> Result<Vec<Vec<u8>>> {
+        let out = self.inner.compress(blocks)?;
+        for b in &out {
+            if let Some(d) = xz_dictionary_size(b) {
+                self.xz.dictionary = Some(self.xz.dictionary.map_or(d, |m| m.max(d)));
+                if !matches!(b[7] & 0x0f, 0 | 1) {
+                    self.xz.unsupported_check = true;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The LZMA2 dictionary size declared by an xz stream (`None` if `stream` is not one).
+///
+/// Kernels preallocate xz dictionaries of the block size unless the superblock carries
+/// compressor options; streams declaring a larger dictionary then fail to mount, so the writer
+/// records the largest size found in the compressor's output in its compressor options.
+pub fn xz_dictionary_size(stream: &[u8]) -> Option<u32> {
+    if stream.len() < 12 + 2 || &stream[..6] != b"\xFD7zXZ\0" {
+        return None;
+    }
+    let block = &stream[12..];
+    let header_len = (block[0] as usize + 1) * 4;
+    let header = block.get(..header_len)?;
+    let flags = header[1];
+    let mut at = 2;
+    let varint = |at: &mut usize| -> Option<u64> {
+        let mut v = 0u64;
+        for i in 0..9 {
+            let b = *header.get(*at)?;
+            *at += 1;
+            v |= ((b & 0x7f) as u64) << (7 * i);
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    };
+    if flags & 0x40 != 0 {
+        varint(&mut at)?;
+    }
+    if flags & 0x80 != 0 {
+        varint(&mut at)?;
+    }
+    let mut dict = None;
+    for _ in 0..(flags & 3) + 1 {
+        let id = varint(&mut at)?;
+        let size = varint(&mut at)? as usize;
+        let props = header.get(at..at + size)?;
+        at += size;
+        if id == 0x21 && size == 1 {
+            let bits = props[0] as u32;
+            if bits > 40 {
+                return None;
+            }
+            dict = Some(if bits == 40 { u32::MAX } else { (2 | (bits & 1)) << (bits / 2 + 11) });
+        }
+    }
+    dict
 }
 
 impl SquashfsWriter {
@@ -190,6 +275,9 @@ impl SquashfsWriter {
         }
         let base = sink.position();
         sink.write_zeros(SUPERBLOCK_SIZE as u64)?;
+        if options.compression == Compression::Xz {
+            sink.write_zeros(XZ_OPTIONS_SIZE as u64)?;
+        }
         Ok(SquashfsWriter { base, options, data: DataWriter::new(base, bs as usize, options.batch_bytes) })
     }
 
@@ -206,7 +294,8 @@ impl SquashfsWriter {
     /// Write the tables for `tree`, pad the image and patch the superblock.
     pub fn finish(self, sink: &mut dyn Sink, comp: &mut dyn Compress, tree: &FsTree) -> Result<Summary> {
         let SquashfsWriter { base, options, data } = self;
-        let (layouts, fragments) = data.finish(sink, comp)?;
+        let (layouts, fragments, mut xz) = data.finish(sink, comp)?;
+        let comp = &mut Probing { inner: comp, xz: &mut xz };
         let tables = Tables::build(comp, tree, &layouts, options.block_size)?;
 
         let inode_table_start = sink.position() - base;
@@ -248,7 +337,18 @@ impl SquashfsWriter {
         sb.extend_from_slice(&(fragments.len() as u32).to_le_bytes());
         sb.extend_from_slice(&options.compression.id().to_le_bytes());
         sb.extend_from_slice(&(options.block_size.trailing_zeros() as u16).to_le_bytes());
-        sb.extend_from_slice(&(FLAG_EXPORTABLE | FLAG_NO_XATTRS).to_le_bytes());
+        let mut flags = FLAG_EXPORTABLE | FLAG_NO_XATTRS;
+        if options.compression == Compression::Xz {
+            // Dictionary size (2^n or 2^n + 2^(n-1), as LZMA2 encodes it), no BCJ filters.
+            let dict = comp.xz.dictionary.unwrap_or(options.block_size).max(options.block_size);
+            let mut opts = Vec::with_capacity(XZ_OPTIONS_SIZE);
+            opts.extend_from_slice(&(0x8000u16 | 8).to_le_bytes());
+            opts.extend_from_slice(&dict.to_le_bytes());
+            opts.extend_from_slice(&0u32.to_le_bytes());
+            sink.write_at(base + SUPERBLOCK_SIZE as u64, &opts)?;
+            flags |= FLAG_COMPRESSOR_OPTIONS;
+        }
+        sb.extend_from_slice(&flags.to_le_bytes());
         sb.extend_from_slice(&(tables.ids.len() as u16).to_le_bytes());
         sb.extend_from_slice(&4u16.to_le_bytes());
         sb.extend_from_slice(&0u16.to_le_bytes());
@@ -266,7 +366,7 @@ impl SquashfsWriter {
         }
         debug_assert_eq!(sb.len(), SUPERBLOCK_SIZE);
         sink.write_at(base, &sb)?;
-        Ok(Summary { bytes_used, padded_size: padded, inode_count: tables.inode_count })
+        Ok(Summary { bytes_used, padded_size: padded, inode_count: tables.inode_count, xz: *comp.xz })
     }
 }
 

@@ -174,6 +174,9 @@ fn roundtrip(c: Compression, block_size: u32) {
     let out = dir.join("root");
     unsquashfs_extract(&path, None, &out);
     check_extracted(&out, &b);
+    if let Some(m) = kernel_mount(&path, 0, &dir.join("mnt")) {
+        compare_trees(&out, &m.0);
+    }
 }
 
 #[test]
@@ -248,6 +251,9 @@ fn empty_root_and_large_directory() {
     let out = dir.join("root");
     unsquashfs_extract(&path, None, &out);
     check_files(&out, &b.files);
+    if let Some(m) = kernel_mount(&path, 0, &dir.join("mnt")) {
+        compare_trees(&out, &m.0);
+    }
 }
 
 fn check_files(root: &std::path::Path, files: &[(String, Vec<u8>)]) {

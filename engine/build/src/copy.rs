@@ -1,0 +1,462 @@
+//! COPY and ADD: expanding sources (context paths and globs filtered by the ignore file, files
+//! of another stage, heredoc files, URLs, local archives), hashing them for the build cache, and
+//! writing them into a step's upper directory with the destination resolved through the stage's
+//! merged filesystem (so `/bin -> usr/bin` and existing directories are honoured).
+
+use crate::error::{BuildError, Result};
+use crate::ignore::{self, IgnoreRules};
+use crate::layers::{LayerStack, Lookup, components};
+use sha2::{Digest as _, Sha256};
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+
+/// Where sources are read from.
+pub enum SourceRoot<'a> {
+    /// The build context, filtered by its ignore rules.
+    Context { dir: &'a Path, ignore: &'a IgnoreRules },
+    /// A flattened stage or image filesystem.
+    Rootfs(&'a Path),
+}
+
+/// One thing to copy.
+#[derive(Debug)]
+pub struct Item {
+    /// Host path of the source (file, dir or symlink).
+    pub host: PathBuf,
+    /// Name under the destination when the destination is a directory.
+    pub name: String,
+    /// Copy a directory's contents rather than the directory.
+    pub contents_of_dir: bool,
+    /// Context-relative path (for ignore checks inside directories).
+    pub rel: String,
+    /// Extract this archive (ADD).
+    pub extract: bool,
+}
+
+/// Sources expanded for one step, with a digest of everything they contain.
+pub struct Expanded {
+    /// Items in order.
+    pub items: Vec<Item>,
+    /// sha256 over names, modes, owners, sizes, link targets and content.
+    pub digest: String,
+    /// Temp files (heredocs, downloads) to remove after the copy.
+    pub _temps: Vec<tempfile::TempPath>,
+}
+
+fn io(what: String) -> impl FnOnce(std::io::Error) -> BuildError {
+    move |source| BuildError::Io { what, source }
+}
+
+fn clean_rel(p: &str) -> Option<String> {
+    let mut out: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop()?;
+            }
+            c => out.push(c),
+        }
+    }
+    Some(out.join("/"))
+}
+
+/// Expand `sources` of a COPY/ADD.
+pub fn expand(
+    root: &SourceRoot<'_>,
+    sources: &[kiln_plugin_host::plan::CopySource],
+    is_add: bool,
+    location: &str,
+    scratch: &Path,
+) -> Result<Expanded> {
+    use kiln_plugin_host::plan::CopySource;
+    let step_err = |m: String| BuildError::Step { location: location.to_string(), message: m };
+    let mut items = Vec::new();
+    let mut temps = Vec::new();
+    for s in sources {
+        match s {
+            CopySource::Inline((name, content)) => {
+                let mut t = tempfile::NamedTempFile::new_in(scratch).map_err(io("creating heredoc file".into()))?;
+                t.write_all(content).map_err(io("writing heredoc file".into()))?;
+                let p = t.into_temp_path();
+                fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).map_err(io("chmod heredoc file".into()))?;
+                items.push(Item { host: p.to_path_buf(), name: name.clone(), contents_of_dir: false, rel: name.clone(), extract: false });
+                temps.push(p);
+            }
+            CopySource::Url(url) => {
+                if !is_add {
+                    return Err(step_err(format!("COPY cannot fetch URLs ({url}); use ADD")));
+                }
+                let (p, name) = download(url, scratch).map_err(|e| step_err(format!("ADD {url}: {e}")))?;
+                items.push(Item { host: p.to_path_buf(), name, contents_of_dir: false, rel: String::new(), extract: false });
+                temps.push(p);
+            }
+            CopySource::Path(p) => {
+                let matches = match root {
+                    SourceRoot::Context { dir, ignore } => context_matches(dir, ignore, p, location)?,
+                    SourceRoot::Rootfs(dir) => rootfs_matches(dir, p, location)?,
+                };
+                if matches.is_empty() {
+                    return Err(step_err(format!("COPY source {p:?}: no such file or directory in the {}", match root {
+                        SourceRoot::Context { .. } => "build context",
+                        SourceRoot::Rootfs(_) => "source stage",
+                    })));
+                }
+                for (host, rel) in matches {
+                    let md = fs::metadata(&host).map_err(io(format!("reading {}", host.display())))?;
+                    let name = rel.rsplit('/').next().unwrap_or("").to_string();
+                    let extract = is_add && md.is_file() && is_archive(&host);
+                    items.push(Item { host, name, contents_of_dir: md.is_dir(), rel, extract });
+                }
+            }
+        }
+    }
+    let mut h = Sha256::new();
+    for it in &items {
+        h.update(it.name.as_bytes());
+        h.update([0, it.contents_of_dir as u8, it.extract as u8]);
+        hash_tree(&it.host, &mut h, root, &it.rel)?;
+    }
+    Ok(Expanded { items, digest: hex::encode(h.finalize()), _temps: temps })
+}
+
+fn excluded(root: &SourceRoot<'_>, rel: &str) -> bool {
+    match root {
+        SourceRoot::Context { ignore, .. } => ignore.excluded(rel),
+        SourceRoot::Rootfs(_) => false,
+    }
+}
+
+fn hash_tree(p: &Path, h: &mut Sha256, root: &SourceRoot<'_>, rel: &str) -> Result<()> {
+    let md = fs::symlink_metadata(p).map_err(io(format!("reading {}", p.display())))?;
+    h.update(rel.as_bytes());
+    h.update(md.mode().to_le_bytes());
+    if matches!(root, SourceRoot::Rootfs(_)) {
+        h.update(md.uid().to_le_bytes());
+        h.update(md.gid().to_le_bytes());
+    }
+    if md.file_type().is_symlink() {
+        h.update(fs::read_link(p).map_err(io(format!("reading {}", p.display())))?.as_os_str().as_encoded_bytes());
+    } else if md.is_file() {
+        let mut f = fs::File::open(p).map_err(io(format!("reading {}", p.display())))?;
+        let mut fh = Sha256::new();
+        std::io::copy(&mut f, &mut fh).map_err(io(format!("reading {}", p.display())))?;
+        h.update(fh.finalize());
+    } else if md.is_dir() {
+        let mut names: Vec<_> = fs::read_dir(p).map_err(io(format!("listing {}", p.display())))?.flatten().map(|e| e.file_name()).collect();
+        names.sort();
+        for n in names {
+            let child_rel = if rel.is_empty() { n.to_string_lossy().to_string() } else { format!("{rel}/{}", n.to_string_lossy()) };
+            if excluded(root, &child_rel) {
+                continue;
+            }
+            hash_tree(&p.join(&n), h, root, &child_rel)?;
+        }
+    }
+    Ok(())
+}
+
+/// Context paths matching `pattern` (a path or glob), as (host path, context-relative path).
+fn context_matches(dir: &Path, ig: &IgnoreRules, pattern: &str, location: &str) -> Result<Vec<(PathBuf, String)>> {
+    let Some(rel) = clean_rel(pattern) else {
+        return Err(BuildError::Step { location: location.into(), message: format!("COPY source {pattern:?} is outside the build context") });
+    };
+    let canon_root = fs::canonicalize(dir).map_err(io(format!("reading build context {}", dir.display())))?;
+    let mut out = Vec::new();
+    for rel in glob_paths(dir, &rel)? {
+        let host = dir.join(&rel);
+        let canon = fs::canonicalize(&host).map_err(io(format!("reading {}", host.display())))?;
+        if !canon.starts_with(&canon_root) {
+            return Err(BuildError::Step {
+                location: location.into(),
+                message: format!("COPY source {rel:?} is a symlink pointing outside the build context ({})", canon.display()),
+            });
+        }
+        if !rel.is_empty() && ig.excluded(&rel) {
+            continue;
+        }
+        out.push((canon, rel));
+    }
+    Ok(out)
+}
+
+/// Paths of a flattened rootfs matching `pattern`, symlinks resolved inside it.
+fn rootfs_matches(dir: &Path, pattern: &str, location: &str) -> Result<Vec<(PathBuf, String)>> {
+    let stack = LayerStack { dirs: vec![dir.to_path_buf()] };
+    let rel = clean_rel(pattern).unwrap_or_default();
+    let mut out = Vec::new();
+    let candidates = if ignore::has_glob(&rel) { glob_paths(dir, &rel)? } else { vec![rel] };
+    for rel in candidates {
+        let (resolved, found) = stack
+            .resolve(&rel, true)
+            .map_err(|e| BuildError::Step { location: location.into(), message: format!("COPY --from source {rel:?}: {e}") })?;
+        if let Lookup::Found(host, _) = found {
+            let _ = resolved;
+            out.push((host, rel));
+        }
+    }
+    Ok(out)
+}
+
+/// Expand a path with glob characters against the entries below `dir` (one component at a time).
+fn glob_paths(dir: &Path, rel: &str) -> Result<Vec<String>> {
+    if !ignore::has_glob(rel) {
+        return Ok(if fs::symlink_metadata(dir.join(rel)).is_ok() { vec![rel.to_string()] } else { vec![] });
+    }
+    let mut current = vec![String::new()];
+    for comp in components(rel) {
+        let mut next = Vec::new();
+        for base in &current {
+            if ignore::has_glob(&comp) {
+                let d = dir.join(base);
+                let Ok(rd) = fs::read_dir(&d) else { continue };
+                let mut names: Vec<String> = rd.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect();
+                names.sort();
+                for n in names {
+                    if ignore::glob(comp.as_bytes(), n.as_bytes()) {
+                        next.push(if base.is_empty() { n } else { format!("{base}/{n}") });
+                    }
+                }
+            } else {
+                let p = if base.is_empty() { comp.clone() } else { format!("{base}/{comp}") };
+                if fs::symlink_metadata(dir.join(&p)).is_ok() {
+                    next.push(p);
+                }
+            }
+        }
+        current = next;
+    }
+    Ok(current)
+}
+
+fn is_archive(p: &Path) -> bool {
+    let mut head = [0u8; 512];
+    let Ok(mut f) = fs::File::open(p) else { return false };
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(_) => return false,
+        }
+    }
+    let h = &head[..n];
+    h.starts_with(&[0x1f, 0x8b])
+        || h.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || h.starts_with(b"BZh")
+        || h.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
+        || (n >= 262 && &h[257..262] == b"ustar")
+}
+
+fn download(url: &str, scratch: &Path) -> std::result::Result<(tempfile::TempPath, String), String> {
+    let mut resp = ureq::get(url).call().map_err(|e| e.to_string())?;
+    let mut t = tempfile::NamedTempFile::new_in(scratch).map_err(|e| e.to_string())?;
+    let mut body = resp.body_mut().as_reader();
+    std::io::copy(&mut body, &mut t).map_err(|e| e.to_string())?;
+    let name = url.split(['?', '#']).next().unwrap_or(url).rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or("download").to_string();
+    let p = t.into_temp_path();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
+    Ok((p, name))
+}
+
+/// How copied files are owned and moded.
+#[derive(Clone, Copy, Debug)]
+pub struct Attrs {
+    /// Owner for everything copied (`None`: keep the source's).
+    pub owner: Option<(u32, u32)>,
+    /// Mode bits for everything copied (`None`: keep the source's).
+    pub chmod: Option<u32>,
+}
+
+/// Write `items` into `upper` at `dest` (absolute, resolved through `stack` = the stage's
+/// filesystem before the step). `root` decides ignore filtering inside directories.
+pub fn write_items(
+    items: &[Item],
+    dest: &str,
+    stack: &LayerStack,
+    upper: &Path,
+    attrs: Attrs,
+    root: &SourceRoot<'_>,
+    location: &str,
+) -> Result<()> {
+    let step_err = |m: String| BuildError::Step { location: location.to_string(), message: m };
+    let dest_is_dir_syntax = dest.ends_with('/') || dest.ends_with("/.") || dest == ".";
+    let (resolved, found) = stack.resolve(dest, true).map_err(|e| step_err(format!("destination {dest}: {e}")))?;
+    let dest_exists_dir = matches!(&found, Lookup::Found(_, m) if m.is_dir());
+    let many = items.len() > 1;
+    if many && !dest_is_dir_syntax && !dest_exists_dir {
+        return Err(step_err(format!("when copying several sources, the destination {dest:?} must be a directory and end with /")));
+    }
+    for it in items {
+        let into_dir = it.contents_of_dir || it.extract || many || dest_is_dir_syntax || dest_exists_dir;
+        if into_dir {
+            let dir = ensure_dir(stack, upper, &resolved, attrs, location)?;
+            if it.extract {
+                let f = fs::File::open(&it.host).map_err(io(format!("reading {}", it.host.display())))?;
+                let tar = decompress_any(f).map_err(io(format!("decompressing {}", it.host.display())))?;
+                let opts = kiln_layer::ApplyOptions::default();
+                kiln_layer::apply_layer(tar, &dir, &opts).map_err(|e| BuildError::Layer { what: format!("{location}: extracting {}", it.name), source: e })?;
+                if let Some((uid, gid)) = attrs.owner {
+                    chown_tree(&dir, uid, gid)?;
+                }
+            } else if it.contents_of_dir {
+                copy_dir_contents(&it.host, &dir, attrs, root, &it.rel)?;
+            } else {
+                copy_entry(&it.host, &dir.join(&it.name), attrs, root, &it.rel)?;
+            }
+        } else {
+            let (parent, name) = match resolved.split_last() {
+                Some((n, p)) => (p.to_vec(), n.clone()),
+                None => return Err(step_err(format!("destination {dest:?} is the root directory"))),
+            };
+            let dir = ensure_dir(stack, upper, &parent, Attrs { owner: None, chmod: None }, location)?;
+            copy_entry(&it.host, &dir.join(name), attrs, root, &it.rel)?;
+        }
+    }
+    Ok(())
+}
+
+fn decompress_any(f: fs::File) -> std::io::Result<Box<dyn Read>> {
+    let mut r = std::io::BufReader::new(f);
+    let head = std::io::BufRead::fill_buf(&mut r)?.to_vec();
+    if head.starts_with(b"BZh") {
+        return Ok(Box::new(bzip2::read::MultiBzDecoder::new(r)));
+    }
+    if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        return Ok(Box::new(xz2::read::XzDecoder::new_multi_decoder(r)));
+    }
+    kiln_layer::decompress(r)
+}
+
+/// Make sure directory `comps` exists in `upper`, creating parents with the attributes they have
+/// in the lower layers (or root:root 0755 when new). The last component gets `attrs` if new.
+fn ensure_dir(stack: &LayerStack, upper: &Path, comps: &[String], attrs: Attrs, location: &str) -> Result<PathBuf> {
+    let mut host = upper.to_path_buf();
+    for (i, c) in comps.iter().enumerate() {
+        host.push(c);
+        if fs::symlink_metadata(&host).map(|m| m.is_dir()).unwrap_or(false) {
+            continue;
+        }
+        let lower = stack.lstat(&comps[..=i]).map_err(io(format!("looking up /{}", comps[..=i].join("/"))))?;
+        fs::create_dir(&host).map_err(|e| BuildError::Step { location: location.into(), message: format!("creating /{}: {e}", comps[..=i].join("/")) })?;
+        let last = i + 1 == comps.len();
+        let (mode, uid, gid, mtime) = match &lower {
+            Lookup::Found(_, m) if m.is_dir() => (m.mode() & 0o7777, m.uid(), m.gid(), Some((m.mtime(), m.mtime_nsec()))),
+            _ if last => {
+                let (u, g) = attrs.owner.unwrap_or((0, 0));
+                (attrs.chmod.unwrap_or(0o755), u, g, None)
+            }
+            _ => (0o755, 0, 0, None),
+        };
+        lchown(&host, uid, gid)?;
+        fs::set_permissions(&host, fs::Permissions::from_mode(mode)).map_err(io(format!("chmod {}", host.display())))?;
+        if let Some((s, ns)) = mtime {
+            set_mtime(&host, s, ns);
+        }
+    }
+    Ok(host)
+}
+
+fn copy_dir_contents(src: &Path, dst: &Path, attrs: Attrs, root: &SourceRoot<'_>, rel: &str) -> Result<()> {
+    let mut names: Vec<_> = fs::read_dir(src).map_err(io(format!("listing {}", src.display())))?.flatten().map(|e| e.file_name()).collect();
+    names.sort();
+    for n in names {
+        let child_rel = if rel.is_empty() { n.to_string_lossy().to_string() } else { format!("{rel}/{}", n.to_string_lossy()) };
+        if excluded(root, &child_rel) {
+            if matches!(root, SourceRoot::Context { ignore, .. } if ignore.has_exceptions()) && src.join(&n).is_dir() {
+                // A re-included path may be below: walk in, creating the directory only if needed.
+                let sub = dst.join(&n);
+                let before = sub.exists();
+                copy_entry_dir_filtered(&src.join(&n), &sub, attrs, root, &child_rel)?;
+                if !before {
+                    let _ = fs::remove_dir(&sub);
+                }
+            }
+            continue;
+        }
+        copy_entry(&src.join(&n), &dst.join(&n), attrs, root, &child_rel)?;
+    }
+    Ok(())
+}
+
+fn copy_entry_dir_filtered(src: &Path, dst: &Path, attrs: Attrs, root: &SourceRoot<'_>, rel: &str) -> Result<()> {
+    if !dst.exists() {
+        fs::create_dir(dst).map_err(io(format!("creating {}", dst.display())))?;
+        apply_attrs(src, dst, attrs, true, root)?;
+    }
+    copy_dir_contents(src, dst, attrs, root, rel)
+}
+
+fn copy_entry(src: &Path, dst: &Path, attrs: Attrs, root: &SourceRoot<'_>, rel: &str) -> Result<()> {
+    let md = fs::symlink_metadata(src).map_err(io(format!("reading {}", src.display())))?;
+    if let Ok(existing) = fs::symlink_metadata(dst) {
+        if !(existing.is_dir() && md.is_dir()) {
+            if existing.is_dir() {
+                fs::remove_dir_all(dst).map_err(io(format!("replacing {}", dst.display())))?;
+            } else {
+                fs::remove_file(dst).map_err(io(format!("replacing {}", dst.display())))?;
+            }
+        }
+    }
+    let ft = md.file_type();
+    if ft.is_symlink() {
+        let target = fs::read_link(src).map_err(io(format!("reading {}", src.display())))?;
+        symlink(&target, dst).map_err(io(format!("creating {}", dst.display())))?;
+        let (uid, gid) = owner_for(&md, attrs, root);
+        lchown(dst, uid, gid)?;
+        set_mtime(dst, md.mtime(), md.mtime_nsec());
+    } else if ft.is_dir() {
+        if !dst.exists() {
+            fs::create_dir(dst).map_err(io(format!("creating {}", dst.display())))?;
+        }
+        copy_dir_contents(src, dst, attrs, root, rel)?;
+        apply_attrs(src, dst, attrs, true, root)?;
+    } else if ft.is_file() {
+        fs::copy(src, dst).map_err(io(format!("copying {} to {}", src.display(), dst.display())))?;
+        apply_attrs(src, dst, attrs, false, root)?;
+    }
+    Ok(())
+}
+
+fn owner_for(md: &fs::Metadata, attrs: Attrs, root: &SourceRoot<'_>) -> (u32, u32) {
+    attrs.owner.unwrap_or(match root {
+        SourceRoot::Context { .. } => (0, 0),
+        SourceRoot::Rootfs(_) => (md.uid(), md.gid()),
+    })
+}
+
+fn apply_attrs(src: &Path, dst: &Path, attrs: Attrs, _is_dir: bool, root: &SourceRoot<'_>) -> Result<()> {
+    let md = fs::symlink_metadata(src).map_err(io(format!("reading {}", src.display())))?;
+    let (uid, gid) = owner_for(&md, attrs, root);
+    lchown(dst, uid, gid)?;
+    let mode = attrs.chmod.unwrap_or(md.mode() & 0o7777);
+    fs::set_permissions(dst, fs::Permissions::from_mode(mode)).map_err(io(format!("chmod {}", dst.display())))?;
+    set_mtime(dst, md.mtime(), md.mtime_nsec());
+    Ok(())
+}
+
+fn chown_tree(p: &Path, uid: u32, gid: u32) -> Result<()> {
+    lchown(p, uid, gid)?;
+    if fs::symlink_metadata(p).map(|m| m.is_dir()).unwrap_or(false) {
+        for e in fs::read_dir(p).map_err(io(format!("listing {}", p.display())))?.flatten() {
+            chown_tree(&e.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
+fn lchown(p: &Path, uid: u32, gid: u32) -> Result<()> {
+    std::os::unix::fs::lchown(p, Some(uid), Some(gid)).map_err(io(format!("chown {uid}:{gid} {}", p.display())))
+}
+
+fn set_mtime(p: &Path, secs: i64, nsec: i64) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else { return };
+    let ts = [libc::timespec { tv_sec: secs, tv_nsec: nsec }, libc::timespec { tv_sec: secs, tv_nsec: nsec }];
+    // SAFETY: valid path and two timespecs; AT_SYMLINK_NOFOLLOW sets the link's own times.
+    unsafe {
+        libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW);
+    }
+}

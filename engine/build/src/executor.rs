@@ -1,0 +1,762 @@
+//! The executor: asks the frontend for a plan, runs the stages the target needs, and writes the
+//! resulting image (config, manifest, layers) into the store.
+
+use crate::config;
+use crate::copy::{self, Attrs, SourceRoot};
+use crate::error::{BuildError, Result};
+use crate::ignore::IgnoreRules;
+use crate::layers::{LayerRef, LayerStack, flat_snapshot};
+use crate::{BuildOptions, Format, PullPolicy, SecretSource};
+use kiln_core::spec::{Descriptor, History, ImageConfig, Manifest};
+use kiln_core::{Digest, Platform, media_types};
+use kiln_plugin_host::plan::{self, BuildPlan, CopyFrom, MountType, StepKind};
+use kiln_plugin_host::{Catalog, FrontendRequest, InjectedContent, Plugin, PluginHost, PluginKind, StepInfo};
+use kiln_registry::{ClientOptions, RegistryClient};
+use kiln_sandbox::{ExtraMount, FileSource, LineTail, Network, Output, Rootfs, RunSpec, UserSpec};
+use kiln_store::{ImageRecord, Store};
+use sha2::{Digest as _, Sha256};
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// What a build produced.
+#[derive(Debug)]
+pub struct BuildOutcome {
+    /// The image in the store.
+    pub image: ImageRecord,
+    /// Steps executed.
+    pub steps_run: usize,
+    /// Steps answered from the cache.
+    pub steps_cached: usize,
+}
+
+/// Runs builds against one store.
+pub struct Builder<'a> {
+    /// The store.
+    pub store: &'a Store,
+    /// The plugin host.
+    pub host: &'a PluginHost,
+    /// Built-in and installed plugins.
+    pub catalog: &'a Catalog,
+    /// Registry options (pulls of base images).
+    pub registry: ClientOptions,
+}
+
+#[derive(Clone)]
+struct StageState {
+    key: String,
+    config: ImageConfig,
+    layers: Vec<LayerRef>,
+    stack: LayerStack,
+}
+
+struct Ctx<'b> {
+    opts: &'b BuildOptions,
+    plan: &'b BuildPlan,
+    ignore: IgnoreRules,
+    platform: Platform,
+    created: String,
+    injectors: Vec<(Plugin, crate::InjectorConfig)>,
+    total_steps: usize,
+    step_no: usize,
+    steps_run: usize,
+    steps_cached: usize,
+    scratch: tempfile::TempDir,
+}
+
+fn hash_key(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+fn rfc3339(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0).map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_default()
+}
+
+/// The frontend named by a `# syntax=` directive on the first lines, if any.
+pub fn syntax_directive(source: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(&source[..source.len().min(4096)]);
+    for line in text.lines() {
+        let l = line.trim();
+        let Some(rest) = l.strip_prefix('#') else { break };
+        let rest = rest.trim();
+        if let Some((k, v)) = rest.split_once('=') {
+            if k.trim().eq_ignore_ascii_case("syntax") {
+                let v = v.trim();
+                // docker/dockerfile:1 and friends mean the built-in Dockerfile frontend.
+                let name = v.rsplit('/').next().unwrap_or(v);
+                let name = name.split([':', '@']).next().unwrap_or(name);
+                return Some(if v.starts_with("docker/dockerfile") { "dockerfile".into() } else { name.to_string() });
+            }
+            continue;
+        }
+        break;
+    }
+    None
+}
+
+impl<'a> Builder<'a> {
+    fn say(&self, opts: &BuildOptions, line: &str) {
+        if !opts.quiet {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    }
+
+    /// Run a build.
+    pub fn build(&self, opts: &BuildOptions) -> Result<BuildOutcome> {
+        let platform = match &opts.platform {
+            Some(p) => Platform::parse(p).map_err(|e| BuildError::Other(e.to_string()))?,
+            None => Platform::host(),
+        };
+        let frontend_name = opts.frontend.clone().or_else(|| syntax_directive(&opts.source)).unwrap_or_else(|| "dockerfile".into());
+        let (frontend, _) = self.catalog.load(self.host, PluginKind::Frontend, &frontend_name)?;
+        let req = FrontendRequest {
+            entry_file: opts.source_name.clone(),
+            source: opts.source.clone(),
+            target: opts.target.clone(),
+            build_args: opts.build_args.clone(),
+            platform: platform.to_string(),
+        };
+        let image_config = self.image_config_fn(opts, &platform)?;
+        let started = Instant::now();
+        let plan = match self.host.parse(&frontend, &req, &opts.context, Some(image_config))? {
+            Ok(p) => p,
+            Err(diags) => {
+                let lines: Vec<String> = diags.iter().map(render_diagnostic).collect();
+                return Err(BuildError::Frontend(lines.join("\n")));
+            }
+        };
+        tracing::debug!("frontend {} answered in {:?}", frontend.info.name, started.elapsed());
+        for w in &plan.warnings {
+            eprintln!("{}", render_diagnostic(w));
+        }
+        let ignore = self.ignore_rules(opts)?;
+        let created = rfc3339(opts.timestamp.unwrap_or_else(|| chrono::Utc::now().timestamp()));
+        let mut injectors = Vec::new();
+        for inj in &opts.injectors {
+            let (p, _) = self.catalog.load(self.host, PluginKind::Injector, &inj.name)?;
+            injectors.push((p, inj.clone()));
+        }
+        let needed = needed_stages(&plan);
+        let total_steps = needed.iter().map(|&i| plan.stages[i as usize].steps.len() + 1).sum();
+        let scratch = tempfile::Builder::new()
+            .prefix("build-")
+            .tempdir_in(self.store.tmp_dir())
+            .map_err(|e| BuildError::Io { what: "creating a scratch dir".into(), source: e })?;
+        let mut ctx = Ctx { opts, plan: &plan, ignore, platform, created, injectors, total_steps, step_no: 0, steps_run: 0, steps_cached: 0, scratch };
+        let mut results: Vec<Option<StageState>> = vec![None; plan.stages.len()];
+        for i in 0..plan.stages.len() as u32 {
+            if !needed.contains(&i) {
+                continue;
+            }
+            let st = self.run_stage(&mut ctx, i, &results)?;
+            results[i as usize] = Some(st);
+        }
+        let final_state = results[plan.target as usize].take().ok_or_else(|| BuildError::Other("target stage did not run".into()))?;
+        let image = self.commit_image(&ctx, final_state)?;
+        Ok(BuildOutcome { image, steps_run: ctx.steps_run, steps_cached: ctx.steps_cached })
+    }
+
+    fn ignore_rules(&self, opts: &BuildOptions) -> Result<IgnoreRules> {
+        let candidates: Vec<PathBuf> = match &opts.ignore_file {
+            Some(f) => vec![f.clone()],
+            None => vec![
+                opts.context.join(format!("{}.containerignore", opts.source_name)),
+                opts.context.join(format!("{}.dockerignore", opts.source_name)),
+                opts.context.join(".containerignore"),
+                opts.context.join(".dockerignore"),
+            ],
+        };
+        for c in candidates {
+            if let Ok(text) = std::fs::read_to_string(&c) {
+                return Ok(IgnoreRules::parse(&text));
+            }
+        }
+        Ok(IgnoreRules::default())
+    }
+
+    fn image_config_fn(&self, opts: &BuildOptions, platform: &Platform) -> Result<kiln_plugin_host::ImageConfigFn> {
+        let root = self.store.root().to_path_buf();
+        let mut reg_opts = self.registry.clone();
+        reg_opts.progress = kiln_registry::Progress::Quiet;
+        let platform = platform.clone();
+        let never = opts.pull == PullPolicy::Never;
+        Ok(Box::new(move |reference: &str, _p: Option<&str>| {
+            let store = Store::open(&root).map_err(|e| e.to_string())?;
+            if let Ok(img) = store.resolve_image(reference) {
+                return store.image_config_bytes(&img).map(|b| String::from_utf8_lossy(&b).into_owned()).map_err(|e| e.to_string());
+            }
+            if never {
+                return Err(format!("{reference}: not in the store and --pull=never"));
+            }
+            let client = RegistryClient::new(reg_opts.clone()).map_err(|e| e.to_string())?;
+            let (bytes, _) = client.fetch_config(reference, &platform).map_err(|e| e.to_string())?;
+            Ok(String::from_utf8_lossy(&bytes).into_owned())
+        }))
+    }
+
+    /// Find or pull a base image; returns its config, layers and manifest digest.
+    fn base_image(&self, ctx: &Ctx<'_>, reference: &str) -> Result<(ImageConfig, Vec<LayerRef>, Digest)> {
+        let local = self.store.resolve_image(reference).ok();
+        let img = match (local, ctx.opts.pull) {
+            (Some(img), PullPolicy::Missing | PullPolicy::Never) => img,
+            (None, PullPolicy::Never) => {
+                return Err(BuildError::Other(format!("base image {reference} is not in the store and --pull=never")));
+            }
+            _ => {
+                let mut o = self.registry.clone();
+                o.platform = ctx.platform.clone();
+                if ctx.opts.quiet {
+                    o.progress = kiln_registry::Progress::Quiet;
+                }
+                let client = RegistryClient::new(o)?;
+                client.pull_platform(self.store, reference, &ctx.platform)?.record
+            }
+        };
+        let manifest = self.store.image_manifest(&img)?;
+        let config = self.store.image_config(&img)?;
+        let layers = manifest
+            .layers
+            .iter()
+            .zip(config.rootfs.diff_ids.iter())
+            .map(|(d, diff)| LayerRef { digest: d.digest, diff_id: *diff, size: d.size, media_type: d.media_type.clone() })
+            .collect();
+        Ok((config, layers, img.manifest_digest))
+    }
+
+    fn empty_lower(&self) -> Result<PathBuf> {
+        flat_snapshot(self.store, &[])
+    }
+
+    fn run_stage(&self, ctx: &mut Ctx<'_>, index: u32, results: &[Option<StageState>]) -> Result<StageState> {
+        let stage = &ctx.plan.stages[index as usize];
+        let file = &ctx.opts.source_name;
+        ctx.step_no += 1;
+        let from_text = match &stage.base {
+            plan::Base::Scratch => "scratch".to_string(),
+            plan::Base::Image(r) => r.clone(),
+            plan::Base::Stage(i) => ctx.plan.stages[*i as usize].name.clone().unwrap_or_else(|| i.to_string()),
+        };
+        let alias = stage.name.as_ref().map(|n| format!(" AS {n}")).unwrap_or_default();
+        self.say(ctx.opts, &format!("[{}/{}] STEP {}/{}: FROM {from_text}{alias}", index + 1, ctx.plan.stages.len(), ctx.step_no, ctx.total_steps));
+        let mut st = match &stage.base {
+            plan::Base::Scratch => {
+                let mut c = ImageConfig::new(&ctx.platform);
+                c.created = None;
+                StageState { key: hash_key(&["scratch", &ctx.platform.to_string()]), config: c, layers: vec![], stack: LayerStack { dirs: vec![self.empty_lower()?] } }
+            }
+            plan::Base::Image(r) => {
+                let (config, layers, manifest) = self.base_image(ctx, r).map_err(|e| BuildError::Step {
+                    location: format!("{file}:{}", stage.location.line),
+                    message: format!("FROM {r}: {e}"),
+                })?;
+                let flat = flat_snapshot(self.store, &layers)?;
+                StageState { key: hash_key(&["image", &manifest.to_string()]), config, layers, stack: LayerStack { dirs: vec![flat] } }
+            }
+            plan::Base::Stage(i) => results[*i as usize].clone().ok_or_else(|| BuildError::Other(format!("stage {i} has not run")))?,
+        };
+        config::start_stage(&mut st.config);
+        let mut cmd_set = false;
+        for (si, step) in stage.steps.iter().enumerate() {
+            ctx.step_no += 1;
+            let location = format!("{file}:{}", step.location.line);
+            let display = step.created_by.strip_prefix("/bin/sh -c #(nop) ").unwrap_or(&step.created_by).trim_end();
+            self.say(ctx.opts, &format!("[{}/{}] STEP {}/{}: {}", index + 1, ctx.plan.stages.len(), ctx.step_no, ctx.total_steps, display_step(step, display)));
+            let t0 = Instant::now();
+            match &step.kind {
+                StepKind::Run(run) => self.run_step(ctx, &mut st, index, si as u32, run, &step.created_by, &location, results)?,
+                StepKind::Copy(c) => self.copy_step(ctx, &mut st, c, &step.created_by, &location, results)?,
+                other => {
+                    config::apply(&mut st.config, other, &mut cmd_set);
+                    st.key = hash_key(&[&st.key, &format!("{other:?}")]);
+                    push_history(&mut st.config, &ctx.created, &step.created_by, true);
+                }
+            }
+            tracing::debug!("{location}: step took {:?}", t0.elapsed());
+        }
+        Ok(st)
+    }
+
+    fn cached(&self, ctx: &mut Ctx<'_>, key: &str, st: &mut StageState, created_by: &str) -> bool {
+        if ctx.opts.no_cache {
+            return false;
+        }
+        let Some(v) = self.store.cache_get(&format!("step-{key}")) else { return false };
+        let layer: Option<LayerRef> = serde_json::from_value(v["layer"].clone()).ok();
+        match layer {
+            None => {
+                push_history(&mut st.config, &ctx.created, created_by, true);
+            }
+            Some(l) => {
+                let snap = v["snapshot"].as_str().and_then(|s| self.store.snapshot(s));
+                let Some(snap) = snap.filter(|_| self.store.has_blob(&l.digest)) else { return false };
+                st.stack.dirs.insert(0, snap.join("upper"));
+                st.config.rootfs.diff_ids.push(l.diff_id);
+                st.layers.push(l);
+                push_history(&mut st.config, &ctx.created, created_by, false);
+            }
+        }
+        st.key = key.to_string();
+        ctx.steps_cached += 1;
+        self.say(ctx.opts, "--> Using cache");
+        true
+    }
+
+    /// Turn a filled upper dir into a layer (if it holds changes) and record the step.
+    fn commit_step(
+        &self,
+        ctx: &mut Ctx<'_>,
+        st: &mut StageState,
+        key: &str,
+        staging: kiln_store::Staging,
+        exclude: &[PathBuf],
+        created_by: &str,
+    ) -> Result<()> {
+        let upper = staging.path().join("upper");
+        let _ = std::fs::remove_dir_all(staging.path().join("work"));
+        let blob = self.store.blob_writer()?;
+        let mut lw = kiln_layer::LayerWriter::new(blob, kiln_layer::Compression::Gzip)
+            .map_err(|e| BuildError::Io { what: "starting a layer".into(), source: e })?;
+        let dopts = kiln_layer::DiffOptions { source_date_epoch: ctx.opts.timestamp, lower: st.stack.dirs.clone(), ..Default::default() };
+        let stats = kiln_layer::diff_overlay_upper(&upper, exclude, &dopts, &mut lw)
+            .map_err(|e| BuildError::Layer { what: format!("committing {}", upper.display()), source: e })?;
+        let layer = if stats.is_empty() {
+            None
+        } else {
+            let (d, blob) = lw.finish_into_inner().map_err(|e| BuildError::Io { what: "finishing a layer".into(), source: e })?;
+            blob.commit(Some(&d.digest))?;
+            Some(LayerRef { digest: d.digest, diff_id: d.diff_id, size: d.size, media_type: media_types::OCI_LAYER_GZIP.to_string() })
+        };
+        let snapshot_key = layer.as_ref().map(|l| format!("upper-{}", l.diff_id.hex()));
+        if let (Some(l), Some(k)) = (&layer, &snapshot_key) {
+            let snap = match self.store.snapshot(k) {
+                Some(p) => p,
+                None => self.store.publish_snapshot(k, staging)?,
+            };
+            st.stack.dirs.insert(0, snap.join("upper"));
+            st.config.rootfs.diff_ids.push(l.diff_id);
+            st.layers.push(l.clone());
+        }
+        push_history(&mut st.config, &ctx.created, created_by, layer.is_none());
+        if ctx.opts.layers && !ctx.opts.no_cache {
+            self.store.cache_put(&format!("step-{key}"), &serde_json::json!({ "layer": layer, "snapshot": snapshot_key }))?;
+        }
+        st.key = key.to_string();
+        ctx.steps_run += 1;
+        Ok(())
+    }
+
+    fn new_staging(&self) -> Result<kiln_store::Staging> {
+        let staging = self.store.snapshot_staging()?;
+        for d in ["upper", "work"] {
+            std::fs::create_dir(staging.path().join(d)).map_err(|e| BuildError::Io { what: format!("creating {}", staging.path().join(d).display()), source: e })?;
+        }
+        Ok(staging)
+    }
+
+    /// The flattened filesystem of a `--from` source.
+    fn from_root(&self, ctx: &Ctx<'_>, from: &CopyFrom, results: &[Option<StageState>]) -> Result<Option<PathBuf>> {
+        Ok(match from {
+            CopyFrom::Context => None,
+            CopyFrom::Stage(i) => {
+                let s = results[*i as usize].as_ref().ok_or_else(|| BuildError::Other(format!("stage {i} has not run")))?;
+                Some(flat_snapshot(self.store, &s.layers)?)
+            }
+            CopyFrom::Image(r) => {
+                let (_, layers, _) = self.base_image(ctx, r)?;
+                Some(flat_snapshot(self.store, &layers)?)
+            }
+        })
+    }
+
+    fn copy_step(
+        &self,
+        ctx: &mut Ctx<'_>,
+        st: &mut StageState,
+        c: &plan::CopyStep,
+        created_by: &str,
+        location: &str,
+        results: &[Option<StageState>],
+    ) -> Result<()> {
+        let from_root = self.from_root(ctx, &c.from, results)?;
+        let ignore = ctx.ignore.clone();
+        let context_dir = ctx.opts.context.clone();
+        let root = match &from_root {
+            None => SourceRoot::Context { dir: &context_dir, ignore: &ignore },
+            Some(p) => SourceRoot::Rootfs(p),
+        };
+        let mut expanded = copy::expand(&root, &c.sources, c.is_add, location, ctx.scratch.path())?;
+        if !c.excludes.is_empty() {
+            let ex = IgnoreRules::parse(&c.excludes.join("\n"));
+            expanded.items.retain(|it| !ex.excluded(&it.rel));
+        }
+        let workdir = st.config.config.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into());
+        let mut dest = if c.dest.starts_with('/') { c.dest.clone() } else { format!("{}/{}", workdir.trim_end_matches('/'), c.dest) };
+        if c.dest.ends_with('/') && !dest.ends_with('/') {
+            dest.push('/');
+        }
+        let created_by = summarize_copy(created_by, &expanded);
+        let key = hash_key(&[&st.key, "copy", &format!("{:?}", c.from), &dest, &format!("{:?}{:?}{}{}", c.chown, c.chmod, c.is_add, c.parents), &expanded.digest]);
+        if self.cached(ctx, &key, st, &created_by) {
+            return Ok(());
+        }
+        let owner = match &c.chown {
+            Some(spec) => Some(self.resolve_owner(ctx, st, spec, location)?),
+            None => None,
+        };
+        let chmod = match &c.chmod {
+            Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| BuildError::Step { location: location.into(), message: format!("--chmod={m} is not an octal mode") })?),
+            None => None,
+        };
+        let staging = self.new_staging()?;
+        let upper = staging.path().join("upper");
+        copy::write_items(&expanded.items, &dest, &st.stack, &upper, Attrs { owner, chmod }, &root, location)?;
+        self.commit_step(ctx, st, &key, staging, &[], &created_by)
+    }
+
+    fn resolve_owner(&self, ctx: &Ctx<'_>, st: &StageState, spec: &str, location: &str) -> Result<(u32, u32)> {
+        let user = UserSpec::parse(spec).map_err(|e| BuildError::Step { location: location.into(), message: format!("--chown={spec}: {e}") })?;
+        let empty = ctx.scratch.path().join("owner-upper");
+        let _ = std::fs::create_dir_all(&empty);
+        let rootfs = Rootfs::Overlay { lowers: st.stack.dirs.clone(), upper: empty.clone(), work: empty };
+        let r = kiln_sandbox::resolve_user(&rootfs, &user).map_err(|e| BuildError::Step { location: location.into(), message: format!("--chown={spec}: {e}") })?;
+        Ok((r.uid, r.gid))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_step(
+        &self,
+        ctx: &mut Ctx<'_>,
+        st: &mut StageState,
+        stage: u32,
+        index: u32,
+        run: &plan::RunStep,
+        created_by: &str,
+        location: &str,
+        results: &[Option<StageState>],
+    ) -> Result<()> {
+        let argv = config::argv(&st.config, &run.command);
+        let mut env: Vec<(String, String)> = st
+            .config
+            .config
+            .env
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect();
+        for (k, v) in &run.build_args {
+            if !env.iter().any(|(ek, _)| ek == k) {
+                env.push((k.clone(), v.clone()));
+            }
+        }
+        let network = run.network.clone().or_else(|| ctx.opts.network.clone()).unwrap_or_else(|| "host".into());
+        let user = st.config.config.user.clone().unwrap_or_default();
+        let cwd = st.config.config.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into());
+        let mut mount_digests = Vec::new();
+        for m in &run.mounts {
+            mount_digests.push(format!("{m:?}"));
+        }
+        let injector_names: Vec<String> = ctx.injectors.iter().map(|(p, _)| p.digest.clone()).collect();
+        let key = hash_key(&[
+            &st.key,
+            "run",
+            &format!("{argv:?}"),
+            &format!("{env:?}"),
+            &network,
+            &user,
+            &cwd,
+            &mount_digests.join(";"),
+            &injector_names.join(","),
+        ]);
+        if self.cached(ctx, &key, st, created_by) {
+            return Ok(());
+        }
+        let net = match network.as_str() {
+            "host" | "default" => Network::Host,
+            "none" => Network::None,
+            "private" => Network::Private,
+            other => return Err(BuildError::Step { location: location.into(), message: format!("unknown network mode {other:?} (host, none or private)") }),
+        };
+        let mut mounts = Vec::new();
+        let mut secret_env = Vec::new();
+        for m in &run.mounts {
+            self.run_mount(ctx, st, m, location, results, &mut mounts, &mut secret_env)?;
+        }
+        for (src, target, ro) in &ctx.opts.run_binds {
+            if src.is_dir() {
+                mounts.push(ExtraMount::BindDir { src: src.clone(), target: target.clone(), readonly: *ro });
+            } else {
+                mounts.push(ExtraMount::BindFile { src: src.clone(), target: target.clone(), readonly: *ro });
+            }
+        }
+        // Injectors: mounts and env for this step only.
+        for (plugin, cfg) in &ctx.injectors {
+            let info = StepInfo {
+                stage,
+                index,
+                argv: argv.clone(),
+                requested: Vec::new(),
+                options: cfg.options.clone(),
+                files: cfg.files.clone(),
+            };
+            let stack = st.stack.clone();
+            let reader: kiln_plugin_host::RootfsReadFn = Box::new(move |p: &str| Ok(stack.read_file(p)));
+            let granted: Vec<String> = Vec::new();
+            let inj = self.host.inject(plugin, &info, Some(reader), &granted)?;
+            for m in inj.mounts {
+                let source = match m.content {
+                    InjectedContent::Bytes(b) => FileSource::Bytes(b),
+                    InjectedContent::Secret(id) => self.secret_source(ctx, &id, location)?,
+                };
+                mounts.push(ExtraMount::File { target: m.target, source, mode: m.mode, uid: m.uid, gid: m.gid });
+            }
+            for (k, v) in inj.env {
+                env.retain(|(ek, _)| ek != &k);
+                env.push((k, v));
+            }
+        }
+        env.extend(secret_env);
+        let staging = self.new_staging()?;
+        let upper = staging.path().join("upper");
+        let work = staging.path().join("work");
+        let quiet = ctx.opts.quiet;
+        let mut tail = LineTail::new(20);
+        let tail_ref = std::cell::RefCell::new(&mut tail);
+        let outcome = {
+            let mut spec = RunSpec::new(Rootfs::Overlay { lowers: st.stack.dirs.clone(), upper: upper.clone(), work }, argv.clone());
+            spec.env = env;
+            spec.cwd = cwd;
+            spec.user = UserSpec::parse(&user).map_err(|e| BuildError::Step { location: location.into(), message: format!("USER {user}: {e}") })?;
+            spec.network = net;
+            spec.mounts = mounts;
+            spec.hostname = "kiln".into();
+            spec.stdout = Output::Callback(Box::new(|b: &[u8]| {
+                tail_ref.borrow_mut().push(b);
+                if !quiet {
+                    let _ = std::io::stdout().write_all(b);
+                }
+            }));
+            spec.stderr = Output::Callback(Box::new(|b: &[u8]| {
+                tail_ref.borrow_mut().push(b);
+                if !quiet {
+                    let _ = std::io::stderr().write_all(b);
+                }
+            }));
+            kiln_sandbox::run(spec).map_err(|e| BuildError::Sandbox { what: format!("{location}: RUN"), source: e })?
+        };
+        if outcome.status != 0 {
+            let lines = tail.lines();
+            let tail = if lines.is_empty() { String::new() } else { format!("\nlast output:\n  {}", lines.join("\n  ")) };
+            return Err(BuildError::RunFailed { location: location.into(), status: outcome.status, command: argv.join(" "), tail });
+        }
+        self.commit_step(ctx, st, &key, staging, &outcome.created_paths, created_by)
+    }
+
+    fn secret_source(&self, ctx: &Ctx<'_>, id: &str, location: &str) -> Result<FileSource> {
+        match ctx.opts.secrets.iter().find(|(sid, _)| sid == id).map(|(_, s)| s) {
+            Some(SecretSource::File(p)) => Ok(FileSource::HostPath(p.clone())),
+            Some(SecretSource::Env(v)) => Ok(FileSource::Bytes(std::env::var(v).unwrap_or_default().into_bytes())),
+            None => Err(BuildError::Step { location: location.into(), message: format!("secret {id:?} was not given (--secret id={id},src=FILE)") }),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_mount(
+        &self,
+        ctx: &Ctx<'_>,
+        st: &StageState,
+        m: &plan::RunMount,
+        location: &str,
+        results: &[Option<StageState>],
+        mounts: &mut Vec<ExtraMount>,
+        env: &mut Vec<(String, String)>,
+    ) -> Result<()> {
+        let err = |msg: String| BuildError::Step { location: location.into(), message: msg };
+        let cwd = st.config.config.working_dir.clone().unwrap_or_else(|| "/".into());
+        let abs = |t: &str| if t.starts_with('/') { t.to_string() } else { format!("{}/{t}", cwd.trim_end_matches('/')) };
+        match m.kind {
+            MountType::Secret => {
+                let id = m.id.clone().or_else(|| m.target.as_ref().map(|t| t.rsplit('/').next().unwrap_or(t).to_string())).ok_or_else(|| err("secret mount needs an id".into()))?;
+                let source = match ctx.opts.secrets.iter().find(|(sid, _)| sid == &id) {
+                    Some(_) => self.secret_source(ctx, &id, location)?,
+                    None if m.required => return Err(err(format!("secret {id:?} is required but was not given (--secret id={id},src=FILE)"))),
+                    None => return Ok(()),
+                };
+                if let Some(var) = &m.env {
+                    let bytes = match &source {
+                        FileSource::Bytes(b) => b.clone(),
+                        FileSource::HostPath(p) => std::fs::read(p).map_err(|e| err(format!("reading secret {id}: {e}")))?,
+                    };
+                    env.push((var.clone(), String::from_utf8_lossy(&bytes).into_owned()));
+                    if m.target.is_none() {
+                        return Ok(());
+                    }
+                }
+                let target = m.target.clone().map(|t| abs(&t)).unwrap_or_else(|| format!("/run/secrets/{id}"));
+                mounts.push(ExtraMount::File { target, source, mode: m.mode.unwrap_or(0o400), uid: m.uid.unwrap_or(0), gid: m.gid.unwrap_or(0) });
+            }
+            MountType::Tmpfs => {
+                let target = m.target.clone().ok_or_else(|| err("tmpfs mount needs a target".into()))?;
+                mounts.push(ExtraMount::Tmpfs { target: abs(&target), size: m.size });
+            }
+            MountType::Cache => {
+                let target = abs(&m.target.clone().ok_or_else(|| err("cache mount needs a target".into()))?);
+                let id = m.id.clone().unwrap_or_else(|| target.clone());
+                let dir = self.store.root().join("cache-mounts").join(hash_key(&[&id]));
+                if !dir.exists() {
+                    std::fs::create_dir_all(&dir).map_err(|e| err(format!("creating cache mount {id}: {e}")))?;
+                    use std::os::unix::fs::PermissionsExt;
+                    let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(m.mode.unwrap_or(0o755)));
+                    let _ = std::os::unix::fs::chown(&dir, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0)));
+                }
+                mounts.push(ExtraMount::BindDir { src: dir, target, readonly: false });
+            }
+            MountType::Bind => {
+                let target = abs(&m.target.clone().ok_or_else(|| err("bind mount needs a target".into()))?);
+                let src_rel = m.source.clone().unwrap_or_default();
+                let root = match &m.from {
+                    None | Some(CopyFrom::Context) => ctx.opts.context.clone(),
+                    Some(f) => self.from_root(ctx, f, results)?.unwrap_or_else(|| ctx.opts.context.clone()),
+                };
+                let src = root.join(src_rel.trim_start_matches('/'));
+                let canon = std::fs::canonicalize(&src).map_err(|e| err(format!("bind mount source {src_rel:?}: {e}")))?;
+                let root_canon = std::fs::canonicalize(&root).map_err(|e| err(format!("{}: {e}", root.display())))?;
+                if !canon.starts_with(&root_canon) {
+                    return Err(err(format!("bind mount source {src_rel:?} leaves its root")));
+                }
+                if canon.is_dir() {
+                    mounts.push(ExtraMount::BindDir { src: canon, target, readonly: !m.read_write });
+                } else {
+                    mounts.push(ExtraMount::BindFile { src: canon, target, readonly: !m.read_write });
+                }
+            }
+            MountType::Ssh => return Err(err("RUN --mount=type=ssh is not supported yet".into())),
+        }
+        Ok(())
+    }
+
+    fn commit_image(&self, ctx: &Ctx<'_>, mut st: StageState) -> Result<ImageRecord> {
+        let opts = ctx.opts;
+        let mut config = st.config.clone();
+        for (k, v) in &opts.labels {
+            config.config.labels.get_or_insert_with(Default::default).insert(k.clone(), v.clone());
+        }
+        config.created = Some(ctx.created.clone());
+        if opts.format == Format::Oci {
+            config::strip_docker_only(&mut config);
+        }
+        config.rootfs.diff_ids = st.layers.iter().map(|l| l.diff_id).collect();
+        let config_bytes = config.to_vec();
+        let config_digest = self.store.put_blob_bytes(&config_bytes)?;
+        let (config_mt, layer_mt) = match opts.format {
+            Format::Oci => (media_types::OCI_CONFIG, media_types::OCI_LAYER_GZIP),
+            Format::Docker => (media_types::DOCKER_CONFIG, media_types::DOCKER_LAYER_GZIP),
+        };
+        let layers: Vec<Descriptor> = st.layers.iter_mut().map(|l| Descriptor::new(layer_mt, l.digest, l.size)).collect();
+        let config_desc = Descriptor::new(config_mt, config_digest, config_bytes.len() as u64);
+        let mut manifest = match opts.format {
+            Format::Oci => Manifest::new_oci(config_desc, layers),
+            Format::Docker => Manifest::new_docker(config_desc, layers),
+        };
+        if !opts.annotations.is_empty() && opts.format == Format::Oci {
+            let a = manifest.annotations.get_or_insert_with(Default::default);
+            for (k, v) in &opts.annotations {
+                a.insert(k.clone(), v.clone());
+            }
+        }
+        let manifest_bytes = manifest.to_vec();
+        self.store.put_blob_bytes(&manifest_bytes)?;
+        let names: Vec<&str> = opts.tags.iter().map(String::as_str).collect();
+        Ok(self.store.put_image(&manifest_bytes, &names)?)
+    }
+}
+
+fn push_history(config: &mut ImageConfig, created: &str, created_by: &str, empty: bool) {
+    config.history.push(History {
+        created: Some(created.to_string()),
+        created_by: Some(created_by.to_string()),
+        empty_layer: empty,
+        ..Default::default()
+    });
+}
+
+fn display_step(step: &plan::Step, display: &str) -> String {
+    match &step.kind {
+        StepKind::Run(_) => {
+            let s = display.trim_start_matches(|c: char| c != '/').to_string();
+            format!("RUN {}", s.strip_prefix("/bin/sh -c ").unwrap_or(&s))
+        }
+        _ => display.to_string(),
+    }
+}
+
+/// buildah writes `COPY file:<sha256> in /dest` in history.
+fn summarize_copy(created_by: &str, expanded: &copy::Expanded) -> String {
+    let kind = if expanded.items.len() > 1 {
+        "multi"
+    } else if expanded.items.first().is_some_and(|i| i.contents_of_dir) {
+        "dir"
+    } else {
+        "file"
+    };
+    for verb in ["COPY ", "ADD "] {
+        if let (Some(a), Some(b)) = (created_by.find(verb), created_by.rfind(" in ")) {
+            if a + verb.len() <= b {
+                return format!("{}{kind}:{}{}", &created_by[..a + verb.len()], expanded.digest, &created_by[b..]);
+            }
+        }
+    }
+    created_by.to_string()
+}
+
+fn render_diagnostic(d: &plan::Diagnostic) -> String {
+    let sev = match d.severity {
+        plan::Severity::Error => "error",
+        plan::Severity::Warning => "warning",
+    };
+    match &d.location {
+        Some(l) => format!("{}:{}:{}: {sev}: {}", l.file, l.line, l.column, d.message),
+        None => format!("{sev}: {}", d.message),
+    }
+}
+
+/// Stages the target depends on (itself included).
+fn needed_stages(plan: &BuildPlan) -> BTreeSet<u32> {
+    let mut need = BTreeSet::new();
+    let mut todo = vec![plan.target];
+    while let Some(i) = todo.pop() {
+        if !need.insert(i) {
+            continue;
+        }
+        let s = &plan.stages[i as usize];
+        if let plan::Base::Stage(b) = s.base {
+            todo.push(b);
+        }
+        for step in &s.steps {
+            match &step.kind {
+                StepKind::Copy(c) => {
+                    if let CopyFrom::Stage(b) = c.from {
+                        todo.push(b);
+                    }
+                }
+                StepKind::Run(r) => {
+                    for m in &r.mounts {
+                        if let Some(CopyFrom::Stage(b)) = m.from {
+                            todo.push(b);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    need
+}

@@ -1,0 +1,279 @@
+//! `kiln build` (alias `bud`): buildah's flags, a frontend plugin's plan, the executor, then every
+//! `-t` destination: store names, `docker://` pushes, and exporter transports.
+
+use crate::cmd::export::{self, open_store, parse_destination};
+use crate::global::{ExitStatusError, Global};
+use anyhow::{Context, Result, bail};
+use kiln_build::{BuildOptions, Builder, Format, InjectorConfig, PullPolicy, SecretSource};
+use kiln_core::Transport;
+use std::io::Read;
+use std::path::PathBuf;
+
+/// `kiln build` flags (as buildah and docker spell them).
+#[derive(clap::Args, Debug)]
+pub struct BuildArgs {
+    /// The build context directory.
+    #[arg(default_value = ".")]
+    pub context: PathBuf,
+    /// The Dockerfile/Containerfile (`-` reads it from stdin). Default: Containerfile or Dockerfile in the context.
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<String>,
+    /// Name or destination of the image, repeatable: `NAME` (store), `docker://REF`,
+    /// `oci-archive:PATH[:ref]`, `oci:DIR[:ref]`, `docker-archive:PATH[:ref]`, `sif:PATH`, …
+    #[arg(short = 't', long = "tag")]
+    pub tags: Vec<String>,
+    /// `KEY=VALUE` build argument (`KEY` alone takes the value from the environment).
+    #[arg(long = "build-arg")]
+    pub build_args: Vec<String>,
+    /// A file of `KEY=VALUE` build arguments, one per line.
+    #[arg(long = "build-arg-file")]
+    pub build_arg_files: Vec<PathBuf>,
+    /// Build this stage.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Do not use the build cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Pull base images: always, missing (default), never (also true = always, false = missing).
+    #[arg(long, default_value = "missing", num_args = 0..=1, default_missing_value = "always", require_equals = false)]
+    pub pull: String,
+    /// Cache intermediate layers (on by default).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub layers: bool,
+    /// Target platform os/arch[/variant].
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Image format: oci (default) or docker.
+    #[arg(long, default_value = "oci")]
+    pub format: String,
+    /// Write the image ID to this file.
+    #[arg(long)]
+    pub iidfile: Option<PathBuf>,
+    /// `KEY=VALUE` label for the image.
+    #[arg(long)]
+    pub label: Vec<String>,
+    /// `KEY=VALUE` annotation for the manifest.
+    #[arg(long)]
+    pub annotation: Vec<String>,
+    /// `id=ID,src=FILE` or `id=ID,env=VAR`: a secret for `RUN --mount=type=secret`.
+    #[arg(long)]
+    pub secret: Vec<String>,
+    /// Network for RUN: host (default), none or private.
+    #[arg(long)]
+    pub network: Option<String>,
+    /// Stages built at once (accepted; stages run in order).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Verify registries' TLS certificates.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub tls_verify: Option<bool>,
+    /// Print only the image ID.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// auto, plain or json.
+    #[arg(long, default_value = "auto")]
+    pub progress: String,
+    /// Seconds since the epoch for created times and layer mtimes (reproducible builds).
+    #[arg(long, env = "SOURCE_DATE_EPOCH")]
+    pub timestamp: Option<i64>,
+    /// Ignore file instead of .containerignore/.dockerignore.
+    #[arg(long)]
+    pub ignorefile: Option<PathBuf>,
+    /// Mount injector plugins for every RUN (e.g. proxy-ca), repeatable.
+    #[arg(long)]
+    pub inject: Vec<String>,
+    /// CA bundle for the proxy-ca injector (default: SSL_CERT_FILE or the host's bundle).
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
+    /// `SRC:DST[:ro]` bind mount for every RUN.
+    #[arg(short = 'v', long = "volume")]
+    pub volumes: Vec<String>,
+    /// `KEY=VALUE` options for exporters (`sif.compression=zstd` goes only to sif:).
+    #[arg(long = "export-opt")]
+    pub export_opts: Vec<String>,
+    /// Isolation (accepted for buildah compatibility; kiln always uses its own namespaces).
+    #[arg(long)]
+    pub isolation: Option<String>,
+    /// Credentials file for registries.
+    #[arg(long)]
+    pub authfile: Option<PathBuf>,
+    /// Directory of CA certificates for registries.
+    #[arg(long)]
+    pub cert_dir: Option<PathBuf>,
+}
+
+fn kv(s: &str, what: &str) -> Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) => Ok((k.to_string(), v.to_string())),
+        None => bail!("{what} {s:?} is not KEY=VALUE"),
+    }
+}
+
+fn parse_secret(s: &str) -> Result<(String, SecretSource)> {
+    let mut id = None;
+    let mut src = None;
+    for part in s.split(',') {
+        let (k, v) = part.split_once('=').with_context(|| format!("--secret {s:?}: {part:?} is not key=value"))?;
+        match k {
+            "id" => id = Some(v.to_string()),
+            "src" | "source" => src = Some(SecretSource::File(PathBuf::from(v))),
+            "env" => src = Some(SecretSource::Env(v.to_string())),
+            "type" => {}
+            other => bail!("--secret {s:?}: unknown key {other:?}"),
+        }
+    }
+    let id = id.with_context(|| format!("--secret {s:?} needs id="))?;
+    let src = src.unwrap_or_else(|| SecretSource::Env(id.clone()));
+    if let SecretSource::File(p) = &src {
+        if !p.is_file() {
+            bail!("--secret {s:?}: {} is not a readable file", p.display());
+        }
+    }
+    Ok((id, src))
+}
+
+/// Run `kiln build`.
+pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
+    let store = open_store(g)?;
+    let (host, catalog) = crate::cmd::plugin::open(g)?;
+    let context = a.context.clone();
+    if !context.is_dir() {
+        bail!("build context {} is not a directory", context.display());
+    }
+    let (source_name, source) = match a.file.as_deref() {
+        Some("-") => {
+            let mut b = Vec::new();
+            std::io::stdin().read_to_end(&mut b)?;
+            ("Dockerfile".to_string(), b)
+        }
+        Some(f) => {
+            let p = PathBuf::from(f);
+            let p = if p.exists() || p.is_absolute() { p } else { context.join(f) };
+            (f.to_string(), std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?)
+        }
+        None => {
+            let found = ["Containerfile", "Dockerfile"].iter().map(|n| context.join(n)).find(|p| p.is_file());
+            let p = found.with_context(|| format!("no Containerfile or Dockerfile in {}", context.display()))?;
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            (name, std::fs::read(&p)?)
+        }
+    };
+    let mut build_args = Vec::new();
+    for f in &a.build_arg_files {
+        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            build_args.push(kv(line, "--build-arg-file line")?);
+        }
+    }
+    for b in &a.build_args {
+        match b.split_once('=') {
+            Some((k, v)) => build_args.push((k.to_string(), v.to_string())),
+            None => {
+                if let Ok(v) = std::env::var(b) {
+                    build_args.push((b.clone(), v));
+                }
+            }
+        }
+    }
+    let pull = match a.pull.as_str() {
+        "always" | "true" => PullPolicy::Always,
+        "missing" | "false" | "ifmissing" => PullPolicy::Missing,
+        "never" => PullPolicy::Never,
+        other => bail!("--pull={other}: use always, missing or never"),
+    };
+    let format = match a.format.as_str() {
+        "oci" => Format::Oci,
+        "docker" => Format::Docker,
+        other => bail!("--format={other}: use oci or docker"),
+    };
+    let mut volumes = Vec::new();
+    for v in &a.volumes {
+        let parts: Vec<&str> = v.split(':').collect();
+        let (src, dst, ro) = match parts.as_slice() {
+            [s, d] => (s, d, false),
+            [s, d, o] => (s, d, o.split(',').any(|x| x == "ro")),
+            _ => bail!("--volume {v:?} is not SRC:DST[:ro]"),
+        };
+        volumes.push((PathBuf::from(src), dst.to_string(), ro));
+    }
+    let mut injectors = Vec::new();
+    let mut names = a.inject.clone();
+    names.extend(crate::cmd::config_injectors());
+    names.dedup();
+    for name in names {
+        let mut cfg = InjectorConfig { name: name.clone(), options: vec![], files: vec![] };
+        if name == "proxy-ca" {
+            let ca = a.ca_cert.clone().or_else(|| std::env::var_os("SSL_CERT_FILE").map(PathBuf::from)).unwrap_or_else(|| PathBuf::from("/etc/ssl/certs/ca-certificates.crt"));
+            let bytes = std::fs::read(&ca).with_context(|| format!("reading CA bundle {}", ca.display()))?;
+            cfg.files.push(("ca-cert".into(), bytes));
+            for var in ["HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "FTP_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "no_proxy", "ftp_proxy", "all_proxy"] {
+                if let Ok(v) = std::env::var(var) {
+                    cfg.options.push((var.to_string(), v));
+                }
+            }
+        }
+        injectors.push(cfg);
+    }
+    // Split -t values into store names and other destinations.
+    let mut store_names = Vec::new();
+    let mut outputs = Vec::new();
+    for t in &a.tags {
+        match parse_destination(t, &host, &catalog)? {
+            Transport::Store(n) => store_names.push(n),
+            other => outputs.push(other),
+        }
+    }
+    let opts = BuildOptions {
+        context: context.clone(),
+        source_name,
+        source,
+        frontend: None,
+        build_args,
+        target: a.target.clone(),
+        no_cache: a.no_cache,
+        layers: a.layers,
+        pull,
+        platform: a.platform.clone(),
+        format,
+        labels: a.label.iter().map(|l| kv(l, "--label")).collect::<Result<_>>()?,
+        annotations: a.annotation.iter().map(|l| kv(l, "--annotation")).collect::<Result<_>>()?,
+        secrets: a.secret.iter().map(|s| parse_secret(s)).collect::<Result<_>>()?,
+        network: a.network.clone(),
+        timestamp: a.timestamp,
+        tags: store_names,
+        quiet: a.quiet,
+        ignore_file: a.ignorefile.clone(),
+        injectors,
+        run_binds: volumes,
+    };
+    let registry = crate::cmd::registry_options(g, a.tls_verify, a.authfile.clone(), a.cert_dir.clone(), a.quiet);
+    let builder = Builder { store: &store, host: &host, catalog: &catalog, registry };
+    let outcome = match builder.build(&opts) {
+        Ok(o) => o,
+        Err(kiln_build::BuildError::RunFailed { location, status, command, tail }) => {
+            eprintln!("Error: {location}: RUN failed with exit status {status}: {command}{tail}");
+            return Err(anyhow::Error::new(ExitStatusError(status)).context("build failed"));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let image = outcome.image;
+    let export_opts: Vec<(String, String)> = a.export_opts.iter().map(|o| kv(o, "--export-opt")).collect::<Result<_>>()?;
+    for out in &outputs {
+        match out {
+            Transport::Docker(r) => {
+                crate::cmd::push_to_registry(g, &store, &image, &r.to_string(), a.tls_verify, a.authfile.clone(), a.cert_dir.clone(), format, a.quiet)?;
+            }
+            t => export::export(&store, &host, &catalog, &image, t, &export_opts, a.timestamp, a.quiet)?,
+        }
+    }
+    if let Some(f) = &a.iidfile {
+        std::fs::write(f, image.id.to_string()).with_context(|| format!("writing {}", f.display()))?;
+    }
+    if !a.quiet {
+        for n in &image.names {
+            println!("COMMIT {n}");
+        }
+    }
+    println!("{}", image.id.hex());
+    Ok(())
+}
