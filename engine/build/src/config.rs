@@ -38,8 +38,11 @@ pub fn apply(config: &mut ImageConfig, kind: &StepKind, cmd_set_in_stage: &mut b
     let rc = &mut config.config;
     match kind {
         StepKind::Env(pairs) => {
+            // As buildah: a variable set again moves to the end.
+            let env = rc.env.get_or_insert_with(Vec::new);
             for (k, v) in pairs {
-                rc.env_set(k, v);
+                env.retain(|kv| kv.split_once('=').map(|(ek, _)| ek) != Some(k.as_str()));
+                env.push(format!("{k}={v}"));
             }
         }
         StepKind::Label(pairs) => {

@@ -20,6 +20,7 @@ pub struct BuiltComponent {
 /// Build `packages` of the guest workspace at `workspace` in release mode, each in its own cargo
 /// invocation (so SDK features never unify across plugins), into `target_dir`, and encode them.
 pub fn build_components(workspace: &Path, packages: &[&str], target_dir: &Path) -> Result<Vec<BuiltComponent>> {
+    ensure_target();
     let mut out = Vec::new();
     for pkg in packages {
         cargo_build(workspace, pkg, target_dir)?;
@@ -45,6 +46,18 @@ pub fn encode_component(core: &[u8]) -> Result<Vec<u8>> {
 /// Whether `bytes` is a component rather than a core module (layer field of the preamble).
 pub fn is_component(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && &bytes[0..4] == b"\0asm" && bytes[6..8] == [0x01, 0x00]
+}
+
+/// Add the guest target with rustup when the toolchain lacks it (a fresh machine), so that a
+/// plain `cargo build` works; without rustup the build fails later with a clear message.
+fn ensure_target() {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let sysroot = Command::new(&rustc).args(["--print", "sysroot"]).output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let present = sysroot.map(|s| Path::new(&s).join("lib/rustlib").join(GUEST_TARGET).exists()).unwrap_or(false);
+    if !present {
+        println!("cargo:warning=installing the {GUEST_TARGET} target with rustup (needed by kiln's built-in plugins)");
+        let _ = Command::new("rustup").args(["target", "add", GUEST_TARGET]).status();
+    }
 }
 
 fn cargo_build(workspace: &Path, pkg: &str, target_dir: &Path) -> Result<()> {
