@@ -29,14 +29,22 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 fn usage() -> ExitCode {
-    eprintln!("usage: run [--lower DIR] [--upper DIR --work DIR] [--net host|none|private] [--user SPEC] [--cwd DIR] [--hostname NAME] [--env K=V] [--bind SRC:DST[:ro]] [--tmpfs DST] [--secret DST=FILE] [--capture] ROOTFS -- CMD...");
+    eprintln!(
+        "usage: run [--lower DIR] [--upper DIR --work DIR] [--net host|none|private] [--user SPEC] [--cwd DIR] [--hostname NAME] [--env K=V] [--bind SRC:DST[:ro]] [--tmpfs DST] [--secret DST=FILE] [--capture] ROOTFS -- CMD..."
+    );
     ExitCode::from(2)
 }
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
-    let (mut lowers, mut upper, mut work) = (Vec::<PathBuf>::new(), None::<PathBuf>, None::<PathBuf>);
-    let (mut net, mut user, mut cwd, mut hostname) = (Network::Host, UserSpec::root(), "/".to_string(), "kiln".to_string());
+    let (mut lowers, mut upper, mut work) =
+        (Vec::<PathBuf>::new(), None::<PathBuf>, None::<PathBuf>);
+    let (mut net, mut user, mut cwd, mut hostname) = (
+        Network::Host,
+        UserSpec::root(),
+        "/".to_string(),
+        "kiln".to_string(),
+    );
     let (mut env, mut mounts, mut capture) = (Vec::new(), Vec::new(), false);
     let mut rootfs = None::<PathBuf>;
     let mut argv = Vec::new();
@@ -77,15 +85,28 @@ fn main() -> ExitCode {
                 let src = PathBuf::from(parts[0]);
                 let (target, readonly) = (parts[1].to_string(), parts.get(2) == Some(&"ro"));
                 mounts.push(if src.is_dir() {
-                    ExtraMount::BindDir { src, target, readonly }
+                    ExtraMount::BindDir {
+                        src,
+                        target,
+                        readonly,
+                    }
                 } else {
-                    ExtraMount::BindFile { src, target, readonly }
+                    ExtraMount::BindFile {
+                        src,
+                        target,
+                        readonly,
+                    }
                 });
             }
-            "--tmpfs" => mounts.push(ExtraMount::Tmpfs { target: val().unwrap_or_default(), size: None }),
+            "--tmpfs" => mounts.push(ExtraMount::Tmpfs {
+                target: val().unwrap_or_default(),
+                size: None,
+            }),
             "--secret" => {
                 let v = val().unwrap_or_default();
-                let Some((t, f)) = v.split_once('=') else { return usage() };
+                let Some((t, f)) = v.split_once('=') else {
+                    return usage();
+                };
                 mounts.push(ExtraMount::File {
                     target: t.into(),
                     source: FileSource::HostPath(f.into()),
@@ -110,7 +131,11 @@ fn main() -> ExitCode {
     let rootfs = match (upper, work) {
         (Some(upper), Some(work)) => {
             lowers.insert(0, rootfs);
-            Rootfs::Overlay { lowers, upper, work }
+            Rootfs::Overlay {
+                lowers,
+                upper,
+                work,
+            }
         }
         (None, None) => Rootfs::Dir(rootfs),
         _ => return usage(),
@@ -146,7 +171,11 @@ fn main() -> ExitCode {
     match result {
         Ok(o) => {
             eprintln!("status={}", o.status);
-            let created: Vec<String> = o.created_paths.iter().map(|p| p.display().to_string()).collect();
+            let created: Vec<String> = o
+                .created_paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
             eprintln!("created={}", created.join(","));
             ExitCode::from(o.status.clamp(0, 255) as u8)
         }

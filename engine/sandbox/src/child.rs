@@ -35,7 +35,10 @@ struct PBuf {
 
 impl PBuf {
     fn new() -> Self {
-        PBuf { b: [0; PATH_CAP], n: 0 }
+        PBuf {
+            b: [0; PATH_CAP],
+            n: 0,
+        }
     }
 
     fn bytes(&self) -> &[u8] {
@@ -163,7 +166,15 @@ fn decode_status(st: libc::c_int) -> i32 {
 
 fn set_pdeathsig(p: &Plan) {
     // SAFETY: plain prctl call.
-    let r = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
+    let r = unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
     ck(p, sys::check(r), step::id(step::PDEATHSIG, 0));
 }
 
@@ -187,7 +198,11 @@ fn reset_signals(keep_sigpipe_ignored: bool) {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        let disp = if sig == libc::SIGPIPE && keep_sigpipe_ignored { libc::SIG_IGN } else { libc::SIG_DFL };
+        let disp = if sig == libc::SIGPIPE && keep_sigpipe_ignored {
+            libc::SIG_IGN
+        } else {
+            libc::SIG_DFL
+        };
         // SAFETY: installing a default/ignore disposition.
         unsafe { libc::signal(sig, disp) };
     }
@@ -212,7 +227,11 @@ pub(crate) unsafe fn middle(p: &Plan, fds: &mut [RawFd]) -> ! {
     }
     close_others(&p.keep_fds);
     if let Some((go_r, ready_w)) = p.sync {
-        ck(p, unshare(CloneFlags::CLONE_NEWUSER), step::id(step::UNSHARE_USER, 0));
+        ck(
+            p,
+            unshare(CloneFlags::CLONE_NEWUSER),
+            step::id(step::UNSHARE_USER, 0),
+        );
         if write_all(ready_w, b"u").is_err() {
             exit(SETUP_FAILED);
         }
@@ -289,19 +308,45 @@ unsafe fn reaper(p: &Plan, fds: &mut [RawFd], lifeline: RawFd) -> ! {
 
     let upper_fd = setup_before_pivot(p, fds);
 
-    ck(p, nix::unistd::chdir(p.scratch_root.as_c_str()), step::id(step::PIVOT, 0));
+    ck(
+        p,
+        nix::unistd::chdir(p.scratch_root.as_c_str()),
+        step::id(step::PIVOT, 0),
+    );
     ck(p, pivot_root(c".", c"."), step::id(step::PIVOT, 0));
-    ck(p, umount2(c".", MntFlags::MNT_DETACH), step::id(step::DETACH_OLD_ROOT, 0));
+    ck(
+        p,
+        umount2(c".", MntFlags::MNT_DETACH),
+        step::id(step::DETACH_OLD_ROOT, 0),
+    );
     ck(p, nix::unistd::chdir(c"/"), step::id(step::PIVOT, 0));
 
     let mut resolved = PBuf::new();
     for (i, t) in p.targets.iter().enumerate() {
-        ensure(p, upper_fd, t.path.to_bytes(), t.dir, true, None, &mut resolved, step::id(step::TARGET, i));
+        ensure(
+            p,
+            upper_fd,
+            t.path.to_bytes(),
+            t.dir,
+            true,
+            None,
+            &mut resolved,
+            step::id(step::TARGET, i),
+        );
         attach(p, fds, &t.attach, &resolved, step::id(step::ATTACH, i));
     }
     close(upper_fd);
     let mut cwd = PBuf::new();
-    ensure(p, -1, p.cwd.to_bytes(), true, false, Some((p.uid, p.gid)), &mut cwd, step::id(step::CWD, 0));
+    ensure(
+        p,
+        -1,
+        p.cwd.to_bytes(),
+        true,
+        false,
+        Some((p.uid, p.gid)),
+        &mut cwd,
+        step::id(step::CWD, 0),
+    );
     for fd in fds.iter() {
         close(*fd);
     }
@@ -370,7 +415,13 @@ fn reap(s: libc::pid_t, all: &libc::sigset_t) -> ! {
             }
         } else if matches!(
             sig,
-            libc::SIGINT | libc::SIGTERM | libc::SIGHUP | libc::SIGQUIT | libc::SIGUSR1 | libc::SIGUSR2 | libc::SIGWINCH
+            libc::SIGINT
+                | libc::SIGTERM
+                | libc::SIGHUP
+                | libc::SIGQUIT
+                | libc::SIGUSR1
+                | libc::SIGUSR2
+                | libc::SIGWINCH
         ) {
             // SAFETY: plain kill.
             unsafe { libc::kill(s, sig) };
@@ -382,7 +433,11 @@ fn reap(s: libc::pid_t, all: &libc::sigset_t) -> ! {
 fn lo_up() -> Result<(), Errno> {
     // SAFETY: socket/ioctl on a zero-initialised ifreq holding "lo".
     unsafe {
-        let s = sys::check(libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0))?;
+        let s = sys::check(libc::socket(
+            libc::AF_INET,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            0,
+        ))?;
         let mut ifr: libc::ifreq = std::mem::zeroed();
         ifr.ifr_name[0] = b'l' as libc::c_char;
         ifr.ifr_name[1] = b'o' as libc::c_char;
@@ -401,7 +456,13 @@ fn lo_up() -> Result<(), Errno> {
 fn setup_before_pivot(p: &Plan, fds: &mut [RawFd]) -> RawFd {
     ck(
         p,
-        mount(None::<&CStr>, c"/", None::<&CStr>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&CStr>),
+        mount(
+            None::<&CStr>,
+            c"/",
+            None::<&CStr>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&CStr>,
+        ),
         step::id(step::MAKE_PRIVATE, 0),
     );
     ck(
@@ -420,19 +481,34 @@ fn setup_before_pivot(p: &Plan, fds: &mut [RawFd]) -> RawFd {
     ck(p, sys::check(r), step::id(step::SCRATCH_ROOT, 0));
 
     match &p.rootfs {
-        RootPlan::Overlay { lowers, upper, work, userxattr, legacy } => {
-            mount_overlay(p, lowers, upper, work, *userxattr, legacy.as_deref())
-        }
+        RootPlan::Overlay {
+            lowers,
+            upper,
+            work,
+            userxattr,
+            legacy,
+        } => mount_overlay(p, lowers, upper, work, *userxattr, legacy.as_deref()),
         RootPlan::Bind(dir) => ck(
             p,
-            mount(Some(dir.as_c_str()), p.scratch_root.as_c_str(), None::<&CStr>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&CStr>),
+            mount(
+                Some(dir.as_c_str()),
+                p.scratch_root.as_c_str(),
+                None::<&CStr>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&CStr>,
+            ),
             step::id(step::BIND_ROOTFS, 0),
         ),
     }
     let upper_fd = match &p.upper {
         Some(u) => {
             // SAFETY: open on a NUL-terminated path.
-            let fd = unsafe { libc::open(u.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+            let fd = unsafe {
+                libc::open(
+                    u.as_ptr(),
+                    libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                )
+            };
             ck(p, sys::check(fd), step::id(step::OPEN_UPPER, 0))
         }
         None => -1,
@@ -455,7 +531,11 @@ fn setup_before_pivot(p: &Plan, fds: &mut [RawFd]) -> RawFd {
         match made {
             Ok(fd) => {
                 if c.attrs != 0 && !c.fresh {
-                    ck(p, sys::mount_setattr_fd(fd, c.attrs, c.recursive), step::id(step::CLONE, i));
+                    ck(
+                        p,
+                        sys::mount_setattr_fd(fd, c.attrs, c.recursive),
+                        step::id(step::CLONE, i),
+                    );
                 }
                 *slot = fd;
             }
@@ -490,22 +570,50 @@ fn mount_overlay(
             Err(e) => fail(p, step::id(step::OVERLAY_LOWER, i), e, b""),
         }
     }
-    ck(p, sys::fsconfig_string(ctx, c"upperdir", upper), step::id(step::OVERLAY_OPT, 0));
-    ck(p, sys::fsconfig_string(ctx, c"workdir", work), step::id(step::OVERLAY_OPT, 1));
+    ck(
+        p,
+        sys::fsconfig_string(ctx, c"upperdir", upper),
+        step::id(step::OVERLAY_OPT, 0),
+    );
+    ck(
+        p,
+        sys::fsconfig_string(ctx, c"workdir", work),
+        step::id(step::OVERLAY_OPT, 1),
+    );
     if userxattr {
-        ck(p, sys::fsconfig_flag(ctx, c"userxattr"), step::id(step::OVERLAY_OPT, 2));
+        ck(
+            p,
+            sys::fsconfig_flag(ctx, c"userxattr"),
+            step::id(step::OVERLAY_OPT, 2),
+        );
     }
-    let mnt = ck(p, sys::fs_create_and_mount(ctx, 0), step::id(step::OVERLAY, 0));
+    let mnt = ck(
+        p,
+        sys::fs_create_and_mount(ctx, 0),
+        step::id(step::OVERLAY, 0),
+    );
     close(ctx);
-    ck(p, sys::move_mount_to(mnt, p.scratch_root.as_c_str()), step::id(step::OVERLAY, 0));
+    ck(
+        p,
+        sys::move_mount_to(mnt, p.scratch_root.as_c_str()),
+        step::id(step::OVERLAY, 0),
+    );
     close(mnt);
 }
 
 fn mount_overlay_legacy(p: &Plan, legacy: Option<&CStr>, why: Errno) {
-    let Some(opts) = legacy else { fail(p, step::id(step::OVERLAY, 0), why, b"") };
+    let Some(opts) = legacy else {
+        fail(p, step::id(step::OVERLAY, 0), why, b"")
+    };
     ck(
         p,
-        mount(Some(c"overlay"), p.scratch_root.as_c_str(), Some(c"overlay"), MsFlags::empty(), Some(opts)),
+        mount(
+            Some(c"overlay"),
+            p.scratch_root.as_c_str(),
+            Some(c"overlay"),
+            MsFlags::empty(),
+            Some(opts),
+        ),
         step::id(step::OVERLAY, 0),
     );
 }
@@ -513,7 +621,11 @@ fn mount_overlay_legacy(p: &Plan, legacy: Option<&CStr>, why: Errno) {
 fn write_file(p: &Plan, f: &crate::plan::FilePlan, id: u32) {
     // SAFETY: open on a NUL-terminated path.
     let fd = unsafe {
-        libc::open(f.path.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC, 0o600)
+        libc::open(
+            f.path.as_ptr(),
+            libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
+            0o600,
+        )
     };
     let fd = ck(p, sys::check(fd), id);
     match &f.content {
@@ -607,7 +719,13 @@ fn ensure(
                 }
                 let mut link = PBuf::new();
                 // SAFETY: readlink into a stack buffer, leaving room for the NUL.
-                let n = unsafe { libc::readlink(cand.cstr().as_ptr(), link.b.as_mut_ptr().cast(), PATH_CAP - 1) };
+                let n = unsafe {
+                    libc::readlink(
+                        cand.cstr().as_ptr(),
+                        link.b.as_mut_ptr().cast(),
+                        PATH_CAP - 1,
+                    )
+                };
                 let n = ckp(p, sys::check(n as libc::c_int), id, cand.bytes()) as usize;
                 link.n = n;
                 link.b[n] = 0;
@@ -643,7 +761,11 @@ fn ensure(
                     } else {
                         let fd = libc::open(
                             cand.cstr().as_ptr(),
-                            libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+                            libc::O_CREAT
+                                | libc::O_EXCL
+                                | libc::O_WRONLY
+                                | libc::O_CLOEXEC
+                                | libc::O_NOFOLLOW,
                             0o644,
                         );
                         if fd >= 0 {
@@ -675,21 +797,24 @@ fn note_upper_state(p: &Plan, upper_fd: RawFd, parent: &[u8], path: &[u8]) -> i3
     let mut rel = PBuf::new();
     let mut end = 1;
     while end <= parent.len() {
-        if end == parent.len() || parent[end] == b'/' {
-            if end > 1 && rel.set(&parent[1..end]).is_ok() {
-                if let Err(Errno::ENOENT) = sys::fstatat_nofollow(upper_fd, rel.cstr()) {
-                    send(p.report_w, REC_COPYUP, 0, 0, &parent[..end]);
-                }
-            }
+        let boundary = end == parent.len() || parent[end] == b'/';
+        if boundary
+            && end > 1
+            && rel.set(&parent[1..end]).is_ok()
+            && matches!(
+                sys::fstatat_nofollow(upper_fd, rel.cstr()),
+                Err(Errno::ENOENT)
+            )
+        {
+            send(p.report_w, REC_COPYUP, 0, 0, &parent[..end]);
         }
         end += 1;
     }
-    if path.len() > 1 && rel.set(&path[1..]).is_ok() {
-        if let Ok(st) = sys::fstatat_nofollow(upper_fd, rel.cstr()) {
-            if sys::is_whiteout(&st) {
-                return CREATED_OVER_WHITEOUT;
-            }
-        }
+    if path.len() > 1
+        && rel.set(&path[1..]).is_ok()
+        && sys::fstatat_nofollow(upper_fd, rel.cstr()).is_ok_and(|st| sys::is_whiteout(&st))
+    {
+        return CREATED_OVER_WHITEOUT;
     }
     0
 }
@@ -722,7 +847,11 @@ fn attach(p: &Plan, fds: &[RawFd], a: &Attach, at: &PBuf, id: u32) {
         }
         Attach::Sys { fresh, clone } => {
             let fresh_fd = fresh.and_then(|i| fds.get(i).copied()).unwrap_or(-1);
-            let fd = if fresh_fd >= 0 { fresh_fd } else { fds.get(*clone).copied().unwrap_or(-1) };
+            let fd = if fresh_fd >= 0 {
+                fresh_fd
+            } else {
+                fds.get(*clone).copied().unwrap_or(-1)
+            };
             ckp(p, sys::move_mount_to(fd, target), id, path);
         }
         Attach::Clone(i) => {
@@ -731,7 +860,13 @@ fn attach(p: &Plan, fds: &[RawFd], a: &Attach, at: &PBuf, id: u32) {
         }
         Attach::Tmpfs(opts) => ckp(
             p,
-            mount(Some(c"tmpfs"), target, Some(c"tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(opts.as_c_str())),
+            mount(
+                Some(c"tmpfs"),
+                target,
+                Some(c"tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some(opts.as_c_str()),
+            ),
             id,
             path,
         ),
@@ -748,7 +883,11 @@ fn populate_dev(p: &Plan, fds: &[RawFd], first_clone: usize, dev: &PBuf) {
         let node = ckp(p, join(dev, name), id, name);
         // SAFETY: open on a NUL-terminated path.
         let f = unsafe {
-            libc::open(node.cstr().as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC, 0o666)
+            libc::open(
+                node.cstr().as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o666,
+            )
         };
         ckp(p, sys::check(f), id, node.bytes());
         close(f);
@@ -840,8 +979,16 @@ unsafe fn run_step(p: &Plan, cwd: &CStr) -> ! {
             let r = libc::setgroups(p.groups.len(), p.groups.as_ptr());
             ck(p, sys::check(r), step::id(step::SETGROUPS, 0));
         }
-        ck(p, sys::check(libc::setresgid(p.gid, p.gid, p.gid)), step::id(step::SETGID, 0));
-        ck(p, sys::check(libc::setresuid(p.uid, p.uid, p.uid)), step::id(step::SETUID, 0));
+        ck(
+            p,
+            sys::check(libc::setresgid(p.gid, p.gid, p.gid)),
+            step::id(step::SETGID, 0),
+        );
+        ck(
+            p,
+            sys::check(libc::setresuid(p.uid, p.uid, p.uid)),
+            step::id(step::SETUID, 0),
+        );
         libc::umask(0o022);
         let _ = sys::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
         let mut err = Errno::ENOENT;
@@ -849,7 +996,11 @@ unsafe fn run_step(p: &Plan, cwd: &CStr) -> ! {
         for c in &p.exec {
             libc::execve(c.as_ptr(), p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr());
             match Errno::last() {
-                Errno::ENOENT | Errno::ENOTDIR | Errno::ESTALE | Errno::ENODEV | Errno::ETIMEDOUT => {}
+                Errno::ENOENT
+                | Errno::ENOTDIR
+                | Errno::ESTALE
+                | Errno::ENODEV
+                | Errno::ETIMEDOUT => {}
                 Errno::EACCES => denied = true,
                 e => {
                     err = e;
@@ -860,7 +1011,13 @@ unsafe fn run_step(p: &Plan, cwd: &CStr) -> ! {
         if denied && err == Errno::ENOENT {
             err = Errno::EACCES;
         }
-        send(p.report_w, REC_ERROR, step::id(step::EXEC, 0), err as i32, b"");
+        send(
+            p.report_w,
+            REC_ERROR,
+            step::id(step::EXEC, 0),
+            err as i32,
+            b"",
+        );
         exit(127)
     }
 }

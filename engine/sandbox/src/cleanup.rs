@@ -46,9 +46,12 @@ pub(crate) fn clean(rootfs: &Rootfs, created: &[Created], copyups: &[Vec<u8>]) -
         };
         match removed {
             Ok(true) if c.over_whiteout => {
-                if let Err(e) =
-                    nix::sys::stat::mknod(&p, nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::empty(), 0)
-                {
+                if let Err(e) = nix::sys::stat::mknod(
+                    &p,
+                    nix::sys::stat::SFlag::S_IFCHR,
+                    nix::sys::stat::Mode::empty(),
+                    0,
+                ) {
                     tracing::warn!("restore the whiteout {}: {e}", p.display());
                 }
             }
@@ -73,18 +76,25 @@ pub(crate) fn clean(rootfs: &Rootfs, created: &[Created], copyups: &[Vec<u8>]) -
 /// Removes `upper/dir` if it is an unchanged, empty copy of the lower directory.
 fn undo_copy_up(upper: &Path, lowers: &[PathBuf], dir: &[u8]) {
     let p = host_path(upper, dir);
-    let Ok(m) = fs::symlink_metadata(&p) else { return };
+    let Ok(m) = fs::symlink_metadata(&p) else {
+        return;
+    };
     if !m.is_dir() || is_opaque_dir(&p) {
         return;
     }
     if has_xattr(&p, c"user.overlay.redirect") || has_xattr(&p, c"trusted.overlay.redirect") {
         return;
     }
-    let empty = fs::read_dir(&p).map(|mut it| it.next().is_none()).unwrap_or(false);
+    let empty = fs::read_dir(&p)
+        .map(|mut it| it.next().is_none())
+        .unwrap_or(false);
     if !empty {
         return;
     }
-    let lower = lowers.iter().map(|l| host_path(l, dir)).find_map(|l| fs::symlink_metadata(l).ok());
+    let lower = lowers
+        .iter()
+        .map(|l| host_path(l, dir))
+        .find_map(|l| fs::symlink_metadata(l).ok());
     let Some(lm) = lower else { return };
     if !lm.is_dir() || lm.mode() != m.mode() || lm.uid() != m.uid() || lm.gid() != m.gid() {
         return;

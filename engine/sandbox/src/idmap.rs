@@ -79,14 +79,33 @@ impl IdMap {
                     "running without a user namespace needs real root, but the caller is uid {uid}"
                 )));
             }
-            let all = vec![IdRange { container: 0, host: 0, size: FULL }];
-            return Ok(IdMap { kind: IdMapKind::NoUserNs, uids: all.clone(), gids: all });
+            let all = vec![IdRange {
+                container: 0,
+                host: 0,
+                size: FULL,
+            }];
+            return Ok(IdMap {
+                kind: IdMapKind::NoUserNs,
+                uids: all.clone(),
+                gids: all,
+            });
         }
         if uid == 0 {
-            let all = vec![IdRange { container: 0, host: 0, size: FULL }];
-            return Ok(IdMap { kind: IdMapKind::Identity, uids: all.clone(), gids: all });
+            let all = vec![IdRange {
+                container: 0,
+                host: 0,
+                size: FULL,
+            }];
+            return Ok(IdMap {
+                kind: IdMapKind::Identity,
+                uids: all.clone(),
+                gids: all,
+            });
         }
-        let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten().map(|u| u.name);
+        let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map(|u| u.name);
         let sub_u = read_subids(Path::new("/etc/subuid"), name.as_deref(), uid)?;
         let sub_g = read_subids(Path::new("/etc/subgid"), name.as_deref(), uid)?;
         let tools = find_tool("newuidmap").is_some() && find_tool("newgidmap").is_some();
@@ -107,8 +126,16 @@ impl IdMap {
         });
         Ok(IdMap {
             kind: IdMapKind::Single,
-            uids: vec![IdRange { container: 0, host: uid, size: 1 }],
-            gids: vec![IdRange { container: 0, host: gid, size: 1 }],
+            uids: vec![IdRange {
+                container: 0,
+                host: uid,
+                size: 1,
+            }],
+            gids: vec![IdRange {
+                container: 0,
+                host: gid,
+                size: 1,
+            }],
         })
     }
 
@@ -162,13 +189,22 @@ impl IdMap {
 }
 
 fn map_text(ranges: &[IdRange]) -> String {
-    ranges.iter().map(|r| format!("{} {} {}\n", r.container, r.host, r.size)).collect()
+    ranges
+        .iter()
+        .map(|r| format!("{} {} {}\n", r.container, r.host, r.size))
+        .collect()
 }
 
 fn write_proc(pid: i32, file: &str, text: &str) -> Result<(), Error> {
     let path = PathBuf::from(format!("/proc/{pid}/{file}"));
-    let r = fs::OpenOptions::new().write(true).open(&path).and_then(|mut f| f.write_all(text.as_bytes()));
-    r.map_err(|source| Error::Io { what: format!("write {:?} to {}", text.trim_end(), path.display()), source })
+    let r = fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(text.as_bytes()));
+    r.map_err(|source| Error::Io {
+        what: format!("write {:?} to {}", text.trim_end(), path.display()),
+        source,
+    })
 }
 
 fn run_map_tool(tool: &str, pid: i32, ranges: &[IdRange]) -> Result<(), Error> {
@@ -176,9 +212,16 @@ fn run_map_tool(tool: &str, pid: i32, ranges: &[IdRange]) -> Result<(), Error> {
     let mut cmd = Command::new(&exe);
     cmd.arg(pid.to_string());
     for r in ranges {
-        cmd.args([r.container.to_string(), r.host.to_string(), r.size.to_string()]);
+        cmd.args([
+            r.container.to_string(),
+            r.host.to_string(),
+            r.size.to_string(),
+        ]);
     }
-    let out = cmd.output().map_err(|source| Error::Io { what: format!("run {}", exe.display()), source })?;
+    let out = cmd.output().map_err(|source| Error::Io {
+        what: format!("run {}", exe.display()),
+        source,
+    })?;
     if !out.status.success() {
         return Err(Error::IdMap(format!(
             "{} {pid} {}: {}: {}",
@@ -194,14 +237,22 @@ fn run_map_tool(tool: &str, pid: i32, ranges: &[IdRange]) -> Result<(), Error> {
 fn find_tool(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .chain(["/usr/bin", "/bin", "/usr/sbin", "/sbin"].iter().map(PathBuf::from))
+        .chain(
+            ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]
+                .iter()
+                .map(PathBuf::from),
+        )
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }
 
 /// Container 0 is the caller's own id; the subordinate ranges follow from container id 1.
 fn sub_layout(own: u32, subs: &[(u32, u32)]) -> Vec<IdRange> {
-    let mut out = vec![IdRange { container: 0, host: own, size: 1 }];
+    let mut out = vec![IdRange {
+        container: 0,
+        host: own,
+        size: 1,
+    }];
     let mut next = 1u32;
     let mut left = MAX_SUB_IDS;
     for &(start, count) in subs {
@@ -209,7 +260,11 @@ fn sub_layout(own: u32, subs: &[(u32, u32)]) -> Vec<IdRange> {
             break;
         }
         let size = count.min(left);
-        out.push(IdRange { container: next, host: start, size });
+        out.push(IdRange {
+            container: next,
+            host: start,
+            size,
+        });
         next += size;
         left -= size;
     }
@@ -221,13 +276,20 @@ fn read_subids(path: &Path, name: Option<&str>, uid: u32) -> Result<Vec<(u32, u3
     let text = match fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(Error::Io { what: format!("read {}", path.display()), source }),
+        Err(source) => {
+            return Err(Error::Io {
+                what: format!("read {}", path.display()),
+                source,
+            });
+        }
     };
     let uid_s = uid.to_string();
     let mut out = Vec::new();
     for line in text.lines() {
         let mut f = line.trim().split(':');
-        let (Some(owner), Some(start), Some(count)) = (f.next(), f.next(), f.next()) else { continue };
+        let (Some(owner), Some(start), Some(count)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
         if owner != uid_s && Some(owner) != name {
             continue;
         }
@@ -246,7 +308,11 @@ mod tests {
 
     #[test]
     fn sub_layout_caps_and_translates() {
-        let m = IdMap { kind: IdMapKind::SubIds, uids: sub_layout(1000, &[(100000, 65536), (300000, 10)]), gids: vec![] };
+        let m = IdMap {
+            kind: IdMapKind::SubIds,
+            uids: sub_layout(1000, &[(100000, 65536), (300000, 10)]),
+            gids: vec![],
+        };
         assert_eq!(m.uids.len(), 2);
         assert_eq!(m.host_uid(0), Some(1000));
         assert_eq!(m.host_uid(1), Some(100000));
@@ -261,8 +327,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("subuid");
         fs::write(&p, "alice:100000:65536\n1001:200000:100\nbob:300000:0\n").unwrap();
-        assert_eq!(read_subids(&p, Some("alice"), 1000).unwrap(), vec![(100000, 65536)]);
-        assert_eq!(read_subids(&p, Some("carol"), 1001).unwrap(), vec![(200000, 100)]);
+        assert_eq!(
+            read_subids(&p, Some("alice"), 1000).unwrap(),
+            vec![(100000, 65536)]
+        );
+        assert_eq!(
+            read_subids(&p, Some("carol"), 1001).unwrap(),
+            vec![(200000, 100)]
+        );
         assert!(read_subids(&p, Some("bob"), 5).unwrap().is_empty());
     }
 }

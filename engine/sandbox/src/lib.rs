@@ -72,7 +72,9 @@
 //! M dies with the calling thread, G with M, and the pid namespace with G, so a kiln killed by
 //! Ctrl-C or SIGTERM takes every step process (and every mount) with it. A kiln that handles those
 //! signals itself calls [`terminate_all`] (async-signal-safe) or [`Canceller::cancel`]; [`run`]
-//! then returns status 137 after the usual clean-up.
+//! then returns status 137 after the usual clean-up. When kiln itself is SIGKILLed, no clean-up
+//! runs: the mount-point stubs stay in the upper dir (the run's layer is abandoned anyway) and the
+//! empty scratch directory is removed by the next run in any process.
 
 mod child;
 mod cleanup;
@@ -225,6 +227,9 @@ pub enum Input {
     Null,
 }
 
+/// A callback receiving a step's output chunks.
+pub type OutputCallback<'a> = Box<dyn FnMut(&[u8]) + 'a>;
+
 /// Where one of the step's output streams goes.
 #[derive(Default)]
 pub enum Output<'a> {
@@ -234,7 +239,7 @@ pub enum Output<'a> {
     /// `/dev/null`.
     Null,
     /// A pipe; the callback gets every chunk as it arrives, on the thread that called [`run`].
-    Callback(Box<dyn FnMut(&[u8]) + 'a>),
+    Callback(OutputCallback<'a>),
 }
 
 impl std::fmt::Debug for Output<'_> {
@@ -256,9 +261,15 @@ pub struct Canceller {
 impl Canceller {
     /// A new, untriggered canceller.
     pub fn new() -> Result<Self, Error> {
-        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
-            .map_err(|errno| Error::Sys { what: "create the cancel pipe".into(), errno })?;
-        Ok(Canceller { inner: Arc::new((r, w)) })
+        let (r, w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+                .map_err(|errno| Error::Sys {
+                    what: "create the cancel pipe".into(),
+                    errno,
+                })?;
+        Ok(Canceller {
+            inner: Arc::new((r, w)),
+        })
     }
 
     /// Kills the run this canceller was given to (or the next one, if none is running yet).
@@ -392,7 +403,11 @@ pub struct LineTail {
 impl LineTail {
     /// Keeps at most `max` lines.
     pub fn new(max: usize) -> Self {
-        LineTail { max, lines: VecDeque::new(), partial: Vec::new() }
+        LineTail {
+            max,
+            lines: VecDeque::new(),
+            partial: Vec::new(),
+        }
     }
 
     /// Adds a chunk of output.
@@ -416,7 +431,11 @@ impl LineTail {
 
     /// The kept lines (and an unterminated last line), lossily decoded.
     pub fn lines(&self) -> Vec<String> {
-        let mut out: Vec<String> = self.lines.iter().map(|l| String::from_utf8_lossy(l).into_owned()).collect();
+        let mut out: Vec<String> = self
+            .lines
+            .iter()
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect();
         if !self.partial.is_empty() {
             out.push(String::from_utf8_lossy(&self.partial).into_owned());
             if out.len() > self.max {

@@ -13,7 +13,10 @@ use nix::unistd::{ForkResult, fork, pipe2};
 use crate::child::{CREATED_OVER_WHITEOUT, REC_COPYUP, REC_CREATED, REC_ERROR, REC_HEADER};
 use crate::cleanup::{self, Created};
 use crate::plan::{self, OutPlan, Prepared, step};
-use crate::{Error, ExtraMount, FileSource, IdMap, Network, Output, ResolvedUser, Rootfs, RunOutcome, RunSpec};
+use crate::{
+    Error, ExtraMount, FileSource, IdMap, Network, Output, ResolvedUser, Rootfs, RunOutcome,
+    RunSpec,
+};
 
 const SLOTS: usize = 64;
 static ACTIVE: [AtomicI32; SLOTS] = [const { AtomicI32::new(0) }; SLOTS];
@@ -36,7 +39,10 @@ struct Registration(Option<usize>);
 impl Registration {
     fn new(pid: i32) -> Self {
         for (i, slot) in ACTIVE.iter().enumerate() {
-            if slot.compare_exchange(0, pid, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            if slot
+                .compare_exchange(0, pid, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
                 return Registration(Some(i));
             }
         }
@@ -71,22 +77,40 @@ fn validate(spec: &RunSpec<'_>) -> Result<(), Error> {
         return Err(Error::Spec("empty command".into()));
     }
     if !spec.cwd.starts_with('/') {
-        return Err(Error::Spec(format!("working directory {:?} is not absolute", spec.cwd)));
+        return Err(Error::Spec(format!(
+            "working directory {:?} is not absolute",
+            spec.cwd
+        )));
     }
-    if spec.hostname.is_empty() || spec.hostname.len() > 64 || spec.hostname.contains(['/', '\n', '\0', ' ']) {
+    if spec.hostname.is_empty()
+        || spec.hostname.len() > 64
+        || spec.hostname.contains(['/', '\n', '\0', ' '])
+    {
         return Err(Error::Spec(format!("invalid hostname {:?}", spec.hostname)));
     }
     let dir = |p: &Path, what: &str| -> Result<(), Error> {
         match fs::metadata(p) {
             Ok(m) if m.is_dir() => Ok(()),
-            Ok(_) => Err(Error::Spec(format!("{what} {} is not a directory", p.display()))),
-            Err(source) => Err(Error::Io { what: format!("{what} {}", p.display()), source }),
+            Ok(_) => Err(Error::Spec(format!(
+                "{what} {} is not a directory",
+                p.display()
+            ))),
+            Err(source) => Err(Error::Io {
+                what: format!("{what} {}", p.display()),
+                source,
+            }),
         }
     };
     match &spec.rootfs {
-        Rootfs::Overlay { lowers, upper, work } => {
+        Rootfs::Overlay {
+            lowers,
+            upper,
+            work,
+        } => {
             if lowers.is_empty() {
-                return Err(Error::Spec("an overlay rootfs needs at least one lower dir".into()));
+                return Err(Error::Spec(
+                    "an overlay rootfs needs at least one lower dir".into(),
+                ));
             }
             for l in lowers {
                 dir(l, "lower dir")?;
@@ -99,13 +123,25 @@ fn validate(spec: &RunSpec<'_>) -> Result<(), Error> {
     for m in &spec.mounts {
         let t = m.target();
         if !t.starts_with('/') || t.len() > 3000 {
-            return Err(Error::Spec(format!("mount target {t:?} is not an absolute path")));
+            return Err(Error::Spec(format!(
+                "mount target {t:?} is not an absolute path"
+            )));
         }
         match m {
             ExtraMount::BindFile { src, .. } => match fs::metadata(src) {
                 Ok(md) if !md.is_dir() => {}
-                Ok(_) => return Err(Error::Spec(format!("bind source {} is a directory", src.display()))),
-                Err(source) => return Err(Error::Io { what: format!("bind source {}", src.display()), source }),
+                Ok(_) => {
+                    return Err(Error::Spec(format!(
+                        "bind source {} is a directory",
+                        src.display()
+                    )));
+                }
+                Err(source) => {
+                    return Err(Error::Io {
+                        what: format!("bind source {}", src.display()),
+                        source,
+                    });
+                }
             },
             ExtraMount::BindDir { src, .. } => dir(src, "bind source")?,
             _ => {}
@@ -118,7 +154,11 @@ fn validate(spec: &RunSpec<'_>) -> Result<(), Error> {
 /// own network namespace (falling back to systemd-resolved's upstream list, then public servers).
 fn resolv_conf(network: Network) -> Vec<u8> {
     let host = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    if network == Network::Host && host.lines().any(|l| l.trim_start().starts_with("nameserver")) {
+    if network == Network::Host
+        && host
+            .lines()
+            .any(|l| l.trim_start().starts_with("nameserver"))
+    {
         return host.into_bytes();
     }
     let filter = |text: &str| -> Option<String> {
@@ -143,14 +183,20 @@ fn resolv_conf(network: Network) -> Vec<u8> {
     if let Some(t) = filter(&host) {
         return t.into_bytes();
     }
-    if let Some(t) = fs::read_to_string("/run/systemd/resolve/resolv.conf").ok().and_then(|t| filter(&t)) {
+    if let Some(t) = fs::read_to_string("/run/systemd/resolve/resolv.conf")
+        .ok()
+        .and_then(|t| filter(&t))
+    {
         return t.into_bytes();
     }
     b"nameserver 8.8.8.8\nnameserver 8.8.4.4\n".to_vec()
 }
 
 fn hosts_file(hostname: &str) -> Vec<u8> {
-    format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n").into_bytes()
+    format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+    )
+    .into_bytes()
 }
 
 /// Checks that the step's ids exist in the mapping; returns the supplementary groups to set.
@@ -160,24 +206,42 @@ fn check_mapped(idmap: &IdMap, user: &ResolvedUser, spec: &RunSpec<'_>) -> Resul
     } else {
         ""
     };
-    let err = |reason: String| Error::User { spec: spec.user.to_string(), reason };
+    let err = |reason: String| Error::User {
+        spec: spec.user.to_string(),
+        reason,
+    };
     if idmap.host_uid(user.uid).is_none() {
-        return Err(err(format!("uid {} is not mapped in the user namespace{hint}", user.uid)));
+        return Err(err(format!(
+            "uid {} is not mapped in the user namespace{hint}",
+            user.uid
+        )));
     }
     if idmap.host_gid(user.gid).is_none() {
-        return Err(err(format!("gid {} is not mapped in the user namespace{hint}", user.gid)));
+        return Err(err(format!(
+            "gid {} is not mapped in the user namespace{hint}",
+            user.gid
+        )));
     }
     for m in &spec.mounts {
-        if let ExtraMount::File { target, uid, gid, .. } = m
+        if let ExtraMount::File {
+            target, uid, gid, ..
+        } = m
             && (idmap.host_uid(*uid).is_none() || idmap.host_gid(*gid).is_none())
         {
-            return Err(Error::Spec(format!("owner {uid}:{gid} of the file mounted at {target} is not mapped{hint}")));
+            return Err(Error::Spec(format!(
+                "owner {uid}:{gid} of the file mounted at {target} is not mapped{hint}"
+            )));
         }
     }
-    let (mapped, dropped): (Vec<u32>, Vec<u32>) =
-        user.groups.iter().partition(|g| idmap.host_gid(**g).is_some());
+    let (mapped, dropped): (Vec<u32>, Vec<u32>) = user
+        .groups
+        .iter()
+        .partition(|g| idmap.host_gid(**g).is_some());
     if !dropped.is_empty() {
-        tracing::warn!("supplementary groups {dropped:?} of {} are not mapped; the step runs without them", spec.user);
+        tracing::warn!(
+            "supplementary groups {dropped:?} of {} are not mapped; the step runs without them",
+            spec.user
+        );
     }
     Ok(mapped)
 }
@@ -185,11 +249,17 @@ fn check_mapped(idmap: &IdMap, user: &ResolvedUser, spec: &RunSpec<'_>) -> Resul
 /// Removes the (empty) scratch directories of processes that no longer exist: left behind only
 /// when a kiln was SIGKILLed mid-run.
 fn sweep_stale_scratch(tmp: &Path) {
-    let Ok(entries) = fs::read_dir(tmp) else { return };
+    let Ok(entries) = fs::read_dir(tmp) else {
+        return;
+    };
     for e in entries.flatten() {
         let name = e.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("kiln-sandbox-")) else { continue };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("kiln-sandbox-")) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
         if !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = fs::remove_dir(e.path());
         }
@@ -202,7 +272,10 @@ fn make_scratch() -> Result<Scratch, Error> {
     let template = tmp.join(format!("kiln-sandbox-{}-XXXXXX", std::process::id()));
     nix::unistd::mkdtemp(&template)
         .map(Scratch)
-        .map_err(sys_err(format!("create a scratch directory {}", template.display())))
+        .map_err(sys_err(format!(
+            "create a scratch directory {}",
+            template.display()
+        )))
 }
 
 fn pipe(what: &str) -> Result<(OwnedFd, OwnedFd), Error> {
@@ -250,14 +323,25 @@ pub(crate) fn run(mut spec: RunSpec<'_>) -> Result<RunOutcome, Error> {
 
     let mut host_files: Vec<OwnedFd> = Vec::new();
     for m in &spec.mounts {
-        if let ExtraMount::File { source: FileSource::HostPath(p), .. } = m {
-            let f = fs::File::open(p).map_err(|source| Error::Io { what: format!("open {}", p.display()), source })?;
+        if let ExtraMount::File {
+            source: FileSource::HostPath(p),
+            ..
+        } = m
+        {
+            let f = fs::File::open(p).map_err(|source| Error::Io {
+                what: format!("open {}", p.display()),
+                source,
+            })?;
             host_files.push(f.into());
         }
     }
     let scratch = make_scratch()?;
     let (report_r, report_w) = pipe("report")?;
-    let sync = if idmap.uses_userns() { Some((pipe("sync")?, pipe("sync")?)) } else { None };
+    let sync = if idmap.uses_userns() {
+        Some((pipe("sync")?, pipe("sync")?))
+    } else {
+        None
+    };
     let mut out_pipes: [Option<(OwnedFd, OwnedFd)>; 2] = [None, None];
     let mut out_plans = [OutPlan::Inherit, OutPlan::Inherit];
     for (i, o) in [&spec.stdout, &spec.stderr].into_iter().enumerate() {
@@ -283,7 +367,9 @@ pub(crate) fn run(mut spec: RunSpec<'_>) -> Result<RunOutcome, Error> {
             scratch: &scratch.0,
             report_w: report_w.as_raw_fd(),
             // (M reads the go-ahead from the first pipe, writes "ready" to the second.)
-            sync: sync.as_ref().map(|((go_r, _), (_, ready_w))| (go_r.as_raw_fd(), ready_w.as_raw_fd())),
+            sync: sync
+                .as_ref()
+                .map(|((go_r, _), (_, ready_w))| (go_r.as_raw_fd(), ready_w.as_raw_fd())),
             stdout: out_plans[0],
             stderr: out_plans[1],
             host_file_fds: host_files.iter().map(AsRawFd::as_raw_fd).collect(),
@@ -321,7 +407,10 @@ pub(crate) fn run(mut spec: RunSpec<'_>) -> Result<RunOutcome, Error> {
                 libc::kill(pid, libc::SIGKILL);
                 libc::waitpid(pid, std::ptr::null_mut(), 0);
             }
-            return Err(Error::Sys { what: "pidfd_open for the sandbox".into(), errno });
+            return Err(Error::Sys {
+                what: "pidfd_open for the sandbox".into(),
+                errno,
+            });
         }
     };
 
@@ -373,10 +462,15 @@ pub(crate) fn run(mut spec: RunSpec<'_>) -> Result<RunOutcome, Error> {
         }
         let mut pfds: Vec<libc::pollfd> = Vec::new();
         let mut roles: Vec<usize> = Vec::new();
-        let push = |pfds: &mut Vec<libc::pollfd>, roles: &mut Vec<usize>, fd: RawFd, role: usize| {
-            pfds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
-            roles.push(role);
-        };
+        let push =
+            |pfds: &mut Vec<libc::pollfd>, roles: &mut Vec<usize>, fd: RawFd, role: usize| {
+                pfds.push(libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+                roles.push(role);
+            };
         if report_open {
             push(&mut pfds, &mut roles, report_fd, 0);
         }
@@ -406,7 +500,9 @@ pub(crate) fn run(mut spec: RunSpec<'_>) -> Result<RunOutcome, Error> {
             }
             match *role {
                 0 => {
-                    if !read_some(report_fd, &mut buf, |b| report.extend_from_slice(b)).unwrap_or(false) {
+                    if !read_some(report_fd, &mut buf, |b| report.extend_from_slice(b))
+                        .unwrap_or(false)
+                    {
                         report_open = false;
                     }
                 }
@@ -473,14 +569,23 @@ pub(crate) fn run(mut spec: RunSpec<'_>) -> Result<RunOutcome, Error> {
         }
         let payload = &rest[REC_HEADER..REC_HEADER + len];
         match kind {
-            REC_CREATED => created.push(Created { path: payload.to_vec(), over_whiteout: value & CREATED_OVER_WHITEOUT != 0 }),
+            REC_CREATED => created.push(Created {
+                path: payload.to_vec(),
+                over_whiteout: value & CREATED_OVER_WHITEOUT != 0,
+            }),
             REC_COPYUP => copyups.push(payload.to_vec()),
             REC_ERROR if error.is_none() => {
                 let errno = Errno::from_raw(value);
                 error = Some(if id >> 16 == step::EXEC {
-                    Error::Exec { argv0: spec.argv[0].clone(), errno }
+                    Error::Exec {
+                        argv0: spec.argv[0].clone(),
+                        errno,
+                    }
                 } else {
-                    Error::Sys { what: plan::describe(&plan, &spec, id, &String::from_utf8_lossy(payload)), errno }
+                    Error::Sys {
+                        what: plan::describe(&plan, &spec, id, &String::from_utf8_lossy(payload)),
+                        errno,
+                    }
                 });
             }
             _ => {}
@@ -496,5 +601,8 @@ pub(crate) fn run(mut spec: RunSpec<'_>) -> Result<RunOutcome, Error> {
     if let Some(e) = error {
         return Err(e);
     }
-    Ok(RunOutcome { status, created_paths })
+    Ok(RunOutcome {
+        status,
+        created_paths,
+    })
 }

@@ -105,9 +105,14 @@ pub(crate) struct ClonePlan {
 }
 
 pub(crate) enum Attach {
-    Dev { first_clone: usize },
+    Dev {
+        first_clone: usize,
+    },
     /// A fresh sysfs when it could be made, else the read-only copy of the host's.
-    Sys { fresh: Option<usize>, clone: usize },
+    Sys {
+        fresh: Option<usize>,
+        clone: usize,
+    },
     Clone(usize),
     Tmpfs(CString),
 }
@@ -187,7 +192,8 @@ fn escape_overlay(p: &[u8], colon: bool) -> Vec<u8> {
     out
 }
 
-pub(crate) const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Inputs of [`build`] that the caller prepared.
 pub(crate) struct Prepared<'p> {
@@ -208,13 +214,20 @@ pub(crate) struct Prepared<'p> {
 
 pub(crate) fn build(spec: &RunSpec<'_>, prep: Prepared<'_>) -> Result<Plan, Error> {
     let userns = prep.idmap.uses_userns();
-    let mut ns_flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    let mut ns_flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC;
     if spec.network != Network::Host {
         ns_flags |= CloneFlags::CLONE_NEWNET;
     }
     let scratch_root = prep.scratch.join("root");
     let rootfs = match &spec.rootfs {
-        Rootfs::Overlay { lowers, upper, work } => {
+        Rootfs::Overlay {
+            lowers,
+            upper,
+            work,
+        } => {
             let mut legacy = b"lowerdir=".to_vec();
             for (i, l) in lowers.iter().enumerate() {
                 if i > 0 {
@@ -230,11 +243,18 @@ pub(crate) fn build(spec: &RunSpec<'_>, prep: Prepared<'_>) -> Result<Plan, Erro
                 legacy.extend(b",userxattr");
             }
             RootPlan::Overlay {
-                lowers: lowers.iter().map(|l| cpath(l, "lower dir")).collect::<Result<_, _>>()?,
+                lowers: lowers
+                    .iter()
+                    .map(|l| cpath(l, "lower dir"))
+                    .collect::<Result<_, _>>()?,
                 upper: cpath(upper, "upper dir")?,
                 work: cpath(work, "work dir")?,
                 userxattr: userns,
-                legacy: if legacy.len() < 4000 { Some(cstr(&legacy, "overlay options")?) } else { None },
+                legacy: if legacy.len() < 4000 {
+                    Some(cstr(&legacy, "overlay options")?)
+                } else {
+                    None
+                },
             }
         }
         Rootfs::Dir(d) => RootPlan::Bind(cpath(d, "rootfs dir")?),
@@ -294,13 +314,18 @@ pub(crate) fn build(spec: &RunSpec<'_>, prep: Prepared<'_>) -> Result<Plan, Erro
     targets.push(TargetPlan {
         path: c"/dev".to_owned(),
         dir: true,
-        attach: Attach::Dev { first_clone: first_dev },
+        attach: Attach::Dev {
+            first_clone: first_dev,
+        },
         what: "mount tmpfs /dev".into(),
     });
     targets.push(TargetPlan {
         path: c"/sys".to_owned(),
         dir: true,
-        attach: Attach::Sys { fresh: fresh_sys, clone: sys_clone },
+        attach: Attach::Sys {
+            fresh: fresh_sys,
+            clone: sys_clone,
+        },
         what: "mount sysfs".into(),
     });
 
@@ -308,7 +333,11 @@ pub(crate) fn build(spec: &RunSpec<'_>, prep: Prepared<'_>) -> Result<Plan, Erro
     let scratch = prep.scratch;
     #[allow(clippy::too_many_arguments)]
     fn add_file(
-        (files, clones, targets): (&mut Vec<FilePlan>, &mut Vec<ClonePlan>, &mut Vec<TargetPlan>),
+        (files, clones, targets): (
+            &mut Vec<FilePlan>,
+            &mut Vec<ClonePlan>,
+            &mut Vec<TargetPlan>,
+        ),
         scratch: &Path,
         target: &str,
         content: Content,
@@ -319,7 +348,13 @@ pub(crate) fn build(spec: &RunSpec<'_>, prep: Prepared<'_>) -> Result<Plan, Erro
     ) -> Result<(), Error> {
         let file_attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
         let path = scratch.join(format!("f{}", files.len()));
-        files.push(FilePlan { path: cpath(&path, "scratch file")?, content, mode, uid, gid });
+        files.push(FilePlan {
+            path: cpath(&path, "scratch file")?,
+            content,
+            mode,
+            uid,
+            gid,
+        });
         clones.push(ClonePlan {
             path: cpath(&path, "scratch file")?,
             fresh: false,
@@ -337,22 +372,61 @@ pub(crate) fn build(spec: &RunSpec<'_>, prep: Prepared<'_>) -> Result<Plan, Erro
         Ok(())
     }
     let hostname = format!("{}\n", spec.hostname).into_bytes();
-    for (target, content) in [("/etc/resolv.conf", prep.resolv_conf), ("/etc/hosts", prep.hosts), ("/etc/hostname", hostname)] {
-        add_file((&mut files, &mut clones, &mut targets), scratch, target, Content::Bytes(content), 0o644, 0, 0, false)?;
+    for (target, content) in [
+        ("/etc/resolv.conf", prep.resolv_conf),
+        ("/etc/hosts", prep.hosts),
+        ("/etc/hostname", hostname),
+    ] {
+        add_file(
+            (&mut files, &mut clones, &mut targets),
+            scratch,
+            target,
+            Content::Bytes(content),
+            0o644,
+            0,
+            0,
+            false,
+        )?;
     }
     let mut host_fds = prep.host_file_fds.iter();
     for m in &spec.mounts {
         match m {
-            ExtraMount::File { target, source, mode, uid, gid } => {
+            ExtraMount::File {
+                target,
+                source,
+                mode,
+                uid,
+                gid,
+            } => {
                 let content = match source {
                     crate::FileSource::Bytes(b) => Content::Bytes(b.clone()),
-                    crate::FileSource::HostPath(_) => {
-                        Content::Fd(*host_fds.next().ok_or_else(|| Error::Spec("host file descriptor missing".into()))?)
-                    }
+                    crate::FileSource::HostPath(_) => Content::Fd(
+                        *host_fds
+                            .next()
+                            .ok_or_else(|| Error::Spec("host file descriptor missing".into()))?,
+                    ),
                 };
-                add_file((&mut files, &mut clones, &mut targets), scratch, target, content, *mode & 0o7777, *uid, *gid, true)?;
+                add_file(
+                    (&mut files, &mut clones, &mut targets),
+                    scratch,
+                    target,
+                    content,
+                    *mode & 0o7777,
+                    *uid,
+                    *gid,
+                    true,
+                )?;
             }
-            ExtraMount::BindFile { src, target, readonly } | ExtraMount::BindDir { src, target, readonly } => {
+            ExtraMount::BindFile {
+                src,
+                target,
+                readonly,
+            }
+            | ExtraMount::BindDir {
+                src,
+                target,
+                readonly,
+            } => {
                 let dir = matches!(m, ExtraMount::BindDir { .. });
                 clones.push(ClonePlan {
                     path: cpath(src, "bind source")?,
@@ -392,22 +466,52 @@ pub(crate) fn build(spec: &RunSpec<'_>, prep: Prepared<'_>) -> Result<Plan, Erro
     if !env.iter().any(|(k, _)| k == "HOME") {
         env.push(("HOME".into(), prep.user.home.clone()));
     }
-    let path_var = env.iter().rev().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone()).unwrap_or_default();
+    let path_var = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
     let argv0 = &spec.argv[0];
     let exec: Vec<CString> = if argv0.contains('/') {
         vec![cstr(argv0.as_bytes(), "argv[0]")?]
     } else {
         path_var
             .split(':')
-            .map(|d| if d.is_empty() { ".".to_string() } else { d.to_string() })
-            .map(|d| cstr(format!("{}/{argv0}", d.trim_end_matches('/')).as_bytes(), "PATH entry"))
+            .map(|d| {
+                if d.is_empty() {
+                    ".".to_string()
+                } else {
+                    d.to_string()
+                }
+            })
+            .map(|d| {
+                cstr(
+                    format!("{}/{argv0}", d.trim_end_matches('/')).as_bytes(),
+                    "PATH entry",
+                )
+            })
             .collect::<Result<_, _>>()?
     };
-    let argv: Vec<CString> = spec.argv.iter().map(|a| cstr(a.as_bytes(), "argument")).collect::<Result<_, _>>()?;
-    let envp: Vec<CString> =
-        env.iter().map(|(k, v)| cstr(format!("{k}={v}").as_bytes(), "environment variable")).collect::<Result<_, _>>()?;
-    let argv_ptrs = argv.iter().map(|c| c.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
-    let envp_ptrs = envp.iter().map(|c| c.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+    let argv: Vec<CString> = spec
+        .argv
+        .iter()
+        .map(|a| cstr(a.as_bytes(), "argument"))
+        .collect::<Result<_, _>>()?;
+    let envp: Vec<CString> = env
+        .iter()
+        .map(|(k, v)| cstr(format!("{k}={v}").as_bytes(), "environment variable"))
+        .collect::<Result<_, _>>()?;
+    let argv_ptrs = argv
+        .iter()
+        .map(|c| c.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envp_ptrs = envp
+        .iter()
+        .map(|c| c.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
 
     let mut devpts = "newinstance,ptmxmode=0666,mode=0620".to_string();
     if prep.idmap.host_gid(5).is_some() {
@@ -467,7 +571,13 @@ pub(crate) fn build(spec: &RunSpec<'_>, prep: Prepared<'_>) -> Result<Plan, Erro
 pub(crate) fn describe(plan: &Plan, spec: &RunSpec<'_>, id: u32, path: &str) -> String {
     let (code, idx) = (id >> 16, (id & 0xffff) as usize);
     let scratch_root = plan.scratch_root.to_string_lossy();
-    let at = |default: &str| if path.is_empty() { default.to_string() } else { path.to_string() };
+    let at = |default: &str| {
+        if path.is_empty() {
+            default.to_string()
+        } else {
+            path.to_string()
+        }
+    };
     match code {
         step::PDEATHSIG => "set the parent-death signal".into(),
         step::UNSHARE_USER => "create a user namespace (unshare CLONE_NEWUSER)".into(),
@@ -477,9 +587,17 @@ pub(crate) fn describe(plan: &Plan, spec: &RunSpec<'_>, id: u32, path: &str) -> 
         step::SCRATCH => format!("mount tmpfs on {}", plan.scratch.to_string_lossy()),
         step::SCRATCH_ROOT => format!("create {scratch_root}"),
         step::OVERLAY => match &spec.rootfs {
-            Rootfs::Overlay { lowers, upper, work } => format!(
+            Rootfs::Overlay {
+                lowers,
+                upper,
+                work,
+            } => format!(
                 "mount overlay on {scratch_root} (lowerdir {}, upperdir {}, workdir {})",
-                lowers.iter().map(|l| l.display().to_string()).collect::<Vec<_>>().join(":"),
+                lowers
+                    .iter()
+                    .map(|l| l.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(":"),
                 upper.display(),
                 work.display()
             ),
@@ -488,19 +606,31 @@ pub(crate) fn describe(plan: &Plan, spec: &RunSpec<'_>, id: u32, path: &str) -> 
         step::OVERLAY_LOWER => match &spec.rootfs {
             Rootfs::Overlay { lowers, .. } => format!(
                 "mount overlay on {scratch_root} (lowerdir {})",
-                lowers.get(idx).map(|l| l.display().to_string()).unwrap_or_default()
+                lowers
+                    .get(idx)
+                    .map(|l| l.display().to_string())
+                    .unwrap_or_default()
             ),
             Rootfs::Dir(_) => format!("mount overlay on {scratch_root}"),
         },
         step::OVERLAY_OPT => match &spec.rootfs {
             Rootfs::Overlay { upper, work, .. } => match idx {
-                0 => format!("mount overlay on {scratch_root} (upperdir {})", upper.display()),
-                1 => format!("mount overlay on {scratch_root} (workdir {})", work.display()),
+                0 => format!(
+                    "mount overlay on {scratch_root} (upperdir {})",
+                    upper.display()
+                ),
+                1 => format!(
+                    "mount overlay on {scratch_root} (workdir {})",
+                    work.display()
+                ),
                 _ => format!("mount overlay on {scratch_root} (userxattr)"),
             },
             Rootfs::Dir(_) => format!("mount overlay on {scratch_root}"),
         },
-        step::BIND_ROOTFS => format!("bind {} on {scratch_root}", spec.rootfs.writable_dir().display()),
+        step::BIND_ROOTFS => format!(
+            "bind {} on {scratch_root}",
+            spec.rootfs.writable_dir().display()
+        ),
         step::OPEN_UPPER => format!("open {}", spec.rootfs.writable_dir().display()),
         step::FILE => format!(
             "write {}",
@@ -535,7 +665,12 @@ pub(crate) fn describe(plan: &Plan, spec: &RunSpec<'_>, id: u32, path: &str) -> 
                 at(&t.map_or_else(String::new, |t| t.path.to_string_lossy().into_owned()))
             )
         }
-        step::DEV_NODE => format!("bind /dev/{}", DEV_NODES.get(idx).map_or("?".into(), |d| String::from_utf8_lossy(d.0))),
+        step::DEV_NODE => format!(
+            "bind /dev/{}",
+            DEV_NODES
+                .get(idx)
+                .map_or("?".into(), |d| String::from_utf8_lossy(d.0))
+        ),
         step::DEV_LINK => format!("create symlink {}", at("in /dev")),
         step::DEVPTS => format!("mount devpts on {}", at("/dev/pts")),
         step::SHM => format!("mount tmpfs on {}", at("/dev/shm")),

@@ -69,7 +69,12 @@ pub fn move_mount_to(fd: RawFd, target: &CStr) -> Result<(), Errno> {
 /// Sets mount attributes (`MOUNT_ATTR_*`) on the mount `fd` refers to, and on its children when
 /// `recursive`.
 pub fn mount_setattr_fd(fd: RawFd, attr_set: u64, recursive: bool) -> Result<(), Errno> {
-    let attr = MountAttr { attr_set, attr_clr: 0, propagation: 0, userns_fd: 0 };
+    let attr = MountAttr {
+        attr_set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
     let mut flags = libc::AT_EMPTY_PATH as u32;
     if recursive {
         flags |= AT_RECURSIVE;
@@ -99,7 +104,14 @@ pub fn fsopen(fstype: &CStr) -> Result<RawFd, Errno> {
 pub fn fsconfig_string(fd: RawFd, key: &CStr, value: &CStr) -> Result<(), Errno> {
     // SAFETY: key and value are valid NUL-terminated strings.
     let r = unsafe {
-        libc::syscall(libc::SYS_fsconfig, fd, FSCONFIG_SET_STRING, key.as_ptr(), value.as_ptr(), 0)
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fd,
+            FSCONFIG_SET_STRING,
+            key.as_ptr(),
+            value.as_ptr(),
+            0,
+        )
     };
     cvt(r).map(drop)
 }
@@ -108,7 +120,14 @@ pub fn fsconfig_string(fd: RawFd, key: &CStr, value: &CStr) -> Result<(), Errno>
 pub fn fsconfig_flag(fd: RawFd, key: &CStr) -> Result<(), Errno> {
     // SAFETY: key is a valid NUL-terminated string.
     let r = unsafe {
-        libc::syscall(libc::SYS_fsconfig, fd, FSCONFIG_SET_FLAG, key.as_ptr(), std::ptr::null::<u8>(), 0)
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fd,
+            FSCONFIG_SET_FLAG,
+            key.as_ptr(),
+            std::ptr::null::<u8>(),
+            0,
+        )
     };
     cvt(r).map(drop)
 }
@@ -129,7 +148,14 @@ pub fn fs_create_and_mount(fd: RawFd, attrs: u64) -> Result<RawFd, Errno> {
     };
     cvt(r)?;
     // SAFETY: plain integer arguments.
-    let r = unsafe { libc::syscall(libc::SYS_fsmount, fd, FSMOUNT_CLOEXEC, attrs as libc::c_uint) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            fd,
+            FSMOUNT_CLOEXEC,
+            attrs as libc::c_uint,
+        )
+    };
     cvt(r).map(|fd| fd as RawFd)
 }
 
@@ -162,7 +188,12 @@ pub fn fstatat_nofollow(dirfd: RawFd, path: &CStr) -> Result<libc::stat, Errno> 
     // SAFETY: as for lstat.
     unsafe {
         let mut st: libc::stat = std::mem::zeroed();
-        cvt_int(libc::fstatat(dirfd, path.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW))?;
+        cvt_int(libc::fstatat(
+            dirfd,
+            path.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        ))?;
         Ok(st)
     }
 }

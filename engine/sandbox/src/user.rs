@@ -26,7 +26,10 @@ pub struct UserSpec {
 impl UserSpec {
     /// `root`.
     pub fn root() -> Self {
-        UserSpec { user: "root".into(), group: None }
+        UserSpec {
+            user: "root".into(),
+            group: None,
+        }
     }
 
     /// Parses `name|uid[:group|gid]`; an empty string means root.
@@ -40,9 +43,15 @@ impl UserSpec {
             None => (s, None),
         };
         if user.is_empty() || group.is_some_and(str::is_empty) {
-            return Err(Error::User { spec: s.into(), reason: "expected name|uid[:group|gid]".into() });
+            return Err(Error::User {
+                spec: s.into(),
+                reason: "expected name|uid[:group|gid]".into(),
+            });
         }
-        Ok(UserSpec { user: user.into(), group: group.map(Into::into) })
+        Ok(UserSpec {
+            user: user.into(),
+            group: group.map(Into::into),
+        })
     }
 }
 
@@ -101,17 +110,20 @@ pub fn resolve_user(rootfs: &Rootfs, spec: &UserSpec) -> Result<ResolvedUser, Er
     let layers = rootfs_layers(rootfs);
     let passwd = read_db(&layers, "etc/passwd", parse_passwd)?;
     let groups = read_db(&layers, "etc/group", parse_group)?;
-    let err = |reason: String| Error::User { spec: spec.to_string(), reason };
+    let err = |reason: String| Error::User {
+        spec: spec.to_string(),
+        reason,
+    };
 
     let by_uid = spec.user.parse::<u32>().ok();
     let entry = match by_uid {
         Some(uid) => passwd.iter().find(|e| e.uid == uid),
-        None => Some(
-            passwd
-                .iter()
-                .find(|e| e.name == spec.user)
-                .ok_or_else(|| err(format!("no user {:?} in the rootfs's /etc/passwd", spec.user)))?,
-        ),
+        None => Some(passwd.iter().find(|e| e.name == spec.user).ok_or_else(|| {
+            err(format!(
+                "no user {:?} in the rootfs's /etc/passwd",
+                spec.user
+            ))
+        })?),
     };
     let uid = by_uid.unwrap_or_else(|| entry.map_or(0, |e| e.uid));
     let gid = match &spec.group {
@@ -147,7 +159,12 @@ fn parse_passwd(line: &str) -> Option<PasswdEntry> {
     if f.len() < 7 {
         return None;
     }
-    Some(PasswdEntry { name: f[0].into(), uid: f[2].parse().ok()?, gid: f[3].parse().ok()?, home: f[5].into() })
+    Some(PasswdEntry {
+        name: f[0].into(),
+        uid: f[2].parse().ok()?,
+        gid: f[3].parse().ok()?,
+        home: f[5].into(),
+    })
 }
 
 fn parse_group(line: &str) -> Option<GroupEntry> {
@@ -158,16 +175,31 @@ fn parse_group(line: &str) -> Option<GroupEntry> {
     Some(GroupEntry {
         name: f[0].into(),
         gid: f[2].parse().ok()?,
-        members: f[3].split(',').map(str::trim).filter(|m| !m.is_empty()).map(Into::into).collect(),
+        members: f[3]
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(Into::into)
+            .collect(),
     })
 }
 
-fn read_db<T>(layers: &[PathBuf], rel: &str, parse: fn(&str) -> Option<T>) -> Result<Vec<T>, Error> {
-    let Some(path) = find_in_layers(layers, rel).map_err(|source| Error::Io { what: format!("look up /{rel}"), source })?
+fn read_db<T>(
+    layers: &[PathBuf],
+    rel: &str,
+    parse: fn(&str) -> Option<T>,
+) -> Result<Vec<T>, Error> {
+    let Some(path) = find_in_layers(layers, rel).map_err(|source| Error::Io {
+        what: format!("look up /{rel}"),
+        source,
+    })?
     else {
         return Ok(Vec::new());
     };
-    let io = |source| Error::Io { what: format!("read {}", path.display()), source };
+    let io = |source| Error::Io {
+        what: format!("read {}", path.display()),
+        source,
+    };
     let file = fs::File::open(&path).map_err(io)?;
     let mut out = Vec::new();
     for line in BufReader::new(file).lines() {
@@ -187,7 +219,9 @@ fn read_db<T>(layers: &[PathBuf], rel: &str, parse: fn(&str) -> Option<T>) -> Re
 pub(crate) fn rootfs_layers(rootfs: &Rootfs) -> Vec<PathBuf> {
     match rootfs {
         Rootfs::Dir(d) => vec![d.clone()],
-        Rootfs::Overlay { lowers, upper, .. } => std::iter::once(upper.clone()).chain(lowers.iter().cloned()).collect(),
+        Rootfs::Overlay { lowers, upper, .. } => std::iter::once(upper.clone())
+            .chain(lowers.iter().cloned())
+            .collect(),
     }
 }
 
@@ -198,7 +232,9 @@ pub(crate) fn is_opaque_dir(path: &Path) -> bool {
 
 /// Whether `path` has the extended attribute `name` (symlinks are not followed).
 pub(crate) fn has_xattr(path: &Path, name: &std::ffi::CStr) -> bool {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
     // SAFETY: both strings are NUL-terminated; a zero-sized query writes nothing.
     unsafe { libc::lgetxattr(c.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) >= 0 }
 }
@@ -218,7 +254,9 @@ fn layered_lstat(layers: &[PathBuf], comps: &[Vec<u8>]) -> std::io::Result<Found
             p.push(OsStr::from_bytes(c));
             let last = i + 1 == comps.len();
             match fs::symlink_metadata(&p) {
-                Ok(m) if m.file_type().is_char_device() && m.rdev() == 0 => return Ok(Found::Absent),
+                Ok(m) if m.file_type().is_char_device() && m.rdev() == 0 => {
+                    return Ok(Found::Absent);
+                }
                 Ok(m) if last => return Ok(Found::Entry(p, m)),
                 Ok(m) if !m.is_dir() => {
                     blocked = true;
@@ -284,7 +322,10 @@ pub(crate) fn find_in_layers(layers: &[PathBuf], rel: &str) -> std::io::Result<O
 }
 
 fn split(p: &[u8]) -> Vec<Vec<u8>> {
-    p.split(|b| *b == b'/').filter(|c| !c.is_empty()).map(<[u8]>::to_vec).collect()
+    p.split(|b| *b == b'/')
+        .filter(|c| !c.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
 }
 
 #[cfg(test)]
@@ -300,7 +341,13 @@ mod tests {
     #[test]
     fn parse_user_specs() {
         assert_eq!(UserSpec::parse("").unwrap(), UserSpec::root());
-        assert_eq!(UserSpec::parse("1000:50").unwrap(), UserSpec { user: "1000".into(), group: Some("50".into()) });
+        assert_eq!(
+            UserSpec::parse("1000:50").unwrap(),
+            UserSpec {
+                user: "1000".into(),
+                group: Some("50".into())
+            }
+        );
         assert!(UserSpec::parse(":x").is_err());
         assert!(UserSpec::parse("a:").is_err());
         assert_eq!(UserSpec::parse("bob").unwrap().to_string(), "bob");
@@ -314,35 +361,69 @@ mod tests {
             &low.join("etc/passwd"),
             "root:x:0:0:root:/root:/bin/sh\nbob:x:1000:1000::/home/bob:/bin/sh\n",
         );
-        write(&low.join("etc/group"), "root:x:0:\nbob:x:1000:\nwheel:x:10:bob,alice\naudio:x:29:bob\n");
+        write(
+            &low.join("etc/group"),
+            "root:x:0:\nbob:x:1000:\nwheel:x:10:bob,alice\naudio:x:29:bob\n",
+        );
         fs::create_dir_all(&up).unwrap();
-        let rootfs = Rootfs::Overlay { lowers: vec![low.clone()], upper: up.clone(), work: t.path().join("w") };
+        let rootfs = Rootfs::Overlay {
+            lowers: vec![low.clone()],
+            upper: up.clone(),
+            work: t.path().join("w"),
+        };
         let r = resolve_user(&rootfs, &UserSpec::parse("bob").unwrap()).unwrap();
-        assert_eq!((r.uid, r.gid, r.groups.clone(), r.home.as_str()), (1000, 1000, vec![10, 29], "/home/bob"));
+        assert_eq!(
+            (r.uid, r.gid, r.groups.clone(), r.home.as_str()),
+            (1000, 1000, vec![10, 29], "/home/bob")
+        );
         let r = resolve_user(&rootfs, &UserSpec::parse("1000:wheel").unwrap()).unwrap();
         assert_eq!((r.uid, r.gid), (1000, 10));
         let r = resolve_user(&rootfs, &UserSpec::parse("4242").unwrap()).unwrap();
-        assert_eq!((r.uid, r.gid, r.home.as_str(), r.name.clone()), (4242, 0, "/", None));
+        assert_eq!(
+            (r.uid, r.gid, r.home.as_str(), r.name.clone()),
+            (4242, 0, "/", None)
+        );
         assert!(resolve_user(&rootfs, &UserSpec::parse("nobody").unwrap()).is_err());
         assert!(resolve_user(&rootfs, &UserSpec::parse("bob:nogroup").unwrap()).is_err());
 
         // A newer passwd in the upper dir wins.
-        write(&up.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\ncarol:x:7:7::/c:/bin/sh\n");
+        write(
+            &up.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\ncarol:x:7:7::/c:/bin/sh\n",
+        );
         assert!(resolve_user(&rootfs, &UserSpec::parse("bob").unwrap()).is_err());
-        assert_eq!(resolve_user(&rootfs, &UserSpec::parse("carol").unwrap()).unwrap().uid, 7);
+        assert_eq!(
+            resolve_user(&rootfs, &UserSpec::parse("carol").unwrap())
+                .unwrap()
+                .uid,
+            7
+        );
         // A whiteout hides it altogether.
         fs::remove_file(up.join("etc/passwd")).unwrap();
-        nix::sys::stat::mknod(&up.join("etc/passwd"), nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::empty(), 0)
-            .unwrap();
+        nix::sys::stat::mknod(
+            &up.join("etc/passwd"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::empty(),
+            0,
+        )
+        .unwrap();
         assert!(resolve_user(&rootfs, &UserSpec::parse("bob").unwrap()).is_err());
-        assert_eq!(resolve_user(&rootfs, &UserSpec::parse("0").unwrap()).unwrap().home, "/");
+        assert_eq!(
+            resolve_user(&rootfs, &UserSpec::parse("0").unwrap())
+                .unwrap()
+                .home,
+            "/"
+        );
     }
 
     #[test]
     fn symlinks_stay_inside_the_rootfs() {
         let t = tempfile::tempdir().unwrap();
         let d = t.path().join("root");
-        write(&d.join("usr/etc/passwd"), "root:x:0:0:root:/rootdir:/bin/sh\n");
+        write(
+            &d.join("usr/etc/passwd"),
+            "root:x:0:0:root:/rootdir:/bin/sh\n",
+        );
         symlink("/usr/etc", d.join("etc")).unwrap();
         let r = resolve_user(&Rootfs::Dir(d.clone()), &UserSpec::root()).unwrap();
         assert_eq!(r.home, "/rootdir");

@@ -11,7 +11,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use kiln_sandbox::{
-    Canceller, Error, ExtraMount, FileSource, LineTail, Network, Output, Rootfs, RunOutcome, RunSpec, UserSpec,
+    Canceller, Error, ExtraMount, FileSource, LineTail, Network, Output, Rootfs, RunOutcome,
+    RunSpec, UserSpec,
 };
 use tempfile::TempDir;
 
@@ -29,9 +30,16 @@ fn make_busybox(root: &Path) {
         }
     }
     fs::create_dir_all(root.join("etc")).unwrap();
-    fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
-        .unwrap();
-    fs::write(root.join("etc/group"), "root:x:0:\nstaff:x:4000:nobody\nnogroup:x:65534:\n").unwrap();
+    fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )
+    .unwrap();
+    fs::write(
+        root.join("etc/group"),
+        "root:x:0:\nstaff:x:4000:nobody\nnogroup:x:65534:\n",
+    )
+    .unwrap();
     fs::create_dir_all(root.join("root")).unwrap();
     fs::set_permissions(root.join("root"), fs::Permissions::from_mode(0o700)).unwrap();
     fs::create_dir_all(root.join("tmp")).unwrap();
@@ -44,7 +52,10 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
-        let dir = tempfile::Builder::new().prefix("kiln-sbx-test").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("kiln-sbx-test")
+            .tempdir()
+            .unwrap();
         make_busybox(&dir.path().join("lower"));
         fs::create_dir(dir.path().join("upper")).unwrap();
         fs::create_dir(dir.path().join("work")).unwrap();
@@ -60,7 +71,11 @@ impl Fixture {
         self.path("upper")
     }
     fn overlay(&self) -> Rootfs {
-        Rootfs::Overlay { lowers: vec![self.lower()], upper: self.upper(), work: self.path("work") }
+        Rootfs::Overlay {
+            lowers: vec![self.lower()],
+            upper: self.upper(),
+            work: self.path("work"),
+        }
     }
     /// Every path in the upper dir, relative, sorted.
     fn upper_tree(&self) -> Vec<String> {
@@ -118,14 +133,20 @@ fn run_ok(spec: RunSpec<'_>) -> (RunOutcome, String) {
 #[test]
 fn root_inside_own_hostname_and_pid_namespace() {
     let f = Fixture::new();
-    let mut spec = RunSpec::new(f.overlay(), sh("id -u; id -g; hostname; cat /etc/hostname; ls /proc"));
+    let mut spec = RunSpec::new(
+        f.overlay(),
+        sh("id -u; id -g; hostname; cat /etc/hostname; ls /proc"),
+    );
     spec.hostname = "stepbox".into();
     let (_, out) = run_ok(spec);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(&lines[..4], &["0", "0", "stepbox", "stepbox"], "{out}");
     let pids: Vec<u32> = lines[4..].iter().filter_map(|l| l.parse().ok()).collect();
     // pid 1 (the reaper), sh, and possibly ls as a separate process: nothing from the host.
-    assert!(pids.contains(&1) && pids.len() <= 3 && pids.iter().all(|p| *p < 10), "{pids:?}");
+    assert!(
+        pids.contains(&1) && pids.len() <= 3 && pids.iter().all(|p| *p < 10),
+        "{pids:?}"
+    );
 }
 
 #[test]
@@ -133,16 +154,38 @@ fn overlay_writes_land_in_upper_and_stubs_do_not() {
     let f = Fixture::new();
     let spec = RunSpec::new(
         f.overlay(),
-        sh("echo data > /root/new && cat /etc/hosts && test -s /etc/resolv.conf && mkdir -p /var/lib/x"),
+        sh(
+            "echo data > /root/new && cat /etc/hosts && test -s /etc/resolv.conf && mkdir -p /var/lib/x",
+        ),
     );
     let (o, out) = run_ok(spec);
-    assert!(out.contains("127.0.0.1\tlocalhost") && out.contains("127.0.1.1\tkiln"), "{out}");
-    assert_eq!(fs::read_to_string(f.upper().join("root/new")).unwrap(), "data\n");
+    assert!(
+        out.contains("127.0.0.1\tlocalhost") && out.contains("127.0.1.1\tkiln"),
+        "{out}"
+    );
+    assert_eq!(
+        fs::read_to_string(f.upper().join("root/new")).unwrap(),
+        "data\n"
+    );
     assert!(!f.lower().join("root/new").exists());
     // Only the step's changes: no /etc (copy-up undone), no /proc, /dev, /sys stubs.
-    assert_eq!(f.upper_tree(), vec!["root", "root/new", "var", "var/lib", "var/lib/x"]);
-    let created: Vec<String> = o.created_paths.iter().map(|p| p.display().to_string()).collect();
-    for p in ["/proc", "/dev", "/sys", "/etc/resolv.conf", "/etc/hosts", "/etc/hostname"] {
+    assert_eq!(
+        f.upper_tree(),
+        vec!["root", "root/new", "var", "var/lib", "var/lib/x"]
+    );
+    let created: Vec<String> = o
+        .created_paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    for p in [
+        "/proc",
+        "/dev",
+        "/sys",
+        "/etc/resolv.conf",
+        "/etc/hosts",
+        "/etc/hostname",
+    ] {
         assert!(created.contains(&p.to_string()), "{created:?}");
     }
     // A second step on the same upper still sees the first one's file.
@@ -155,12 +198,18 @@ fn existing_etc_files_are_shadowed_not_copied_up() {
     let f = Fixture::new();
     fs::write(f.lower().join("etc/hosts"), "ORIGINAL\n").unwrap();
     fs::write(f.lower().join("etc/hostname"), "orig\n").unwrap();
-    let mut spec = RunSpec::new(f.overlay(), sh("cat /etc/hosts /etc/hostname; echo more >> /etc/hosts"));
+    let mut spec = RunSpec::new(
+        f.overlay(),
+        sh("cat /etc/hosts /etc/hostname; echo more >> /etc/hosts"),
+    );
     spec.hostname = "h2".into();
     let (o, out) = run_ok(spec);
     assert!(!out.contains("ORIGINAL") && out.contains("h2"), "{out}");
     assert!(f.upper_tree().is_empty(), "{:?}", f.upper_tree());
-    assert_eq!(fs::read_to_string(f.lower().join("etc/hosts")).unwrap(), "ORIGINAL\n");
+    assert_eq!(
+        fs::read_to_string(f.lower().join("etc/hosts")).unwrap(),
+        "ORIGINAL\n"
+    );
     assert!(!o.created_paths.iter().any(|p| p.starts_with("/etc/hosts")));
 }
 
@@ -179,19 +228,37 @@ fn whiteout_under_a_mount_point_is_restored() {
     let (_, out) = run_ok(RunSpec::new(f.overlay(), sh("cat /etc/hosts")));
     assert!(out.contains("localhost"), "{out}");
     let m = fs::symlink_metadata(f.upper().join("etc/hosts")).unwrap();
-    assert!(m.file_type().is_char_device() && m.rdev() == 0, "whiteout not restored");
+    assert!(
+        m.file_type().is_char_device() && m.rdev() == 0,
+        "whiteout not restored"
+    );
     assert_eq!(f.upper_tree(), vec!["etc", "etc/hosts"]);
 }
 
 #[test]
 fn dangling_symlink_targets_resolve_inside_the_rootfs() {
     let f = Fixture::new();
-    symlink("../run/systemd/resolve/stub-resolv.conf", f.lower().join("etc/resolv.conf")).unwrap();
-    let (o, out) = run_ok(RunSpec::new(f.overlay(), sh("cat /etc/resolv.conf; ls -l /etc/resolv.conf")));
+    symlink(
+        "../run/systemd/resolve/stub-resolv.conf",
+        f.lower().join("etc/resolv.conf"),
+    )
+    .unwrap();
+    let (o, out) = run_ok(RunSpec::new(
+        f.overlay(),
+        sh("cat /etc/resolv.conf; ls -l /etc/resolv.conf"),
+    ));
     assert!(out.contains("nameserver"), "{out}");
-    assert!(out.contains("-> ../run/systemd/resolve/stub-resolv.conf"), "{out}");
+    assert!(
+        out.contains("-> ../run/systemd/resolve/stub-resolv.conf"),
+        "{out}"
+    );
     assert!(f.upper_tree().is_empty(), "{:?}", f.upper_tree());
-    assert!(o.created_paths.contains(&PathBuf::from("/run/systemd/resolve/stub-resolv.conf")), "{:?}", o.created_paths);
+    assert!(
+        o.created_paths
+            .contains(&PathBuf::from("/run/systemd/resolve/stub-resolv.conf")),
+        "{:?}",
+        o.created_paths
+    );
 }
 
 #[test]
@@ -211,33 +278,58 @@ fn exec_failures_are_errors() {
     let (r, _, _) = run_capture(RunSpec::new(f.overlay(), vec!["no-such-command".into()]));
     match r {
         Err(Error::Exec { argv0, errno }) => {
-            assert_eq!((argv0.as_str(), errno), ("no-such-command", nix::errno::Errno::ENOENT))
+            assert_eq!(
+                (argv0.as_str(), errno),
+                ("no-such-command", nix::errno::Errno::ENOENT)
+            )
         }
         other => panic!("{other:?}"),
     }
     fs::write(f.lower().join("root/script"), "#!/bin/sh\n").unwrap();
     let (r, _, _) = run_capture(RunSpec::new(f.overlay(), vec!["/root/script".into()]));
-    assert!(matches!(r, Err(Error::Exec { errno: nix::errno::Errno::EACCES, .. })), "{r:?}");
+    assert!(
+        matches!(
+            r,
+            Err(Error::Exec {
+                errno: nix::errno::Errno::EACCES,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
 }
 
 #[test]
 fn setup_errors_name_what_failed() {
     let f = Fixture::new();
     let mut spec = RunSpec::new(f.overlay(), sh("true"));
-    spec.mounts.push(ExtraMount::Tmpfs { target: "/etc/passwd/sub".into(), size: None });
+    spec.mounts.push(ExtraMount::Tmpfs {
+        target: "/etc/passwd/sub".into(),
+        size: None,
+    });
     let (r, _, _) = run_capture(spec);
     let msg = r.unwrap_err().to_string();
-    assert!(msg.contains("create mount point /etc/passwd") && msg.contains("ENOTDIR"), "{msg}");
+    assert!(
+        msg.contains("create mount point /etc/passwd") && msg.contains("ENOTDIR"),
+        "{msg}"
+    );
     assert!(f.upper_tree().is_empty(), "{:?}", f.upper_tree());
 
     // An overlay whose work dir is on another filesystem than its upper dir.
     let shm = tempfile::tempdir_in("/dev/shm").unwrap();
     let spec = RunSpec::new(
-        Rootfs::Overlay { lowers: vec![f.lower()], upper: f.upper(), work: shm.path().to_path_buf() },
+        Rootfs::Overlay {
+            lowers: vec![f.lower()],
+            upper: f.upper(),
+            work: shm.path().to_path_buf(),
+        },
         sh("true"),
     );
     let msg = run_capture(spec).0.unwrap_err().to_string();
-    assert!(msg.starts_with("mount overlay on ") && msg.contains("workdir"), "{msg}");
+    assert!(
+        msg.starts_with("mount overlay on ") && msg.contains("workdir"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -245,7 +337,10 @@ fn background_processes_do_not_survive() {
     let f = Fixture::new();
     let token = format!("{}", 900000 + std::process::id() % 90000);
     let start = Instant::now();
-    let (_, out) = run_ok(RunSpec::new(f.overlay(), sh(&format!("sleep {token} & echo started"))));
+    let (_, out) = run_ok(RunSpec::new(
+        f.overlay(),
+        sh(&format!("sleep {token} & echo started")),
+    ));
     assert_eq!(out, "started\n");
     assert!(start.elapsed() < Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(100));
@@ -271,9 +366,16 @@ fn network_none_has_no_route_and_no_loopback() {
     );
     spec.network = Network::None;
     let (_, out) = run_ok(spec);
-    assert_eq!(out.lines().collect::<Vec<_>>(), vec!["0", "0x8", "lo", "failed"], "{out}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        vec!["0", "0x8", "lo", "failed"],
+        "{out}"
+    );
     listener.set_nonblocking(true).unwrap();
-    assert!(listener.accept().is_err(), "a connection arrived from a step without network");
+    assert!(
+        listener.accept().is_err(),
+        "a connection arrived from a step without network"
+    );
 
     // The same probe on the host network does reach the listener (so the check above means
     // something).
@@ -286,32 +388,52 @@ fn network_none_has_no_route_and_no_loopback() {
     });
     let mut spec = RunSpec::new(
         f.overlay(),
-        sh(&format!("grep -v Iface /proc/net/route | wc -l; echo hi | nc -w 1 127.0.0.1 {port}; true")),
+        sh(&format!(
+            "grep -v Iface /proc/net/route | wc -l; echo hi | nc -w 1 127.0.0.1 {port}; true"
+        )),
     );
     spec.network = Network::Host;
     let (_, out) = run_ok(spec);
-    assert!(out.trim().parse::<u32>().unwrap() > 0, "the host network has no routes: {out}");
+    assert!(
+        out.trim().parse::<u32>().unwrap() > 0,
+        "the host network has no routes: {out}"
+    );
     assert_eq!(&server.join().unwrap(), b"hi\n");
 }
 
 #[test]
 fn network_private_has_lo_up() {
     let f = Fixture::new();
-    let mut spec = RunSpec::new(f.overlay(), sh("cat /sys/class/net/lo/flags; ip link show lo; cat /etc/resolv.conf"));
+    let mut spec = RunSpec::new(
+        f.overlay(),
+        sh("cat /sys/class/net/lo/flags; ip link show lo; cat /etc/resolv.conf"),
+    );
     spec.network = Network::Private;
     let (_, out) = run_ok(spec);
-    assert!(out.starts_with("0x9\n") && out.contains("LOOPBACK,UP"), "{out}");
-    assert!(out.contains("nameserver") && !out.contains("nameserver 127."), "{out}");
+    assert!(
+        out.starts_with("0x9\n") && out.contains("LOOPBACK,UP"),
+        "{out}"
+    );
+    assert!(
+        out.contains("nameserver") && !out.contains("nameserver 127."),
+        "{out}"
+    );
 }
 
 #[test]
 fn user_groups_and_cwd() {
     let f = Fixture::new();
-    let mut spec = RunSpec::new(f.overlay(), sh("id -u; id -g; id -G; pwd; echo $HOME; touch mine"));
+    let mut spec = RunSpec::new(
+        f.overlay(),
+        sh("id -u; id -g; id -G; pwd; echo $HOME; touch mine"),
+    );
     spec.user = UserSpec::parse("nobody").unwrap();
     spec.cwd = "/work/dir".into();
     let (_, out) = run_ok(spec);
-    assert_eq!(out.lines().collect::<Vec<_>>(), vec!["65534", "65534", "65534 4000", "/work/dir", "/nonexistent"]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        vec!["65534", "65534", "65534 4000", "/work/dir", "/nonexistent"]
+    );
     for p in ["work", "work/dir", "work/dir/mine"] {
         let m = fs::metadata(f.upper().join(p)).unwrap();
         assert_eq!((m.uid(), m.gid()), (65534, 65534), "{p}");
@@ -320,7 +442,10 @@ fn user_groups_and_cwd() {
     spec.user = UserSpec::parse("1234:staff").unwrap();
     let (_, out) = run_ok(spec);
     assert_eq!(out, "1234\n4000\n");
-    let spec = RunSpec { user: UserSpec::parse("nosuchuser").unwrap(), ..RunSpec::new(f.overlay(), sh("true")) };
+    let spec = RunSpec {
+        user: UserSpec::parse("nosuchuser").unwrap(),
+        ..RunSpec::new(f.overlay(), sh("true"))
+    };
     assert!(matches!(run_capture(spec).0, Err(Error::User { .. })));
 }
 
@@ -335,10 +460,12 @@ fn extra_mounts_work_and_leave_nothing_in_the_layer() {
     fs::write(host.join("single"), "single\n").unwrap();
     let mut spec = RunSpec::new(
         f.overlay(),
-        sh("cat /run/secrets/token; stat -c '%a %u' /run/secrets/token; cat /etc/ssl/ca.pem; \
+        sh(
+            "cat /run/secrets/token; stat -c '%a %u' /run/secrets/token; cat /etc/ssl/ca.pem; \
             cat /mnt/ro/file; touch /mnt/ro/x 2>/dev/null && echo ro-writable; \
             echo out > /mnt/rw/made; echo t > /cache/t; cat /opt/single; \
-            echo y > /run/secrets/token 2>/dev/null || echo secret-ro"),
+            echo y > /run/secrets/token 2>/dev/null || echo secret-ro",
+        ),
     );
     spec.mounts = vec![
         ExtraMount::File {
@@ -355,22 +482,57 @@ fn extra_mounts_work_and_leave_nothing_in_the_layer() {
             uid: 0,
             gid: 0,
         },
-        ExtraMount::BindDir { src: host.join("ro"), target: "/mnt/ro".into(), readonly: true },
-        ExtraMount::BindDir { src: host.join("rw"), target: "/mnt/rw".into(), readonly: false },
-        ExtraMount::Tmpfs { target: "/cache".into(), size: Some(1 << 20) },
-        ExtraMount::BindFile { src: host.join("single"), target: "/opt/single".into(), readonly: true },
+        ExtraMount::BindDir {
+            src: host.join("ro"),
+            target: "/mnt/ro".into(),
+            readonly: true,
+        },
+        ExtraMount::BindDir {
+            src: host.join("rw"),
+            target: "/mnt/rw".into(),
+            readonly: false,
+        },
+        ExtraMount::Tmpfs {
+            target: "/cache".into(),
+            size: Some(1 << 20),
+        },
+        ExtraMount::BindFile {
+            src: host.join("single"),
+            target: "/opt/single".into(),
+            readonly: true,
+        },
     ];
     let (o, out) = run_ok(spec);
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
-        vec!["s3cret", "400 0", "CERT", "from host", "single", "secret-ro"],
+        vec![
+            "s3cret",
+            "400 0",
+            "CERT",
+            "from host",
+            "single",
+            "secret-ro"
+        ],
         "{out}"
     );
     assert_eq!(fs::read_to_string(host.join("rw/made")).unwrap(), "out\n");
     assert!(!host.join("ro/x").exists());
     assert!(f.upper_tree().is_empty(), "{:?}", f.upper_tree());
-    for p in ["/run", "/run/secrets", "/run/secrets/token", "/etc/ssl", "/etc/ssl/ca.pem", "/mnt/ro", "/cache", "/opt/single"] {
-        assert!(o.created_paths.contains(&PathBuf::from(p)), "{p} not in {:?}", o.created_paths);
+    for p in [
+        "/run",
+        "/run/secrets",
+        "/run/secrets/token",
+        "/etc/ssl",
+        "/etc/ssl/ca.pem",
+        "/mnt/ro",
+        "/cache",
+        "/opt/single",
+    ] {
+        assert!(
+            o.created_paths.contains(&PathBuf::from(p)),
+            "{p} not in {:?}",
+            o.created_paths
+        );
     }
 }
 
@@ -378,7 +540,10 @@ fn extra_mounts_work_and_leave_nothing_in_the_layer() {
 fn created_dir_filled_by_the_step_is_kept() {
     let f = Fixture::new();
     let mut spec = RunSpec::new(f.overlay(), sh("echo keep > /run/kept"));
-    spec.mounts = vec![ExtraMount::Tmpfs { target: "/run/cache".into(), size: None }];
+    spec.mounts = vec![ExtraMount::Tmpfs {
+        target: "/run/cache".into(),
+        size: None,
+    }];
     let (o, _) = run_ok(spec);
     assert_eq!(f.upper_tree(), vec!["run", "run/kept"]);
     assert!(o.created_paths.contains(&PathBuf::from("/run/cache")));
@@ -389,10 +554,20 @@ fn created_dir_filled_by_the_step_is_kept() {
 fn dir_rootfs_runs_in_place() {
     let f = Fixture::new();
     let root = f.lower();
-    let (o, out) = run_ok(RunSpec::new(Rootfs::Dir(root.clone()), sh("echo hi > /root/f; hostname; cat /etc/hosts | wc -l")));
+    let (o, out) = run_ok(RunSpec::new(
+        Rootfs::Dir(root.clone()),
+        sh("echo hi > /root/f; hostname; cat /etc/hosts | wc -l"),
+    ));
     assert_eq!(out, "kiln\n3\n");
     assert_eq!(fs::read_to_string(root.join("root/f")).unwrap(), "hi\n");
-    for p in ["proc", "dev", "sys", "etc/hosts", "etc/resolv.conf", "etc/hostname"] {
+    for p in [
+        "proc",
+        "dev",
+        "sys",
+        "etc/hosts",
+        "etc/resolv.conf",
+        "etc/hostname",
+    ] {
         assert!(!root.join(p).exists(), "{p} left in the rootfs");
     }
     assert_eq!(o.created_paths.len(), 6);
@@ -444,8 +619,15 @@ fn concurrent_runs_from_many_threads() {
             std::thread::spawn(move || {
                 fs::create_dir_all(base.join("u")).unwrap();
                 fs::create_dir_all(base.join("w")).unwrap();
-                let rootfs = Rootfs::Overlay { lowers: vec![lower], upper: base.join("u"), work: base.join("w") };
-                let (o, out) = run_ok(RunSpec::new(rootfs, sh(&format!("echo {i} > /root/n; cat /root/n"))));
+                let rootfs = Rootfs::Overlay {
+                    lowers: vec![lower],
+                    upper: base.join("u"),
+                    work: base.join("w"),
+                };
+                let (o, out) = run_ok(RunSpec::new(
+                    rootfs,
+                    sh(&format!("echo {i} > /root/n; cat /root/n")),
+                ));
                 assert_eq!(out, format!("{i}\n"));
                 o.status
             })
@@ -461,7 +643,11 @@ fn concurrent_runs_from_many_threads() {
 fn example_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let p = exe.parent().unwrap().parent().unwrap().join("examples/run");
-    assert!(p.exists(), "{} missing: cargo test builds examples", p.display());
+    assert!(
+        p.exists(),
+        "{} missing: cargo test builds examples",
+        p.display()
+    );
     p
 }
 
@@ -493,7 +679,11 @@ fn owned_fixture(user: &str) -> (Fixture, PathBuf) {
     let bin = f.path("run");
     fs::copy(example_bin(), &bin).unwrap();
     fs::set_permissions(f.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let st = Command::new("chown").args(["-R", &format!("{user}:{user}")]).arg(f.dir.path()).status().unwrap();
+    let st = Command::new("chown")
+        .args(["-R", &format!("{user}:{user}")])
+        .arg(f.dir.path())
+        .status()
+        .unwrap();
     assert!(st.success());
     (f, bin)
 }
@@ -512,7 +702,12 @@ fn unprivileged_user_without_subids() {
         .arg("--work")
         .arg(f.path("work"))
         .arg(f.lower())
-        .args(["--", "sh", "-c", "id -u; cat /proc/self/uid_map; echo x > /root/y"])
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "id -u; cat /proc/self/uid_map; echo x > /root/y",
+        ])
         .env("TMPDIR", f.dir.path())
         .output()
         .unwrap();
@@ -522,7 +717,10 @@ fn unprivileged_user_without_subids() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines[0], "0");
     let uid = fs::metadata(f.dir.path()).unwrap().uid();
-    assert_eq!(lines[1].split_whitespace().collect::<Vec<_>>(), vec!["0".to_string(), uid.to_string(), "1".into()]);
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        vec!["0".to_string(), uid.to_string(), "1".into()]
+    );
     assert_eq!(f.upper_tree(), vec!["root", "root/y"]);
     assert_eq!(fs::metadata(f.upper().join("root/y")).unwrap().uid(), uid);
 
@@ -560,10 +758,17 @@ fn unprivileged_user_with_subids() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "stdout {stdout} stderr {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stdout {stdout} stderr {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(stdout.trim(), "65534");
     // Container uid 65534 is the 65534th subordinate id (container 1 = the range's start).
-    assert_eq!(fs::metadata(f.upper().join("tmp/w/f")).unwrap().uid(), start + 65533);
+    assert_eq!(
+        fs::metadata(f.upper().join("tmp/w/f")).unwrap().uid(),
+        start + 65533
+    );
 }
 
 #[test]
@@ -596,8 +801,46 @@ fn sigterm_to_the_caller_stops_the_step() {
         for e in fs::read_dir("/proc").unwrap().flatten() {
             if let Ok(cmd) = fs::read(e.path().join("cmdline")) {
                 let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-                assert!(!cmd.contains(&format!("sleep {token}")), "survivor after signal {sig}: {cmd}");
+                assert!(
+                    !cmd.contains(&format!("sleep {token}")),
+                    "survivor after signal {sig}: {cmd}"
+                );
             }
         }
     }
+}
+
+#[test]
+fn real_root_without_a_user_namespace() {
+    assert_eq!(
+        kiln_sandbox::IdMap::detect(kiln_sandbox::UserNs::Auto)
+            .unwrap()
+            .kind,
+        kiln_sandbox::IdMapKind::Identity
+    );
+    let f = Fixture::new();
+    let mut spec = RunSpec::new(
+        f.overlay(),
+        sh("cat /proc/self/uid_map; mkdir /opaque-test; rm -rf /root; mkdir /root"),
+    );
+    spec.userns = kiln_sandbox::UserNs::Disabled;
+    let (_, out) = run_ok(spec);
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        vec!["0", "0", "4294967295"]
+    );
+    // Without a user namespace overlayfs marks the re-created directory opaque with trusted.*.
+    let opaque = f.upper().join("root");
+    let c = std::ffi::CString::new(opaque.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: NUL-terminated strings; a zero-sized query.
+    let r = unsafe {
+        libc::lgetxattr(
+            c.as_ptr(),
+            c"trusted.overlay.opaque".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    assert!(r > 0, "no trusted.overlay.opaque on {}", opaque.display());
+    assert_eq!(f.upper_tree(), vec!["opaque-test", "root"]);
 }
