@@ -31,7 +31,11 @@ fn strings(v: Option<&Value>, what: &str) -> Result<Vec<String>> {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(a)) => a
             .iter()
-            .map(|x| x.as_str().map(str::to_string).ok_or_else(|| Error::InvalidInput(format!("image config {what} holds a non-string"))))
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| Error::InvalidInput(format!("image config {what} holds a non-string")))
+            })
             .collect(),
         Some(_) => Err(Error::InvalidInput(format!("image config {what} is not a list"))),
     }
@@ -40,7 +44,9 @@ fn strings(v: Option<&Value>, what: &str) -> Result<Vec<String>> {
 /// Parse an OCI image config.
 pub fn parse_config(bytes: &[u8]) -> Result<ImageConfig> {
     let v: Value = serde_json::from_slice(bytes).map_err(|e| Error::InvalidInput(format!("image config is not JSON: {e}")))?;
-    let top = v.as_object().ok_or_else(|| Error::InvalidInput("image config is not a JSON object".into()))?;
+    let top = v
+        .as_object()
+        .ok_or_else(|| Error::InvalidInput("image config is not a JSON object".into()))?;
     let architecture = top
         .get("architecture")
         .and_then(Value::as_str)
@@ -57,7 +63,9 @@ pub fn parse_config(bytes: &[u8]) -> Result<ImageConfig> {
         None | Some(Value::Null) => {}
         Some(Value::Object(m)) => {
             for (k, v) in m {
-                let s = v.as_str().ok_or_else(|| Error::InvalidInput(format!("label {k} is not a string")))?;
+                let s = v
+                    .as_str()
+                    .ok_or_else(|| Error::InvalidInput(format!("label {k} is not a string")))?;
                 labels.insert(k.clone(), s.to_string());
             }
         }
@@ -171,8 +179,14 @@ exec "$@"
 /// `/.singularity.d/runscript` for an image's ENTRYPOINT and CMD.
 pub fn runscript(entrypoint: &[String], cmd: &[String]) -> String {
     let words = |argv: &[String]| argv.iter().map(|a| single_quote(a)).collect::<Vec<_>>().join(" ");
-    let body = RUNSCRIPT_BODY.replace("@CMD_WORDS@", &words(cmd)).replace("@ENTRYPOINT_WORDS@", &words(entrypoint));
-    format!("#!/bin/sh\nOCI_ENTRYPOINT={}\nOCI_CMD={}\n{body}", oci_value(entrypoint), oci_value(cmd))
+    let body = RUNSCRIPT_BODY
+        .replace("@CMD_WORDS@", &words(cmd))
+        .replace("@ENTRYPOINT_WORDS@", &words(entrypoint));
+    format!(
+        "#!/bin/sh\nOCI_ENTRYPOINT={}\nOCI_CMD={}\n{body}",
+        oci_value(entrypoint),
+        oci_value(cmd)
+    )
 }
 
 /// `/.singularity.d/startscript`.
@@ -192,7 +206,11 @@ done
 pub fn base_files() -> Vec<(&'static str, u16, String)> {
     let action = |tail: &str| format!("#!/bin/sh\n{SOURCE_ENV}{tail}");
     vec![
-        ("/.singularity.d/env/01-base.sh", 0o755, "#!/bin/sh\n# Sourced first; the base environment sets nothing.\n".to_string()),
+        (
+            "/.singularity.d/env/01-base.sh",
+            0o755,
+            "#!/bin/sh\n# Sourced first; the base environment sets nothing.\n".to_string(),
+        ),
         ("/.singularity.d/env/90-environment.sh", 0o755, ENVIRONMENT_SCRIPT.to_string()),
         (
             "/.singularity.d/env/95-apps.sh",
@@ -358,7 +376,13 @@ pub fn labels(i: &LabelInputs) -> BTreeMap<String, String> {
     set("org.label-schema.build-date", &crate::civil::label_date(i.time));
     set("org.label-schema.usage.singularity.deffile.bootstrap", "docker");
     set("org.label-schema.usage.singularity.deffile.from", i.from);
-    set("org.opencontainers.image.created", i.created.map(str::to_string).unwrap_or_else(|| crate::civil::rfc3339(i.time)).as_str());
+    set(
+        "org.opencontainers.image.created",
+        i.created
+            .map(str::to_string)
+            .unwrap_or_else(|| crate::civil::rfc3339(i.time))
+            .as_str(),
+    );
     set("org.opencontainers.image.architecture", i.arch);
     set("org.opencontainers.image.base.name", i.from);
     if !i.digest.is_empty() {
@@ -387,7 +411,10 @@ pub fn inspect_metadata(
     runscript: &str,
     startscript: &str,
 ) -> String {
-    let env: Map<String, Value> = environment.iter().map(|(k, v)| (k.to_string(), Value::String(v.to_string()))).collect();
+    let env: Map<String, Value> = environment
+        .iter()
+        .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+        .collect();
     json!({
         "data": {
             "attributes": {
@@ -406,7 +433,18 @@ pub fn inspect_metadata(
 /// `oci-config.json`: the image config's `config` with the OCI Go struct's field order, empty
 /// fields left out.
 pub fn oci_config_json(config: &Map<String, Value>) -> String {
-    const FIELDS: [&str; 10] = ["User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Volumes", "WorkingDir", "Labels", "StopSignal", "ArgsEscaped"];
+    const FIELDS: [&str; 10] = [
+        "User",
+        "ExposedPorts",
+        "Env",
+        "Entrypoint",
+        "Cmd",
+        "Volumes",
+        "WorkingDir",
+        "Labels",
+        "StopSignal",
+        "ArgsEscaped",
+    ];
     let mut parts = Vec::new();
     for f in FIELDS {
         let Some(v) = config.get(f) else { continue };
@@ -432,7 +470,12 @@ mod tests {
 
     fn sh(script: &str, args: &[&str], env: &[(&str, &str)]) -> String {
         let mut c = Command::new("/bin/sh");
-        c.arg("-c").arg(script).arg("sh").args(args).env_clear().env("PATH", "/usr/bin:/bin");
+        c.arg("-c")
+            .arg(script)
+            .arg("sh")
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin");
         for (k, v) in env {
             c.env(k, v);
         }
@@ -460,9 +503,8 @@ mod tests {
         assert!(s.starts_with("#!/bin/sh\nexport PATH=\"/opt/\\$x bin:/usr/bin:/bin\"\n"), "{s}");
         assert!(!s.contains("1BAD") && !s.contains("BAD-NAME"), "{s}");
         assert!(s.contains("export NOVALUE=\"${NOVALUE:-}\"\n"), "{s}");
-        let probe = format!(
-            "{s}\nprintf '%s|' \"$PATH\" \"$TRICKY\" \"$EMPTY\" \"$NOVALUE\" \"$HOSTWINS\" \"$EQ\"; env | grep -c '^EMPTY=$'"
-        );
+        let probe =
+            format!("{s}\nprintf '%s|' \"$PATH\" \"$TRICKY\" \"$EMPTY\" \"$NOVALUE\" \"$HOSTWINS\" \"$EQ\"; env | grep -c '^EMPTY=$'");
         let out = sh(&probe, &[], &[("HOSTWINS", "host"), ("PATH", "/host/bin")]);
         assert_eq!(out, "/opt/$x bin:/usr/bin:/bin|a \"q\" $HOME `id` \\ 'single'|||host|a=b|1\n");
     }
@@ -475,7 +517,11 @@ mod tests {
         let path = dir.join("runscript");
         std::fs::write(&path, &script).unwrap();
         let mut c = Command::new("/bin/sh");
-        c.arg(&path).args(args).env_clear().env("PATH", "/usr/bin:/bin").env("V", "expanded");
+        c.arg(&path)
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("V", "expanded");
         if no_eval {
             c.env("APPTAINER_NO_EVAL", "1");
         }
@@ -497,7 +543,10 @@ mod tests {
         assert!(run(&[], &[], &[], true).contains("no command"));
         assert!(run(&[], &[], &[], false).contains("no command"));
         let s = runscript(&["/bin/echo".into()], &["it's".into()]);
-        assert!(s.starts_with("#!/bin/sh\nOCI_ENTRYPOINT='\"/bin/echo\"'\nOCI_CMD='\"it'\"'\"'s\"'\n"), "{s}");
+        assert!(
+            s.starts_with("#!/bin/sh\nOCI_ENTRYPOINT='\"/bin/echo\"'\nOCI_CMD='\"it'\"'\"'s\"'\n"),
+            "{s}"
+        );
         assert!(runscript(&[], &[]).contains("OCI_ENTRYPOINT=''\nOCI_CMD=''\n"));
     }
 
@@ -508,7 +557,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cfg.architecture, "arm64");
-        assert_eq!(oci_config_json(&cfg.config), r#"{"User":"1000","Env":["PATH=/bin"],"Cmd":["sh"],"Volumes":{"/data":{}},"Labels":{"a":"1","b":"2"}}"#);
+        assert_eq!(
+            oci_config_json(&cfg.config),
+            r#"{"User":"1000","Env":["PATH=/bin"],"Cmd":["sh"],"Volumes":{"/data":{}},"Labels":{"a":"1","b":"2"}}"#
+        );
         let labels = labels(&LabelInputs {
             image: &cfg.labels,
             arch: "arm64",
@@ -524,7 +576,13 @@ mod tests {
         assert!(lj.starts_with("{\n\t\"a\": \"1\",\n\t\"b\": \"2\",\n"), "{lj}");
         let parsed: Value = serde_json::from_str(&lj).unwrap();
         assert_eq!(parsed["org.label-schema.usage.singularity.deffile.from"], "busybox:1");
-        let meta = inspect_metadata(&deffile("busybox:1"), &[("/.singularity.d/env/90-environment.sh", ENVIRONMENT_SCRIPT)], &labels, "rs", STARTSCRIPT);
+        let meta = inspect_metadata(
+            &deffile("busybox:1"),
+            &[("/.singularity.d/env/90-environment.sh", ENVIRONMENT_SCRIPT)],
+            &labels,
+            "rs",
+            STARTSCRIPT,
+        );
         let v: Value = serde_json::from_str(&meta).unwrap();
         assert_eq!(v["type"], "container");
         assert_eq!(v["data"]["attributes"]["deffile"], "bootstrap: docker\nfrom: busybox:1\n\n");

@@ -26,8 +26,20 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 }
 
 const WEEKDAYS: [&str; 7] = ["Thursday", "Friday", "Saturday", "Sunday", "Monday", "Tuesday", "Wednesday"];
-const MONTHS: [&str; 12] =
-    ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
 
 /// The build-date label format, Go layout `Monday_2_January_2006_15:4:5_MST`, in UTC.
 pub fn label_date(t: i64) -> String {
@@ -35,7 +47,13 @@ pub fn label_date(t: i64) -> String {
     let secs = t.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
     let weekday = WEEKDAYS[days.rem_euclid(7) as usize];
-    format!("{weekday}_{d}_{}_{y}_{:02}:{}:{}_UTC", MONTHS[m as usize - 1], secs / 3600, secs / 60 % 60, secs % 60)
+    format!(
+        "{weekday}_{d}_{}_{y}_{:02}:{}:{}_UTC",
+        MONTHS[m as usize - 1],
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 /// RFC 3339 in UTC with a `Z` suffix.

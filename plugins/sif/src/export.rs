@@ -7,7 +7,8 @@
 //! contents go straight into the squashfs data area and only metadata stays in memory.
 //!
 //! Options: `compression` = `gzip` (default, what Apptainer forces) | `zstd` | `xz`;
-//! `block-size` = squashfs block size in bytes or with a `K`/`M` suffix (default 128K).
+//! `block-size` = squashfs block size in bytes or with a `K`/`M` suffix (default 128K);
+//! `scheme` = `sif` (the host names the transport).
 
 use crate::apptainer::{self, ImageConfig};
 use crate::error::{Error, Result};
@@ -18,8 +19,8 @@ use crate::squashfs::{self, Compression, DataWriter, FileId, InodeKind, Meta, Sq
 use crate::tar::{Header, TarReader};
 use std::io::Read;
 
-/// Option names this exporter accepts.
-pub const OPTIONS: [&str; 2] = ["compression", "block-size"];
+/// Option names this exporter accepts (`scheme` is set by the host to the transport name).
+pub const OPTIONS: [&str; 3] = ["compression", "block-size", "scheme"];
 
 /// Parsed options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +33,10 @@ pub struct Settings {
 
 /// Parse the request's options; an unknown name or a bad value is invalid input.
 pub fn parse_options(options: &[(String, String)]) -> Result<Settings> {
-    let mut s = Settings { compression: Compression::Gzip, block_size: squashfs::DEFAULT_BLOCK_SIZE };
+    let mut s = Settings {
+        compression: Compression::Gzip,
+        block_size: squashfs::DEFAULT_BLOCK_SIZE,
+    };
     for (k, v) in options {
         match k.as_str() {
             "compression" => {
@@ -57,7 +61,14 @@ pub fn parse_options(options: &[(String, String)]) -> Result<Settings> {
                 }
                 s.block_size = n as u32;
             }
-            _ => return Err(Error::InvalidInput(format!("unknown option {k:?} (the sif exporter knows: {})", OPTIONS.join(", ")))),
+            "scheme" if v == "sif" => {}
+            "scheme" => return Err(Error::InvalidInput(format!("option scheme={v:?}: this exporter writes sif"))),
+            _ => {
+                return Err(Error::InvalidInput(format!(
+                    "unknown option {k:?} (the sif exporter knows: {})",
+                    OPTIONS.join(", ")
+                )));
+            }
         }
     }
     Ok(s)
@@ -86,10 +97,13 @@ pub trait Layers {
     fn open(&mut self, index: usize) -> Result<Box<dyn Read + '_>>;
 }
 
+/// Compresses independent blocks with an algorithm (the host's `codec.compress-blocks`).
+pub type Codec<'a> = dyn FnMut(Compression, &[Vec<u8>]) -> Result<Vec<Vec<u8>>> + 'a;
+
 /// Callbacks into the host.
 pub struct Hooks<'a> {
     /// Compress blocks with an algorithm.
-    pub codec: &'a mut dyn FnMut(Compression, &[Vec<u8>]) -> Result<Vec<Vec<u8>>>,
+    pub codec: &'a mut Codec<'a>,
     /// True when the user asked to stop.
     pub cancelled: &'a dyn Fn() -> bool,
     /// Report something worth a warning.
@@ -151,7 +165,18 @@ fn meta_of(h: &Header, clock: &Clock) -> Result<Meta> {
     let id = |v: u64, what: &str| {
         u32::try_from(v).map_err(|_| Error::InvalidInput(format!("{}: {what} {v} does not fit 32 bits", String::from_utf8_lossy(&h.path))))
     };
-    Ok(Meta { mode: (h.mode & 0o7777) as u16, uid: id(h.uid, "uid")?, gid: id(h.gid, "gid")?, mtime: clock.squash(h.mtime) })
+    Ok(Meta {
+        mode: (h.mode & 0o7777) as u16,
+        uid: id(h.uid, "uid")?,
+        gid: id(h.gid, "gid")?,
+        mtime: clock.squash(h.mtime),
+    })
+}
+
+/// Copy one file's contents from the tar stream into the data area.
+struct Copier<'a> {
+    buf: Vec<u8>,
+    cancelled: &'a dyn Fn() -> bool,
 }
 
 fn copy_data<R: Read>(
@@ -159,12 +184,18 @@ fn copy_data<R: Read>(
     data: &mut DataWriter,
     sink: &mut dyn Sink,
     comp: &mut dyn Compress,
-    buf: &mut [u8],
+    copier: &mut Copier,
     size: u64,
 ) -> Result<FileId> {
     data.begin_file(size)?;
     let mut left = size;
+    let buf = &mut copier.buf;
+    let mut chunks = 0u32;
     while left > 0 {
+        chunks += 1;
+        if chunks.is_multiple_of(512) && (copier.cancelled)() {
+            return Err(Error::Cancelled);
+        }
         let n = left.min(buf.len() as u64) as usize;
         tar.read_data_exact(&mut buf[..n])?;
         data.write(sink, comp, &buf[..n])?;
@@ -178,7 +209,9 @@ pub fn export(req: &Request, layers: &mut dyn Layers, sink: &mut dyn Sink, hooks
     let settings = parse_options(req.options)?;
     let cfg: ImageConfig = apptainer::parse_config(req.config_json)?;
     if req.layer_digests.is_empty() {
-        return Err(Error::InvalidInput("the image has no layers; a SIF needs a root file system".into()));
+        return Err(Error::InvalidInput(
+            "the image has no layers; a SIF needs a root file system".into(),
+        ));
     }
     let arch_code = sif::arch_code(&cfg.architecture)
         .ok_or_else(|| Error::InvalidInput(format!("architecture {:?} has no SIF code", cfg.architecture)))?;
@@ -218,18 +251,44 @@ pub fn export(req: &Request, layers: &mut dyn Layers, sink: &mut dyn Sink, hooks
 
     let mut sif = SifWriter::begin(
         sink,
-        sif::Options { launch_script: sif::LAUNCH_SCRIPT.into(), uuid: image_uuid(req.timestamp, req.manifest_digest), time, capacity: sif::DEFAULT_CAPACITY },
+        sif::Options {
+            launch_script: sif::LAUNCH_SCRIPT.into(),
+            uuid: image_uuid(req.timestamp, req.manifest_digest),
+            time,
+            capacity: sif::DEFAULT_CAPACITY,
+        },
     )?;
     sif.add(sink, Object::new(DataType::DefFile), deffile.as_bytes())?;
-    sif.add(sink, Object::new(DataType::GenericJson).named("inspect-metadata.json"), inspect.as_bytes())?;
-    sif.add(sink, Object::new(DataType::GenericJson).named("oci-config.json"), oci_config.as_bytes())?;
+    sif.add(
+        sink,
+        Object::new(DataType::GenericJson).named("inspect-metadata.json"),
+        inspect.as_bytes(),
+    )?;
+    sif.add(
+        sink,
+        Object::new(DataType::GenericJson).named("oci-config.json"),
+        oci_config.as_bytes(),
+    )?;
     let partition_offset = sif.begin_object(sink, Object::partition(FsType::Squashfs, PartType::PrimSys, arch_code))?;
 
-    let sq_opts = squashfs::Options { compression: algo, block_size: settings.block_size, mkfs_time: clock.squash(time), ..Default::default() };
+    let sq_opts = squashfs::Options {
+        compression: algo,
+        block_size: settings.block_size,
+        mkfs_time: clock.squash(time),
+        ..Default::default()
+    };
     let mut sq = SquashfsWriter::begin(sink, sq_opts)?;
-    let default_dir = Meta { mode: 0o755, uid: 0, gid: 0, mtime: clock.squash(time) };
+    let default_dir = Meta {
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        mtime: clock.squash(time),
+    };
     let mut merger = Merger::new(default_dir);
-    let mut buf = vec![0u8; settings.block_size as usize];
+    let mut copier = Copier {
+        buf: vec![0u8; settings.block_size as usize],
+        cancelled,
+    };
 
     for index in (0..req.layer_digests.len()).rev() {
         let what = format!("layer {} ({})", index + 1, req.layer_digests[index]);
@@ -239,13 +298,13 @@ pub fn export(req: &Request, layers: &mut dyn Layers, sink: &mut dyn Sink, hooks
             let mut tar = TarReader::new(stream);
             let mut n = 0u64;
             while let Some(h) = tar.next_entry().map_err(|e| e.context(&what))? {
-                if n % 256 == 0 && cancelled() {
+                if n.is_multiple_of(256) && cancelled() {
                     return Err(Error::Cancelled);
                 }
                 let ctx = || format!("{what}: {}", String::from_utf8_lossy(&h.path));
                 let meta = meta_of(&h, &clock).map_err(|e| e.context(&what))?;
                 if let Decision::Data(x) = merger.entry(n, &h, meta).map_err(|e| e.context(&what))? {
-                    let id = copy_data(&mut tar, sq.data(), sink, &mut comp, &mut buf, h.size).map_err(|e| e.context(ctx()))?;
+                    let id = copy_data(&mut tar, sq.data(), sink, &mut comp, &mut copier, h.size).map_err(|e| e.context(ctx()))?;
                     merger.set_file(x, id);
                 }
                 n += 1;
@@ -259,14 +318,15 @@ pub fn export(req: &Request, layers: &mut dyn Layers, sink: &mut dyn Sink, hooks
             let mut n = 0u64;
             let mut todo = refetch.into_iter().peekable();
             while let Some(&(want, inode)) = todo.peek() {
-                let h = tar.next_entry().map_err(|e| e.context(&what))?.ok_or_else(|| {
-                    Error::InvalidInput(format!("{what}: the layer changed between two reads (entry {want} is gone)"))
-                })?;
+                let h = tar
+                    .next_entry()
+                    .map_err(|e| e.context(&what))?
+                    .ok_or_else(|| Error::InvalidInput(format!("{what}: the layer changed between two reads (entry {want} is gone)")))?;
                 if n == want {
                     todo.next();
                     let meta = meta_of(&h, &clock)?;
                     if let Decision::Data(x) = merger.fill(inode, &h, meta).map_err(|e| e.context(&what))? {
-                        let id = copy_data(&mut tar, sq.data(), sink, &mut comp, &mut buf, h.size)
+                        let id = copy_data(&mut tar, sq.data(), sink, &mut comp, &mut copier, h.size)
                             .map_err(|e| e.context(format!("{what}: {}", String::from_utf8_lossy(&h.path))))?;
                         merger.set_file(x, id);
                     }
@@ -276,13 +336,24 @@ pub fn export(req: &Request, layers: &mut dyn Layers, sink: &mut dyn Sink, hooks
         }
     }
     if merger.dropped_xattrs() > 0 {
-        warn(&format!("{} extended attributes in the layers are not kept in the SIF", merger.dropped_xattrs()));
+        warn(&format!(
+            "{} extended attributes in the layers are not kept in the SIF",
+            merger.dropped_xattrs()
+        ));
     }
 
     // Apptainer's additions on top of the image's files.
     let now = clock.squash(time);
     for (path, mode) in apptainer::BASE_DIRS {
-        if !merger.ensure_dir(path, Meta { mode: *mode, uid: 0, gid: 0, mtime: now }) {
+        if !merger.ensure_dir(
+            path,
+            Meta {
+                mode: *mode,
+                uid: 0,
+                gid: 0,
+                mtime: now,
+            },
+        ) {
             warn(&format!("{path} is not created: a parent is not a directory"));
         }
     }
@@ -296,19 +367,37 @@ pub fn export(req: &Request, layers: &mut dyn Layers, sink: &mut dyn Sink, hooks
     files.push(("/.singularity.d/Singularity", 0o644, deffile.into_bytes()));
     for (path, mode, content) in files {
         let id = sq.data().add_file(sink, &mut comp, &content)?;
-        let meta = Meta { mode, uid: 0, gid: 0, mtime: now };
+        let meta = Meta {
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime: now,
+        };
         if !merger.put(path, meta, InodeKind::File(id), Some(id), true) {
             warn(&format!("{path} is not written: a directory is in the way"));
         }
     }
     for (path, target) in apptainer::BASE_LINKS {
-        merger.put(path, Meta { mode: 0o777, uid: 0, gid: 0, mtime: now }, InodeKind::Symlink(target.as_bytes().to_vec()), None, false);
+        merger.put(
+            path,
+            Meta {
+                mode: 0o777,
+                uid: 0,
+                gid: 0,
+                mtime: now,
+            },
+            InodeKind::Symlink(target.as_bytes().to_vec()),
+            None,
+            false,
+        );
     }
 
     let tree = merger.finish()?;
     let s = sq.finish(sink, &mut comp, &tree)?;
     if s.xz.unsupported_check {
-        warn("the xz streams carry CRC64 checks: Linux cannot mount this SIF with its squashfs driver (squashfuse and unsquashfs can read it)");
+        warn(
+            "the xz streams carry CRC64 checks: Linux cannot mount this SIF with its squashfs driver (squashfuse and unsquashfs can read it)",
+        );
     }
     let placed = sif.end_object(sink)?;
     sif.finish(sink)?;

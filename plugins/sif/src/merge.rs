@@ -66,7 +66,13 @@ struct Node {
 
 impl Node {
     fn placeholder() -> Self {
-        Node { children: BTreeMap::new(), exists: None, kind: NodeKind::Placeholder, whiteout: None, opaque: None }
+        Node {
+            children: BTreeMap::new(),
+            exists: None,
+            kind: NodeKind::Placeholder,
+            whiteout: None,
+            opaque: None,
+        }
     }
 }
 
@@ -98,7 +104,12 @@ pub fn components(path: &[u8]) -> Result<Vec<&[u8]>> {
     for c in path.split(|&b| b == b'/') {
         match c {
             b"" | b"." => {}
-            b".." => return Err(Error::InvalidInput(format!("path {:?} leaves the root", String::from_utf8_lossy(path)))),
+            b".." => {
+                return Err(Error::InvalidInput(format!(
+                    "path {:?} leaves the root",
+                    String::from_utf8_lossy(path)
+                )));
+            }
             c => out.push(c),
         }
     }
@@ -116,7 +127,14 @@ fn later(marker: Option<u32>, layer: u32) -> bool {
 impl Merger {
     /// An empty tree; directories that only exist because of paths below them get `default_dir`.
     pub fn new(default_dir: Meta) -> Self {
-        let root = Node { exists: Some(u32::MAX), kind: NodeKind::Dir { meta: None, meta_layer: None }, ..Node::placeholder() };
+        let root = Node {
+            exists: Some(u32::MAX),
+            kind: NodeKind::Dir {
+                meta: None,
+                meta_layer: None,
+            },
+            ..Node::placeholder()
+        };
         Merger {
             nodes: vec![root],
             inodes: Vec::new(),
@@ -171,7 +189,10 @@ impl Merger {
             if h > layer {
                 return Ok(true);
             }
-            return Err(Error::InvalidInput(format!("{} is below a non-directory of the same layer", show(path))));
+            return Err(Error::InvalidInput(format!(
+                "{} is below a non-directory of the same layer",
+                show(path)
+            )));
         }
         Ok(false)
     }
@@ -197,7 +218,10 @@ impl Merger {
                 let n = &mut self.nodes[cur as usize];
                 if n.exists.is_none() {
                     n.exists = Some(layer);
-                    n.kind = NodeKind::Dir { meta: None, meta_layer: None };
+                    n.kind = NodeKind::Dir {
+                        meta: None,
+                        meta_layer: None,
+                    };
                 }
             }
         }
@@ -223,7 +247,10 @@ impl Merger {
         }
         if comps.is_empty() {
             if h.kind != Kind::Dir {
-                return Err(Error::InvalidInput(format!("the root entry {:?} is not a directory", show(&h.path))));
+                return Err(Error::InvalidInput(format!(
+                    "the root entry {:?} is not a directory",
+                    show(&h.path)
+                )));
             }
             if let NodeKind::Dir { meta: m, meta_layer } = &mut self.nodes[ROOT as usize].kind
                 && meta_layer.is_none_or(|l| l == layer)
@@ -248,11 +275,19 @@ impl Merger {
         } else if place.is_some() || !wanted.is_empty() {
             let x = self.new_inode(meta, Rec::Pending);
             let d = self.fill(x, h, meta)?;
-            self.slots.push(Slot { index: Some(index), inode: Some(x), lower: None });
+            self.slots.push(Slot {
+                index: Some(index),
+                inode: Some(x),
+                lower: None,
+            });
             self.local.insert(key, self.slots.len() - 1);
             (Some(x), d)
         } else {
-            self.slots.push(Slot { index: Some(index), inode: None, lower: None });
+            self.slots.push(Slot {
+                index: Some(index),
+                inode: None,
+                lower: None,
+            });
             self.local.insert(key, self.slots.len() - 1);
             (None, Decision::Skip)
         };
@@ -270,7 +305,9 @@ impl Merger {
     /// Pending inodes of higher layers waiting for `key`'s contents in this layer.
     fn take_wanted(&mut self, key: &[u8]) -> Vec<(u32, u32)> {
         let layer = self.layer;
-        let Some(list) = self.lower_wanted.get_mut(key) else { return Vec::new() };
+        let Some(list) = self.lower_wanted.get_mut(key) else {
+            return Vec::new();
+        };
         let (mine, keep): (Vec<_>, Vec<_>) = list.drain(..).partition(|&(_, l)| l > layer);
         if keep.is_empty() {
             self.lower_wanted.remove(key);
@@ -289,7 +326,11 @@ impl Merger {
         let slot = match self.local.get(&target) {
             Some(&s) => s,
             None => {
-                self.slots.push(Slot { index: None, inode: None, lower: Some(target) });
+                self.slots.push(Slot {
+                    index: None,
+                    inode: None,
+                    lower: Some(target),
+                });
                 self.slots.len() - 1
             }
         };
@@ -321,7 +362,14 @@ impl Merger {
         if later(n.whiteout, layer) {
             return Ok(None);
         }
-        let new_kind = if is_dir { NodeKind::Dir { meta: Some(meta), meta_layer: Some(layer) } } else { NodeKind::Placeholder };
+        let new_kind = if is_dir {
+            NodeKind::Dir {
+                meta: Some(meta),
+                meta_layer: Some(layer),
+            }
+        } else {
+            NodeKind::Placeholder
+        };
         match (n.exists, &mut n.kind) {
             (None, _) => {
                 n.exists = Some(layer);
@@ -356,10 +404,8 @@ impl Merger {
             let parent = if comps.len() == 1 {
                 Some(ROOT)
             } else {
-                match self.parent(&comps[..comps.len() - 1], path, false)? {
-                    None => None,
-                    Some(p) => Some(self.child_or_create(p, comps[comps.len() - 2])),
-                }
+                self.parent(&comps[..comps.len() - 1], path, false)?
+                    .map(|p| self.child_or_create(p, comps[comps.len() - 2]))
             };
             if let Some(d) = parent {
                 let n = &mut self.nodes[d as usize];
@@ -385,18 +431,33 @@ impl Merger {
     pub fn fill(&mut self, inode: u32, h: &Header, meta: Meta) -> Result<Decision> {
         let kind = match h.kind {
             Kind::File => {
-                self.inodes[inode as usize] = InodeRec { meta, rec: Rec::File(None) };
+                self.inodes[inode as usize] = InodeRec {
+                    meta,
+                    rec: Rec::File(None),
+                };
                 return Ok(Decision::Data(inode));
             }
             Kind::Symlink => InodeKind::Symlink(h.link.clone()),
-            Kind::CharDevice => InodeKind::CharDevice { major: h.dev_major, minor: h.dev_minor },
-            Kind::BlockDevice => InodeKind::BlockDevice { major: h.dev_major, minor: h.dev_minor },
+            Kind::CharDevice => InodeKind::CharDevice {
+                major: h.dev_major,
+                minor: h.dev_minor,
+            },
+            Kind::BlockDevice => InodeKind::BlockDevice {
+                major: h.dev_major,
+                minor: h.dev_minor,
+            },
             Kind::Fifo => InodeKind::Fifo,
             Kind::Dir | Kind::Hardlink => {
-                return Err(Error::InvalidInput(format!("{} is not something a hard link can point at", show(&h.path))));
+                return Err(Error::InvalidInput(format!(
+                    "{} is not something a hard link can point at",
+                    show(&h.path)
+                )));
             }
         };
-        self.inodes[inode as usize] = InodeRec { meta, rec: Rec::Other(kind) };
+        self.inodes[inode as usize] = InodeRec {
+            meta,
+            rec: Rec::Other(kind),
+        };
         Ok(Decision::Skip)
     }
 
@@ -442,7 +503,10 @@ impl Merger {
                 _ => {
                     n.exists = Some(u32::MAX);
                     n.children.clear();
-                    n.kind = NodeKind::Dir { meta: Some(dir_meta), meta_layer: Some(u32::MAX) };
+                    n.kind = NodeKind::Dir {
+                        meta: Some(dir_meta),
+                        meta_layer: Some(u32::MAX),
+                    };
                 }
             }
         }
@@ -456,13 +520,18 @@ impl Merger {
         if comps.is_empty() {
             return true;
         }
-        let Some(parent) = self.parent_for_insert(&comps, self.default_dir) else { return false };
+        let Some(parent) = self.parent_for_insert(&comps, self.default_dir) else {
+            return false;
+        };
         let node = self.child_or_create(parent, comps[comps.len() - 1]);
         let n = &mut self.nodes[node as usize];
         if n.exists.is_none() || n.kind == NodeKind::Placeholder {
             n.exists = Some(u32::MAX);
             n.children.clear();
-            n.kind = NodeKind::Dir { meta: Some(meta), meta_layer: Some(u32::MAX) };
+            n.kind = NodeKind::Dir {
+                meta: Some(meta),
+                meta_layer: Some(u32::MAX),
+            };
         }
         true
     }
@@ -475,7 +544,9 @@ impl Merger {
         if comps.is_empty() {
             return false;
         }
-        let Some(parent) = self.parent_for_insert(&comps, self.default_dir) else { return false };
+        let Some(parent) = self.parent_for_insert(&comps, self.default_dir) else {
+            return false;
+        };
         let node = self.child_or_create(parent, comps[comps.len() - 1]);
         let present = {
             let n = &self.nodes[node as usize];
@@ -513,12 +584,18 @@ impl Merger {
     /// The final tree. Fails if a hard link's target was never found.
     pub fn finish(self) -> Result<FsTree> {
         if let Some((path, _)) = self.lower_wanted.iter().next() {
-            return Err(Error::InvalidInput(format!("a hard link points at {}, which no layer has", show(path))));
+            return Err(Error::InvalidInput(format!(
+                "a hard link points at {}, which no layer has",
+                show(path)
+            )));
         }
         let mut tree = FsTree::default();
         let mut inode_index: HashMap<u32, u32> = HashMap::new();
         let root_meta = self.dir_meta(ROOT);
-        tree.dirs.push(Dir { meta: root_meta, entries: Vec::new() });
+        tree.dirs.push(Dir {
+            meta: root_meta,
+            entries: Vec::new(),
+        });
         let mut stack = vec![(ROOT, 0u32)];
         while let Some((node, dir)) = stack.pop() {
             let mut entries = Vec::new();
@@ -530,7 +607,10 @@ impl Merger {
                 match n.kind {
                     NodeKind::Placeholder => {}
                     NodeKind::Dir { .. } => {
-                        tree.dirs.push(Dir { meta: self.dir_meta(c), entries: Vec::new() });
+                        tree.dirs.push(Dir {
+                            meta: self.dir_meta(c),
+                            entries: Vec::new(),
+                        });
                         let d = tree.dirs.len() as u32 - 1;
                         entries.push((name.to_vec(), Target::Dir(d)));
                         stack.push((c, d));

@@ -19,7 +19,11 @@ struct Plugin;
 
 impl About for Plugin {
     fn info() -> Info {
-        Info { name: "sif".into(), version: env!("CARGO_PKG_VERSION").into(), description: env!("CARGO_PKG_DESCRIPTION").into() }
+        Info {
+            name: "sif".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: env!("CARGO_PKG_DESCRIPTION").into(),
+        }
     }
 }
 
@@ -41,7 +45,11 @@ impl Guest for Plugin {
             options: &req.options,
         };
         let mut layers = HostLayers { layers: &image.layers };
-        let mut sink = HostSink { out, buf: Vec::with_capacity(WRITE_CHUNK), flushed: 0 };
+        let mut sink = HostSink {
+            out,
+            buf: Vec::with_capacity(WRITE_CHUNK),
+            flushed: 0,
+        };
         let mut codec = |algo: Compression, blocks: &[Vec<u8>]| -> Result<Vec<Vec<u8>>> {
             let a = match algo {
                 Compression::Gzip => codec::Algorithm::Zlib,
@@ -52,7 +60,11 @@ impl Guest for Plugin {
         };
         let cancelled = || kiln_sdk::cancelled();
         let mut warn = |m: &str| kiln_sdk::log(kiln_sdk::Level::Warn, m);
-        let hooks = export::Hooks { codec: &mut codec, cancelled: &cancelled, warn: &mut warn };
+        let hooks = export::Hooks {
+            codec: &mut codec,
+            cancelled: &cancelled,
+            warn: &mut warn,
+        };
         let summary = export::export(&request, &mut layers, &mut sink, hooks).map_err(to_plugin_error)?;
         sink.flush().map_err(to_plugin_error)?;
         kiln_sdk::info!(

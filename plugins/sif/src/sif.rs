@@ -145,7 +145,11 @@ impl Extra {
 
 fn put_text(dst: &mut [u8], src: &[u8], what: &str) -> Result<()> {
     if src.len() > dst.len() {
-        return Err(Error::InvalidInput(format!("SIF {what} is {} bytes, at most {} fit", src.len(), dst.len())));
+        return Err(Error::InvalidInput(format!(
+            "SIF {what} is {} bytes, at most {} fit",
+            src.len(),
+            dst.len()
+        )));
     }
     dst[..src.len()].copy_from_slice(src);
     Ok(())
@@ -171,7 +175,14 @@ pub struct Object {
 impl Object {
     /// An object of `data_type` in group 1, unaligned, unnamed, without extra data.
     pub fn new(data_type: DataType) -> Self {
-        Object { data_type, name: String::new(), group: Some(1), link: 0, alignment: 0, extra: Extra::None }
+        Object {
+            data_type,
+            name: String::new(),
+            group: Some(1),
+            link: 0,
+            alignment: 0,
+            extra: Extra::None,
+        }
     }
 
     /// The same object with `name`.
@@ -182,7 +193,11 @@ impl Object {
 
     /// A partition in group 1, aligned to 4096 as the library does by default.
     pub fn partition(fs: FsType, part: PartType, arch: [u8; 3]) -> Self {
-        Object { alignment: 4096, extra: Extra::Partition { fs, part, arch }, ..Object::new(DataType::Partition) }
+        Object {
+            alignment: 4096,
+            extra: Extra::Partition { fs, part, arch },
+            ..Object::new(DataType::Partition)
+        }
     }
 }
 
@@ -202,7 +217,12 @@ pub struct Options {
 impl Options {
     /// The reference library's deterministic mode: nil UUID, Go zero time, 48 slots, no launch script.
     pub fn deterministic() -> Self {
-        Options { launch_script: String::new(), uuid: [0; 16], time: GO_ZERO_TIME, capacity: DEFAULT_CAPACITY }
+        Options {
+            launch_script: String::new(),
+            uuid: [0; 16],
+            time: GO_ZERO_TIME,
+            capacity: DEFAULT_CAPACITY,
+        }
     }
 
     fn data_offset(&self) -> u64 {
@@ -246,17 +266,29 @@ impl SifWriter {
     /// header and descriptor area.
     pub fn begin(sink: &mut dyn Sink, options: Options) -> Result<Self> {
         if sink.position() != 0 {
-            return Err(Error::Internal(format!("a SIF must start at offset 0, the sink is at {}", sink.position())));
+            return Err(Error::Internal(format!(
+                "a SIF must start at offset 0, the sink is at {}",
+                sink.position()
+            )));
         }
         if options.launch_script.len() > 31 {
-            return Err(Error::InvalidInput(format!("SIF launch script is {} bytes, at most 31 fit", options.launch_script.len())));
+            return Err(Error::InvalidInput(format!(
+                "SIF launch script is {} bytes, at most 31 fit",
+                options.launch_script.len()
+            )));
         }
         if options.capacity == 0 {
             return Err(Error::InvalidInput("a SIF needs at least one descriptor slot".into()));
         }
         let data_offset = options.data_offset();
         sink.write_zeros(data_offset)?;
-        Ok(SifWriter { options, placed: Vec::new(), data_end: data_offset, arch: *b"00\0", open: None })
+        Ok(SifWriter {
+            options,
+            placed: Vec::new(),
+            data_end: data_offset,
+            arch: *b"00\0",
+            open: None,
+        })
     }
 
     fn check_add(&self, object: &Object) -> Result<()> {
@@ -264,13 +296,30 @@ impl SifWriter {
             return Err(Error::Internal("a SIF object is still being written".into()));
         }
         if self.placed.len() >= self.options.capacity as usize {
-            return Err(Error::InvalidInput(format!("all {} SIF descriptor slots are used", self.options.capacity)));
+            return Err(Error::InvalidInput(format!(
+                "all {} SIF descriptor slots are used",
+                self.options.capacity
+            )));
         }
         if object.name.len() > 128 {
-            return Err(Error::InvalidInput(format!("SIF object name {:?} is longer than 128 bytes", object.name)));
+            return Err(Error::InvalidInput(format!(
+                "SIF object name {:?} is longer than 128 bytes",
+                object.name
+            )));
         }
-        if let Extra::Partition { part: PartType::PrimSys, .. } = object.extra {
-            let has = self.placed.iter().any(|p| matches!(p.object.extra, Extra::Partition { part: PartType::PrimSys, .. }));
+        if let Extra::Partition {
+            part: PartType::PrimSys, ..
+        } = object.extra
+        {
+            let has = self.placed.iter().any(|p| {
+                matches!(
+                    p.object.extra,
+                    Extra::Partition {
+                        part: PartType::PrimSys,
+                        ..
+                    }
+                )
+            });
             if has {
                 return Err(Error::InvalidInput("a SIF holds at most one primary system partition".into()));
             }
@@ -283,7 +332,11 @@ impl SifWriter {
     pub fn begin_object(&mut self, sink: &mut dyn Sink, object: Object) -> Result<u64> {
         self.check_add(&object)?;
         if sink.position() != self.data_end {
-            return Err(Error::Internal(format!("the sink is at {}, SIF data ends at {}", sink.position(), self.data_end)));
+            return Err(Error::Internal(format!(
+                "the sink is at {}, SIF data ends at {}",
+                sink.position(),
+                self.data_end
+            )));
         }
         let offset = align(self.data_end, object.alignment);
         sink.write_zeros(offset - self.data_end)?;
@@ -297,11 +350,22 @@ impl SifWriter {
         let (object, offset, gap_start) = self.open.take().ok_or_else(|| Error::Internal("no SIF object is open".into()))?;
         let end = sink.position();
         let size = end.checked_sub(offset).ok_or_else(|| Error::Internal("the sink shrank".into()))?;
-        if let Extra::Partition { part: PartType::PrimSys, arch, .. } = object.extra {
+        if let Extra::Partition {
+            part: PartType::PrimSys,
+            arch,
+            ..
+        } = object.extra
+        {
             self.arch = arch;
         }
         let id = self.placed.len() as u32 + 1;
-        self.placed.push(Placed { object, id, offset, size, size_with_padding: end - gap_start });
+        self.placed.push(Placed {
+            object,
+            id,
+            offset,
+            size,
+            size_with_padding: end - gap_start,
+        });
         self.data_end = end;
         Ok(Placement { id, offset, size })
     }
@@ -349,7 +413,15 @@ impl SifWriter {
             out.extend_from_slice(&p.id.to_le_bytes());
             out.extend_from_slice(&(o.group.unwrap_or(0) | GROUP_MASK).to_le_bytes());
             out.extend_from_slice(&o.link.to_le_bytes());
-            for v in [p.offset as i64, p.size as i64, p.size_with_padding as i64, self.options.time, self.options.time, 0, 0] {
+            for v in [
+                p.offset as i64,
+                p.size as i64,
+                p.size_with_padding as i64,
+                self.options.time,
+                self.options.time,
+                0,
+                0,
+            ] {
                 out.extend_from_slice(&v.to_le_bytes());
             }
             let mut name = [0u8; 128];
@@ -367,17 +439,33 @@ impl SifWriter {
             return Err(Error::Internal("a SIF object is still being written".into()));
         }
         if sink.position() != self.data_end {
-            return Err(Error::Internal(format!("the sink is at {}, SIF data ends at {}", sink.position(), self.data_end)));
+            return Err(Error::Internal(format!(
+                "the sink is at {}, SIF data ends at {}",
+                sink.position(),
+                self.data_end
+            )));
         }
         sink.write_at(0, &self.header())?;
         sink.write_at(DESCRIPTORS_OFFSET, &self.descriptors()?)?;
-        Ok(self.placed.iter().map(|p| Placement { id: p.id, offset: p.offset, size: p.size }).collect())
+        Ok(self
+            .placed
+            .iter()
+            .map(|p| Placement {
+                id: p.id,
+                offset: p.offset,
+                size: p.size,
+            })
+            .collect())
     }
 }
 
 /// `offset` rounded up to a multiple of `alignment` (0 and 1 mean none).
 pub fn align(offset: u64, alignment: u64) -> u64 {
-    if alignment <= 1 { offset } else { offset.div_ceil(alignment) * alignment }
+    if alignment <= 1 {
+        offset
+    } else {
+        offset.div_ceil(alignment) * alignment
+    }
 }
 
 #[cfg(test)]
@@ -401,20 +489,40 @@ mod tests {
         let mut sink = VecSink::default();
         let mut w = SifWriter::begin(&mut sink, Options::deterministic()).unwrap();
         let arch = arch_code("386").unwrap();
-        w.add(&mut sink, Object::partition(FsType::Raw, PartType::System, arch), slice(&golden, 32768, 4)).unwrap();
-        w.add(&mut sink, Object::partition(FsType::Squashfs, PartType::PrimSys, arch), slice(&golden, 36864, 4096)).unwrap();
+        w.add(
+            &mut sink,
+            Object::partition(FsType::Raw, PartType::System, arch),
+            slice(&golden, 32768, 4),
+        )
+        .unwrap();
+        w.add(
+            &mut sink,
+            Object::partition(FsType::Squashfs, PartType::PrimSys, arch),
+            slice(&golden, 36864, 4096),
+        )
+        .unwrap();
         let placed = w.finish(&mut sink).unwrap();
-        assert_eq!(placed[1], Placement { id: 2, offset: 36864, size: 4096 });
+        assert_eq!(
+            placed[1],
+            Placement {
+                id: 2,
+                offset: 36864,
+                size: 4096
+            }
+        );
         assert_eq!(sink.bytes.len(), golden.len());
         assert!(sink.bytes == golden, "one-group.sif differs");
     }
 
     #[test]
     fn reproduces_generic_json_golden() {
-        let Some(golden) = fixture("one-object-generic-json.sif") else { return };
+        let Some(golden) = fixture("one-object-generic-json.sif") else {
+            return;
+        };
         let mut sink = VecSink::default();
         let mut w = SifWriter::begin(&mut sink, Options::deterministic()).unwrap();
-        w.add(&mut sink, Object::new(DataType::GenericJson).named("data.json"), b"{}").unwrap();
+        w.add(&mut sink, Object::new(DataType::GenericJson).named("data.json"), b"{}")
+            .unwrap();
         w.finish(&mut sink).unwrap();
         assert!(sink.bytes == golden, "one-object-generic-json.sif differs");
     }
@@ -428,7 +536,10 @@ mod tests {
         assert!(digest.starts_with("sha256:") && digest.len() == 71, "{digest}");
         let mut sink = VecSink::default();
         let mut w = SifWriter::begin(&mut sink, Options::deterministic()).unwrap();
-        let object = Object { extra: Extra::Digest(digest), ..Object::new(DataType::OciBlob) };
+        let object = Object {
+            extra: Extra::Digest(digest),
+            ..Object::new(DataType::OciBlob)
+        };
         w.add(&mut sink, object, &blob).unwrap();
         w.finish(&mut sink).unwrap();
         assert!(sink.bytes == golden, "one-object-oci-blob.sif differs");
@@ -438,10 +549,17 @@ mod tests {
     fn layout_matches_siftool_example() {
         // sif.md §1.3: a deffile (38 B), a JSON file (14 B) and a 4096-byte partition.
         let mut sink = VecSink::default();
-        let opts = Options { launch_script: LAUNCH_SCRIPT.into(), uuid: [7; 16], time: 1_700_000_000, capacity: 48 };
+        let opts = Options {
+            launch_script: LAUNCH_SCRIPT.into(),
+            uuid: [7; 16],
+            time: 1_700_000_000,
+            capacity: 48,
+        };
         let mut w = SifWriter::begin(&mut sink, opts).unwrap();
         let a = w.add(&mut sink, Object::new(DataType::DefFile), &[b'x'; 38]).unwrap();
-        let b = w.add(&mut sink, Object::new(DataType::GenericJson).named("j.json"), &[b'y'; 14]).unwrap();
+        let b = w
+            .add(&mut sink, Object::new(DataType::GenericJson).named("j.json"), &[b'y'; 14])
+            .unwrap();
         let p = Object::partition(FsType::Squashfs, PartType::PrimSys, arch_code("amd64").unwrap());
         let c = w.add(&mut sink, p, &[b'z'; 4096]).unwrap();
         w.finish(&mut sink).unwrap();
@@ -465,11 +583,21 @@ mod tests {
     #[test]
     fn refuses_second_primary_partition_and_overflow() {
         let mut sink = VecSink::default();
-        let mut w = SifWriter::begin(&mut sink, Options { capacity: 2, ..Options::deterministic() }).unwrap();
+        let mut w = SifWriter::begin(
+            &mut sink,
+            Options {
+                capacity: 2,
+                ..Options::deterministic()
+            },
+        )
+        .unwrap();
         let p = || Object::partition(FsType::Squashfs, PartType::PrimSys, *b"02\0");
         w.add(&mut sink, p(), b"a").unwrap();
         assert!(matches!(w.add(&mut sink, p(), b"b"), Err(Error::InvalidInput(_))));
         w.add(&mut sink, Object::new(DataType::Generic), b"c").unwrap();
-        assert!(matches!(w.add(&mut sink, Object::new(DataType::Generic), b"d"), Err(Error::InvalidInput(_))));
+        assert!(matches!(
+            w.add(&mut sink, Object::new(DataType::Generic), b"d"),
+            Err(Error::InvalidInput(_))
+        ));
     }
 }

@@ -40,7 +40,11 @@ impl Sink for VecSink {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         let start = usize::try_from(offset).map_err(|_| Error::Internal(format!("offset {offset} too large")))?;
         let end = start.checked_add(data.len()).filter(|&e| e <= self.bytes.len()).ok_or_else(|| {
-            Error::Internal(format!("write-at {offset}+{} is past the {} bytes written", data.len(), self.bytes.len()))
+            Error::Internal(format!(
+                "write-at {offset}+{} is past the {} bytes written",
+                data.len(),
+                self.bytes.len()
+            ))
         })?;
         self.bytes[start..end].copy_from_slice(data);
         Ok(())
@@ -73,7 +77,11 @@ pub(crate) fn compress_checked(comp: &mut dyn Compress, blocks: &[Vec<u8>]) -> R
     }
     let out = comp.compress(blocks)?;
     if out.len() != blocks.len() {
-        return Err(Error::Internal(format!("the compressor returned {} blocks for {}", out.len(), blocks.len())));
+        return Err(Error::Internal(format!(
+            "the compressor returned {} blocks for {}",
+            out.len(),
+            blocks.len()
+        )));
     }
     Ok(out)
 }

@@ -97,7 +97,14 @@ pub struct TarReader<R: Read> {
 impl<R: Read> TarReader<R> {
     /// Read tar entries from `r`.
     pub fn new(r: R) -> Self {
-        TarReader { r, pos: 0, remaining: 0, padding: 0, global: Pax::default(), done: false }
+        TarReader {
+            r,
+            pos: 0,
+            remaining: 0,
+            padding: 0,
+            global: Pax::default(),
+            done: false,
+        }
     }
 
     fn fill(&mut self, buf: &mut [u8]) -> Result<usize> {
@@ -120,7 +127,10 @@ impl<R: Read> TarReader<R> {
             let want = n.min(buf.len() as u64) as usize;
             let got = self.fill(&mut buf[..want])?;
             if got < want {
-                return Err(Error::InvalidInput(format!("tar stream ends inside an entry at offset {}", self.pos)));
+                return Err(Error::InvalidInput(format!(
+                    "tar stream ends inside an entry at offset {}",
+                    self.pos
+                )));
             }
             n -= got as u64;
         }
@@ -132,18 +142,27 @@ impl<R: Read> TarReader<R> {
         match self.fill(&mut b)? {
             0 => Ok(None),
             BLOCK => Ok(Some(b)),
-            n => Err(Error::InvalidInput(format!("tar stream ends inside a header at offset {}", self.pos - n as u64))),
+            n => Err(Error::InvalidInput(format!(
+                "tar stream ends inside a header at offset {}",
+                self.pos - n as u64
+            ))),
         }
     }
 
     /// Read a whole (small) extension payload of `size` bytes.
     fn read_payload(&mut self, size: u64, what: &str) -> Result<Vec<u8>> {
         if size > 16 << 20 {
-            return Err(Error::InvalidInput(format!("tar {what} of {size} bytes at offset {} is too large", self.pos)));
+            return Err(Error::InvalidInput(format!(
+                "tar {what} of {size} bytes at offset {} is too large",
+                self.pos
+            )));
         }
         let mut v = vec![0u8; size as usize];
         if self.fill(&mut v)? != v.len() {
-            return Err(Error::InvalidInput(format!("tar stream ends inside a {what} at offset {}", self.pos)));
+            return Err(Error::InvalidInput(format!(
+                "tar stream ends inside a {what} at offset {}",
+                self.pos
+            )));
         }
         self.skip(pad(size))?;
         Ok(v)
@@ -234,7 +253,11 @@ impl<R: Read> TarReader<R> {
                 b'6' => Kind::Fifo,
                 b'S' => return Err(Error::Unsupported(format!("{}: GNU sparse files are not supported", ctx("type")))),
                 other => {
-                    return Err(Error::Unsupported(format!("{}: unknown entry type {:?}", ctx("type"), other as char)));
+                    return Err(Error::Unsupported(format!(
+                        "{}: unknown entry type {:?}",
+                        ctx("type"),
+                        other as char
+                    )));
                 }
             };
             let size = pax.size.unwrap_or(size);
@@ -263,7 +286,20 @@ impl<R: Read> TarReader<R> {
             self.remaining = size;
             self.padding = pad(size);
             let data_size = if kind == Kind::File { size } else { 0 };
-            return Ok(Some(Header { path, kind, mode, uid, gid, mtime, size: data_size, link, dev_major, dev_minor, xattrs: pax.xattrs, offset }));
+            return Ok(Some(Header {
+                path,
+                kind,
+                mode,
+                uid,
+                gid,
+                mtime,
+                size: data_size,
+                link,
+                dev_major,
+                dev_minor,
+                xattrs: pax.xattrs,
+                offset,
+            }));
         }
     }
 
@@ -275,7 +311,10 @@ impl<R: Read> TarReader<R> {
         }
         let got = self.fill(&mut buf[..want])?;
         if got == 0 {
-            return Err(Error::InvalidInput(format!("tar stream ends inside file data at offset {}", self.pos)));
+            return Err(Error::InvalidInput(format!(
+                "tar stream ends inside file data at offset {}",
+                self.pos
+            )));
         }
         self.remaining -= got as u64;
         Ok(got)
@@ -312,10 +351,20 @@ fn trim_nul(b: &[u8]) -> &[u8] {
 
 fn verify_checksum(b: &[u8; BLOCK], offset: u64) -> Result<()> {
     let stored = number(&b[148..156]).map_err(|e| e.context(format!("tar header at offset {offset}: checksum")))?;
-    let unsigned: u64 = b.iter().enumerate().map(|(i, &c)| if (148..156).contains(&i) { 32 } else { c as u64 }).sum();
-    let signed: i64 = b.iter().enumerate().map(|(i, &c)| if (148..156).contains(&i) { 32 } else { c as i8 as i64 }).sum();
+    let unsigned: u64 = b
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| if (148..156).contains(&i) { 32 } else { c as u64 })
+        .sum();
+    let signed: i64 = b
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| if (148..156).contains(&i) { 32 } else { c as i8 as i64 })
+        .sum();
     if stored != unsigned && stored as i64 != signed {
-        return Err(Error::InvalidInput(format!("tar header at offset {offset} has a bad checksum (not a tar stream?)")));
+        return Err(Error::InvalidInput(format!(
+            "tar header at offset {offset} has a bad checksum (not a tar stream?)"
+        )));
     }
     Ok(())
 }
@@ -340,7 +389,9 @@ fn signed_number(field: &[u8]) -> Result<i64> {
         return i64::try_from(v).map_err(|_| Error::InvalidInput("base-256 number out of range".into()));
     }
     let text = cstr(field);
-    let s = std::str::from_utf8(text).map_err(|_| Error::InvalidInput("number is not text".into()))?.trim_matches(|c| c == ' ' || c == '\0');
+    let s = std::str::from_utf8(text)
+        .map_err(|_| Error::InvalidInput("number is not text".into()))?
+        .trim_matches(|c| c == ' ' || c == '\0');
     if s.is_empty() {
         return Ok(0);
     }
@@ -354,7 +405,10 @@ fn parse_pax(data: &[u8]) -> Result<Pax> {
         if rest.iter().all(|&c| c == 0) {
             break;
         }
-        let sp = rest.iter().position(|&c| c == b' ').ok_or_else(|| Error::InvalidInput("record without a length".into()))?;
+        let sp = rest
+            .iter()
+            .position(|&c| c == b' ')
+            .ok_or_else(|| Error::InvalidInput("record without a length".into()))?;
         let len: usize = std::str::from_utf8(&rest[..sp])
             .ok()
             .and_then(|s| s.parse().ok())
@@ -364,10 +418,16 @@ fn parse_pax(data: &[u8]) -> Result<Pax> {
         }
         let record = &rest[sp + 1..len - 1];
         rest = &rest[len..];
-        let eq = record.iter().position(|&c| c == b'=').ok_or_else(|| Error::InvalidInput("record without '='".into()))?;
+        let eq = record
+            .iter()
+            .position(|&c| c == b'=')
+            .ok_or_else(|| Error::InvalidInput("record without '='".into()))?;
         let (key, value) = (&record[..eq], &record[eq + 1..]);
         let text = || std::str::from_utf8(value).map_err(|_| Error::InvalidInput(format!("{} is not text", String::from_utf8_lossy(key))));
-        let int = |s: &str| s.parse::<u64>().map_err(|_| Error::InvalidInput(format!("{} {s:?} is not a number", String::from_utf8_lossy(key))));
+        let int = |s: &str| {
+            s.parse::<u64>()
+                .map_err(|_| Error::InvalidInput(format!("{} {s:?} is not a number", String::from_utf8_lossy(key))))
+        };
         match key {
             b"path" => pax.path = Some(value.to_vec()),
             b"linkpath" => pax.link = Some(value.to_vec()),
@@ -377,7 +437,9 @@ fn parse_pax(data: &[u8]) -> Result<Pax> {
             b"mtime" => {
                 let t = text()?;
                 let whole = t.split('.').next().unwrap_or("");
-                let v: i64 = whole.parse().map_err(|_| Error::InvalidInput(format!("mtime {t:?} is not a number")))?;
+                let v: i64 = whole
+                    .parse()
+                    .map_err(|_| Error::InvalidInput(format!("mtime {t:?} is not a number")))?;
                 // "-1.5" means 1.5 s before the epoch: round toward negative infinity.
                 let frac_nonzero = t.split('.').nth(1).is_some_and(|f| f.bytes().any(|c| c != b'0'));
                 pax.mtime = Some(if v <= 0 && t.starts_with('-') && frac_nonzero { v - 1 } else { v });
@@ -439,7 +501,10 @@ mod tests {
         let e = entries(&bytes);
         assert_eq!(e.len(), 5);
         assert_eq!(e[0].0.path, long.as_bytes());
-        assert_eq!((e[0].0.uid, e[0].0.mtime, e[0].0.mode, &e[0].1[..]), (1234, 1_600_000_000, 0o644, &b"hello"[..]));
+        assert_eq!(
+            (e[0].0.uid, e[0].0.mtime, e[0].0.mode, &e[0].1[..]),
+            (1234, 1_600_000_000, 0o644, &b"hello"[..])
+        );
         assert_eq!((e[1].0.kind, &e[1].0.link[..]), (Kind::Symlink, target.as_bytes()));
         assert_eq!((e[2].0.kind, e[2].0.dev_major, e[2].0.dev_minor), (Kind::BlockDevice, 8, 17));
         assert_eq!((e[3].0.kind, e[3].0.mode), (Kind::Dir, 0o1777));
@@ -491,7 +556,10 @@ mod tests {
         let e = entries(&bytes);
         assert_eq!(e.len(), 2);
         assert_eq!(e[0].0.path, long.as_bytes());
-        assert_eq!((e[0].0.mtime, e[0].0.uid, e[0].0.xattrs, e[0].0.mode), (1_700_000_000, 3_000_000, 1, 0o755));
+        assert_eq!(
+            (e[0].0.mtime, e[0].0.uid, e[0].0.xattrs, e[0].0.mode),
+            (1_700_000_000, 3_000_000, 1, 0o755)
+        );
         assert_eq!(e[0].1, b"abc");
         assert_eq!(e[1].0.path, split.as_bytes());
     }

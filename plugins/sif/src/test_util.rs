@@ -37,7 +37,11 @@ impl Scratch {
     pub fn new(tag: &str) -> Self {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!("kiln-sif-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let p = std::env::temp_dir().join(format!(
+            "kiln-sif-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         Scratch(p)
@@ -57,13 +61,23 @@ impl Drop for Scratch {
 
 /// Whether a command exists on this machine (tests needing it are skipped otherwise).
 pub fn have(tool: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false)
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 /// Run a command, assert it succeeded, return stdout.
 pub fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -153,7 +167,10 @@ pub fn kernel_mount(image: &Path, offset: u64, at: &Path) -> Option<Mount> {
     let src = at.with_extension("ref.d");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("f"), b"x").unwrap();
-    run(Command::new("mksquashfs").arg(&src).arg(&reference).args(["-noappend", "-quiet", "-comp", "gzip"]));
+    run(Command::new("mksquashfs")
+        .arg(&src)
+        .arg(&reference)
+        .args(["-noappend", "-quiet", "-comp", "gzip"]));
     let baseline = try_mount(&reference, 0);
     if baseline.status.success() {
         drop(Mount(at.to_path_buf()));
@@ -171,10 +188,17 @@ pub fn compare_trees(a: &Path, b: &Path) {
     let mut links_b = std::collections::HashMap::new();
     while let Some(rel) = stack.pop() {
         let (pa, pb) = (a.join(&rel), b.join(&rel));
-        let (ma, mb) = (std::fs::symlink_metadata(&pa).unwrap(), std::fs::symlink_metadata(&pb).unwrap_or_else(|e| panic!("{}: {e}", pb.display())));
+        let (ma, mb) = (
+            std::fs::symlink_metadata(&pa).unwrap(),
+            std::fs::symlink_metadata(&pb).unwrap_or_else(|e| panic!("{}: {e}", pb.display())),
+        );
         let what = rel.display().to_string();
         assert_eq!(ma.file_type(), mb.file_type(), "{what}: type");
-        assert_eq!((ma.mode(), ma.uid(), ma.gid()), (mb.mode(), mb.uid(), mb.gid()), "{what}: mode/owner");
+        assert_eq!(
+            (ma.mode(), ma.uid(), ma.gid()),
+            (mb.mode(), mb.uid(), mb.gid()),
+            "{what}: mode/owner"
+        );
         if !ma.is_dir() {
             assert_eq!(ma.mtime(), mb.mtime(), "{what}: mtime");
             assert_eq!(ma.nlink(), mb.nlink(), "{what}: link count");
@@ -196,8 +220,20 @@ pub fn compare_trees(a: &Path, b: &Path) {
             assert_eq!(ma.rdev(), mb.rdev(), "{what}: device");
         }
     }
-    let mut ga: Vec<Vec<String>> = links_a.into_values().map(|mut v| { v.sort(); v }).collect();
-    let mut gb: Vec<Vec<String>> = links_b.into_values().map(|mut v| { v.sort(); v }).collect();
+    let mut ga: Vec<Vec<String>> = links_a
+        .into_values()
+        .map(|mut v| {
+            v.sort();
+            v
+        })
+        .collect();
+    let mut gb: Vec<Vec<String>> = links_b
+        .into_values()
+        .map(|mut v| {
+            v.sort();
+            v
+        })
+        .collect();
     ga.sort();
     gb.sort();
     assert_eq!(ga, gb, "hard link groups");

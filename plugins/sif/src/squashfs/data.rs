@@ -28,6 +28,17 @@ pub struct FileLayout {
     start_set: bool,
 }
 
+/// What the data area holds once [`DataWriter::finish`] ran.
+#[derive(Debug, Clone, Default)]
+pub struct Finished {
+    /// File layouts, indexed by [`FileId`].
+    pub files: Vec<FileLayout>,
+    /// Fragment table entries: start and size word.
+    pub fragments: Vec<(u64, u32)>,
+    /// What the xz streams among the compressed blocks declared.
+    pub xz: super::XzFacts,
+}
+
 enum Item {
     Block(FileId, Vec<u8>),
     Sparse(FileId, u64),
@@ -83,7 +94,10 @@ impl DataWriter {
         }
         let id = FileId(u32::try_from(self.files.len()).map_err(|_| Error::Unsupported("too many files".into()))?);
         let small = size > 0 && size < self.block_size as u64;
-        let mut layout = FileLayout { size, ..Default::default() };
+        let mut layout = FileLayout {
+            size,
+            ..Default::default()
+        };
         if small {
             if self.fragment.len() + size as usize > self.block_size {
                 self.close_fragment();
@@ -91,16 +105,28 @@ impl DataWriter {
             layout.fragment = Some((self.fragment_count, self.fragment.len() as u32));
         }
         self.files.push(layout);
-        self.current = Some(Current { id, size, received: 0, block: Vec::new(), small });
+        self.current = Some(Current {
+            id,
+            size,
+            received: 0,
+            block: Vec::new(),
+            small,
+        });
         Ok(id)
     }
 
     /// Append contents of the file being written.
     pub fn write(&mut self, sink: &mut dyn Sink, comp: &mut dyn Compress, mut data: &[u8]) -> Result<()> {
         let bs = self.block_size;
-        let cur = self.current.as_mut().ok_or_else(|| Error::Internal("no squashfs file is open".into()))?;
+        let cur = self
+            .current
+            .as_mut()
+            .ok_or_else(|| Error::Internal("no squashfs file is open".into()))?;
         if cur.received + data.len() as u64 > cur.size {
-            return Err(Error::InvalidInput(format!("file data exceeds its declared size of {} bytes", cur.size)));
+            return Err(Error::InvalidInput(format!(
+                "file data exceeds its declared size of {} bytes",
+                cur.size
+            )));
         }
         cur.received += data.len() as u64;
         if cur.small {
@@ -117,7 +143,7 @@ impl DataWriter {
                 cur.block.extend_from_slice(&data[..take]);
                 if cur.block.len() == bs {
                     let id = cur.id;
-                    let block = std::mem::replace(&mut cur.block, Vec::new());
+                    let block = std::mem::take(&mut cur.block);
                     self.push_block(id, block);
                 }
             }
@@ -131,9 +157,15 @@ impl DataWriter {
 
     /// Finish the file being written; its contents must have reached the declared size.
     pub fn end_file(&mut self, sink: &mut dyn Sink, comp: &mut dyn Compress) -> Result<FileId> {
-        let cur = self.current.take().ok_or_else(|| Error::Internal("no squashfs file is open".into()))?;
+        let cur = self
+            .current
+            .take()
+            .ok_or_else(|| Error::Internal("no squashfs file is open".into()))?;
         if cur.received != cur.size {
-            return Err(Error::InvalidInput(format!("file data has {} bytes, its header says {}", cur.received, cur.size)));
+            return Err(Error::InvalidInput(format!(
+                "file data has {} bytes, its header says {}",
+                cur.received, cur.size
+            )));
         }
         if !cur.block.is_empty() {
             self.push_block(cur.id, cur.block);
@@ -192,7 +224,10 @@ impl DataWriter {
                 Item::Sparse(id, len) => shapes.push((Some(id), None, len)),
             }
         }
-        let mut probe = super::Probing { inner: comp, xz: &mut self.xz };
+        let mut probe = super::Probing {
+            inner: comp,
+            xz: &mut self.xz,
+        };
         let compressed = compress_checked(&mut probe, &raw)?;
         let mut blocks = raw.into_iter().zip(compressed);
         for (file, fragment, sparse_len) in shapes {
@@ -207,7 +242,9 @@ impl DataWriter {
                 f.sparse += sparse_len;
                 continue;
             }
-            let (r, c) = blocks.next().ok_or_else(|| Error::Internal("compressed block count mismatch".into()))?;
+            let (r, c) = blocks
+                .next()
+                .ok_or_else(|| Error::Internal("compressed block count mismatch".into()))?;
             let word = if c.len() < r.len() {
                 sink.write(&c)?;
                 c.len() as u32
@@ -230,16 +267,18 @@ impl DataWriter {
         Ok(())
     }
 
-    /// Close the last fragment block and write everything queued; returns the layouts
-    /// (indexed by [`FileId`]), the fragment table entries (start, size word) and what the
-    /// xz streams among the compressed blocks declared.
-    pub fn finish(mut self, sink: &mut dyn Sink, comp: &mut dyn Compress) -> Result<(Vec<FileLayout>, Vec<(u64, u32)>, super::XzFacts)> {
+    /// Close the last fragment block and write everything queued.
+    pub fn finish(mut self, sink: &mut dyn Sink, comp: &mut dyn Compress) -> Result<Finished> {
         if self.current.is_some() {
             return Err(Error::Internal("a squashfs file is still being written".into()));
         }
         self.close_fragment();
         self.flush(sink, comp)?;
-        Ok((self.files, self.fragments, self.xz))
+        Ok(Finished {
+            files: self.files,
+            fragments: self.fragments,
+            xz: self.xz,
+        })
     }
 
     /// Block size in bytes.

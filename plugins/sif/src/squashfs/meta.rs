@@ -52,7 +52,10 @@ impl MetaWriter {
         if upto_block <= done {
             return Ok(());
         }
-        let raw: Vec<Vec<u8>> = self.pending[..(upto_block - done) * METADATA_SIZE].chunks(METADATA_SIZE).map(|c| c.to_vec()).collect();
+        let raw: Vec<Vec<u8>> = self.pending[..(upto_block - done) * METADATA_SIZE]
+            .chunks(METADATA_SIZE)
+            .map(|c| c.to_vec())
+            .collect();
         let compressed = compress_checked(comp, &raw)?;
         self.starts.extend(append_blocks(&mut self.out, &raw, compressed));
         self.pending.drain(..raw.len() * METADATA_SIZE);

@@ -80,7 +80,12 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { compression: Compression::Gzip, block_size: DEFAULT_BLOCK_SIZE, mkfs_time: 0, batch_bytes: 4 << 20 }
+        Options {
+            compression: Compression::Gzip,
+            block_size: DEFAULT_BLOCK_SIZE,
+            mkfs_time: 0,
+            batch_bytes: 4 << 20,
+        }
     }
 }
 
@@ -153,7 +158,12 @@ pub struct Dir {
 
 impl Default for Meta {
     fn default() -> Self {
-        Meta { mode: 0o755, uid: 0, gid: 0, mtime: 0 }
+        Meta {
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        }
     }
 }
 
@@ -260,7 +270,11 @@ pub fn xz_dictionary_size(stream: &[u8]) -> Option<u32> {
             if bits > 40 {
                 return None;
             }
-            dict = Some(if bits == 40 { u32::MAX } else { (2 | (bits & 1)) << (bits / 2 + 11) });
+            dict = Some(if bits == 40 {
+                u32::MAX
+            } else {
+                (2 | (bits & 1)) << (bits / 2 + 11)
+            });
         }
     }
     dict
@@ -271,14 +285,20 @@ impl SquashfsWriter {
     pub fn begin(sink: &mut dyn Sink, options: Options) -> Result<Self> {
         let bs = options.block_size;
         if !bs.is_power_of_two() || !(4096..=1 << 20).contains(&bs) {
-            return Err(Error::InvalidInput(format!("squashfs block size {bs} is not a power of two from 4096 to 1048576")));
+            return Err(Error::InvalidInput(format!(
+                "squashfs block size {bs} is not a power of two from 4096 to 1048576"
+            )));
         }
         let base = sink.position();
         sink.write_zeros(SUPERBLOCK_SIZE as u64)?;
         if options.compression == Compression::Xz {
             sink.write_zeros(XZ_OPTIONS_SIZE as u64)?;
         }
-        Ok(SquashfsWriter { base, options, data: DataWriter::new(base, bs as usize, options.batch_bytes) })
+        Ok(SquashfsWriter {
+            base,
+            options,
+            data: DataWriter::new(base, bs as usize, options.batch_bytes),
+        })
     }
 
     /// The data area writer, to stream file contents.
@@ -294,7 +314,11 @@ impl SquashfsWriter {
     /// Write the tables for `tree`, pad the image and patch the superblock.
     pub fn finish(self, sink: &mut dyn Sink, comp: &mut dyn Compress, tree: &FsTree) -> Result<Summary> {
         let SquashfsWriter { base, options, data } = self;
-        let (layouts, fragments, mut xz) = data.finish(sink, comp)?;
+        let data::Finished {
+            files: layouts,
+            fragments,
+            mut xz,
+        } = data.finish(sink, comp)?;
         let comp = &mut Probing { inner: comp, xz: &mut xz };
         let tables = Tables::build(comp, tree, &layouts, options.block_size)?;
 
@@ -366,7 +390,12 @@ impl SquashfsWriter {
         }
         debug_assert_eq!(sb.len(), SUPERBLOCK_SIZE);
         sink.write_at(base, &sb)?;
-        Ok(Summary { bytes_used, padded_size: padded, inode_count: tables.inode_count, xz: *comp.xz })
+        Ok(Summary {
+            bytes_used,
+            padded_size: padded,
+            inode_count: tables.inode_count,
+            xz: *comp.xz,
+        })
     }
 }
 
@@ -442,7 +471,10 @@ impl Tables {
 
         let mut inodes = MetaWriter::default();
         let mut dirs = MetaWriter::default();
-        let mut ids = IdTable { ids: Vec::new(), index: HashMap::new() };
+        let mut ids = IdTable {
+            ids: Vec::new(),
+            index: HashMap::new(),
+        };
         let mut dir_pos = vec![0u64; tree.dirs.len()];
         let mut inode_pos = vec![0u64; tree.inodes.len()];
         let mut export = vec![0u64; order.len()];
@@ -483,7 +515,10 @@ impl Tables {
                         run.extend_from_slice(&base_number.to_le_bytes());
                         for (name, t) in &entries[i..j] {
                             if name.is_empty() || name.len() > 256 || name.contains(&b'/') || name == b"." || name == b".." {
-                                return Err(Error::InvalidInput(format!("invalid file name {:?}", String::from_utf8_lossy(name))));
+                                return Err(Error::InvalidInput(format!(
+                                    "invalid file name {:?}",
+                                    String::from_utf8_lossy(name)
+                                )));
                             }
                             let (p, num) = pos_of(*t);
                             let kind = match *t {
@@ -538,7 +573,14 @@ impl Tables {
             export[i] = inode_ref(s, o);
         }
         let root_ref = export[order.len() - 1];
-        Ok(Tables { inodes, dirs, export, ids: ids.ids, root_ref, inode_count })
+        Ok(Tables {
+            inodes,
+            dirs,
+            export,
+            ids: ids.ids,
+            root_ref,
+            inode_count,
+        })
     }
 }
 
@@ -561,7 +603,9 @@ fn post_order(tree: &FsTree) -> Result<Vec<Node>> {
         top.1 += 1;
         match entries[i].1 {
             Target::Dir(c) => {
-                let seen = seen_dir.get_mut(c as usize).ok_or_else(|| Error::Internal(format!("no directory {c}")))?;
+                let seen = seen_dir
+                    .get_mut(c as usize)
+                    .ok_or_else(|| Error::Internal(format!("no directory {c}")))?;
                 if *seen {
                     return Err(Error::Internal(format!("directory {c} is linked twice")));
                 }
@@ -569,7 +613,9 @@ fn post_order(tree: &FsTree) -> Result<Vec<Node>> {
                 stack.push((c, 0));
             }
             Target::Inode(x) => {
-                let seen = seen_inode.get_mut(x as usize).ok_or_else(|| Error::Internal(format!("no inode {x}")))?;
+                let seen = seen_inode
+                    .get_mut(x as usize)
+                    .ok_or_else(|| Error::Internal(format!("no inode {x}")))?;
                 if !*seen {
                     *seen = true;
                     out.push(Node::Inode(x));
@@ -614,13 +660,19 @@ fn encode_inode(inode: &Inode, number: u32, nlink: u32, layouts: &[FileLayout], 
     let m = &inode.meta;
     match &inode.kind {
         InodeKind::File(id) => {
-            let l = layouts.get(id.0 as usize).ok_or_else(|| Error::Internal(format!("no data for file {}", id.0)))?;
+            let l = layouts
+                .get(id.0 as usize)
+                .ok_or_else(|| Error::Internal(format!("no data for file {}", id.0)))?;
             let expected_blocks = match l.fragment {
                 Some(_) => l.size / block_size as u64,
                 None => l.size.div_ceil(block_size as u64),
             };
             if l.blocks.len() as u64 != expected_blocks {
-                return Err(Error::Internal(format!("file {} has {} blocks, expected {expected_blocks}", id.0, l.blocks.len())));
+                return Err(Error::Internal(format!(
+                    "file {} has {} blocks, expected {expected_blocks}",
+                    id.0,
+                    l.blocks.len()
+                )));
             }
             let (frag, frag_off) = l.fragment.unwrap_or((NO_FRAGMENT, 0));
             let basic = nlink <= 1 && l.sparse == 0 && l.start <= u32::MAX as u64 && l.size <= u32::MAX as u64;

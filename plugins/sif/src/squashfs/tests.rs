@@ -16,6 +16,7 @@ fn meta(mode: u16, uid: u32, gid: u32, mtime: u32) -> Meta {
 }
 
 /// Add a file at `dir/name`, writing its data now.
+#[allow(clippy::too_many_arguments)]
 fn file(
     b: &mut Built,
     sq: &mut SquashfsWriter,
@@ -27,7 +28,10 @@ fn file(
     data: Vec<u8>,
 ) -> u32 {
     let id = sq.data().add_file(sink, comp, &data).unwrap();
-    b.tree.inodes.push(Inode { meta: m, kind: InodeKind::File(id) });
+    b.tree.inodes.push(Inode {
+        meta: m,
+        kind: InodeKind::File(id),
+    });
     let x = b.tree.inodes.len() as u32 - 1;
     let name = path.rsplit('/').next().unwrap();
     b.tree.dirs[dir as usize].entries.push((name.as_bytes().to_vec(), Target::Inode(x)));
@@ -36,9 +40,14 @@ fn file(
 }
 
 fn subdir(b: &mut Built, parent: u32, name: &str, m: Meta) -> u32 {
-    b.tree.dirs.push(Dir { meta: m, entries: Vec::new() });
+    b.tree.dirs.push(Dir {
+        meta: m,
+        entries: Vec::new(),
+    });
     let d = b.tree.dirs.len() as u32 - 1;
-    b.tree.dirs[parent as usize].entries.push((name.as_bytes().to_vec(), Target::Dir(d)));
+    b.tree.dirs[parent as usize]
+        .entries
+        .push((name.as_bytes().to_vec(), Target::Dir(d)));
     d
 }
 
@@ -60,32 +69,112 @@ fn sample(c: Compression, block_size: u32) -> (Vec<u8>, Built, Summary) {
     let mut comp = native_compress(c);
     let mut sink = VecSink::default();
     sink.bytes.extend_from_slice(b"prefix"); // the image need not start at offset 0
-    let opts = Options { compression: c, block_size, mkfs_time: 1_700_000_000, batch_bytes: 3 * block_size as usize };
+    let opts = Options {
+        compression: c,
+        block_size,
+        mkfs_time: 1_700_000_000,
+        batch_bytes: 3 * block_size as usize,
+    };
     let mut sq = SquashfsWriter::begin(&mut sink, opts).unwrap();
-    let mut b = Built { tree: FsTree { dirs: vec![Dir { meta: meta(0o755, 0, 0, 100), entries: vec![] }], inodes: vec![] }, files: vec![] };
+    let mut b = Built {
+        tree: FsTree {
+            dirs: vec![Dir {
+                meta: meta(0o755, 0, 0, 100),
+                entries: vec![],
+            }],
+            inodes: vec![],
+        },
+        files: vec![],
+    };
     let bs = block_size as usize;
     let etc = subdir(&mut b, 0, "etc", meta(0o755, 0, 0, 200));
-    file(&mut b, &mut sq, &mut sink, &mut comp, etc, "/etc/hostname", meta(0o644, 0, 0, 300), b"kiln\n".to_vec());
-    file(&mut b, &mut sq, &mut sink, &mut comp, etc, "/etc/empty", meta(0o600, 1000, 1000, 301), Vec::new());
-    let shared = file(&mut b, &mut sq, &mut sink, &mut comp, etc, "/etc/shadow", meta(0o640, 0, 42, 302), b"root:*:1::::::\n".to_vec());
+    file(
+        &mut b,
+        &mut sq,
+        &mut sink,
+        &mut comp,
+        etc,
+        "/etc/hostname",
+        meta(0o644, 0, 0, 300),
+        b"kiln\n".to_vec(),
+    );
+    file(
+        &mut b,
+        &mut sq,
+        &mut sink,
+        &mut comp,
+        etc,
+        "/etc/empty",
+        meta(0o600, 1000, 1000, 301),
+        Vec::new(),
+    );
+    let shared = file(
+        &mut b,
+        &mut sq,
+        &mut sink,
+        &mut comp,
+        etc,
+        "/etc/shadow",
+        meta(0o640, 0, 42, 302),
+        b"root:*:1::::::\n".to_vec(),
+    );
     b.tree.dirs[0].entries.push((b"shadow-link".to_vec(), Target::Inode(shared)));
     b.files.push(("/shadow-link".into(), b"root:*:1::::::\n".to_vec()));
     let bin = subdir(&mut b, 0, "bin", meta(0o755, 0, 0, 400));
     let mut big = noise(2 * bs + 1234, 1);
     big[bs..bs + 500].copy_from_slice(&[b'a'; 500]);
     file(&mut b, &mut sq, &mut sink, &mut comp, bin, "/bin/big", meta(0o4755, 0, 0, 401), big);
-    file(&mut b, &mut sq, &mut sink, &mut comp, bin, "/bin/exact", meta(0o755, 0, 0, 402), vec![b'x'; bs]);
+    file(
+        &mut b,
+        &mut sq,
+        &mut sink,
+        &mut comp,
+        bin,
+        "/bin/exact",
+        meta(0o755, 0, 0, 402),
+        vec![b'x'; bs],
+    );
     let mut sparse = vec![0u8; 3 * bs + 10];
     sparse[bs + 7] = 1;
-    file(&mut b, &mut sq, &mut sink, &mut comp, bin, "/bin/sparse", meta(0o644, 0, 0, 403), sparse);
+    file(
+        &mut b,
+        &mut sq,
+        &mut sink,
+        &mut comp,
+        bin,
+        "/bin/sparse",
+        meta(0o644, 0, 0, 403),
+        sparse,
+    );
     for i in 0..40 {
         let data = format!("small file {i}\n").repeat(i * 37 + 1).into_bytes();
-        file(&mut b, &mut sq, &mut sink, &mut comp, bin, &format!("/bin/s{i:02}"), meta(0o644, 5, 6, 404), data);
+        file(
+            &mut b,
+            &mut sq,
+            &mut sink,
+            &mut comp,
+            bin,
+            &format!("/bin/s{i:02}"),
+            meta(0o644, 5, 6, 404),
+            data,
+        );
     }
     other(&mut b, bin, "sh", meta(0o777, 0, 0, 405), InodeKind::Symlink(b"big".to_vec()));
     let dev = subdir(&mut b, 0, "dev", meta(0o755, 0, 0, 500));
-    other(&mut b, dev, "null", meta(0o666, 0, 0, 501), InodeKind::CharDevice { major: 1, minor: 3 });
-    other(&mut b, dev, "loop300", meta(0o660, 0, 6, 502), InodeKind::BlockDevice { major: 7, minor: 300 });
+    other(
+        &mut b,
+        dev,
+        "null",
+        meta(0o666, 0, 0, 501),
+        InodeKind::CharDevice { major: 1, minor: 3 },
+    );
+    other(
+        &mut b,
+        dev,
+        "loop300",
+        meta(0o660, 0, 6, 502),
+        InodeKind::BlockDevice { major: 7, minor: 300 },
+    );
     other(&mut b, dev, "fifo", meta(0o644, 0, 0, 503), InodeKind::Fifo);
     other(&mut b, dev, "sock", meta(0o755, 0, 0, 504), InodeKind::Socket);
     let deep = subdir(&mut b, dev, "a", meta(0o700, 0, 0, 505));
@@ -167,7 +256,11 @@ fn roundtrip(c: Compression, block_size: u32) {
         "drwxrwxrwt 0/0 ",
         "drwxr-xr-x 7/8 ",
     ] {
-        assert!(list.iter().any(|l| l.starts_with(want) || l == want), "missing {want:?} in\n{}", list.join("\n"));
+        assert!(
+            list.iter().any(|l| l.starts_with(want) || l == want),
+            "missing {want:?} in\n{}",
+            list.join("\n")
+        );
     }
     assert_eq!(list.len(), 59, "{}", list.join("\n"));
 
@@ -203,11 +296,24 @@ fn small_blocks_and_batches_read_back() {
 fn incompressible_blocks_are_stored_raw() {
     let mut comp = native_compress(Compression::Gzip);
     let mut sink = VecSink::default();
-    let mut sq = SquashfsWriter::begin(&mut sink, Options { block_size: 4096, ..Options::default() }).unwrap();
+    let mut sq = SquashfsWriter::begin(
+        &mut sink,
+        Options {
+            block_size: 4096,
+            ..Options::default()
+        },
+    )
+    .unwrap();
     let id = sq.data().add_file(&mut sink, &mut comp, &noise(4096 * 2, 9)).unwrap();
     let tree = FsTree {
-        dirs: vec![Dir { meta: Meta::default(), entries: vec![(b"n".to_vec(), Target::Inode(0))] }],
-        inodes: vec![Inode { meta: Meta::default(), kind: InodeKind::File(id) }],
+        dirs: vec![Dir {
+            meta: Meta::default(),
+            entries: vec![(b"n".to_vec(), Target::Inode(0))],
+        }],
+        inodes: vec![Inode {
+            meta: Meta::default(),
+            kind: InodeKind::File(id),
+        }],
     };
     let s = sq.finish(&mut sink, &mut comp, &tree).unwrap();
     // Two raw 4096-byte blocks right after the superblock.
@@ -226,28 +332,66 @@ fn empty_root_and_large_directory() {
     // An empty file system.
     let mut sink = VecSink::default();
     let sq = SquashfsWriter::begin(&mut sink, Options::default()).unwrap();
-    sq.finish(&mut sink, &mut comp, &FsTree { dirs: vec![Dir::default()], inodes: vec![] }).unwrap();
+    sq.finish(
+        &mut sink,
+        &mut comp,
+        &FsTree {
+            dirs: vec![Dir::default()],
+            inodes: vec![],
+        },
+    )
+    .unwrap();
     std::fs::write(dir.join("empty.sqfs"), &sink.bytes).unwrap();
-    assert_eq!(unsquashfs_list(&dir.join("empty.sqfs"), None), vec!["drwxr-xr-x 0/0 3 /".to_string()]);
+    assert_eq!(
+        unsquashfs_list(&dir.join("empty.sqfs"), None),
+        vec!["drwxr-xr-x 0/0 3 /".to_string()]
+    );
 
     // 3000 entries with long names: listing > 64 KiB (extended directory inode), many headers,
     // inode numbers far apart, and a subdirectory after them.
     let mut sink = VecSink::default();
     let mut sq = SquashfsWriter::begin(&mut sink, Options::default()).unwrap();
-    let mut b = Built { tree: FsTree { dirs: vec![Dir::default()], inodes: vec![] }, files: vec![] };
+    let mut b = Built {
+        tree: FsTree {
+            dirs: vec![Dir::default()],
+            inodes: vec![],
+        },
+        files: vec![],
+    };
     let many = subdir(&mut b, 0, "many", Meta::default());
     for i in 0..3000 {
         let name = format!("/many/{}-{i:05}", "n".repeat(40));
-        file(&mut b, &mut sq, &mut sink, &mut comp, many, &name, Meta::default(), format!("{i}").into_bytes());
+        file(
+            &mut b,
+            &mut sq,
+            &mut sink,
+            &mut comp,
+            many,
+            &name,
+            Meta::default(),
+            format!("{i}").into_bytes(),
+        );
     }
-    subdir(&mut b, many, "zz", Meta { mode: 0o700, ..Meta::default() });
+    subdir(
+        &mut b,
+        many,
+        "zz",
+        Meta {
+            mode: 0o700,
+            ..Meta::default()
+        },
+    );
     sort(&mut b.tree);
     sq.finish(&mut sink, &mut comp, &b.tree).unwrap();
     let path = dir.join("large.sqfs");
     std::fs::write(&path, &sink.bytes).unwrap();
     let list = unsquashfs_list(&path, None);
     assert_eq!(list.len(), 3003);
-    assert!(list.contains(&"drwx------ 0/0 3 /many/zz".to_string()), "{:?}", &list[list.len() - 3..]);
+    assert!(
+        list.contains(&"drwx------ 0/0 3 /many/zz".to_string()),
+        "{:?}",
+        &list[list.len() - 3..]
+    );
     let out = dir.join("root");
     unsquashfs_extract(&path, None, &out);
     check_files(&out, &b.files);
@@ -266,7 +410,16 @@ fn check_files(root: &std::path::Path, files: &[(String, Vec<u8>)]) {
 #[test]
 fn rejects_bad_block_size_and_short_data() {
     let mut sink = VecSink::default();
-    assert!(matches!(SquashfsWriter::begin(&mut sink, Options { block_size: 3000, ..Options::default() }), Err(Error::InvalidInput(_))));
+    assert!(matches!(
+        SquashfsWriter::begin(
+            &mut sink,
+            Options {
+                block_size: 3000,
+                ..Options::default()
+            }
+        ),
+        Err(Error::InvalidInput(_))
+    ));
     let mut comp = native_compress(Compression::Gzip);
     let mut sq = SquashfsWriter::begin(&mut sink, Options::default()).unwrap();
     sq.data().begin_file(10).unwrap();
