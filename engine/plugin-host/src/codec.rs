@@ -20,7 +20,9 @@ pub fn compress(algo: Algorithm, level: Option<u32>, data: &[u8]) -> std::io::Re
         }
         Algorithm::Zstd => zstd::bulk::compress(data, level.map(|l| l as i32).unwrap_or(15)),
         Algorithm::Xz => {
-            let mut e = xz2::write::XzEncoder::new(Vec::with_capacity(data.len() / 2), level.unwrap_or(6).min(9));
+            // CRC32 checks: the Linux squashfs driver cannot read CRC64 xz streams.
+            let stream = xz2::stream::Stream::new_easy_encoder(level.unwrap_or(6).min(9), xz2::stream::Check::Crc32)?;
+            let mut e = xz2::write::XzEncoder::new_stream(Vec::with_capacity(data.len() / 2), stream);
             e.write_all(data)?;
             e.finish()
         }

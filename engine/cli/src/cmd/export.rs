@@ -99,6 +99,11 @@ pub fn export(
     if scheme == "oci" {
         unpack_layout(&tmp, &path)?;
     } else {
+        // Like other tools' outputs: 0644 less the umask, and executable for SIF (`./x.sif` runs it).
+        use std::os::unix::fs::PermissionsExt;
+        let mode = if scheme == "sif" { 0o755 } else { 0o644 };
+        let umask = current_umask();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode & !umask))?;
         tmp.persist(&path).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
@@ -117,6 +122,15 @@ fn unpack_layout(tar_path: &Path, dir: &Path) -> Result<()> {
         e.unpack_in(dir).with_context(|| format!("unpacking into {}", dir.display()))?;
     }
     Ok(())
+}
+
+fn current_umask() -> u32 {
+    // SAFETY: umask only swaps the process mask; it is restored at once.
+    unsafe {
+        let old = libc::umask(0o022);
+        libc::umask(old);
+        old as u32
+    }
 }
 
 /// Open the store for a verb.
