@@ -71,13 +71,17 @@ impl Layout {
     /// Start a layout in `dir` (created; existing `index.json` entries are kept).
     pub fn create(dir: &Path) -> Layout {
         std::fs::create_dir_all(dir.join("blobs/sha256")).expect("creating blobs/sha256");
-        std::fs::write(dir.join("oci-layout"), "{\"imageLayoutVersion\":\"1.0.0\"}").expect("writing oci-layout");
+        std::fs::write(dir.join("oci-layout"), "{\"imageLayoutVersion\":\"1.0.0\"}")
+            .expect("writing oci-layout");
         let entries = std::fs::read(dir.join("index.json"))
             .ok()
             .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
             .and_then(|v| v["manifests"].as_array().cloned())
             .unwrap_or_default();
-        Layout { dir: dir.to_path_buf(), entries }
+        Layout {
+            dir: dir.to_path_buf(),
+            entries,
+        }
     }
 
     /// The layout directory.
@@ -94,17 +98,25 @@ impl Layout {
 
     /// Store the tar file `tar` as a layer blob with `compression`; returns (descriptor, diff id).
     pub fn add_layer(&self, tar: &Path, compression: Compression) -> (Value, String) {
-        let mut src = std::fs::File::open(tar).unwrap_or_else(|e| panic!("opening {}: {e}", tar.display()));
-        let tmp = self.dir.join(format!("blobs/sha256/.tmp-{}", std::process::id()));
+        let mut src =
+            std::fs::File::open(tar).unwrap_or_else(|e| panic!("opening {}: {e}", tar.display()));
+        let tmp = self
+            .dir
+            .join(format!("blobs/sha256/.tmp-{}", std::process::id()));
         let out = std::fs::File::create(&tmp).expect("creating a temporary blob");
-        let mut hashed = HashWriter { inner: std::io::BufWriter::new(out), hash: Sha256::new(), n: 0 };
+        let mut hashed = HashWriter {
+            inner: std::io::BufWriter::new(out),
+            hash: Sha256::new(),
+            n: 0,
+        };
         let mut diff = Sha256::new();
         let mut buf = vec![0u8; 1 << 16];
         let media_type;
         match compression {
             Compression::Gzip => {
                 media_type = "application/vnd.oci.image.layer.v1.tar+gzip";
-                let mut gz = flate2::write::GzEncoder::new(&mut hashed, flate2::Compression::new(6));
+                let mut gz =
+                    flate2::write::GzEncoder::new(&mut hashed, flate2::Compression::new(6));
                 loop {
                     let n = src.read(&mut buf).expect("reading the layer tar");
                     if n == 0 {
@@ -129,8 +141,10 @@ impl Layout {
         }
         hashed.inner.flush().expect("flushing the layer blob");
         let hex = hex::encode(hashed.hash.finalize());
-        std::fs::rename(&tmp, self.dir.join("blobs/sha256").join(&hex)).expect("renaming the layer blob");
-        let desc = json!({"mediaType": media_type, "digest": format!("sha256:{hex}"), "size": hashed.n});
+        std::fs::rename(&tmp, self.dir.join("blobs/sha256").join(&hex))
+            .expect("renaming the layer blob");
+        let desc =
+            json!({"mediaType": media_type, "digest": format!("sha256:{hex}"), "size": hashed.n});
         (desc, format!("sha256:{}", hex::encode(diff.finalize())))
     }
 
@@ -157,14 +171,20 @@ impl Layout {
         if let Some(v) = &spec.variant {
             config["variant"] = json!(v);
         }
-        let config_desc = self.add_blob("application/vnd.oci.image.config.v1+json", config.to_string().as_bytes());
+        let config_desc = self.add_blob(
+            "application/vnd.oci.image.config.v1+json",
+            config.to_string().as_bytes(),
+        );
         let manifest = json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": config_desc,
             "layers": descs,
         });
-        let mut desc = self.add_blob("application/vnd.oci.image.manifest.v1+json", manifest.to_string().as_bytes());
+        let mut desc = self.add_blob(
+            "application/vnd.oci.image.manifest.v1+json",
+            manifest.to_string().as_bytes(),
+        );
         let mut platform = json!({"architecture": spec.arch, "os": spec.os});
         if let Some(v) = &spec.variant {
             platform["variant"] = json!(v);
@@ -180,7 +200,10 @@ impl Layout {
             "mediaType": "application/vnd.oci.image.index.v1+json",
             "manifests": manifests,
         });
-        self.add_blob("application/vnd.oci.image.index.v1+json", index.to_string().as_bytes())
+        self.add_blob(
+            "application/vnd.oci.image.index.v1+json",
+            index.to_string().as_bytes(),
+        )
     }
 
     /// Name `desc` `ref_name` in `index.json` (replacing an entry of that name) and write it.
@@ -216,7 +239,13 @@ impl<W: Write> Write for HashWriter<W> {
 /// Deterministic `tar` of a directory's contents (sorted, mtime 0, numeric ids), as make-bases does.
 pub fn tar_dir(dir: &Path, out: &Path, force_root_owner: bool) {
     let mut c = Command::new("tar");
-    c.args(["--sort=name", "--mtime=@0", "--numeric-owner", "--xattrs", "--acls"]);
+    c.args([
+        "--sort=name",
+        "--mtime=@0",
+        "--numeric-owner",
+        "--xattrs",
+        "--acls",
+    ]);
     if force_root_owner {
         c.args(["--owner=0", "--group=0"]);
     }
@@ -243,24 +272,43 @@ fn cached(name: &str, make: impl FnOnce(&Path)) -> PathBuf {
 
 /// The busybox rootfs: `/bin/busybox`, applet symlinks at their canonical paths, passwd/group.
 pub fn busybox_rootfs(r: &Path) {
-    for d in ["bin", "sbin", "usr/bin", "usr/sbin", "etc", "tmp", "root", "home", "var", "dev", "proc", "sys"] {
+    for d in [
+        "bin", "sbin", "usr/bin", "usr/sbin", "etc", "tmp", "root", "home", "var", "dev", "proc",
+        "sys",
+    ] {
         std::fs::create_dir_all(r.join(d)).expect("creating rootfs dirs");
     }
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(r.join("tmp"), std::fs::Permissions::from_mode(0o1777)).expect("chmod /tmp");
-    std::fs::set_permissions(r.join("root"), std::fs::Permissions::from_mode(0o700)).expect("chmod /root");
-    std::fs::copy("/usr/bin/busybox", r.join("bin/busybox")).expect("copying /usr/bin/busybox (busybox-static)");
-    std::fs::set_permissions(r.join("bin/busybox"), std::fs::Permissions::from_mode(0o755)).expect("chmod busybox");
+    std::fs::set_permissions(r.join("tmp"), std::fs::Permissions::from_mode(0o1777))
+        .expect("chmod /tmp");
+    std::fs::set_permissions(r.join("root"), std::fs::Permissions::from_mode(0o700))
+        .expect("chmod /root");
+    std::fs::copy("/usr/bin/busybox", r.join("bin/busybox"))
+        .expect("copying /usr/bin/busybox (busybox-static)");
+    std::fs::set_permissions(
+        r.join("bin/busybox"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod busybox");
     let list = run_ok(Command::new(r.join("bin/busybox")).arg("--list-full")).stdout;
-    for p in String::from_utf8_lossy(&list).lines().map(str::trim).filter(|p| !p.is_empty() && *p != "bin/busybox") {
+    for p in String::from_utf8_lossy(&list)
+        .lines()
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && *p != "bin/busybox")
+    {
         let link = r.join(p);
-        std::fs::create_dir_all(link.parent().expect("applet path has a parent")).expect("creating applet dir");
+        std::fs::create_dir_all(link.parent().expect("applet path has a parent"))
+            .expect("creating applet dir");
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink("/bin/busybox", &link).expect("creating an applet symlink");
     }
-    std::fs::write(r.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
-        .expect("writing /etc/passwd");
-    std::fs::write(r.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").expect("writing /etc/group");
+    std::fs::write(
+        r.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )
+    .expect("writing /etc/passwd");
+    std::fs::write(r.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")
+        .expect("writing /etc/group");
 }
 
 /// The cached busybox OCI layout (one gzip layer, `Cmd ["/bin/sh"]`), tagged `latest`.
@@ -273,7 +321,10 @@ pub fn busybox_layout() -> PathBuf {
         tar_dir(&rootfs, &tar, true);
         let layout_dir = tmp.join("layout");
         let mut layout = Layout::create(&layout_dir);
-        let spec = ImageSpec { created_by: "kiln-tests: busybox from /usr/bin/busybox".into(), ..ImageSpec::default() };
+        let spec = ImageSpec {
+            created_by: "kiln-tests: busybox from /usr/bin/busybox".into(),
+            ..ImageSpec::default()
+        };
         let desc = layout.add_image(&[&tar], &spec);
         layout.tag(&desc, "latest");
         move_layout_up(tmp);
@@ -294,7 +345,8 @@ fn move_layout_up(tmp: &Path) {
     }
     for e in std::fs::read_dir(tmp.join("layout")).expect("listing the layout") {
         let p = e.expect("dir entry").path();
-        std::fs::rename(&p, tmp.join(p.file_name().expect("entry name"))).expect("moving the layout up");
+        std::fs::rename(&p, tmp.join(p.file_name().expect("entry name")))
+            .expect("moving the layout up");
     }
     std::fs::remove_dir(tmp.join("layout")).expect("removing the empty layout dir");
 }
@@ -306,10 +358,14 @@ pub fn debian_mirror() -> String {
     {
         return m;
     }
-    let sources = std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources").unwrap_or_default();
+    let sources =
+        std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources").unwrap_or_default();
     sources
         .lines()
-        .find_map(|l| l.strip_prefix("URIs:").map(|u| u.split_whitespace().next().unwrap_or("").to_string()))
+        .find_map(|l| {
+            l.strip_prefix("URIs:")
+                .map(|u| u.split_whitespace().next().unwrap_or("").to_string())
+        })
         .filter(|u| !u.is_empty())
         .unwrap_or_else(|| "http://deb.debian.org/debian".into())
 }
@@ -339,23 +395,38 @@ pub fn debian_rootfs_tar() -> PathBuf {
         .arg(&r)
         .arg(&mirror)
         .stdout(std::fs::File::create(&log).expect("creating debootstrap.log"))
-        .stderr(std::fs::File::options().append(true).open(&log).expect("opening debootstrap.log"))
+        .stderr(
+            std::fs::File::options()
+                .append(true)
+                .open(&log)
+                .expect("opening debootstrap.log"),
+        )
         .status()
         .expect("running debootstrap (is it installed? it needs root)");
     if !status.success() {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(20).collect();
         let _ = std::fs::remove_dir_all(&r);
-        panic!("debootstrap from {mirror} failed ({status}); log tail:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        panic!(
+            "debootstrap from {mirror} failed ({status}); log tail:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
     }
     debian_cleanups(&r, &mirror);
-    let tmp_tar = cache.join(format!("debian-bookworm-minbase-{day}.tar.tmp-{}", std::process::id()));
+    let tmp_tar = cache.join(format!(
+        "debian-bookworm-minbase-{day}.tar.tmp-{}",
+        std::process::id()
+    ));
     tar_dir(&r, &tmp_tar, false);
     std::fs::rename(&tmp_tar, &tar).expect("publishing the debian tarball");
     std::fs::remove_dir_all(&r).expect("removing the debootstrap rootfs");
-    for e in std::fs::read_dir(&cache).expect("listing the cache").flatten() {
+    for e in std::fs::read_dir(&cache)
+        .expect("listing the cache")
+        .flatten()
+    {
         let name = e.file_name().to_string_lossy().into_owned();
-        let old = (name.starts_with("debian-bookworm-minbase-") || name.starts_with("debian-bookworm-oci-"))
+        let old = (name.starts_with("debian-bookworm-minbase-")
+            || name.starts_with("debian-bookworm-oci-"))
             && !name.contains(&day)
             && !name.ends_with(".lock");
         if old {
@@ -368,7 +439,10 @@ pub fn debian_rootfs_tar() -> PathBuf {
 /// Container-style cleanups, like the official image: apt sources for the mirror, no caches, logs,
 /// device nodes, resolv.conf or hostname; services never start (`policy-rc.d`).
 fn debian_cleanups(r: &Path, mirror: &str) {
-    let security = format!("{}/debian-security", mirror.trim_end_matches('/').trim_end_matches("/debian"));
+    let security = format!(
+        "{}/debian-security",
+        mirror.trim_end_matches('/').trim_end_matches("/debian")
+    );
     std::fs::write(
         r.join("etc/apt/sources.list"),
         format!("deb {mirror} bookworm main\ndeb {mirror} bookworm-updates main\ndeb {security} bookworm-security main\n"),
@@ -377,11 +451,24 @@ fn debian_cleanups(r: &Path, mirror: &str) {
     let rc = r.join("usr/sbin/policy-rc.d");
     std::fs::write(&rc, "#!/bin/sh\nexit 101\n").expect("writing policy-rc.d");
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&rc, std::fs::Permissions::from_mode(0o755)).expect("chmod policy-rc.d");
-    for d in ["var/lib/apt/lists", "var/log/apt", "dev", "proc", "sys", "run", "tmp"] {
+    std::fs::set_permissions(&rc, std::fs::Permissions::from_mode(0o755))
+        .expect("chmod policy-rc.d");
+    for d in [
+        "var/lib/apt/lists",
+        "var/log/apt",
+        "dev",
+        "proc",
+        "sys",
+        "run",
+        "tmp",
+    ] {
         empty_dir(&r.join(d));
     }
-    for (d, suffix) in [("var/cache/apt", ".bin"), ("var/cache/apt/archives", ".deb"), ("var/log", ".log")] {
+    for (d, suffix) in [
+        ("var/cache/apt", ".bin"),
+        ("var/cache/apt/archives", ".deb"),
+        ("var/log", ".log"),
+    ] {
         if let Ok(rd) = std::fs::read_dir(r.join(d)) {
             for e in rd.flatten() {
                 if e.file_name().to_string_lossy().ends_with(suffix) && e.path().is_file() {
@@ -390,7 +477,11 @@ fn debian_cleanups(r: &Path, mirror: &str) {
             }
         }
     }
-    for f in ["etc/resolv.conf", "etc/hostname", "var/cache/ldconfig/aux-cache"] {
+    for f in [
+        "etc/resolv.conf",
+        "etc/hostname",
+        "var/cache/ldconfig/aux-cache",
+    ] {
         let _ = std::fs::remove_file(r.join(f));
     }
     let _ = std::fs::write(r.join("etc/machine-id"), "");
@@ -401,7 +492,11 @@ fn empty_dir(d: &Path) {
         for e in rd.flatten() {
             let p = e.path();
             let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
-            let _ = if is_dir { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+            let _ = if is_dir {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
         }
     }
 }
@@ -409,30 +504,47 @@ fn empty_dir(d: &Path) {
 /// The cached debian:bookworm OCI layout (one gzip layer, `Cmd ["bash"]`), tagged `bookworm`.
 pub fn debian_layout() -> PathBuf {
     let tar = debian_rootfs_tar();
-    cached(&format!("debian-bookworm-oci-{}-{}", oci_arch(), today()), |tmp| {
-        let layout_dir = tmp.join("layout");
-        let mut layout = Layout::create(&layout_dir);
-        let spec = ImageSpec {
-            cmd: vec!["bash".into()],
-            created_by: "kiln-tests: debootstrap --variant=minbase bookworm".into(),
-            ..ImageSpec::default()
-        };
-        let desc = layout.add_image(&[&tar], &spec);
-        layout.tag(&desc, "bookworm");
-        move_layout_up(tmp);
-    })
+    cached(
+        &format!("debian-bookworm-oci-{}-{}", oci_arch(), today()),
+        |tmp| {
+            let layout_dir = tmp.join("layout");
+            let mut layout = Layout::create(&layout_dir);
+            let spec = ImageSpec {
+                cmd: vec!["bash".into()],
+                created_by: "kiln-tests: debootstrap --variant=minbase bookworm".into(),
+                ..ImageSpec::default()
+            };
+            let desc = layout.add_image(&[&tar], &spec);
+            layout.tag(&desc, "bookworm");
+            move_layout_up(tmp);
+        },
+    )
 }
 
 /// Push an OCI layout's `ref_name` to `reg` as `repo_and_tag` with skopeo; returns the manifest
 /// digest the registry stored.
-pub fn push_layout(reg: &Registry, layout: &Path, ref_name: &str, repo_and_tag: &str, extra: &[&str]) -> String {
+pub fn push_layout(
+    reg: &Registry,
+    layout: &Path,
+    ref_name: &str,
+    repo_and_tag: &str,
+    extra: &[&str],
+) -> String {
     let skopeo = Skopeo::new();
     let digest_file = tempfile::NamedTempFile::new().expect("creating a digest file");
     let mut flags: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     flags.push(format!("--digestfile={}", digest_file.path().display()));
     let flag_refs: Vec<&str> = flags.iter().map(String::as_str).collect();
-    skopeo.copy_to(&format!("oci:{}:{ref_name}", layout.display()), reg, repo_and_tag, &flag_refs);
-    std::fs::read_to_string(digest_file.path()).expect("reading skopeo's digest file").trim().to_string()
+    skopeo.copy_to(
+        &format!("oci:{}:{ref_name}", layout.display()),
+        reg,
+        repo_and_tag,
+        &flag_refs,
+    );
+    std::fs::read_to_string(digest_file.path())
+        .expect("reading skopeo's digest file")
+        .trim()
+        .to_string()
 }
 
 /// Push `busybox:latest` to `reg`; returns its manifest digest.

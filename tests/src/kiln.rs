@@ -15,9 +15,16 @@ pub fn kiln_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("test executable lives in target/<profile>/deps");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
     let bin = profile_dir.join("kiln");
-    assert!(bin.exists(), "{} not found: build it first (cargo build -p kiln-cli, same profile and target dir)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (cargo build -p kiln-cli, same profile and target dir)",
+        bin.display()
+    );
     bin
 }
 
@@ -38,8 +45,15 @@ impl Default for Kiln {
 impl Kiln {
     /// A fresh store and home.
     pub fn new() -> Kiln {
-        let root = tempfile::Builder::new().prefix("kiln-test-root.").tempdir().expect("creating a temp store root");
-        Kiln { root, home: HermeticHome::new(), envs: Vec::new() }
+        let root = tempfile::Builder::new()
+            .prefix("kiln-test-root.")
+            .tempdir()
+            .expect("creating a temp store root");
+        Kiln {
+            root,
+            home: HermeticHome::new(),
+            envs: Vec::new(),
+        }
     }
 
     /// The store directory passed as `--root`.
@@ -91,7 +105,8 @@ impl Kiln {
         S: AsRef<OsStr>,
     {
         let mut c = self.cmd(args);
-        c.output().unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"))
+        c.output()
+            .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"))
     }
 
     /// Run kiln, panicking with its output unless it succeeds; returns stdout.
@@ -101,9 +116,16 @@ impl Kiln {
         S: AsRef<OsStr>,
     {
         let mut c = self.cmd(args);
-        let out = c.output().unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"));
+        let out = c
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"));
         if !out.status.success() {
-            panic!("{c:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}", out.status, lossy(&out.stdout), lossy(&out.stderr));
+            panic!(
+                "{c:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+                out.status,
+                lossy(&out.stdout),
+                lossy(&out.stderr)
+            );
         }
         lossy(&out.stdout)
     }
@@ -115,9 +137,15 @@ impl Kiln {
         S: AsRef<OsStr>,
     {
         let mut c = self.cmd(args);
-        let out = c.output().unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"));
+        let out = c
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"));
         if out.status.success() {
-            panic!("{c:?} succeeded but should have failed:\n--- stdout\n{}\n--- stderr\n{}", lossy(&out.stdout), lossy(&out.stderr));
+            panic!(
+                "{c:?} succeeded but should have failed:\n--- stdout\n{}\n--- stderr\n{}",
+                lossy(&out.stdout),
+                lossy(&out.stderr)
+            );
         }
         lossy(&out.stderr)
     }
@@ -131,12 +159,26 @@ impl Kiln {
         use std::io::Write;
         use std::process::Stdio;
         let mut c = self.cmd(args);
-        c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = c.spawn().unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"));
-        child.stdin.take().expect("piped stdin").write_all(stdin).expect("writing kiln's stdin");
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"));
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(stdin)
+            .expect("writing kiln's stdin");
         let out = child.wait_with_output().expect("waiting for kiln");
         if !out.status.success() {
-            panic!("{c:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}", out.status, lossy(&out.stdout), lossy(&out.stderr));
+            panic!(
+                "{c:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+                out.status,
+                lossy(&out.stdout),
+                lossy(&out.stderr)
+            );
         }
         lossy(&out.stdout)
     }

@@ -23,8 +23,47 @@ impl Pki {
     pub fn generate(dir: &Path) -> Pki {
         std::fs::create_dir_all(dir).expect("creating the pki directory");
         let p = |n: &str| dir.join(n);
-        run_ok(Command::new("openssl").args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=kiln test CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-keyout"]).arg(p("ca.key")).arg("-out").arg(p("ca.crt")));
-        run_ok(Command::new("openssl").args(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout"]).arg(p("server.key")).arg("-out").arg(p("server.csr")));
+        run_ok(
+            Command::new("openssl")
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=kiln test CA",
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
+                    "-keyout",
+                ])
+                .arg(p("ca.key"))
+                .arg("-out")
+                .arg(p("ca.crt")),
+        );
+        run_ok(
+            Command::new("openssl")
+                .args([
+                    "req",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1",
+                    "-nodes",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                    "-keyout",
+                ])
+                .arg(p("server.key"))
+                .arg("-out")
+                .arg(p("server.csr")),
+        );
         std::fs::write(
             p("server.ext"),
             "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
@@ -44,7 +83,12 @@ impl Pki {
                 .arg("-out")
                 .arg(p("server.crt")),
         );
-        Pki { ca_cert: p("ca.crt"), ca_key: p("ca.key"), server_cert: p("server.crt"), server_key: p("server.key") }
+        Pki {
+            ca_cert: p("ca.crt"),
+            ca_key: p("ca.key"),
+            server_cert: p("server.crt"),
+            server_key: p("server.key"),
+        }
     }
 }
 
@@ -65,8 +109,30 @@ impl SigningKey {
         std::fs::create_dir_all(dir).expect("creating the signing key directory");
         let key = dir.join("token.key");
         let cert = dir.join("token.crt");
-        run_ok(Command::new("openssl").args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=kiln test token issuer", "-keyout"]).arg(&key).arg("-out").arg(&cert));
-        let spki = run_ok(Command::new("openssl").args(["pkey", "-pubout", "-outform", "DER", "-in"]).arg(&key)).stdout;
+        run_ok(
+            Command::new("openssl")
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=kiln test token issuer",
+                    "-keyout",
+                ])
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert),
+        );
+        let spki = run_ok(
+            Command::new("openssl")
+                .args(["pkey", "-pubout", "-outform", "DER", "-in"])
+                .arg(&key),
+        )
+        .stdout;
         let kid = libtrust_key_id(&spki);
         SigningKey { key, cert, kid }
     }
@@ -82,9 +148,18 @@ impl SigningKey {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("spawning openssl dgst");
-        child.stdin.take().expect("stdin").write_all(data).expect("writing to openssl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(data)
+            .expect("writing to openssl");
         let out = child.wait_with_output().expect("waiting for openssl");
-        assert!(out.status.success(), "openssl dgst -sign failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "openssl dgst -sign failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out.stdout
     }
 }
@@ -95,7 +170,10 @@ pub fn libtrust_key_id(spki_der: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     let sum = Sha256::digest(spki_der);
     let b32 = base32(&sum[..30]);
-    let groups: Vec<&str> = (0..b32.len()).step_by(4).map(|i| &b32[i..(i + 4).min(b32.len())]).collect();
+    let groups: Vec<&str> = (0..b32.len())
+        .step_by(4)
+        .map(|i| &b32[i..(i + 4).min(b32.len())])
+        .collect();
     groups.join(":")
 }
 

@@ -36,19 +36,33 @@ pub struct Cut {
 impl Cut {
     /// Cut blob downloads (requests for `/blobs/sha256:…`) `times` times after `after_bytes` bytes.
     pub fn blobs(after_bytes: usize, times: usize) -> Cut {
-        Cut { request_contains: "/blobs/sha256:".into(), after_bytes, times, fault: Fault::Cut }
+        Cut {
+            request_contains: "/blobs/sha256:".into(),
+            after_bytes,
+            times,
+            fault: Fault::Cut,
+        }
     }
 
     /// Answer the first `times` requests whose line contains `pattern` with HTTP `status`.
     pub fn status(pattern: &str, status: u16, times: usize) -> Cut {
-        Cut { request_contains: pattern.into(), after_bytes: 0, times, fault: Fault::Status(status) }
+        Cut {
+            request_contains: pattern.into(),
+            after_bytes: 0,
+            times,
+            fault: Fault::Status(status),
+        }
     }
 
     /// Only count requests whose line contains `pattern` (see [`CutProxy::matching_requests`]).
     pub fn count(pattern: &str) -> Cut {
-        Cut { request_contains: pattern.into(), after_bytes: 0, times: 0, fault: Fault::Cut }
+        Cut {
+            request_contains: pattern.into(),
+            after_bytes: 0,
+            times: 0,
+            fault: Fault::Cut,
+        }
     }
-
 }
 
 struct State {
@@ -68,7 +82,10 @@ pub struct CutProxy {
 
 impl std::fmt::Debug for CutProxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CutProxy").field("addr", &self.addr).field("cut", &self.state.cut).finish()
+        f.debug_struct("CutProxy")
+            .field("addr", &self.addr)
+            .field("cut", &self.state.cut)
+            .finish()
     }
 }
 
@@ -99,7 +116,11 @@ impl CutProxy {
                 std::thread::spawn(move || pump_pair(client, server, st));
             }
         });
-        CutProxy { addr, state, thread: Some(thread) }
+        CutProxy {
+            addr,
+            state,
+            thread: Some(thread),
+        }
     }
 
     /// `127.0.0.1:PORT` of the proxy: use it as the registry host.
@@ -137,7 +158,9 @@ impl Drop for CutProxy {
 /// then counts bytes and cuts at the limit.
 fn pump_pair(client: TcpStream, server: TcpStream, st: Arc<State>) {
     let armed = Arc::new(AtomicBool::new(false));
-    let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else { return };
+    let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
     let up = {
         let st = st.clone();
         let armed = armed.clone();
@@ -158,7 +181,10 @@ fn client_to_server(mut client: TcpStream, mut server: TcpStream, st: &State, ar
         let first_line = chunk.split(|&b| b == b'\n').next().unwrap_or(chunk);
         if String::from_utf8_lossy(first_line).contains(&st.cut.request_contains) {
             st.requests.fetch_add(1, Ordering::SeqCst);
-            let take = st.remaining.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| r.checked_sub(1)).is_ok();
+            let take = st
+                .remaining
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| r.checked_sub(1))
+                .is_ok();
             if take {
                 if let Fault::Status(code) = st.cut.fault {
                     st.done.fetch_add(1, Ordering::SeqCst);

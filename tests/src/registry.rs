@@ -34,7 +34,10 @@ impl Variant {
 
     /// Whether clients need credentials (to push, for `Token`; for anything, with htpasswd).
     pub fn has_auth(self) -> bool {
-        matches!(self, Variant::Htpasswd | Variant::TlsHtpasswd | Variant::Token)
+        matches!(
+            self,
+            Variant::Htpasswd | Variant::TlsHtpasswd | Variant::Token
+        )
     }
 }
 
@@ -57,24 +60,47 @@ pub struct Registry {
 impl Registry {
     /// Start a registry of `variant`; panics (with the registry's log) if it does not come up.
     pub fn start(variant: Variant) -> Registry {
-        let dir = tempfile::Builder::new().prefix("kiln-test-registry.").tempdir().expect("creating the registry dir");
-        let pki = variant.is_tls().then(|| Pki::generate(&dir.path().join("pki")));
+        let dir = tempfile::Builder::new()
+            .prefix("kiln-test-registry.")
+            .tempdir()
+            .expect("creating the registry dir");
+        let pki = variant
+            .is_tls()
+            .then(|| Pki::generate(&dir.path().join("pki")));
         if matches!(variant, Variant::Htpasswd | Variant::TlsHtpasswd) {
             let out = run_ok(Command::new("htpasswd").args(["-Bbn", USER, PASSWORD]));
             std::fs::write(dir.path().join("htpasswd"), &out.stdout).expect("writing htpasswd");
         }
-        let token = (variant == Variant::Token)
-            .then(|| TokenServer::start(SigningKey::generate(&dir.path().join("token")), USER, PASSWORD));
+        let token = (variant == Variant::Token).then(|| {
+            TokenServer::start(
+                SigningKey::generate(&dir.path().join("token")),
+                USER,
+                PASSWORD,
+            )
+        });
         let mut last_log = String::new();
         for _attempt in 0..5 {
             let port = free_port();
-            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("loopback address");
+            let addr: SocketAddr = format!("127.0.0.1:{port}")
+                .parse()
+                .expect("loopback address");
             let config = dir.path().join("config.yml");
-            std::fs::write(&config, config_yaml(variant, addr, dir.path(), pki.as_ref(), token.as_ref()))
-                .expect("writing the registry config");
+            std::fs::write(
+                &config,
+                config_yaml(variant, addr, dir.path(), pki.as_ref(), token.as_ref()),
+            )
+            .expect("writing the registry config");
             let log_path = dir.path().join("registry.log");
             let log = std::fs::File::create(&log_path).expect("creating the registry log");
-            let mut child = Command::new("docker-registry")
+            let mut cmd = Command::new("docker-registry");
+            // distribution reads REGISTRY_* variables as configuration overrides
+            // (REGISTRY_AUTH_FILE would become `auth.file`): keep them away from it.
+            for (k, _) in std::env::vars_os() {
+                if k.to_string_lossy().starts_with("REGISTRY_") {
+                    cmd.env_remove(&k);
+                }
+            }
+            let mut child = cmd
                 .arg("serve")
                 .arg(&config)
                 .stdin(Stdio::null())
@@ -82,8 +108,17 @@ impl Registry {
                 .stderr(log)
                 .spawn()
                 .expect("spawning docker-registry (is the docker-registry package installed?)");
-            if wait_for_port(addr, Duration::from_secs(15)) && child.try_wait().ok().flatten().is_none() {
-                return Registry { variant, addr, dir, child: Some(child), pki, token };
+            if wait_for_port(addr, Duration::from_secs(15))
+                && child.try_wait().ok().flatten().is_none()
+            {
+                return Registry {
+                    variant,
+                    addr,
+                    dir,
+                    child: Some(child),
+                    pki,
+                    token,
+                };
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -117,7 +152,15 @@ impl Registry {
 
     /// `http://127.0.0.1:PORT` or `https://…`.
     pub fn url(&self) -> String {
-        format!("{}://{}", if self.variant.is_tls() { "https" } else { "http" }, self.addr)
+        format!(
+            "{}://{}",
+            if self.variant.is_tls() {
+                "https"
+            } else {
+                "http"
+            },
+            self.addr
+        )
     }
 
     /// A full reference in this registry: `reference("busybox:latest")` → `127.0.0.1:PORT/busybox:latest`.
@@ -176,7 +219,12 @@ impl Registry {
     /// Where the registry keeps the bytes of blob `digest` (`sha256:…`), for tests that corrupt it.
     pub fn blob_data_path(&self, digest: &str) -> PathBuf {
         let (alg, hex) = digest.split_once(':').expect("digest is ALG:HEX");
-        self.storage().join("docker/registry/v2/blobs").join(alg).join(&hex[..2]).join(hex).join("data")
+        self.storage()
+            .join("docker/registry/v2/blobs")
+            .join(alg)
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
     }
 
     /// The registry's log so far.
@@ -199,17 +247,30 @@ impl Drop for Registry {
     }
 }
 
-fn config_yaml(variant: Variant, addr: SocketAddr, dir: &Path, pki: Option<&Pki>, token: Option<&TokenServer>) -> String {
+fn config_yaml(
+    variant: Variant,
+    addr: SocketAddr,
+    dir: &Path,
+    pki: Option<&Pki>,
+    token: Option<&TokenServer>,
+) -> String {
     let mut y = format!(
         "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: kiln-test-upload-secret\n",
         dir.join("storage").display()
     );
     if let Some(p) = pki {
-        y += &format!("  tls:\n    certificate: {}\n    key: {}\n", p.server_cert.display(), p.server_key.display());
+        y += &format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            p.server_cert.display(),
+            p.server_key.display()
+        );
     }
     match variant {
         Variant::Htpasswd | Variant::TlsHtpasswd => {
-            y += &format!("auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n", dir.join("htpasswd").display());
+            y += &format!(
+                "auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n",
+                dir.join("htpasswd").display()
+            );
         }
         Variant::Token => {
             let t = token.expect("token server for the Token variant");

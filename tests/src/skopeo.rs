@@ -44,7 +44,9 @@ pub fn registry_flags(reg: &Registry, side: Side) -> Vec<String> {
 impl Skopeo {
     /// A runner with a fresh hermetic home.
     pub fn new() -> Skopeo {
-        Skopeo { home: HermeticHome::new() }
+        Skopeo {
+            home: HermeticHome::new(),
+        }
     }
 
     /// `skopeo --insecure-policy` with the hermetic environment; add arguments and run it.
@@ -57,7 +59,13 @@ impl Skopeo {
 
     /// `skopeo copy [flags] SRC DEST`, panicking with skopeo's output on failure.
     pub fn copy(&self, flags: &[String], src: &str, dest: &str) -> Output {
-        run_ok(self.cmd().args(["copy", "--quiet"]).args(flags).arg(src).arg(dest))
+        run_ok(
+            self.cmd()
+                .args(["copy", "--quiet"])
+                .args(flags)
+                .arg(src)
+                .arg(dest),
+        )
     }
 
     /// Copy `src` (any transport) to `reg` as `repo_and_tag`.
@@ -68,7 +76,13 @@ impl Skopeo {
     }
 
     /// Copy `repo_and_tag` from `reg` to `dest` (any transport).
-    pub fn copy_from(&self, reg: &Registry, repo_and_tag: &str, dest: &str, extra: &[&str]) -> Output {
+    pub fn copy_from(
+        &self,
+        reg: &Registry,
+        repo_and_tag: &str,
+        dest: &str,
+        extra: &[&str],
+    ) -> Output {
         let mut flags = registry_flags(reg, Side::Src);
         flags.extend(extra.iter().map(|s| s.to_string()));
         self.copy(&flags, &reg.docker(repo_and_tag), dest)
@@ -76,8 +90,13 @@ impl Skopeo {
 
     /// `skopeo inspect --raw`: the manifest (or index) bytes exactly as the registry serves them.
     pub fn inspect_raw(&self, reg: &Registry, repo_and_tag: &str) -> Vec<u8> {
-        run_ok(self.cmd().args(["inspect", "--raw"]).args(registry_flags(reg, Side::Plain)).arg(reg.docker(repo_and_tag)))
-            .stdout
+        run_ok(
+            self.cmd()
+                .args(["inspect", "--raw"])
+                .args(registry_flags(reg, Side::Plain))
+                .arg(reg.docker(repo_and_tag)),
+        )
+        .stdout
     }
 
     /// `skopeo inspect --config --raw`: the image configuration bytes.
@@ -93,11 +112,15 @@ impl Skopeo {
 
     /// `sha256:…` of the manifest the registry serves for `repo_and_tag`.
     pub fn manifest_digest(&self, reg: &Registry, repo_and_tag: &str) -> String {
-        format!("sha256:{}", sha256_bytes(&self.inspect_raw(reg, repo_and_tag)))
+        format!(
+            "sha256:{}",
+            sha256_bytes(&self.inspect_raw(reg, repo_and_tag))
+        )
     }
 
     /// The manifest the registry serves for `repo_and_tag`, parsed.
     pub fn manifest(&self, reg: &Registry, repo_and_tag: &str) -> serde_json::Value {
-        serde_json::from_slice(&self.inspect_raw(reg, repo_and_tag)).expect("the registry served JSON")
+        serde_json::from_slice(&self.inspect_raw(reg, repo_and_tag))
+            .expect("the registry served JSON")
     }
 }

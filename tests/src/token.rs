@@ -47,7 +47,9 @@ pub struct TokenServer {
 
 impl std::fmt::Debug for TokenServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenServer").field("addr", &self.addr).finish()
+        f.debug_struct("TokenServer")
+            .field("addr", &self.addr)
+            .finish()
     }
 }
 
@@ -76,7 +78,11 @@ impl TokenServer {
                 });
             }
         });
-        TokenServer { addr, shared, thread: Some(thread) }
+        TokenServer {
+            addr,
+            shared,
+            thread: Some(thread),
+        }
     }
 
     /// The realm URL registries send clients to.
@@ -86,7 +92,11 @@ impl TokenServer {
 
     /// Every request answered so far.
     pub fn requests(&self) -> Vec<TokenRequest> {
-        self.shared.requests.lock().expect("token request log").clone()
+        self.shared
+            .requests
+            .lock()
+            .expect("token request log")
+            .clone()
     }
 
     /// The certificate that verifies this server's tokens.
@@ -128,7 +138,12 @@ fn serve(conn: TcpStream, sh: &Shared) -> std::io::Result<()> {
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match k {
-            "scope" => scopes.extend(percent_decode(v).split(' ').filter(|s| !s.is_empty()).map(str::to_string)),
+            "scope" => scopes.extend(
+                percent_decode(v)
+                    .split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string),
+            ),
             "service" => service = Some(percent_decode(v)),
             _ => {}
         }
@@ -137,9 +152,13 @@ fn serve(conn: TcpStream, sh: &Shared) -> std::io::Result<()> {
     let mut authenticated = false;
     let mut bad_credentials = false;
     if let Some(a) = &auth
-        && let Some(b64) = a.strip_prefix("Basic ").or_else(|| a.strip_prefix("basic "))
+        && let Some(b64) = a
+            .strip_prefix("Basic ")
+            .or_else(|| a.strip_prefix("basic "))
     {
-        let dec = base64::engine::general_purpose::STANDARD.decode(b64.trim()).unwrap_or_default();
+        let dec = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .unwrap_or_default();
         let dec = String::from_utf8_lossy(&dec).into_owned();
         let (u, p) = dec.split_once(':').unwrap_or((&dec, ""));
         user = Some(u.to_string());
@@ -154,15 +173,33 @@ fn serve(conn: TcpStream, sh: &Shared) -> std::io::Result<()> {
         respond(&mut conn, 404, "{\"errors\":[{\"code\":\"NOT_FOUND\"}]}")?;
         404
     } else if bad_credentials {
-        respond(&mut conn, 401, "{\"details\":\"incorrect username or password\"}")?;
+        respond(
+            &mut conn,
+            401,
+            "{\"details\":\"incorrect username or password\"}",
+        )?;
         401
     } else {
-        let token = issue(sh, user.as_deref().filter(|_| authenticated), &scopes, authenticated);
-        let body = serde_json::json!({"token": token, "access_token": token, "expires_in": 300}).to_string();
+        let token = issue(
+            sh,
+            user.as_deref().filter(|_| authenticated),
+            &scopes,
+            authenticated,
+        );
+        let body = serde_json::json!({"token": token, "access_token": token, "expires_in": 300})
+            .to_string();
         respond(&mut conn, 200, &body)?;
         200
     };
-    sh.requests.lock().expect("token request log").push(TokenRequest { user, scopes, service, status });
+    sh.requests
+        .lock()
+        .expect("token request log")
+        .push(TokenRequest {
+            user,
+            scopes,
+            service,
+            status,
+        });
     Ok(())
 }
 
@@ -183,13 +220,23 @@ fn respond(conn: &mut TcpStream, status: u16, body: &str) -> std::io::Result<()>
 fn issue(sh: &Shared, user: Option<&str>, scopes: &[String], authenticated: bool) -> String {
     let mut access = Vec::new();
     for s in scopes {
-        let Some((left, actions)) = s.rsplit_once(':') else { continue };
-        let Some((typ, name)) = left.split_once(':') else { continue };
-        let granted: Vec<&str> =
-            actions.split(',').filter(|a| !a.is_empty()).filter(|a| authenticated || *a == "pull").collect();
+        let Some((left, actions)) = s.rsplit_once(':') else {
+            continue;
+        };
+        let Some((typ, name)) = left.split_once(':') else {
+            continue;
+        };
+        let granted: Vec<&str> = actions
+            .split(',')
+            .filter(|a| !a.is_empty())
+            .filter(|a| authenticated || *a == "pull")
+            .collect();
         access.push(serde_json::json!({"type": typ, "name": name, "actions": granted}));
     }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "kid": sh.key.kid});
     let claims = serde_json::json!({
         "iss": ISSUER,
@@ -202,7 +249,11 @@ fn issue(sh: &Shared, user: Option<&str>, scopes: &[String], authenticated: bool
         "access": access,
     });
     let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
-    let signing_input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+    let signing_input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
     let sig = sh.key.sign_rs256(signing_input.as_bytes());
     format!("{signing_input}.{}", b64(&sig))
 }
@@ -215,7 +266,9 @@ fn percent_decode(s: &str) -> String {
         match b[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(v) => {
                         out.push(v);
@@ -237,7 +290,10 @@ mod tests {
 
     #[test]
     fn decodes_scopes() {
-        assert_eq!(percent_decode("repository%3Abusybox%3Apull%2Cpush"), "repository:busybox:pull,push");
+        assert_eq!(
+            percent_decode("repository%3Abusybox%3Apull%2Cpush"),
+            "repository:busybox:pull,push"
+        );
         assert_eq!(percent_decode("a+b%2"), "a b%2");
     }
 }

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 /// "address already in use").
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
-    l.local_addr().expect("local_addr of a bound listener").port()
+    l.local_addr()
+        .expect("local_addr of a bound listener")
+        .port()
 }
 
 /// Wait until something accepts TCP connections at `addr`; false after `timeout`.
@@ -30,9 +32,16 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> bool {
 
 /// Run `cmd`, panicking with its command line, status, stdout and stderr unless it succeeds.
 pub fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     if !out.status.success() {
-        panic!("{cmd:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}", out.status, lossy(&out.stdout), lossy(&out.stderr));
+        panic!(
+            "{cmd:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+            out.status,
+            lossy(&out.stdout),
+            lossy(&out.stderr)
+        );
     }
     out
 }
@@ -55,11 +64,14 @@ pub fn cache_dir() -> PathBuf {
 
 /// Hex SHA-256 of a file, streamed.
 pub fn sha256_file(path: &Path) -> String {
-    let mut f = std::fs::File::open(path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    let mut f =
+        std::fs::File::open(path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = f.read(&mut buf).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        let n = f
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
         if n == 0 {
             break;
         }
@@ -75,8 +87,14 @@ pub fn sha256_bytes(b: &[u8]) -> String {
 
 /// `NO_PROXY` with loopback added: the current value (if any) plus `127.0.0.1,localhost,::1`.
 pub fn no_proxy_with_loopback() -> String {
-    let cur = std::env::var("NO_PROXY").or_else(|_| std::env::var("no_proxy")).unwrap_or_default();
-    let mut parts: Vec<&str> = cur.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let cur = std::env::var("NO_PROXY")
+        .or_else(|_| std::env::var("no_proxy"))
+        .unwrap_or_default();
+    let mut parts: Vec<&str> = cur
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
     for h in ["127.0.0.1", "localhost", "::1"] {
         if !parts.contains(&h) {
             parts.push(h);
@@ -97,12 +115,19 @@ pub struct HermeticHome {
 impl HermeticHome {
     /// Create a fresh home in a temporary directory.
     pub fn new() -> HermeticHome {
-        let dir = tempfile::Builder::new().prefix("kiln-test-home.").tempdir().expect("creating a temp home");
+        let dir = tempfile::Builder::new()
+            .prefix("kiln-test-home.")
+            .tempdir()
+            .expect("creating a temp home");
         let run = dir.path().join("run");
         std::fs::create_dir_all(&run).expect("creating XDG_RUNTIME_DIR");
-        std::fs::create_dir_all(dir.path().join(".config/containers")).expect("creating ~/.config/containers");
-        std::fs::write(dir.path().join("registries.conf"), "unqualified-search-registries = []\n")
-            .expect("writing registries.conf");
+        std::fs::create_dir_all(dir.path().join(".config/containers"))
+            .expect("creating ~/.config/containers");
+        std::fs::write(
+            dir.path().join("registries.conf"),
+            "unqualified-search-registries = []\n",
+        )
+        .expect("writing registries.conf");
         HermeticHome { dir }
     }
 
@@ -135,8 +160,12 @@ impl HermeticHome {
     /// certificates not verified), as a `[[registry]]` entry.
     pub fn mark_insecure(&self, host: &str) {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().append(true).open(self.registries_conf()).expect("opening registries.conf");
-        writeln!(f, "\n[[registry]]\nlocation = \"{host}\"\ninsecure = true").expect("writing registries.conf");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.registries_conf())
+            .expect("opening registries.conf");
+        writeln!(f, "\n[[registry]]\nlocation = \"{host}\"\ninsecure = true")
+            .expect("writing registries.conf");
     }
 
     /// Trust `ca_cert` for `host` (`HOST:PORT`) through the per-user certs.d directory.
@@ -167,7 +196,9 @@ impl HermeticHome {
     pub fn vars(&self) -> Vec<(OsString, OsString)> {
         let mut c = Command::new("true");
         self.apply(&mut c);
-        c.get_envs().filter_map(|(k, v)| v.map(|v| (k.to_os_string(), v.to_os_string()))).collect()
+        c.get_envs()
+            .filter_map(|(k, v)| v.map(|v| (k.to_os_string(), v.to_os_string())))
+            .collect()
     }
 }
 
@@ -206,7 +237,8 @@ impl CacheLock {
             .write(true)
             .open(path)
             .unwrap_or_else(|e| panic!("opening lock {}: {e}", path.display()));
-        f.lock().unwrap_or_else(|e| panic!("locking {}: {e}", path.display()));
+        f.lock()
+            .unwrap_or_else(|e| panic!("locking {}: {e}", path.display()));
         CacheLock { _file: f }
     }
 }

@@ -2,10 +2,10 @@
 //! config has media type `application/vnd.wasm.config.v0+json` and whose single layer is the
 //! `application/wasm` component.
 
+use crate::RegistryClient;
 use crate::error::{Error, Result};
 use crate::pull::{parse_manifest, pick_platform};
 use crate::remote::Remote;
-use crate::RegistryClient;
 use kiln_core::{Descriptor, Digest, Index, Manifest, Platform, media_types};
 use std::collections::BTreeMap;
 
@@ -20,7 +20,10 @@ impl RegistryClient {
         Ok(out)
     }
 
-    fn first_artifact(&self, reference: &str) -> Result<(kiln_core::ImageReference, (Vec<u8>, Digest))> {
+    fn first_artifact(
+        &self,
+        reference: &str,
+    ) -> Result<(kiln_core::ImageReference, (Vec<u8>, Digest))> {
         let cands = self.resolve(reference)?;
         let mut last = None;
         for c in &cands {
@@ -28,7 +31,8 @@ impl RegistryClient {
                 let remote = self.remote(c)?;
                 let mut m = remote.get_manifest(&c.tag_or_digest())?;
                 if media_types::is_index(&m.media_type) {
-                    let index = Index::from_slice(&m.bytes).map_err(|e| Error::manifest(&m.url, e.to_string()))?;
+                    let index = Index::from_slice(&m.bytes)
+                        .map_err(|e| Error::manifest(&m.url, e.to_string()))?;
                     let wasm = Platform::new("wasip1", "wasm", None);
                     let d = pick_platform(&index, &wasm)
                         .or_else(|| pick_platform(&index, &Platform::new("wasip2", "wasm", None)))
@@ -38,7 +42,8 @@ impl RegistryClient {
                     m = remote.get_manifest(&d.to_string())?;
                 }
                 let manifest = parse_manifest(&m)?;
-                let layer = wasm_layer(&manifest).map_err(|msg| Error::manifest(format!("{c} ({})", m.url), msg))?;
+                let layer = wasm_layer(&manifest)
+                    .map_err(|msg| Error::manifest(format!("{c} ({})", m.url), msg))?;
                 let bytes = remote.get_blob_bytes(&layer.digest, MAX_ARTIFACT)?;
                 Ok((bytes, layer.digest))
             })();
@@ -47,7 +52,10 @@ impl RegistryClient {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or_else(|| Error::NotFound { reference: reference.into(), message: String::new() }))
+        Err(last.unwrap_or_else(|| Error::NotFound {
+            reference: reference.into(),
+            message: String::new(),
+        }))
     }
 
     /// Push `wasm` as a Wasm OCI artifact to `reference` (`docker://REF` or `REF`); returns the
@@ -68,7 +76,10 @@ impl RegistryClient {
         upload_bytes(self, &remote, &layer.digest, wasm)?;
         let mut manifest = Manifest::new_oci(config_desc, vec![layer]);
         let mut ann = BTreeMap::new();
-        ann.insert("org.opencontainers.image.title".to_string(), "plugin.wasm".to_string());
+        ann.insert(
+            "org.opencontainers.image.title".to_string(),
+            "plugin.wasm".to_string(),
+        );
         manifest.layers[0].annotations = Some(ann);
         let bytes = manifest.to_vec();
         let reference = match (r.tag(), r.digest()) {
@@ -80,7 +91,12 @@ impl RegistryClient {
     }
 }
 
-fn upload_bytes(client: &RegistryClient, remote: &Remote, digest: &Digest, bytes: &[u8]) -> Result<()> {
+fn upload_bytes(
+    client: &RegistryClient,
+    remote: &Remote,
+    digest: &Digest,
+    bytes: &[u8],
+) -> Result<()> {
     if remote.blob_exists(digest)? {
         return Ok(());
     }
@@ -88,8 +104,19 @@ fn upload_bytes(client: &RegistryClient, remote: &Remote, digest: &Digest, bytes
     let open = move || -> std::io::Result<Box<dyn std::io::Read + Send>> {
         Ok(Box::new(std::io::Cursor::new(ArcBytes(owned.clone()))))
     };
-    let item = crate::progress::Reporter::new(crate::Progress::Quiet).item("blob", &digest.to_string(), None);
-    remote.upload_blob(digest, bytes.len() as u64, None, &open, client.opts.retries, &item)
+    let item = crate::progress::Reporter::new(crate::Progress::Quiet).item(
+        "blob",
+        &digest.to_string(),
+        None,
+    );
+    remote.upload_blob(
+        digest,
+        bytes.len() as u64,
+        None,
+        &open,
+        client.opts.retries,
+        &item,
+    )
 }
 
 struct ArcBytes(std::sync::Arc<Vec<u8>>);
@@ -109,10 +136,18 @@ fn wasm_layer(m: &Manifest) -> std::result::Result<&Descriptor, String> {
             media_types::WASM_CONFIG
         ));
     }
-    let wasm: Vec<&Descriptor> = m.layers.iter().filter(|l| l.media_type == media_types::WASM_LAYER).collect();
+    let wasm: Vec<&Descriptor> = m
+        .layers
+        .iter()
+        .filter(|l| l.media_type == media_types::WASM_LAYER)
+        .collect();
     match wasm.as_slice() {
         [one] => Ok(one),
         [] => Err(format!("no {} layer", media_types::WASM_LAYER)),
-        _ => Err(format!("{} {} layers (expected one)", wasm.len(), media_types::WASM_LAYER)),
+        _ => Err(format!(
+            "{} {} layers (expected one)",
+            wasm.len(),
+            media_types::WASM_LAYER
+        )),
     }
 }

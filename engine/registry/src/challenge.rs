@@ -22,7 +22,10 @@ impl Challenge {
 /// Parse a `WWW-Authenticate` header value into its challenges.
 pub fn parse(header: &str) -> Vec<Challenge> {
     let mut out: Vec<Challenge> = Vec::new();
-    let mut p = Parser { s: header.as_bytes(), i: 0 };
+    let mut p = Parser {
+        s: header.as_bytes(),
+        i: 0,
+    };
     loop {
         p.skip_ws_commas();
         let Some(tok) = p.token() else { break };
@@ -31,12 +34,19 @@ pub fn parse(header: &str) -> Vec<Challenge> {
             // A parameter of the current challenge.
             p.i += 1;
             p.skip_ws();
-            let val = if p.peek() == Some(b'"') { p.quoted() } else { p.token().unwrap_or_default() };
+            let val = if p.peek() == Some(b'"') {
+                p.quoted()
+            } else {
+                p.token().unwrap_or_default()
+            };
             if let Some(c) = out.last_mut() {
                 c.params.insert(tok.to_ascii_lowercase(), val);
             }
         } else {
-            out.push(Challenge { scheme: tok.to_ascii_lowercase(), params: BTreeMap::new() });
+            out.push(Challenge {
+                scheme: tok.to_ascii_lowercase(),
+                params: BTreeMap::new(),
+            });
         }
     }
     out
@@ -98,12 +108,17 @@ mod tests {
 
     #[test]
     fn bearer_with_scope_and_commas_in_quotes() {
-        let c = parse(r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull,push""#);
+        let c = parse(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull,push""#,
+        );
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].scheme, "bearer");
         assert_eq!(c[0].param("realm"), Some("https://auth.docker.io/token"));
         assert_eq!(c[0].param("service"), Some("registry.docker.io"));
-        assert_eq!(c[0].param("scope"), Some("repository:library/busybox:pull,push"));
+        assert_eq!(
+            c[0].param("scope"),
+            Some("repository:library/busybox:pull,push")
+        );
     }
 
     #[test]

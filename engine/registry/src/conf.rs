@@ -96,8 +96,11 @@ impl RegistriesConf {
         }
         for d in dirs {
             if let Ok(rd) = std::fs::read_dir(&d) {
-                let mut confs: Vec<PathBuf> =
-                    rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "conf")).collect();
+                let mut confs: Vec<PathBuf> = rd
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "conf"))
+                    .collect();
                 confs.sort();
                 files.extend(confs);
             }
@@ -128,13 +131,19 @@ impl RegistriesConf {
 
     /// Merge one file's text into this configuration (`path` only names it in errors).
     pub fn merge_text(&mut self, text: &str, path: &Path) -> Result<()> {
-        let parsed: FileV2 =
-            toml::from_str(text).map_err(|e| Error::Config { path: path.to_path_buf(), message: e.to_string() })?;
+        let parsed: FileV2 = toml::from_str(text).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         if let Some(s) = parsed.unqualified_search_registries {
             self.unqualified_search = s;
         }
         for e in parsed.registry {
-            let location = e.location.clone().or_else(|| e.prefix.clone()).unwrap_or_default();
+            let location = e
+                .location
+                .clone()
+                .or_else(|| e.prefix.clone())
+                .unwrap_or_default();
             let prefix = e.prefix.unwrap_or_else(|| location.clone());
             if prefix.is_empty() {
                 return Err(Error::Config {
@@ -142,7 +151,12 @@ impl RegistriesConf {
                     message: "[[registry]] entry without prefix or location".into(),
                 });
             }
-            let entry = RegistryEntry { prefix: prefix.clone(), location, insecure: e.insecure, blocked: e.blocked };
+            let entry = RegistryEntry {
+                prefix: prefix.clone(),
+                location,
+                insecure: e.insecure,
+                blocked: e.blocked,
+            };
             self.upsert(entry);
         }
         self.aliases.extend(parsed.aliases);
@@ -165,12 +179,16 @@ impl RegistriesConf {
     }
 
     fn entry_exact(&self, prefix: &str) -> RegistryEntry {
-        self.registries.iter().find(|e| e.prefix == prefix).cloned().unwrap_or(RegistryEntry {
-            prefix: prefix.into(),
-            location: prefix.into(),
-            insecure: false,
-            blocked: false,
-        })
+        self.registries
+            .iter()
+            .find(|e| e.prefix == prefix)
+            .cloned()
+            .unwrap_or(RegistryEntry {
+                prefix: prefix.into(),
+                location: prefix.into(),
+                insecure: false,
+                blocked: false,
+            })
     }
 
     fn upsert(&mut self, e: RegistryEntry) {
@@ -188,9 +206,14 @@ impl RegistriesConf {
             let len = if let Some(dom) = e.prefix.strip_prefix("*.") {
                 let host = name.split('/').next().unwrap_or("");
                 let host_no_port = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
-                if host_no_port.ends_with(&format!(".{dom}")) { e.prefix.len() } else { continue }
+                if host_no_port.ends_with(&format!(".{dom}")) {
+                    e.prefix.len()
+                } else {
+                    continue;
+                }
             } else if name == e.prefix
-                || (name.starts_with(&e.prefix) && name[e.prefix.len()..].starts_with(['/', ':', '@']))
+                || (name.starts_with(&e.prefix)
+                    && name[e.prefix.len()..].starts_with(['/', ':', '@']))
             {
                 e.prefix.len()
             } else {
@@ -212,7 +235,9 @@ impl RegistriesConf {
     /// entry's location.
     pub fn rewrite(&self, r: &ImageReference) -> Result<ImageReference> {
         let name = r.name();
-        let Some(e) = self.find(&name) else { return Ok(r.clone()) };
+        let Some(e) = self.find(&name) else {
+            return Ok(r.clone());
+        };
         if e.blocked {
             return Err(Error::InvalidReference {
                 reference: r.to_string(),
@@ -243,13 +268,19 @@ impl RegistriesConf {
                     reason: format!("alias {target:?} is not fully qualified"),
                 });
             }
-            let text = if suffix.is_empty() { target.clone() } else { format!("{}{suffix}", split_suffix(target).0) };
+            let text = if suffix.is_empty() {
+                target.clone()
+            } else {
+                format!("{}{suffix}", split_suffix(target).0)
+            };
             return Ok(vec![self.rewrite(&parse_ref(&text)?)?]);
         }
         if self.unqualified_search.is_empty() {
             return Err(Error::InvalidReference {
                 reference: name.into(),
-                reason: "short name with no unqualified-search-registries configured in registries.conf".into(),
+                reason:
+                    "short name with no unqualified-search-registries configured in registries.conf"
+                        .into(),
             });
         }
         let mut out = Vec::new();
@@ -262,7 +293,10 @@ impl RegistriesConf {
 
 /// Parse a fully qualified reference, mapping core's error into ours.
 pub(crate) fn parse_ref(s: &str) -> Result<ImageReference> {
-    ImageReference::parse(s).map_err(|e| Error::InvalidReference { reference: s.into(), reason: e.to_string() })
+    ImageReference::parse(s).map_err(|e| Error::InvalidReference {
+        reference: s.into(),
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -294,8 +328,14 @@ blocked = true
         assert!(c.is_insecure("127.0.0.1:5000"));
         assert!(!c.is_insecure("127.0.0.1:5001"));
         let r = parse_ref("example.com/team/app:1").unwrap();
-        assert_eq!(c.rewrite(&r).unwrap().to_string(), "mirror.local:5001/team/app:1");
-        assert!(c.rewrite(&parse_ref("example.com/other/app").unwrap()).is_err());
+        assert_eq!(
+            c.rewrite(&r).unwrap().to_string(),
+            "mirror.local:5001/team/app:1"
+        );
+        assert!(
+            c.rewrite(&parse_ref("example.com/other/app").unwrap())
+                .is_err()
+        );
         // "example.com/teamx" must not match the "example.com/team" prefix.
         assert_eq!(c.find("example.com/teamx/a").unwrap().prefix, "example.com");
         let cands = c.candidates("busybox:1").unwrap();
@@ -319,12 +359,17 @@ insecure = true
         assert_eq!(cands[0].to_string(), "registry.fedoraproject.org/fedora:40");
         assert!(c.is_insecure("reg.internal:5000"));
         assert!(!c.is_insecure("internal"));
-        assert!(c.candidates("alpine").is_err(), "no search registries configured");
+        assert!(
+            c.candidates("alpine").is_err(),
+            "no search registries configured"
+        );
     }
 
     #[test]
     fn v1_format_and_drop_in_override() {
-        let mut c = conf("[registries.search]\nregistries = ['a.io']\n[registries.insecure]\nregistries = ['b.io:5000']\n");
+        let mut c = conf(
+            "[registries.search]\nregistries = ['a.io']\n[registries.insecure]\nregistries = ['b.io:5000']\n",
+        );
         assert!(c.is_insecure("b.io:5000"));
         assert_eq!(c.unqualified_search, ["a.io"]);
         c.merge_text("unqualified-search-registries = ['c.io']\n[[registry]]\nlocation = 'b.io:5000'\ninsecure = false\n", Path::new("d.conf"))
@@ -336,7 +381,9 @@ insecure = true
     #[test]
     fn bad_toml_names_the_file() {
         let mut c = RegistriesConf::default();
-        let e = c.merge_text("[[registry]\n", Path::new("/x/broken.conf")).unwrap_err();
+        let e = c
+            .merge_text("[[registry]\n", Path::new("/x/broken.conf"))
+            .unwrap_err();
         assert!(e.to_string().contains("/x/broken.conf"), "{e}");
     }
 }

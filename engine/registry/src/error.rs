@@ -59,7 +59,9 @@ pub enum Error {
     },
 
     /// Content was shorter or longer than its descriptor said; nothing was stored.
-    #[error("size mismatch for {digest} from {source_url}: expected {expected} bytes, got {actual}")]
+    #[error(
+        "size mismatch for {digest} from {source_url}: expected {expected} bytes, got {actual}"
+    )]
     SizeMismatch {
         /// The blob's digest.
         digest: String,
@@ -128,18 +130,28 @@ pub enum Error {
 }
 
 fn fmt_msg(m: &str) -> String {
-    if m.is_empty() { String::new() } else { format!(": {m}") }
+    if m.is_empty() {
+        String::new()
+    } else {
+        format!(": {m}")
+    }
 }
 
 impl Error {
     /// An [`Error::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     /// An [`Error::Manifest`].
     pub fn manifest(context: impl Into<String>, message: impl Into<String>) -> Error {
-        Error::Manifest { context: context.into(), message: message.into() }
+        Error::Manifest {
+            context: context.into(),
+            message: message.into(),
+        }
     }
 }
 

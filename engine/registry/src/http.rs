@@ -34,7 +34,10 @@ pub(crate) enum Body<'a> {
     Empty,
     Bytes(&'a [u8]),
     /// A reader factory and the exact length it yields.
-    Stream(&'a (dyn Fn() -> std::io::Result<Box<dyn Read + Send>> + Sync), u64),
+    Stream(
+        &'a (dyn Fn() -> std::io::Result<Box<dyn Read + Send>> + Sync),
+        u64,
+    ),
 }
 
 /// One HTTP call through a session.
@@ -51,7 +54,14 @@ pub(crate) struct Call<'a> {
 
 impl<'a> Call<'a> {
     pub fn new(method: &'static str, url: String, scopes: &[String]) -> Call<'a> {
-        Call { method, url, headers: Vec::new(), body: Body::Empty, scopes: scopes.to_vec(), retry: true }
+        Call {
+            method,
+            url,
+            headers: Vec::new(),
+            body: Body::Empty,
+            scopes: scopes.to_vec(),
+            retry: true,
+        }
     }
     pub fn header(mut self, k: &'static str, v: impl Into<String>) -> Self {
         self.headers.push((k, v.into()));
@@ -77,8 +87,8 @@ pub(crate) struct Session {
     /// `https://HOST` or `http://HOST` of the API.
     pub base: String,
     agent: ureq::Agent,
-    /// An agent for token endpoints and redirects to other hosts (system trust, its own proxy).
-    token_agent: ureq::Agent,
+    /// TLS settings for token endpoints (system trust plus the registry's CAs, always verified).
+    token_tls: ureq::tls::TlsConfig,
     creds: Option<Credentials>,
     state: Mutex<AuthState>,
     retries: u32,
@@ -87,13 +97,19 @@ pub(crate) struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("registry", &self.registry).field("base", &self.base).finish()
+        f.debug_struct("Session")
+            .field("registry", &self.registry)
+            .field("base", &self.base)
+            .finish()
     }
 }
 
 fn agent(tls: ureq::tls::TlsConfig, proxy: Option<String>) -> Result<ureq::Agent> {
     let proxy = match proxy {
-        Some(p) => Some(ureq::Proxy::new(&p).map_err(|e| Error::Unsupported(format!("invalid proxy URL {p:?}: {e}")))?),
+        Some(p) => Some(
+            ureq::Proxy::new(&p)
+                .map_err(|e| Error::Unsupported(format!("invalid proxy URL {p:?}: {e}")))?,
+        ),
         None => None,
     };
     let cfg = ureq::Agent::config_builder()
@@ -113,7 +129,10 @@ fn agent(tls: ureq::tls::TlsConfig, proxy: Option<String>) -> Result<ureq::Agent
 /// A failure worth retrying: the connection broke, timed out or was refused.
 fn transient(e: &ureq::Error) -> bool {
     match e {
-        ureq::Error::Io(io) => !matches!(io.kind(), std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData),
+        ureq::Error::Io(io) => !matches!(
+            io.kind(),
+            std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
+        ),
         ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => true,
         ureq::Error::Protocol(_) => true,
         _ => false,
@@ -127,39 +146,64 @@ fn retryable_status(s: u16) -> bool {
 impl Session {
     /// Connect to `registry` for `repository`: pick https (or http when the registry is insecure
     /// and https fails), learn its authentication challenge, find credentials.
-    pub fn connect(settings: &Settings, registry: &str, repository: Option<&str>) -> Result<Session> {
-        let api_host = if registry == DOCKER_HUB { crate::reference::DOCKER_HUB_API } else { registry };
+    pub fn connect(
+        settings: &Settings,
+        registry: &str,
+        repository: Option<&str>,
+    ) -> Result<Session> {
+        let api_host = if registry == DOCKER_HUB {
+            crate::reference::DOCKER_HUB_API
+        } else {
+            registry
+        };
         let insecure = match settings.tls_verify {
             Some(v) => !v,
             None => settings.conf.is_insecure(registry),
         };
         let tls = RegistryTls::for_host(registry, settings.cert_dir.as_deref())?;
-        let token_agent = agent(RegistryTls { roots: tls.roots.clone(), client: None, dir: None }.config(true), None)?;
+        let token_tls = RegistryTls {
+            roots: tls.roots.clone(),
+            client: None,
+            dir: None,
+        }
+        .config(true);
         let creds = match &settings.credentials {
             Some(c) => Some(c.clone()),
             None => settings.auth.lookup(registry, repository)?,
         };
-        let https = agent(tls.config(!insecure), netproxy::proxy_for("https", api_host))?;
+        let https = agent(
+            tls.config(!insecure),
+            netproxy::proxy_for("https", api_host),
+        )?;
         let mut s = Session {
             registry: registry.to_string(),
             base: format!("https://{api_host}"),
             agent: https,
-            token_agent,
+            token_tls,
             creds,
             state: Mutex::new(AuthState::default()),
             retries: settings.retries,
             backoff: settings.backoff,
         };
-        match s.ping() {
+        // When plain http is allowed, a failing https endpoint is not retried: http is tried instead.
+        match s.ping(!insecure) {
             Ok(()) => Ok(s),
             Err(e @ Error::Network { .. }) if insecure => {
-                tracing::debug!("https to {api_host} failed ({e}); trying plain http (insecure registry)");
+                tracing::debug!(
+                    "https to {api_host} failed ({e}); trying plain http (insecure registry)"
+                );
                 s.base = format!("http://{api_host}");
                 s.agent = agent(tls.config(false), netproxy::proxy_for("http", api_host))?;
-                s.ping().map_err(|e2| match e2 {
-                    Error::Network { method, url, message } => {
-                        Error::Network { method, url, message: format!("{message} (and over https: {e})") }
-                    }
+                s.ping(true).map_err(|e2| match e2 {
+                    Error::Network {
+                        method,
+                        url,
+                        message,
+                    } => Error::Network {
+                        method,
+                        url,
+                        message: format!("{message} (and over https: {e})"),
+                    },
                     other => other,
                 })?;
                 Ok(s)
@@ -169,15 +213,17 @@ impl Session {
     }
 
     /// `GET /v2/`: reachability and the authentication challenge.
-    fn ping(&self) -> Result<()> {
+    fn ping(&self, retry: bool) -> Result<()> {
         let url = format!("{}/v2/", self.base);
         let mut attempt = 0;
         loop {
-            let req = Request::get(&url).body(()).map_err(|e| Error::Unsupported(e.to_string()))?;
+            let req = Request::get(&url)
+                .body(())
+                .map_err(|e| Error::Unsupported(e.to_string()))?;
             match self.agent.run(req) {
                 Ok(mut resp) => {
                     let status = resp.status().as_u16();
-                    if retryable_status(status) && attempt < self.retries {
+                    if retry && retryable_status(status) && attempt < self.retries {
                         drain(&mut resp);
                         self.sleep(attempt);
                         attempt += 1;
@@ -188,16 +234,27 @@ impl Session {
                         self.state.lock().expect("auth state").challenge = ch;
                     } else if !(200..300).contains(&status) {
                         let message = error_message(&mut resp);
-                        return Err(Error::Status { method: "GET".into(), url, status, message });
+                        return Err(Error::Status {
+                            method: "GET".into(),
+                            url,
+                            status,
+                            message,
+                        });
                     }
                     drain(&mut resp);
                     return Ok(());
                 }
-                Err(e) if transient(&e) && attempt < self.retries && !is_tls_error(&e) => {
+                Err(e) if retry && transient(&e) && attempt < self.retries && !is_tls_error(&e) => {
                     self.sleep(attempt);
                     attempt += 1;
                 }
-                Err(e) => return Err(Error::Network { method: "GET".into(), url, message: describe(&e) }),
+                Err(e) => {
+                    return Err(Error::Network {
+                        method: "GET".into(),
+                        url,
+                        message: describe(&e),
+                    });
+                }
             }
         }
     }
@@ -221,18 +278,31 @@ impl Session {
     /// Check credentials: `GET /v2/` authenticated (a token without scope for bearer registries).
     pub fn verify_login(&self) -> Result<()> {
         let url = format!("{}/v2/", self.base);
-        let mut resp = self.send(Call::new("GET", url.clone(), &[]).header("Accept", "application/json"))?;
+        let mut resp =
+            self.send(Call::new("GET", url.clone(), &[]).header("Accept", "application/json"))?;
         let status = resp.status().as_u16();
         if status == 401 || status == 403 {
             let message = error_message(&mut resp);
             return Err(Error::Unauthorized {
                 registry: self.registry.clone(),
-                message: format!("GET {url}: HTTP {status}{}", if message.is_empty() { String::new() } else { format!(": {message}") }),
+                message: format!(
+                    "GET {url}: HTTP {status}{}",
+                    if message.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {message}")
+                    }
+                ),
             });
         }
         if !(200..300).contains(&status) {
             let message = error_message(&mut resp);
-            return Err(Error::Status { method: "GET".into(), url, status, message });
+            return Err(Error::Status {
+                method: "GET".into(),
+                url,
+                status,
+                message,
+            });
         }
         drain(&mut resp);
         Ok(())
@@ -289,12 +359,22 @@ impl Session {
                     self.sleep(attempt);
                     attempt += 1;
                 }
-                Err(e) => return Err(Error::Network { method: call.method.into(), url: call.url.clone(), message: describe(&e) }),
+                Err(e) => {
+                    return Err(Error::Network {
+                        method: call.method.into(),
+                        url: call.url.clone(),
+                        message: describe(&e),
+                    });
+                }
             }
         }
     }
 
-    fn run_once(&self, call: &Call<'_>, auth: Option<&str>) -> std::result::Result<Response<ureq::Body>, ureq::Error> {
+    fn run_once(
+        &self,
+        call: &Call<'_>,
+        auth: Option<&str>,
+    ) -> std::result::Result<Response<ureq::Body>, ureq::Error> {
         let mut b = Request::builder().method(call.method).uri(&call.url);
         for (k, v) in &call.headers {
             b = b.header(*k, v);
@@ -323,7 +403,12 @@ impl Session {
     }
 
     fn is_bearer(&self) -> bool {
-        self.state.lock().expect("auth state").challenge.as_ref().is_some_and(|c| c.scheme == "bearer")
+        self.state
+            .lock()
+            .expect("auth state")
+            .challenge
+            .as_ref()
+            .is_some_and(|c| c.scheme == "bearer")
     }
 
     /// The Authorization header for `scopes` under the current challenge.
@@ -331,7 +416,11 @@ impl Session {
         let ch = self.state.lock().expect("auth state").challenge.clone();
         let Some(ch) = ch else { return Ok(None) };
         match ch.scheme.as_str() {
-            "basic" => Ok(self.creds.as_ref().filter(|c| !c.username.is_empty()).map(Credentials::basic_header)),
+            "basic" => Ok(self
+                .creds
+                .as_ref()
+                .filter(|c| !c.username.is_empty())
+                .map(Credentials::basic_header)),
             "bearer" => {
                 let key = scope_key(scopes);
                 if let Some((t, exp)) = self.state.lock().expect("auth state").tokens.get(&key)
@@ -341,7 +430,11 @@ impl Session {
                 }
                 let (token, ttl) = self.fetch_token(&ch, scopes)?;
                 let exp = Instant::now() + ttl.saturating_sub(Duration::from_secs(10));
-                self.state.lock().expect("auth state").tokens.insert(key, (token.clone(), exp));
+                self.state
+                    .lock()
+                    .expect("auth state")
+                    .tokens
+                    .insert(key, (token.clone(), exp));
                 Ok(Some(format!("Bearer {token}")))
             }
             other => Err(Error::Unauthorized {
@@ -359,10 +452,23 @@ impl Session {
             message: "bearer challenge without realm".into(),
         })?;
         let service = ch.param("service");
+        let (scheme, rest) = realm.split_once("://").unwrap_or(("https", realm));
+        let realm_host = rest.split(['/', '?']).next().unwrap_or(rest);
+        let token_agent = agent(
+            self.token_tls.clone(),
+            netproxy::proxy_for(scheme, realm_host),
+        )?;
         let mut attempt = 0;
         loop {
-            let (url, result) = if let Some(refresh) = self.creds.as_ref().and_then(|c| c.identity_token.as_deref()) {
-                let mut form = format!("grant_type=refresh_token&client_id=kiln&refresh_token={}", encode(refresh));
+            let (url, result) = if let Some(refresh) = self
+                .creds
+                .as_ref()
+                .and_then(|c| c.identity_token.as_deref())
+            {
+                let mut form = format!(
+                    "grant_type=refresh_token&client_id=kiln&refresh_token={}",
+                    encode(refresh)
+                );
                 if let Some(s) = service {
                     form += &format!("&service={}", encode(s));
                 }
@@ -373,7 +479,7 @@ impl Session {
                     .header("Content-Type", "application/x-www-form-urlencoded")
                     .body(form.into_bytes())
                     .map_err(|e| Error::Unsupported(e.to_string()))?;
-                (realm.to_string(), self.token_agent.run(req))
+                (realm.to_string(), token_agent.run(req))
             } else {
                 let mut url = realm.to_string();
                 let mut sep = if url.contains('?') { '&' } else { '?' };
@@ -390,7 +496,7 @@ impl Session {
                     b = b.header("Authorization", c.basic_header());
                 }
                 let req = b.body(()).map_err(|e| Error::Unsupported(e.to_string()))?;
-                (url, self.token_agent.run(req))
+                (url, token_agent.run(req))
             };
             match result {
                 Ok(mut resp) => {
@@ -407,7 +513,11 @@ impl Session {
                             registry: self.registry.clone(),
                             message: format!(
                                 "token endpoint {realm} answered HTTP {status}{}",
-                                if message.is_empty() { String::new() } else { format!(": {message}") }
+                                if message.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(": {message}")
+                                }
                             ),
                         });
                     }
@@ -416,7 +526,11 @@ impl Session {
                         .with_config()
                         .limit(1 << 20)
                         .read_json()
-                        .map_err(|e| Error::Network { method: "GET".into(), url: url.clone(), message: describe(&e) })?;
+                        .map_err(|e| Error::Network {
+                            method: "GET".into(),
+                            url: url.clone(),
+                            message: describe(&e),
+                        })?;
                     let token = v
                         .get("token")
                         .or_else(|| v.get("access_token"))
@@ -426,14 +540,24 @@ impl Session {
                             registry: self.registry.clone(),
                             message: format!("token endpoint {realm} returned no token"),
                         })?;
-                    let ttl = v.get("expires_in").and_then(|e| e.as_u64()).unwrap_or(60).max(60);
+                    let ttl = v
+                        .get("expires_in")
+                        .and_then(|e| e.as_u64())
+                        .unwrap_or(60)
+                        .max(60);
                     return Ok((token.to_string(), Duration::from_secs(ttl)));
                 }
                 Err(e) if transient(&e) && attempt < self.retries => {
                     self.sleep(attempt);
                     attempt += 1;
                 }
-                Err(e) => return Err(Error::Network { method: "GET".into(), url, message: describe(&e) }),
+                Err(e) => {
+                    return Err(Error::Network {
+                        method: "GET".into(),
+                        url,
+                        message: describe(&e),
+                    });
+                }
             }
         }
     }
@@ -441,7 +565,10 @@ impl Session {
 
 fn is_tls_error(e: &ureq::Error) -> bool {
     let s = describe(e).to_ascii_lowercase();
-    matches!(e, ureq::Error::Tls(_)) || s.contains("certificate") || s.contains("tls") || s.contains("handshake")
+    matches!(e, ureq::Error::Tls(_))
+        || s.contains("certificate")
+        || s.contains("tls")
+        || s.contains("handshake")
 }
 
 /// A readable description of a ureq error (including its sources).
@@ -475,7 +602,10 @@ fn pick_challenge(resp: &Response<ureq::Body>) -> Option<Challenge> {
     }
     let bearer = all.iter().position(|c| c.scheme == "bearer");
     let basic = all.iter().position(|c| c.scheme == "basic");
-    bearer.or(basic).map(|i| all.swap_remove(i)).or_else(|| all.into_iter().next())
+    bearer
+        .or(basic)
+        .map(|i| all.swap_remove(i))
+        .or_else(|| all.into_iter().next())
 }
 
 /// Read and discard the rest of a response body (small ones only), so the connection is reused.
@@ -485,7 +615,12 @@ pub(crate) fn drain(resp: &mut Response<ureq::Body>) {
 
 /// The registry's error message from a JSON error body (`errors[].message`), or the body text.
 pub(crate) fn error_message(resp: &mut Response<ureq::Body>) -> String {
-    let body = resp.body_mut().with_config().limit(1 << 16).read_to_vec().unwrap_or_default();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(1 << 16)
+        .read_to_vec()
+        .unwrap_or_default();
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
         if let Some(errs) = v.get("errors").and_then(|e| e.as_array()) {
             let msgs: Vec<String> = errs
@@ -502,11 +637,19 @@ pub(crate) fn error_message(resp: &mut Response<ureq::Body>) -> String {
                 .collect();
             return msgs.join("; ");
         }
-        if let Some(d) = v.get("details").or_else(|| v.get("error")).and_then(|d| d.as_str()) {
+        if let Some(d) = v
+            .get("details")
+            .or_else(|| v.get("error"))
+            .and_then(|d| d.as_str())
+        {
             return d.to_string();
         }
     }
-    String::from_utf8_lossy(&body).trim().chars().take(300).collect()
+    String::from_utf8_lossy(&body)
+        .trim()
+        .chars()
+        .take(300)
+        .collect()
 }
 
 /// Percent-encode a query component.
@@ -528,11 +671,17 @@ mod tests {
 
     #[test]
     fn encodes_scopes() {
-        assert_eq!(encode("repository:a/b:pull,push"), "repository%3Aa%2Fb%3Apull%2Cpush");
+        assert_eq!(
+            encode("repository:a/b:pull,push"),
+            "repository%3Aa%2Fb%3Apull%2Cpush"
+        );
     }
 
     #[test]
     fn scope_keys_ignore_order() {
-        assert_eq!(scope_key(&["b".into(), "a".into(), "a".into()]), scope_key(&["a".into(), "b".into()]));
+        assert_eq!(
+            scope_key(&["b".into(), "a".into(), "a".into()]),
+            scope_key(&["a".into(), "b".into()])
+        );
     }
 }

@@ -3,12 +3,15 @@
 //! output). Blobs are streamed into the store and checked against their digests; archives are
 //! read in two passes (small JSON documents first, then only the layers the image needs).
 
+use crate::RegistryClient;
 use crate::error::{Error, Result};
 use crate::progress::Reporter;
 use crate::pull::{PulledImage, parallel, pick_platform};
 use crate::remote::{MAX_CONFIG, MAX_MANIFEST, manifest_media_type, store_err};
-use crate::RegistryClient;
-use kiln_core::{Compression, Descriptor, Digest, ImageConfig, ImageReference, Index, Manifest, Platform, Transport, media_types};
+use kiln_core::{
+    Compression, Descriptor, Digest, ImageConfig, ImageReference, Index, Manifest, Platform,
+    Transport, media_types,
+};
 use kiln_store::{Store, StoreError};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -25,15 +28,32 @@ impl RegistryClient {
         self.import_platform(store, src, &platform)
     }
 
-    pub(crate) fn import_platform(&self, store: &Store, src: &str, platform: &Platform) -> Result<PulledImage> {
-        let t = Transport::parse(src).map_err(|e| Error::InvalidReference { reference: src.into(), reason: e.to_string() })?;
+    pub(crate) fn import_platform(
+        &self,
+        store: &Store,
+        src: &str,
+        platform: &Platform,
+    ) -> Result<PulledImage> {
+        let t = Transport::parse(src).map_err(|e| Error::InvalidReference {
+            reference: src.into(),
+            reason: e.to_string(),
+        })?;
         let rep = Reporter::new(self.opts.progress);
         rep.line("Getting image source signatures");
         let out = match t {
-            Transport::Oci { dir, reference } => import_oci_dir(self, store, &dir, reference.as_deref(), platform, &rep),
-            Transport::OciArchive { file, reference } => import_oci_archive(store, &file, reference.as_deref(), platform, &rep),
-            Transport::DockerArchive { file, reference } => import_docker_archive(store, &file, reference.as_deref(), &rep),
-            other => Err(Error::Unsupported(format!("{src}: cannot import from the {} transport", other.name()))),
+            Transport::Oci { dir, reference } => {
+                import_oci_dir(self, store, &dir, reference.as_deref(), platform, &rep)
+            }
+            Transport::OciArchive { file, reference } => {
+                import_oci_archive(store, &file, reference.as_deref(), platform, &rep)
+            }
+            Transport::DockerArchive { file, reference } => {
+                import_docker_archive(store, &file, reference.as_deref(), &rep)
+            }
+            other => Err(Error::Unsupported(format!(
+                "{src}: cannot import from the {} transport",
+                other.name()
+            ))),
         }?;
         rep.line("Writing manifest to image destination");
         Ok(out)
@@ -43,27 +63,52 @@ impl RegistryClient {
 /// A name for the store from a layout's reference, when it is a full image reference.
 fn name_from_ref(r: Option<&str>) -> Vec<String> {
     match r {
-        Some(r) if !ImageReference::is_short_name(r) => ImageReference::parse(r).ok().filter(|x| x.digest().is_none()).map(|x| x.to_string()).into_iter().collect(),
+        Some(r) if !ImageReference::is_short_name(r) => ImageReference::parse(r)
+            .ok()
+            .filter(|x| x.digest().is_none())
+            .map(|x| x.to_string())
+            .into_iter()
+            .collect(),
         _ => Vec::new(),
     }
 }
 
 /// The `index.json` entry to import: the one named `reference`, or the only one.
-fn choose_entry<'a>(index: &'a Index, reference: Option<&str>, source: &str) -> Result<&'a Descriptor> {
+fn choose_entry<'a>(
+    index: &'a Index,
+    reference: Option<&str>,
+    source: &str,
+) -> Result<&'a Descriptor> {
     fn named(d: &Descriptor) -> Option<&str> {
-        d.annotations.as_ref().and_then(|a| a.get(REF_NAME)).map(String::as_str)
+        d.annotations
+            .as_ref()
+            .and_then(|a| a.get(REF_NAME))
+            .map(String::as_str)
     }
     match reference {
-        Some(r) => index.manifests.iter().find(|d| named(d) == Some(r)).ok_or_else(|| Error::NotFound {
-            reference: format!("{source}:{r}"),
-            message: format!("no image named {r:?} in index.json (names: {})", names(index)),
-        }),
+        Some(r) => index
+            .manifests
+            .iter()
+            .find(|d| named(d) == Some(r))
+            .ok_or_else(|| Error::NotFound {
+                reference: format!("{source}:{r}"),
+                message: format!(
+                    "no image named {r:?} in index.json (names: {})",
+                    names(index)
+                ),
+            }),
         None => match index.manifests.as_slice() {
             [one] => Ok(one),
-            [] => Err(Error::NotFound { reference: source.into(), message: "index.json lists no images".into() }),
+            [] => Err(Error::NotFound {
+                reference: source.into(),
+                message: "index.json lists no images".into(),
+            }),
             _ => Err(Error::InvalidReference {
                 reference: source.into(),
-                reason: format!("the layout holds several images; name one with :REF (names: {})", names(index)),
+                reason: format!(
+                    "the layout holds several images; name one with :REF (names: {})",
+                    names(index)
+                ),
             }),
         },
     }
@@ -73,9 +118,18 @@ fn names(index: &Index) -> String {
     let v: Vec<&str> = index
         .manifests
         .iter()
-        .filter_map(|d| d.annotations.as_ref().and_then(|a| a.get(REF_NAME)).map(String::as_str))
+        .filter_map(|d| {
+            d.annotations
+                .as_ref()
+                .and_then(|a| a.get(REF_NAME))
+                .map(String::as_str)
+        })
         .collect();
-    if v.is_empty() { "none".into() } else { v.join(", ") }
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
 }
 
 /// Follow `entry` (manifest or index) to the image manifest for `platform` using `read` to get
@@ -89,16 +143,23 @@ fn resolve_manifest(
     let mut cur = entry.clone();
     for _ in 0..3 {
         let bytes = read(&cur)?;
-        let mt = manifest_media_type(Some(&cur.media_type), &bytes).map_err(|m| Error::manifest(format!("{source}: {}", cur.digest), m))?;
+        let mt = manifest_media_type(Some(&cur.media_type), &bytes)
+            .map_err(|m| Error::manifest(format!("{source}: {}", cur.digest), m))?;
         if media_types::is_manifest(&mt) {
             return Ok((bytes, cur.digest));
         }
-        let index = Index::from_slice(&bytes).map_err(|e| Error::manifest(format!("{source}: {}", cur.digest), e.to_string()))?;
+        let index = Index::from_slice(&bytes)
+            .map_err(|e| Error::manifest(format!("{source}: {}", cur.digest), e.to_string()))?;
         cur = pick_platform(&index, platform)
             .ok_or_else(|| Error::NoMatchingPlatform {
                 reference: source.into(),
                 platform: platform.to_string(),
-                available: index.manifests.iter().filter_map(|d| d.platform.as_ref().map(|p| p.to_string())).collect::<Vec<_>>().join(", "),
+                available: index
+                    .manifests
+                    .iter()
+                    .filter_map(|d| d.platform.as_ref().map(|p| p.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             })?
             .clone();
     }
@@ -106,37 +167,59 @@ fn resolve_manifest(
 }
 
 fn parse_image_manifest(bytes: &[u8], digest: &Digest, source: &str) -> Result<Manifest> {
-    Manifest::from_slice(bytes).map_err(|e| Error::manifest(format!("{source}: manifest {digest}"), e.to_string()))
+    Manifest::from_slice(bytes)
+        .map_err(|e| Error::manifest(format!("{source}: manifest {digest}"), e.to_string()))
 }
 
 fn commit_err(e: StoreError, source: String) -> Error {
     match e {
-        StoreError::DigestMismatch { expected, actual, .. } => {
-            Error::DigestMismatch { expected: expected.to_string(), actual: actual.to_string(), source_url: source }
-        }
+        StoreError::DigestMismatch {
+            expected, actual, ..
+        } => Error::DigestMismatch {
+            expected: expected.to_string(),
+            actual: actual.to_string(),
+            source_url: source,
+        },
         other => store_err(other),
     }
 }
 
 /// Stream `r` into the store as blob `digest` of `size` bytes; nothing is stored on a mismatch.
-fn stream_blob(store: &Store, mut r: impl Read, digest: &Digest, size: Option<u64>, source: &str) -> Result<()> {
+fn stream_blob(
+    store: &Store,
+    mut r: impl Read,
+    digest: &Digest,
+    size: Option<u64>,
+    source: &str,
+) -> Result<()> {
     let mut w = store.blob_writer().map_err(store_err)?;
     std::io::copy(&mut r, &mut w).map_err(|e| Error::io(PathBuf::from(source), e))?;
     if let Some(s) = size
         && w.size() != s
     {
-        return Err(Error::SizeMismatch { digest: digest.to_string(), expected: s, actual: w.size(), source_url: source.into() });
+        return Err(Error::SizeMismatch {
+            digest: digest.to_string(),
+            expected: s,
+            actual: w.size(),
+            source_url: source.into(),
+        });
     }
-    w.commit(Some(digest)).map_err(|e| commit_err(e, source.into()))?;
+    w.commit(Some(digest))
+        .map_err(|e| commit_err(e, source.into()))?;
     Ok(())
 }
 
 fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
     let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut v = Vec::new();
-    f.take(limit + 1).read_to_end(&mut v).map_err(|e| Error::io(path, e))?;
+    f.take(limit + 1)
+        .read_to_end(&mut v)
+        .map_err(|e| Error::io(path, e))?;
     if v.len() as u64 > limit {
-        return Err(Error::manifest(path.display().to_string(), format!("larger than {limit} bytes")));
+        return Err(Error::manifest(
+            path.display().to_string(),
+            format!("larger than {limit} bytes"),
+        ));
     }
     Ok(v)
 }
@@ -151,7 +234,9 @@ fn import_oci_dir(
 ) -> Result<PulledImage> {
     let source = format!("oci:{}", dir.display());
     let index_bytes = read_limited(&dir.join("index.json"), MAX_MANIFEST)?;
-    let index = Index::from_slice(&index_bytes).map_err(|e| Error::manifest(dir.join("index.json").display().to_string(), e.to_string()))?;
+    let index = Index::from_slice(&index_bytes).map_err(|e| {
+        Error::manifest(dir.join("index.json").display().to_string(), e.to_string())
+    })?;
     let entry = choose_entry(&index, reference, &source)?;
     let blob_path = |d: &Digest| dir.join("blobs").join(d.algorithm()).join(d.hex());
     let read = |d: &Descriptor| -> Result<Vec<u8>> {
@@ -159,7 +244,11 @@ fn import_oci_dir(
         let bytes = read_limited(&p, MAX_MANIFEST)?;
         let actual = Digest::of_bytes(&bytes);
         if actual != d.digest {
-            return Err(Error::DigestMismatch { expected: d.digest.to_string(), actual: actual.to_string(), source_url: p.display().to_string() });
+            return Err(Error::DigestMismatch {
+                expected: d.digest.to_string(),
+                actual: actual.to_string(),
+                source_url: p.display().to_string(),
+            });
         }
         Ok(bytes)
     };
@@ -176,7 +265,10 @@ fn import_oci_dir(
         let p = blob_path(&d.digest);
         let f = std::fs::File::open(&p).map_err(|e| Error::io(&p, e))?;
         let counter = item.counter();
-        let r = CountRead { inner: BufReader::with_capacity(256 * 1024, f), counter };
+        let r = CountRead {
+            inner: BufReader::with_capacity(256 * 1024, f),
+            counter,
+        };
         stream_blob(store, r, &d.digest, Some(d.size), &p.display().to_string())?;
         item.finish("done");
         Ok(())
@@ -184,7 +276,12 @@ fn import_oci_dir(
     let names = name_from_ref(reference);
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let record = store.put_image(&mbytes, &refs).map_err(store_err)?;
-    Ok(PulledImage { id: record.id, manifest_digest: mdigest, reference: None, record })
+    Ok(PulledImage {
+        id: record.id,
+        manifest_digest: mdigest,
+        reference: None,
+        record,
+    })
 }
 
 struct CountRead<R> {
@@ -207,7 +304,9 @@ fn open_archive(file: &Path) -> Result<tar::Archive<Box<dyn Read>>> {
     let head = r.fill_buf().map_err(|e| Error::io(file, e))?;
     let inner: Box<dyn Read> = match Compression::detect(head) {
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(r).map_err(|e| Error::io(file, e))?),
+        Compression::Zstd => {
+            Box::new(zstd::stream::read::Decoder::with_buffer(r).map_err(|e| Error::io(file, e))?)
+        }
         Compression::None => Box::new(r),
     };
     Ok(tar::Archive::new(inner))
@@ -216,7 +315,9 @@ fn open_archive(file: &Path) -> Result<tar::Archive<Box<dyn Read>>> {
 /// An archive member path without `./` and leading `/`.
 fn clean(p: &Path) -> String {
     let s = p.to_string_lossy();
-    s.trim_start_matches("./").trim_start_matches('/').to_string()
+    s.trim_start_matches("./")
+        .trim_start_matches('/')
+        .to_string()
 }
 
 /// Resolve a member path through the archive's symlinks (docker save links duplicate layers).
@@ -225,7 +326,10 @@ fn resolve_link(links: &HashMap<String, String>, path: &str) -> String {
     for _ in 0..16 {
         let Some(target) = links.get(&cur) else { break };
         let base = Path::new(&cur).parent().unwrap_or(Path::new(""));
-        let mut parts: Vec<String> = base.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+        let mut parts: Vec<String> = base
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
         for c in Path::new(target).components() {
             match c {
                 std::path::Component::ParentDir => {
@@ -241,8 +345,13 @@ fn resolve_link(links: &HashMap<String, String>, path: &str) -> String {
     cur
 }
 
+/// Small JSON members of an archive by path.
+type Documents = HashMap<String, Vec<u8>>;
+/// Symlinks and hard links of an archive: path → target.
+type Links = HashMap<String, String>;
+
 /// Pass 1 over an archive: small JSON members (≤ 4 MiB, starting with `{` or `[`) by path, and symlinks.
-fn scan_archive(file: &Path) -> Result<(HashMap<String, Vec<u8>>, HashMap<String, String>)> {
+fn scan_archive(file: &Path) -> Result<(Documents, Links)> {
     let mut ar = open_archive(file)?;
     let mut docs = HashMap::new();
     let mut links = HashMap::new();
@@ -255,7 +364,11 @@ fn scan_archive(file: &Path) -> Result<(HashMap<String, Vec<u8>>, HashMap<String
             if let Ok(Some(t)) = e.link_name() {
                 let t = t.to_string_lossy().into_owned();
                 // Hard links name archive paths; symlinks are relative to the link.
-                let t = if kind.is_hard_link() { format!("/{}", t.trim_start_matches("./")) } else { t };
+                let t = if kind.is_hard_link() {
+                    format!("/{}", t.trim_start_matches("./"))
+                } else {
+                    t
+                };
                 links.insert(path, t);
             }
             continue;
@@ -274,19 +387,34 @@ fn scan_archive(file: &Path) -> Result<(HashMap<String, Vec<u8>>, HashMap<String
     Ok((docs, links))
 }
 
-fn import_oci_archive(store: &Store, file: &Path, reference: Option<&str>, platform: &Platform, rep: &Reporter) -> Result<PulledImage> {
+fn import_oci_archive(
+    store: &Store,
+    file: &Path,
+    reference: Option<&str>,
+    platform: &Platform,
+    rep: &Reporter,
+) -> Result<PulledImage> {
     let source = format!("oci-archive:{}", file.display());
     let (docs, links) = scan_archive(file)?;
-    let index_bytes = docs.get("index.json").ok_or_else(|| Error::manifest(&source, "no index.json in the archive"))?;
-    let index = Index::from_slice(index_bytes).map_err(|e| Error::manifest(format!("{source}: index.json"), e.to_string()))?;
+    let index_bytes = docs
+        .get("index.json")
+        .ok_or_else(|| Error::manifest(&source, "no index.json in the archive"))?;
+    let index = Index::from_slice(index_bytes)
+        .map_err(|e| Error::manifest(format!("{source}: index.json"), e.to_string()))?;
     let entry = choose_entry(&index, reference, &source)?;
     let member = |d: &Digest| format!("blobs/{}/{}", d.algorithm(), d.hex());
     let read = |d: &Descriptor| -> Result<Vec<u8>> {
         let m = resolve_link(&links, &member(&d.digest));
-        let bytes = docs.get(&m).ok_or_else(|| Error::manifest(&source, format!("blob {} is not in the archive", d.digest)))?;
+        let bytes = docs.get(&m).ok_or_else(|| {
+            Error::manifest(&source, format!("blob {} is not in the archive", d.digest))
+        })?;
         let actual = Digest::of_bytes(bytes);
         if actual != d.digest {
-            return Err(Error::DigestMismatch { expected: d.digest.to_string(), actual: actual.to_string(), source_url: format!("{source}:{m}") });
+            return Err(Error::DigestMismatch {
+                expected: d.digest.to_string(),
+                actual: actual.to_string(),
+                source_url: format!("{source}:{m}"),
+            });
         }
         Ok(bytes.clone())
     };
@@ -303,7 +431,8 @@ fn import_oci_archive(store: &Store, file: &Path, reference: Option<&str>, platf
     let mut wanted: HashMap<String, &Descriptor> = HashMap::new();
     for l in &m.layers {
         if store.has_blob(&l.digest) {
-            rep.item("blob", &l.digest.to_string(), Some(l.size)).finish("skipped: already exists");
+            rep.item("blob", &l.digest.to_string(), Some(l.size))
+                .finish("skipped: already exists");
         } else {
             wanted.insert(resolve_link(&links, &member(&l.digest)), l);
         }
@@ -314,23 +443,42 @@ fn import_oci_archive(store: &Store, file: &Path, reference: Option<&str>, platf
         for entry in ar.entries().map_err(err)? {
             let e = entry.map_err(err)?;
             let path = clean(&e.path().map_err(err)?);
-            let Some(d) = wanted.remove(&path) else { continue };
+            let Some(d) = wanted.remove(&path) else {
+                continue;
+            };
             let item = rep.item("blob", &d.digest.to_string(), Some(d.size));
-            let r = CountRead { inner: e, counter: item.counter() };
-            stream_blob(store, r, &d.digest, Some(d.size), &format!("{source}:{path}"))?;
+            let r = CountRead {
+                inner: e,
+                counter: item.counter(),
+            };
+            stream_blob(
+                store,
+                r,
+                &d.digest,
+                Some(d.size),
+                &format!("{source}:{path}"),
+            )?;
             item.finish("done");
             if wanted.is_empty() {
                 break;
             }
         }
         if let Some((p, d)) = wanted.into_iter().next() {
-            return Err(Error::manifest(&source, format!("layer {} ({p}) is not in the archive", d.digest)));
+            return Err(Error::manifest(
+                &source,
+                format!("layer {} ({p}) is not in the archive", d.digest),
+            ));
         }
     }
     let names = name_from_ref(reference);
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let record = store.put_image(&mbytes, &refs).map_err(store_err)?;
-    Ok(PulledImage { id: record.id, manifest_digest: mdigest, reference: None, record })
+    Ok(PulledImage {
+        id: record.id,
+        manifest_digest: mdigest,
+        reference: None,
+        record,
+    })
 }
 
 #[derive(serde::Deserialize)]
@@ -342,34 +490,66 @@ struct DockerArchiveEntry {
     layers: Vec<String>,
 }
 
-fn import_docker_archive(store: &Store, file: &Path, reference: Option<&str>, rep: &Reporter) -> Result<PulledImage> {
+fn import_docker_archive(
+    store: &Store,
+    file: &Path,
+    reference: Option<&str>,
+    rep: &Reporter,
+) -> Result<PulledImage> {
     let source = format!("docker-archive:{}", file.display());
     let (docs, links) = scan_archive(file)?;
-    let mbytes = docs.get("manifest.json").ok_or_else(|| Error::manifest(&source, "no manifest.json in the archive"))?;
-    let entries: Vec<DockerArchiveEntry> =
-        serde_json::from_slice(mbytes).map_err(|e| Error::manifest(format!("{source}: manifest.json"), e.to_string()))?;
+    let mbytes = docs
+        .get("manifest.json")
+        .ok_or_else(|| Error::manifest(&source, "no manifest.json in the archive"))?;
+    let entries: Vec<DockerArchiveEntry> = serde_json::from_slice(mbytes)
+        .map_err(|e| Error::manifest(format!("{source}: manifest.json"), e.to_string()))?;
     let (entry, name) = choose_docker_entry(&entries, reference, &source)?;
     let config_path = resolve_link(&links, entry.config.trim_start_matches("./"));
-    let config = docs.get(&config_path).ok_or_else(|| Error::manifest(&source, format!("config {} is not in the archive", entry.config)))?;
+    let config = docs.get(&config_path).ok_or_else(|| {
+        Error::manifest(
+            &source,
+            format!("config {} is not in the archive", entry.config),
+        )
+    })?;
     let config_digest = Digest::of_bytes(config);
-    if let Some(hex) = Path::new(&config_path).file_name().and_then(|n| n.to_str()).map(|n| n.trim_end_matches(".json"))
+    if let Some(hex) = Path::new(&config_path)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(|n| n.trim_end_matches(".json"))
         && let Ok(named) = Digest::from_hex(hex)
         && named != config_digest
     {
-        return Err(Error::DigestMismatch { expected: named.to_string(), actual: config_digest.to_string(), source_url: format!("{source}:{config_path}") });
+        return Err(Error::DigestMismatch {
+            expected: named.to_string(),
+            actual: config_digest.to_string(),
+            source_url: format!("{source}:{config_path}"),
+        });
     }
-    let cfg = ImageConfig::from_slice(config).map_err(|e| Error::manifest(format!("{source}: {config_path}"), e.to_string()))?;
+    let cfg = ImageConfig::from_slice(config)
+        .map_err(|e| Error::manifest(format!("{source}: {config_path}"), e.to_string()))?;
     if cfg.rootfs.diff_ids.len() != entry.layers.len() {
         return Err(Error::manifest(
             &source,
-            format!("{} layers but the config lists {} diff_ids", entry.layers.len(), cfg.rootfs.diff_ids.len()),
+            format!(
+                "{} layers but the config lists {} diff_ids",
+                entry.layers.len(),
+                cfg.rootfs.diff_ids.len()
+            ),
         ));
     }
-    let item = rep.item("config", &config_digest.to_string(), Some(config.len() as u64));
+    let item = rep.item(
+        "config",
+        &config_digest.to_string(),
+        Some(config.len() as u64),
+    );
     store.put_blob_bytes(config).map_err(store_err)?;
     item.finish("done");
     // Pass 2: stream each layer into the store, hashing it; uncompressed layers must hash to their diff_id.
-    let layer_paths: Vec<String> = entry.layers.iter().map(|l| resolve_link(&links, l.trim_start_matches("./"))).collect();
+    let layer_paths: Vec<String> = entry
+        .layers
+        .iter()
+        .map(|l| resolve_link(&links, l.trim_start_matches("./")))
+        .collect();
     let mut found: HashMap<String, (Digest, u64, Compression)> = HashMap::new();
     let mut ar = open_archive(file)?;
     let err = |e: std::io::Error| Error::io(file, e);
@@ -384,13 +564,17 @@ fn import_docker_archive(store: &Store, file: &Path, reference: Option<&str>, re
         let mut w = store.blob_writer().map_err(store_err)?;
         std::io::copy(&mut r, &mut w).map_err(err)?;
         w.flush().map_err(err)?;
-        let (d, size) = w.commit(None).map_err(|e| commit_err(e, format!("{source}:{path}")))?;
+        let (d, size) = w
+            .commit(None)
+            .map_err(|e| commit_err(e, format!("{source}:{path}")))?;
         rep.item("blob", &d.to_string(), Some(size)).finish("done");
         found.insert(path, (d, size, compression));
     }
     let mut layers = Vec::new();
     for (i, p) in layer_paths.iter().enumerate() {
-        let (d, size, c) = found.get(p).ok_or_else(|| Error::manifest(&source, format!("layer {p} is not in the archive")))?;
+        let (d, size, c) = found
+            .get(p)
+            .ok_or_else(|| Error::manifest(&source, format!("layer {p} is not in the archive")))?;
         if *c == Compression::None && *d != cfg.rootfs.diff_ids[i] {
             return Err(Error::DigestMismatch {
                 expected: cfg.rootfs.diff_ids[i].to_string(),
@@ -400,23 +584,42 @@ fn import_docker_archive(store: &Store, file: &Path, reference: Option<&str>, re
         }
         layers.push(Descriptor::new(media_types::oci_layer_type(*c), *d, *size));
     }
-    let manifest = Manifest::new_oci(Descriptor::new(media_types::OCI_CONFIG, config_digest, config.len() as u64), layers);
+    let manifest = Manifest::new_oci(
+        Descriptor::new(media_types::OCI_CONFIG, config_digest, config.len() as u64),
+        layers,
+    );
     let bytes = manifest.to_vec();
     let names: Vec<String> = name.into_iter().collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let record = store.put_image(&bytes, &refs).map_err(store_err)?;
-    Ok(PulledImage { id: record.id, manifest_digest: Digest::of_bytes(&bytes), reference: None, record })
+    Ok(PulledImage {
+        id: record.id,
+        manifest_digest: Digest::of_bytes(&bytes),
+        reference: None,
+        record,
+    })
 }
 
 /// The archive image to import and the name to give it: `@N` picks by position, a reference by
 /// its `RepoTags`; without one the archive must hold a single image.
-fn choose_docker_entry<'a>(entries: &'a [DockerArchiveEntry], reference: Option<&str>, source: &str) -> Result<(&'a DockerArchiveEntry, Option<String>)> {
+fn choose_docker_entry<'a>(
+    entries: &'a [DockerArchiveEntry],
+    reference: Option<&str>,
+    source: &str,
+) -> Result<(&'a DockerArchiveEntry, Option<String>)> {
     let first_tag = |e: &DockerArchiveEntry| {
-        e.repo_tags.as_ref().and_then(|t| t.first()).and_then(|t| ImageReference::parse(t).ok()).map(|r| r.to_string())
+        e.repo_tags
+            .as_ref()
+            .and_then(|t| t.first())
+            .and_then(|t| ImageReference::parse(t).ok())
+            .map(|r| r.to_string())
     };
     match reference {
         Some(r) if r.starts_with('@') => {
-            let n: usize = r[1..].parse().map_err(|_| Error::InvalidReference { reference: r.into(), reason: "expected @N".into() })?;
+            let n: usize = r[1..].parse().map_err(|_| Error::InvalidReference {
+                reference: r.into(),
+                reason: "expected @N".into(),
+            })?;
             let e = entries.get(n).ok_or_else(|| Error::NotFound {
                 reference: format!("{source}:{r}"),
                 message: format!("the archive holds {} images", entries.len()),
@@ -424,7 +627,10 @@ fn choose_docker_entry<'a>(entries: &'a [DockerArchiveEntry], reference: Option<
             Ok((e, first_tag(e)))
         }
         Some(r) => {
-            let want = ImageReference::parse(r).map_err(|e| Error::InvalidReference { reference: r.into(), reason: e.to_string() })?;
+            let want = ImageReference::parse(r).map_err(|e| Error::InvalidReference {
+                reference: r.into(),
+                reason: e.to_string(),
+            })?;
             for e in entries {
                 for t in e.repo_tags.iter().flatten() {
                     if ImageReference::parse(t).ok().as_ref() == Some(&want) {
@@ -432,11 +638,17 @@ fn choose_docker_entry<'a>(entries: &'a [DockerArchiveEntry], reference: Option<
                     }
                 }
             }
-            Err(Error::NotFound { reference: format!("{source}:{r}"), message: "no such RepoTags entry in manifest.json".into() })
+            Err(Error::NotFound {
+                reference: format!("{source}:{r}"),
+                message: "no such RepoTags entry in manifest.json".into(),
+            })
         }
         None => match entries {
             [one] => Ok((one, first_tag(one))),
-            [] => Err(Error::NotFound { reference: source.into(), message: "manifest.json lists no images".into() }),
+            [] => Err(Error::NotFound {
+                reference: source.into(),
+                message: "manifest.json lists no images".into(),
+            }),
             _ => Err(Error::InvalidReference {
                 reference: source.into(),
                 reason: "the archive holds several images; name one with :REF or :@N".into(),

@@ -27,10 +27,10 @@ pub mod reference;
 mod remote;
 pub mod tls;
 
+pub use artifact::MAX_ARTIFACT;
 pub use auth::{AuthFiles, Credentials};
 pub use conf::RegistriesConf;
 pub use error::{Error, Result};
-pub use artifact::MAX_ARTIFACT;
 pub use import::REF_NAME;
 pub use kiln_core::{Digest, ImageReference, Platform};
 pub use pull::PulledImage;
@@ -107,7 +107,9 @@ pub struct RegistryClient {
 
 impl std::fmt::Debug for RegistryClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegistryClient").field("opts", &self.opts).finish()
+        f.debug_struct("RegistryClient")
+            .field("opts", &self.opts)
+            .finish()
     }
 }
 
@@ -127,7 +129,11 @@ impl RegistryClient {
             retries: opts.retries,
             backoff: opts.retry_delay,
         };
-        Ok(RegistryClient { opts, settings, sessions: Mutex::new(HashMap::new()) })
+        Ok(RegistryClient {
+            opts,
+            settings,
+            sessions: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The options this client was made with.
@@ -151,8 +157,15 @@ impl RegistryClient {
         if let Some(s) = self.sessions.lock().expect("sessions").get(&key) {
             return Ok(s.clone());
         }
-        let s = Arc::new(Session::connect(&self.settings, registry, Some(repository))?);
-        self.sessions.lock().expect("sessions").insert(key, s.clone());
+        let s = Arc::new(Session::connect(
+            &self.settings,
+            registry,
+            Some(repository),
+        )?);
+        self.sessions
+            .lock()
+            .expect("sessions")
+            .insert(key, s.clone());
         Ok(s)
     }
 
@@ -177,7 +190,10 @@ impl RegistryClient {
         }
         Err(Error::Unauthorized {
             registry: key.clone(),
-            message: format!("not logged into {key} (no entry in {})", self.settings.auth.primary.display()),
+            message: format!(
+                "not logged into {key} (no entry in {})",
+                self.settings.auth.primary.display()
+            ),
         })
     }
 
@@ -196,12 +212,21 @@ fn normalize_login_key(registry: &str) -> Result<String> {
         .unwrap_or(registry)
         .trim_end_matches('/');
     if r.is_empty() || r.contains(char::is_whitespace) {
-        return Err(Error::InvalidReference { reference: registry.into(), reason: "not a registry name".into() });
+        return Err(Error::InvalidReference {
+            reference: registry.into(),
+            reason: "not a registry name".into(),
+        });
     }
     if r.contains('@') {
-        return Err(Error::InvalidReference { reference: registry.into(), reason: "login takes a registry, not an image".into() });
+        return Err(Error::InvalidReference {
+            reference: registry.into(),
+            reason: "login takes a registry, not an image".into(),
+        });
     }
-    let (host, rest) = r.split_once('/').map(|(h, p)| (h, Some(p))).unwrap_or((r, None));
+    let (host, rest) = r
+        .split_once('/')
+        .map(|(h, p)| (h, Some(p)))
+        .unwrap_or((r, None));
     let host = match host {
         "index.docker.io" | "registry-1.docker.io" => reference::DOCKER_HUB,
         h => h,

@@ -18,11 +18,16 @@ pub(crate) struct Locations {
 
 impl Locations {
     pub fn new(store_root: &Path) -> Locations {
-        Locations { file: store_root.join("registry/blob-locations.json") }
+        Locations {
+            file: store_root.join("registry/blob-locations.json"),
+        }
     }
 
     fn read(&self) -> BTreeMap<String, Vec<String>> {
-        std::fs::read(&self.file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+        std::fs::read(&self.file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
     }
 
     /// Repositories (`HOST/REPO`) known to hold `digest`, most recent first.
@@ -33,14 +38,20 @@ impl Locations {
     /// Record that `location` (`HOST/REPO`) holds each of `digests`.
     pub fn add(&self, location: &str, digests: &[Digest]) {
         if let Err(e) = self.try_add(location, digests) {
-            tracing::debug!("not recording blob locations in {}: {e}", self.file.display());
+            tracing::debug!(
+                "not recording blob locations in {}: {e}",
+                self.file.display()
+            );
         }
     }
 
     fn try_add(&self, location: &str, digests: &[Digest]) -> std::io::Result<()> {
         let dir = self.file.parent().expect("locations file has a parent");
         std::fs::create_dir_all(dir)?;
-        let lock = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("blob-locations.lock"))?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("blob-locations.lock"))?;
         lock.lock()?;
         let mut map = self.read();
         for d in digests {
@@ -50,7 +61,10 @@ impl Locations {
             v.truncate(MAX_PER_BLOB);
         }
         let tmp = dir.join(format!(".blob-locations.{}.tmp", std::process::id()));
-        std::fs::write(&tmp, serde_json::to_vec(&map).map_err(std::io::Error::other)?)?;
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec(&map).map_err(std::io::Error::other)?,
+        )?;
         std::fs::rename(&tmp, &self.file)
     }
 }

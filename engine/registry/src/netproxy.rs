@@ -6,7 +6,9 @@
 use std::net::IpAddr;
 
 fn env(names: &[&str]) -> Option<String> {
-    names.iter().find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+    names
+        .iter()
+        .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
 }
 
 /// The proxy URL to use for `scheme://host[:port]`, or `None` to connect directly.
@@ -19,7 +21,11 @@ pub fn proxy_for(scheme: &str, host_port: &str) -> Option<String> {
     if bypass(host_port, scheme, &no_proxy) {
         return None;
     }
-    Some(if proxy.contains("://") { proxy } else { format!("http://{proxy}") })
+    Some(if proxy.contains("://") {
+        proxy
+    } else {
+        format!("http://{proxy}")
+    })
 }
 
 fn split_host_port(hp: &str) -> (&str, Option<&str>) {
@@ -81,11 +87,19 @@ pub fn bypass(host_port: &str, scheme: &str, no_proxy: &str) -> bool {
 fn in_cidr(ip: IpAddr, net: IpAddr, bits: u32) -> bool {
     match (ip, net) {
         (IpAddr::V4(a), IpAddr::V4(n)) if bits <= 32 => {
-            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - bits)
+            };
             (u32::from(a) & mask) == (u32::from(n) & mask)
         }
         (IpAddr::V6(a), IpAddr::V6(n)) if bits <= 128 => {
-            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - bits)
+            };
             (u128::from(a) & mask) == (u128::from(n) & mask)
         }
         _ => false,

@@ -34,9 +34,9 @@ impl Reporter {
         let mode = match p {
             Progress::Quiet => Mode::Quiet,
             Progress::Lines => Mode::Lines(Arc::new(Mutex::new(()))),
-            Progress::Auto if std::io::stderr().is_terminal() => {
-                Mode::Bars(indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr()))
-            }
+            Progress::Auto if std::io::stderr().is_terminal() => Mode::Bars(
+                indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr()),
+            ),
             Progress::Auto => Mode::Lines(Arc::new(Mutex::new(()))),
         };
         Reporter { mode }
@@ -63,7 +63,10 @@ impl Reporter {
         let label = format!("Copying {what} {short}");
         let kind = match &self.mode {
             Mode::Quiet => ItemKind::Quiet,
-            Mode::Lines(lock) => ItemKind::Line { label, lock: lock.clone() },
+            Mode::Lines(lock) => ItemKind::Line {
+                label,
+                lock: lock.clone(),
+            },
             Mode::Bars(m) => {
                 let bar = m.add(indicatif::ProgressBar::new(size.unwrap_or(0)));
                 let style = indicatif::ProgressStyle::with_template(

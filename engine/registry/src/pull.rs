@@ -26,7 +26,11 @@ pub struct PulledImage {
 
 /// Run `f` on every item with up to `jobs` threads; the first error is returned (items already
 /// started finish, later ones are skipped).
-pub(crate) fn parallel<T: Sync>(jobs: usize, items: &[T], f: impl Fn(&T) -> Result<()> + Sync) -> Result<()> {
+pub(crate) fn parallel<T: Sync>(
+    jobs: usize,
+    items: &[T],
+    f: impl Fn(&T) -> Result<()> + Sync,
+) -> Result<()> {
     if items.len() <= 1 || jobs <= 1 {
         return items.iter().try_for_each(&f);
     }
@@ -60,27 +64,46 @@ pub(crate) fn parallel<T: Sync>(jobs: usize, items: &[T], f: impl Fn(&T) -> Resu
 
 /// Whether trying the next short-name candidate makes sense after this error.
 fn try_next(e: &Error) -> bool {
-    matches!(e, Error::NotFound { .. } | Error::Unauthorized { .. } | Error::Network { .. } | Error::Status { .. })
+    matches!(
+        e,
+        Error::NotFound { .. }
+            | Error::Unauthorized { .. }
+            | Error::Network { .. }
+            | Error::Status { .. }
+    )
 }
 
 impl RegistryClient {
     pub(crate) fn remote(&self, r: &ImageReference) -> Result<Remote> {
-        Ok(Remote::new(self.session(r.registry(), r.repository())?, r.repository()))
+        Ok(Remote::new(
+            self.session(r.registry(), r.repository())?,
+            r.repository(),
+        ))
     }
 
     /// The references `src` may mean: a `docker://` reference (through registries.conf's
     /// rewrites), or a bare name resolved as a short name. Other transports are rejected.
     pub fn resolve(&self, src: &str) -> Result<Vec<ImageReference>> {
-        let t = Transport::parse(src).map_err(|e| Error::InvalidReference { reference: src.into(), reason: e.to_string() })?;
+        let t = Transport::parse(src).map_err(|e| Error::InvalidReference {
+            reference: src.into(),
+            reason: e.to_string(),
+        })?;
         match t {
             Transport::Docker(r) => Ok(vec![self.settings.conf.rewrite(&r)?]),
             Transport::Store(name) => self.settings.conf.candidates(&name),
-            other => Err(Error::Unsupported(format!("{src}: the {} transport does not name a registry image", other.name()))),
+            other => Err(Error::Unsupported(format!(
+                "{src}: the {} transport does not name a registry image",
+                other.name()
+            ))),
         }
     }
 
     /// Try each candidate for `src` in order until `f` succeeds; report every failure otherwise.
-    fn first_candidate<T>(&self, src: &str, mut f: impl FnMut(&ImageReference) -> Result<T>) -> Result<(ImageReference, T)> {
+    fn first_candidate<T>(
+        &self,
+        src: &str,
+        mut f: impl FnMut(&ImageReference) -> Result<T>,
+    ) -> Result<(ImageReference, T)> {
         let cands = self.resolve(src)?;
         let mut errors = Vec::new();
         let n = cands.len();
@@ -91,7 +114,10 @@ impl RegistryClient {
                 Err(e) => return Err(e),
             }
         }
-        Err(Error::NotFound { reference: src.into(), message: format!("tried {}", errors.join("; ")) })
+        Err(Error::NotFound {
+            reference: src.into(),
+            message: format!("tried {}", errors.join("; ")),
+        })
     }
 
     /// Pull `src` into `store` for the client's platform and return what was stored. `src` is a
@@ -103,9 +129,20 @@ impl RegistryClient {
     }
 
     /// [`RegistryClient::pull`] for a given platform.
-    pub fn pull_platform(&self, store: &Store, src: &str, platform: &Platform) -> Result<PulledImage> {
-        let t = Transport::parse(src).map_err(|e| Error::InvalidReference { reference: src.into(), reason: e.to_string() })?;
-        if matches!(t, Transport::Oci { .. } | Transport::OciArchive { .. } | Transport::DockerArchive { .. }) {
+    pub fn pull_platform(
+        &self,
+        store: &Store,
+        src: &str,
+        platform: &Platform,
+    ) -> Result<PulledImage> {
+        let t = Transport::parse(src).map_err(|e| Error::InvalidReference {
+            reference: src.into(),
+            reason: e.to_string(),
+        })?;
+        if matches!(
+            t,
+            Transport::Oci { .. } | Transport::OciArchive { .. } | Transport::DockerArchive { .. }
+        ) {
             return self.import_platform(store, src, platform);
         }
         let rep = Reporter::new(self.opts.progress);
@@ -113,11 +150,20 @@ impl RegistryClient {
             rep.line(&format!("Trying to pull {c}..."));
             self.pull_ref(store, c, platform, &rep)
         })?;
-        Ok(PulledImage { reference: Some(r), ..img })
+        Ok(PulledImage {
+            reference: Some(r),
+            ..img
+        })
     }
 
     /// Pull one fully qualified reference.
-    fn pull_ref(&self, store: &Store, r: &ImageReference, platform: &Platform, rep: &Reporter) -> Result<PulledImage> {
+    fn pull_ref(
+        &self,
+        store: &Store,
+        r: &ImageReference,
+        platform: &Platform,
+        rep: &Reporter,
+    ) -> Result<PulledImage> {
         let remote = self.remote(r)?;
         let top = remote.get_manifest(&r.tag_or_digest())?;
         let m = self.platform_manifest(&remote, &r.to_string(), top, platform)?;
@@ -162,18 +208,30 @@ impl RegistryClient {
         let mut all: Vec<Digest> = manifest.layers.iter().map(|l| l.digest).collect();
         all.push(cfg.digest);
         Locations::new(store.root()).add(&remote.location(), &all);
-        Ok(PulledImage { id: record.id, manifest_digest: m.digest, reference: Some(r.clone()), record })
+        Ok(PulledImage {
+            id: record.id,
+            manifest_digest: m.digest,
+            reference: Some(r.clone()),
+            record,
+        })
     }
 
     /// The image manifest for `platform`: `top` itself when it is a manifest, else the matching
     /// entry of the index (fetched by digest and verified).
-    fn platform_manifest(&self, remote: &Remote, what: &str, top: Fetched, platform: &Platform) -> Result<Fetched> {
+    fn platform_manifest(
+        &self,
+        remote: &Remote,
+        what: &str,
+        top: Fetched,
+        platform: &Platform,
+    ) -> Result<Fetched> {
         let mut cur = top;
         for _depth in 0..3 {
             if media_types::is_manifest(&cur.media_type) {
                 return Ok(cur);
             }
-            let index = Index::from_slice(&cur.bytes).map_err(|e| Error::manifest(&cur.url, format!("invalid index: {e}")))?;
+            let index = Index::from_slice(&cur.bytes)
+                .map_err(|e| Error::manifest(&cur.url, format!("invalid index: {e}")))?;
             let d = pick_platform(&index, platform).ok_or_else(|| Error::NoMatchingPlatform {
                 reference: what.to_string(),
                 platform: platform.to_string(),
@@ -199,21 +257,32 @@ impl RegistryClient {
         Ok(out)
     }
 
-    /// The manifest digest `reference` currently resolves to in its registry (for the client's
-    /// platform when it is an index, plus the index digest).
+    /// The digest of the manifest or index `reference` currently resolves to in its registry
+    /// (the top-level document: an index digest for multi-platform images), and the reference
+    /// it was found under.
     pub fn resolve_digest(&self, reference: &str) -> Result<(ImageReference, Digest)> {
-        let (r, d) = self.first_candidate(reference, |c| Ok(self.remote(c)?.get_manifest(&c.tag_or_digest())?.digest))?;
+        let (r, d) = self.first_candidate(reference, |c| {
+            Ok(self.remote(c)?.get_manifest(&c.tag_or_digest())?.digest)
+        })?;
         Ok((r, d))
     }
 }
 
 /// Parse an image manifest, naming where it came from on failure.
 pub(crate) fn parse_manifest(m: &Fetched) -> Result<Manifest> {
-    Manifest::from_slice(&m.bytes).map_err(|e| Error::manifest(format!("manifest {} from {}", m.digest, m.url), e.to_string()))
+    Manifest::from_slice(&m.bytes).map_err(|e| {
+        Error::manifest(
+            format!("manifest {} from {}", m.digest, m.url),
+            e.to_string(),
+        )
+    })
 }
 
 /// The best index entry for `wanted`: an exact variant match first, then core's matching rules.
-pub(crate) fn pick_platform<'a>(index: &'a Index, wanted: &Platform) -> Option<&'a kiln_core::Descriptor> {
+pub(crate) fn pick_platform<'a>(
+    index: &'a Index,
+    wanted: &Platform,
+) -> Option<&'a kiln_core::Descriptor> {
     let exact = index.manifests.iter().find(|d| {
         d.platform.as_ref().is_some_and(|p| {
             let (a, b) = (p.normalized(), wanted.normalized());
@@ -224,8 +293,16 @@ pub(crate) fn pick_platform<'a>(index: &'a Index, wanted: &Platform) -> Option<&
 }
 
 fn available(index: &Index) -> String {
-    let v: Vec<String> = index.manifests.iter().filter_map(|d| d.platform.as_ref().map(|p| p.to_string())).collect();
-    if v.is_empty() { "none".into() } else { v.join(", ") }
+    let v: Vec<String> = index
+        .manifests
+        .iter()
+        .filter_map(|d| d.platform.as_ref().map(|p| p.to_string()))
+        .collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
 }
 
 /// Parse a fully qualified reference string.

@@ -2,11 +2,11 @@
 //! media types, blobs the registry has are skipped (HEAD), blobs known in another repository of
 //! the same registry are mounted, the rest are streamed from the store; the manifest goes last.
 
+use crate::RegistryClient;
 use crate::error::{Error, Result};
 use crate::locations::Locations;
 use crate::progress::Reporter;
 use crate::remote::{Remote, store_err};
-use crate::RegistryClient;
 use kiln_core::{Descriptor, Digest, ImageReference, Manifest, media_types};
 use kiln_store::Store;
 use std::io::Read;
@@ -29,7 +29,9 @@ impl PushFormat {
         match s {
             "oci" => Ok(PushFormat::Oci),
             "docker" | "v2s2" => Ok(PushFormat::Docker),
-            other => Err(Error::Unsupported(format!("unknown manifest format {other:?} (oci or docker)"))),
+            other => Err(Error::Unsupported(format!(
+                "unknown manifest format {other:?} (oci or docker)"
+            ))),
         }
     }
 }
@@ -65,7 +67,9 @@ pub fn convert_manifest(m: &Manifest, format: PushFormat) -> Result<Option<Manif
             for l in &mut out.layers {
                 l.media_type = match l.media_type.as_str() {
                     media_types::DOCKER_LAYER_GZIP => media_types::OCI_LAYER_GZIP.into(),
-                    media_types::DOCKER_LAYER_FOREIGN_GZIP => media_types::OCI_LAYER_NONDIST_GZIP.into(),
+                    media_types::DOCKER_LAYER_FOREIGN_GZIP => {
+                        media_types::OCI_LAYER_NONDIST_GZIP.into()
+                    }
                     DOCKER_LAYER_TAR => media_types::OCI_LAYER_TAR.into(),
                     other => other.to_string(),
                 };
@@ -84,9 +88,13 @@ pub fn convert_manifest(m: &Manifest, format: PushFormat) -> Result<Option<Manif
                 l.annotations = None;
                 l.media_type = match l.media_type.as_str() {
                     media_types::OCI_LAYER_GZIP => media_types::DOCKER_LAYER_GZIP.into(),
-                    media_types::OCI_LAYER_NONDIST_GZIP => media_types::DOCKER_LAYER_FOREIGN_GZIP.into(),
+                    media_types::OCI_LAYER_NONDIST_GZIP => {
+                        media_types::DOCKER_LAYER_FOREIGN_GZIP.into()
+                    }
                     media_types::OCI_LAYER_TAR => DOCKER_LAYER_TAR.into(),
-                    t if media_types::layer_compression(t) == Some(media_types::Compression::Zstd) => {
+                    t if media_types::layer_compression(t)
+                        == Some(media_types::Compression::Zstd) =>
+                    {
                         return Err(Error::Unsupported(format!(
                             "layer {} is zstd-compressed, which the docker format cannot carry (push with --format oci)",
                             l.digest
@@ -104,26 +112,47 @@ impl RegistryClient {
     /// Push `image` (a name or ID in `store`) to `dest` (`docker://REF` or `REF`), converting to
     /// `format` when given (else the stored manifest goes byte for byte). Returns the manifest
     /// digest the registry stored.
-    pub fn push(&self, store: &Store, image: &str, dest: &str, format: Option<PushFormat>) -> Result<Digest> {
+    pub fn push(
+        &self,
+        store: &Store,
+        image: &str,
+        dest: &str,
+        format: Option<PushFormat>,
+    ) -> Result<Digest> {
         Ok(self.push_image(store, image, dest, format)?.manifest_digest)
     }
 
     /// [`RegistryClient::push`] returning the details.
-    pub fn push_image(&self, store: &Store, image: &str, dest: &str, format: Option<PushFormat>) -> Result<PushedImage> {
+    pub fn push_image(
+        &self,
+        store: &Store,
+        image: &str,
+        dest: &str,
+        format: Option<PushFormat>,
+    ) -> Result<PushedImage> {
         let dest_ref = crate::pull::parse_ref(dest.strip_prefix("docker://").unwrap_or(dest))?;
         let dest_ref = self.settings.conf.rewrite(&dest_ref)?;
         let record = store.resolve_image(image).map_err(store_err)?;
         let stored = store.image_manifest_bytes(&record).map_err(store_err)?;
-        let manifest = Manifest::from_slice(&stored)
-            .map_err(|e| Error::manifest(format!("manifest {} of {image}", record.manifest_digest), e.to_string()))?;
-        let (bytes, media_type, manifest) = match format.map(|f| convert_manifest(&manifest, f)).transpose()?.flatten() {
+        let manifest = Manifest::from_slice(&stored).map_err(|e| {
+            Error::manifest(
+                format!("manifest {} of {image}", record.manifest_digest),
+                e.to_string(),
+            )
+        })?;
+        let (bytes, media_type, manifest) = match format
+            .map(|f| convert_manifest(&manifest, f))
+            .transpose()?
+            .flatten()
+        {
             Some(m) => (m.to_vec(), m.media_type_or_default().to_string(), m),
             None => (stored, record.manifest_media_type.clone(), manifest),
         };
         let rep = Reporter::new(self.opts.progress);
         let remote = self.remote(&dest_ref)?;
         rep.line("Getting image source signatures");
-        let mut blobs: Vec<(&Descriptor, &'static str)> = manifest.layers.iter().map(|l| (l, "blob")).collect();
+        let mut blobs: Vec<(&Descriptor, &'static str)> =
+            manifest.layers.iter().map(|l| (l, "blob")).collect();
         blobs.push((&manifest.config, "config"));
         let locations = Locations::new(store.root());
         self.push_blobs(store, &remote, &locations, &blobs, &rep)?;
@@ -136,7 +165,11 @@ impl RegistryClient {
         let digest = remote.put_manifest(&reference, &media_type, &bytes)?;
         let all: Vec<Digest> = blobs.iter().map(|(d, _)| d.digest).collect();
         locations.add(&remote.location(), &all);
-        Ok(PushedImage { manifest_digest: digest, reference: dest_ref, media_type })
+        Ok(PushedImage {
+            manifest_digest: digest,
+            reference: dest_ref,
+            media_type,
+        })
     }
 
     /// Make sure the registry repository has every blob: skip, mount or upload each.
@@ -169,7 +202,9 @@ impl RegistryClient {
             let host_prefix = format!("{}/", remote.sess.registry);
             let mut location = None;
             for from in locations.get(&d) {
-                let Some(repo) = from.strip_prefix(&host_prefix) else { continue };
+                let Some(repo) = from.strip_prefix(&host_prefix) else {
+                    continue;
+                };
                 if repo == remote.repo {
                     continue;
                 }
@@ -187,7 +222,10 @@ impl RegistryClient {
             }
             let open = || -> std::io::Result<Box<dyn Read + Send>> {
                 let f = store.open_blob(&d).map_err(std::io::Error::other)?;
-                Ok(Box::new(CountingReader { inner: std::io::BufReader::with_capacity(256 * 1024, f), counter: item.counter() }))
+                Ok(Box::new(CountingReader {
+                    inner: std::io::BufReader::with_capacity(256 * 1024, f),
+                    counter: item.counter(),
+                }))
             };
             match remote.upload_blob(&d, size, location, &open, retries, &item) {
                 Ok(()) => {

@@ -10,7 +10,11 @@ pub const DOCKER_HUB_API: &str = "registry-1.docker.io";
 
 /// The host the registry API is served from (`registry-1.docker.io` for `docker.io`).
 pub fn api_host(registry: &str) -> &str {
-    if registry == DOCKER_HUB { DOCKER_HUB_API } else { registry }
+    if registry == DOCKER_HUB {
+        DOCKER_HUB_API
+    } else {
+        registry
+    }
 }
 
 /// Split a name into its repository part and its `:tag`/`@digest` suffix (`a/b:1` → `a/b`, `:1`).
@@ -18,7 +22,10 @@ pub fn split_suffix(name: &str) -> (&str, &str) {
     let at = name.find('@').unwrap_or(name.len());
     let (head, _) = name.split_at(at);
     let last_slash = head.rfind('/').map(|i| i + 1).unwrap_or(0);
-    let cut = head[last_slash..].rfind(':').map(|i| last_slash + i).unwrap_or(at);
+    let cut = head[last_slash..]
+        .rfind(':')
+        .map(|i| last_slash + i)
+        .unwrap_or(at);
     (&name[..cut], &name[cut..])
 }
 
@@ -31,7 +38,10 @@ mod tests {
         assert_eq!(split_suffix("busybox"), ("busybox", ""));
         assert_eq!(split_suffix("ns/app:1"), ("ns/app", ":1"));
         let d = format!("@sha256:{}", "a".repeat(64));
-        assert_eq!(split_suffix(&format!("app:v{d}")), ("app", &*format!(":v{d}")));
+        assert_eq!(
+            split_suffix(&format!("app:v{d}")),
+            ("app", &*format!(":v{d}"))
+        );
         assert_eq!(split_suffix(&format!("app{d}")), ("app", d.as_str()));
     }
 

@@ -36,7 +36,10 @@ pub(crate) struct Remote {
 
 impl Remote {
     pub fn new(sess: Arc<Session>, repo: &str) -> Remote {
-        Remote { sess, repo: repo.to_string() }
+        Remote {
+            sess,
+            repo: repo.to_string(),
+        }
     }
 
     /// `HOST/REPO`, as blob locations are recorded.
@@ -67,7 +70,11 @@ impl Remote {
                 } else {
                     format!(" (no credentials for {}: log in first)", self.sess.registry)
                 };
-                let detail = if message.is_empty() { String::new() } else { format!(": {message}") };
+                let detail = if message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {message}")
+                };
                 Error::Unauthorized {
                     registry: self.sess.registry.clone(),
                     message: format!("{method} {url}: HTTP {status}{detail}{hint}"),
@@ -75,9 +82,21 @@ impl Remote {
             }
             404 => Error::NotFound {
                 reference: what.to_string(),
-                message: format!("{method} {url}: HTTP 404{}", if message.is_empty() { String::new() } else { format!(": {message}") }),
+                message: format!(
+                    "{method} {url}: HTTP 404{}",
+                    if message.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {message}")
+                    }
+                ),
             },
-            _ => Error::Status { method: method.into(), url: url.into(), status, message },
+            _ => Error::Status {
+                method: method.into(),
+                url: url.into(),
+                status,
+                message,
+            },
         }
     }
 
@@ -85,38 +104,66 @@ impl Remote {
     /// and against `Docker-Content-Digest`.
     pub fn get_manifest(&self, reference: &str) -> Result<Fetched> {
         let url = self.url(&format!("manifests/{reference}"));
-        let mut resp = self.sess.send(Call::new("GET", url.clone(), &self.pull_scopes()).header("Accept", ACCEPT_MANIFESTS))?;
+        let mut resp = self.sess.send(
+            Call::new("GET", url.clone(), &self.pull_scopes()).header("Accept", ACCEPT_MANIFESTS),
+        )?;
         if resp.status().as_u16() != 200 {
-            return Err(self.fail("GET", &url, resp, &format!("{}/{}:{reference}", self.sess.registry, self.repo)));
+            return Err(self.fail(
+                "GET",
+                &url,
+                resp,
+                &format!("{}/{}:{reference}", self.sess.registry, self.repo),
+            ));
         }
         let header_digest = header(&resp, "docker-content-digest");
-        let content_type = header(&resp, "content-type").map(|c| c.split(';').next().unwrap_or("").trim().to_string());
+        let content_type = header(&resp, "content-type")
+            .map(|c| c.split(';').next().unwrap_or("").trim().to_string());
         let bytes = resp
             .body_mut()
             .with_config()
             .limit(MAX_MANIFEST)
             .read_to_vec()
-            .map_err(|e| Error::Network { method: "GET".into(), url: url.clone(), message: crate::http::describe(&e) })?;
+            .map_err(|e| Error::Network {
+                method: "GET".into(),
+                url: url.clone(),
+                message: crate::http::describe(&e),
+            })?;
         let digest = Digest::of_bytes(&bytes);
         if let Ok(want) = Digest::parse(reference)
             && want != digest
         {
-            return Err(Error::DigestMismatch { expected: want.to_string(), actual: digest.to_string(), source_url: url });
+            return Err(Error::DigestMismatch {
+                expected: want.to_string(),
+                actual: digest.to_string(),
+                source_url: url,
+            });
         }
         if let Some(h) = header_digest
             && let Ok(claimed) = Digest::parse(&h)
             && claimed != digest
         {
-            return Err(Error::DigestMismatch { expected: claimed.to_string(), actual: digest.to_string(), source_url: url });
+            return Err(Error::DigestMismatch {
+                expected: claimed.to_string(),
+                actual: digest.to_string(),
+                source_url: url,
+            });
         }
-        let media_type = manifest_media_type(content_type.as_deref(), &bytes).map_err(|m| Error::manifest(&url, m))?;
-        Ok(Fetched { bytes, media_type, digest, url })
+        let media_type = manifest_media_type(content_type.as_deref(), &bytes)
+            .map_err(|m| Error::manifest(&url, m))?;
+        Ok(Fetched {
+            bytes,
+            media_type,
+            digest,
+            url,
+        })
     }
 
     /// GET a small blob (a config) into memory, verified.
     pub fn get_blob_bytes(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>> {
         let url = self.url(&format!("blobs/{digest}"));
-        let mut resp = self.sess.send(Call::new("GET", url.clone(), &self.pull_scopes()))?;
+        let mut resp = self
+            .sess
+            .send(Call::new("GET", url.clone(), &self.pull_scopes()))?;
         if resp.status().as_u16() != 200 {
             return Err(self.fail("GET", &url, resp, &digest.to_string()));
         }
@@ -125,10 +172,18 @@ impl Remote {
             .with_config()
             .limit(limit)
             .read_to_vec()
-            .map_err(|e| Error::Network { method: "GET".into(), url: url.clone(), message: format!("{digest}: {}", crate::http::describe(&e)) })?;
+            .map_err(|e| Error::Network {
+                method: "GET".into(),
+                url: url.clone(),
+                message: format!("{digest}: {}", crate::http::describe(&e)),
+            })?;
         let actual = Digest::of_bytes(&bytes);
         if actual != *digest {
-            return Err(Error::DigestMismatch { expected: digest.to_string(), actual: actual.to_string(), source_url: url });
+            return Err(Error::DigestMismatch {
+                expected: digest.to_string(),
+                actual: actual.to_string(),
+                source_url: url,
+            });
         }
         Ok(bytes)
     }
@@ -136,7 +191,14 @@ impl Remote {
     /// Stream blob `digest` of `size` bytes into the store. A connection that breaks mid-body is
     /// resumed with a `Range` request (or restarted when the registry ignores ranges), up to the
     /// session's retry count. Nothing is stored unless every byte arrived and the digest matches.
-    pub fn download_blob(&self, store: &Store, digest: &Digest, size: u64, retries: u32, item: &Item) -> Result<()> {
+    pub fn download_blob(
+        &self,
+        store: &Store,
+        digest: &Digest,
+        size: u64,
+        retries: u32,
+        item: &Item,
+    ) -> Result<()> {
         let url = self.url(&format!("blobs/{digest}"));
         let mut writer: BlobWriter = store.blob_writer().map_err(store_err)?;
         let mut written: u64 = 0;
@@ -158,9 +220,11 @@ impl Remote {
                     }
                 }
                 206 if written > 0 => {
-                    let ok = header(&resp, "content-range")
-                        .and_then(|r| r.strip_prefix("bytes ").and_then(|r| r.split('-').next()).and_then(|s| s.parse::<u64>().ok()))
-                        == Some(written);
+                    let ok = header(&resp, "content-range").and_then(|r| {
+                        r.strip_prefix("bytes ")
+                            .and_then(|r| r.split('-').next())
+                            .and_then(|s| s.parse::<u64>().ok())
+                    }) == Some(written);
                     if !ok {
                         drain(&mut resp);
                         writer = store.blob_writer().map_err(store_err)?;
@@ -172,10 +236,14 @@ impl Remote {
                 416 if written == size => break 'attempts,
                 _ => return Err(self.fail("GET", &url, resp, &digest.to_string())),
             }
+            let announced = resp.body().content_length();
+            let mut got: u64 = 0;
             let mut reader = resp.into_body().into_reader();
-            loop {
+            let broke = loop {
                 match reader.read(&mut buf) {
-                    Ok(0) => break 'attempts,
+                    // The server delivered all it announced (or announced nothing): done.
+                    Ok(0) if announced.is_none_or(|l| got >= l) => break 'attempts,
+                    Ok(0) => break std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
                     Ok(n) => {
                         if written + n as u64 > size {
                             return Err(Error::SizeMismatch {
@@ -188,36 +256,50 @@ impl Remote {
                         std::io::Write::write_all(&mut writer, &buf[..n])
                             .map_err(|e| Error::io(store.tmp_dir(), e))?;
                         written += n as u64;
+                        got += n as u64;
                         item.inc(n as u64);
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        failures += 1;
-                        if failures > retries {
-                            return Err(Error::Network {
-                                method: "GET".into(),
-                                url,
-                                message: format!("{digest}: connection failed after {written} of {size} bytes: {e}"),
-                            });
-                        }
-                        tracing::debug!("GET {url}: {e} after {written} bytes; resuming");
-                        std::thread::sleep(std::time::Duration::from_millis(200 * u64::from(failures)));
-                        continue 'attempts;
-                    }
+                    Err(e) => break e,
                 }
+            };
+            failures += 1;
+            if failures > retries {
+                return Err(Error::Network {
+                    method: "GET".into(),
+                    url,
+                    message: format!(
+                        "{digest}: connection failed after {written} of {size} bytes: {broke}"
+                    ),
+                });
             }
+            tracing::debug!("GET {url}: {broke} after {written} bytes; resuming");
+            std::thread::sleep(std::time::Duration::from_millis(200 * u64::from(failures)));
         }
         if written != size {
-            return Err(Error::SizeMismatch { digest: digest.to_string(), expected: size, actual: written, source_url: url });
+            return Err(Error::SizeMismatch {
+                digest: digest.to_string(),
+                expected: size,
+                actual: written,
+                source_url: url,
+            });
         }
         let actual = writer.digest();
         if actual != *digest {
-            return Err(Error::DigestMismatch { expected: digest.to_string(), actual: actual.to_string(), source_url: url });
+            return Err(Error::DigestMismatch {
+                expected: digest.to_string(),
+                actual: actual.to_string(),
+                source_url: url,
+            });
         }
         writer.commit(Some(digest)).map_err(|e| match e {
-            StoreError::DigestMismatch { expected, actual, .. } => {
-                Error::DigestMismatch { expected: expected.to_string(), actual: actual.to_string(), source_url: url.clone() }
-            }
+            StoreError::DigestMismatch {
+                expected, actual, ..
+            } => Error::DigestMismatch {
+                expected: expected.to_string(),
+                actual: actual.to_string(),
+                source_url: url.clone(),
+            },
             other => store_err(other),
         })?;
         Ok(())
@@ -226,7 +308,9 @@ impl Remote {
     /// HEAD a blob: whether the registry has it.
     pub fn blob_exists(&self, digest: &Digest) -> Result<bool> {
         let url = self.url(&format!("blobs/{digest}"));
-        let mut resp = self.sess.send(Call::new("HEAD", url.clone(), &self.push_scopes()))?;
+        let mut resp = self
+            .sess
+            .send(Call::new("HEAD", url.clone(), &self.push_scopes()))?;
         match resp.status().as_u16() {
             200 => {
                 drain(&mut resp);
@@ -244,7 +328,11 @@ impl Remote {
         let url = match from {
             Some(f) => {
                 scopes.push(format!("repository:{f}:pull"));
-                format!("{}?mount={digest}&from={}", self.url("blobs/uploads/"), crate::http::encode(f))
+                format!(
+                    "{}?mount={digest}&from={}",
+                    self.url("blobs/uploads/"),
+                    crate::http::encode(f)
+                )
             }
             None => self.url("blobs/uploads/"),
         };
@@ -301,7 +389,13 @@ impl Remote {
         }
     }
 
-    fn upload_to(&self, loc: &str, digest: &Digest, size: u64, open: &(dyn Fn() -> std::io::Result<Box<dyn Read + Send>> + Sync)) -> Result<()> {
+    fn upload_to(
+        &self,
+        loc: &str,
+        digest: &Digest,
+        size: u64,
+        open: &(dyn Fn() -> std::io::Result<Box<dyn Read + Send>> + Sync),
+    ) -> Result<()> {
         let scopes = self.push_scopes();
         let mut call = Call::new("PATCH", loc.to_string(), &scopes)
             .header("Content-Type", "application/octet-stream")
@@ -312,11 +406,17 @@ impl Remote {
         if status != 202 && status != 204 {
             return Err(self.fail("PATCH", loc, resp, &digest.to_string()));
         }
-        let next = header(&resp, "location").map(|l| self.sess.absolute(&l)).unwrap_or_else(|| loc.to_string());
+        let next = header(&resp, "location")
+            .map(|l| self.sess.absolute(&l))
+            .unwrap_or_else(|| loc.to_string());
         drain(&mut resp);
         let sep = if next.contains('?') { '&' } else { '?' };
-        let put_url = format!("{next}{sep}digest={}", crate::http::encode(&digest.to_string()));
-        let mut call = Call::new("PUT", put_url.clone(), &scopes).header("Content-Type", "application/octet-stream");
+        let put_url = format!(
+            "{next}{sep}digest={}",
+            crate::http::encode(&digest.to_string())
+        );
+        let mut call = Call::new("PUT", put_url.clone(), &scopes)
+            .header("Content-Type", "application/octet-stream");
         call.retry = false;
         let mut resp = self.sess.send(call)?;
         match resp.status().as_u16() {
@@ -343,7 +443,11 @@ impl Remote {
                     && let Ok(d) = Digest::parse(&h)
                     && d != digest
                 {
-                    return Err(Error::DigestMismatch { expected: digest.to_string(), actual: d.to_string(), source_url: url });
+                    return Err(Error::DigestMismatch {
+                        expected: digest.to_string(),
+                        actual: d.to_string(),
+                        source_url: url,
+                    });
                 }
                 drain(&mut resp);
                 Ok(digest)
@@ -358,17 +462,27 @@ pub(crate) fn store_err(e: StoreError) -> Error {
 }
 
 fn header(resp: &Response<ureq::Body>, name: &str) -> Option<String> {
-    resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 /// The media type of a manifest document: its `mediaType` field, else the `Content-Type` when
 /// specific, else its shape (`manifests` → OCI index, `config` → OCI manifest).
-pub(crate) fn manifest_media_type(content_type: Option<&str>, bytes: &[u8]) -> std::result::Result<String, String> {
-    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| format!("manifest is not JSON: {e}"))?;
+pub(crate) fn manifest_media_type(
+    content_type: Option<&str>,
+    bytes: &[u8],
+) -> std::result::Result<String, String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("manifest is not JSON: {e}"))?;
     if v.get("schemaVersion").and_then(|s| s.as_u64()) == Some(1) {
         return Err("Docker schema 1 manifests are not supported".into());
     }
-    let field = v.get("mediaType").and_then(|m| m.as_str()).filter(|m| !m.is_empty());
+    let field = v
+        .get("mediaType")
+        .and_then(|m| m.as_str())
+        .filter(|m| !m.is_empty());
     let t = match (field, content_type) {
         (Some(f), _) => f.to_string(),
         (None, Some(c)) if media_types::is_manifest(c) || media_types::is_index(c) => c.to_string(),
@@ -389,7 +503,11 @@ mod tests {
     #[test]
     fn media_type_detection() {
         assert_eq!(
-            manifest_media_type(Some("application/json"), br#"{"schemaVersion":2,"config":{},"layers":[]}"#).unwrap(),
+            manifest_media_type(
+                Some("application/json"),
+                br#"{"schemaVersion":2,"config":{},"layers":[]}"#
+            )
+            .unwrap(),
             "application/vnd.oci.image.manifest.v1+json"
         );
         assert_eq!(
@@ -404,7 +522,11 @@ mod tests {
             .unwrap(),
             "application/vnd.docker.distribution.manifest.list.v2+json"
         );
-        assert!(manifest_media_type(None, br#"{"schemaVersion":1,"fsLayers":[]}"#).unwrap_err().contains("schema 1"));
+        assert!(
+            manifest_media_type(None, br#"{"schemaVersion":1,"fsLayers":[]}"#)
+                .unwrap_err()
+                .contains("schema 1")
+        );
         assert!(manifest_media_type(None, b"nope").is_err());
     }
 }

@@ -23,10 +23,16 @@ pub fn system_roots() -> &'static [Certificate<'static>] {
     static ROOTS: OnceLock<Vec<Certificate<'static>>> = OnceLock::new();
     ROOTS.get_or_init(|| {
         let mut files: Vec<PathBuf> = Vec::new();
-        if let Some(b) = SYSTEM_BUNDLES.iter().map(PathBuf::from).find(|p| p.exists()) {
+        if let Some(b) = SYSTEM_BUNDLES
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+        {
             files.push(b);
         }
-        if let Some(f) = std::env::var_os("SSL_CERT_FILE").filter(|f| !f.is_empty()).map(PathBuf::from)
+        if let Some(f) = std::env::var_os("SSL_CERT_FILE")
+            .filter(|f| !f.is_empty())
+            .map(PathBuf::from)
             && !files.contains(&f)
         {
             files.push(f);
@@ -47,18 +53,27 @@ pub fn load_certs(path: &Path) -> Result<Vec<Certificate<'static>>> {
     let pem = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let mut out = Vec::new();
     for item in rustls_pemfile::certs(&mut pem.as_slice()) {
-        let der = item.map_err(|e| Error::Config { path: path.into(), message: format!("bad PEM certificate: {e}") })?;
+        let der = item.map_err(|e| Error::Config {
+            path: path.into(),
+            message: format!("bad PEM certificate: {e}"),
+        })?;
         out.push(Certificate::from_der(der.as_ref()).to_owned());
     }
     if out.is_empty() {
-        return Err(Error::Config { path: path.into(), message: "no certificate in file".into() });
+        return Err(Error::Config {
+            path: path.into(),
+            message: "no certificate in file".into(),
+        });
     }
     Ok(out)
 }
 
 fn load_key(path: &Path) -> Result<PrivateKey<'static>> {
     let pem = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    PrivateKey::from_pem(&pem).map_err(|e| Error::Config { path: path.into(), message: format!("bad private key: {e}") })
+    PrivateKey::from_pem(&pem).map_err(|e| Error::Config {
+        path: path.into(),
+        message: format!("bad private key: {e}"),
+    })
 }
 
 /// The certificates directory that applies to `host` (`HOST[:PORT]`): `cert_dir` if given, else
@@ -101,7 +116,12 @@ impl RegistryTls {
                 }
                 Err(_) => None,
             };
-            let mut files: Vec<PathBuf> = rd.into_iter().flatten().flatten().map(|e| e.path()).collect();
+            let mut files: Vec<PathBuf> = rd
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .collect();
             files.sort();
             for f in &files {
                 match f.extension().and_then(|e| e.to_str()) {
@@ -111,7 +131,10 @@ impl RegistryTls {
                         if !key.exists() {
                             return Err(Error::Config {
                                 path: f.clone(),
-                                message: format!("client certificate without its key {}", key.display()),
+                                message: format!(
+                                    "client certificate without its key {}",
+                                    key.display()
+                                ),
                             });
                         }
                         client = Some(ClientCert::new_with_certs(&load_certs(f)?, load_key(&key)?));

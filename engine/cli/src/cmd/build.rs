@@ -261,7 +261,7 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
     for out in &outputs {
         match out {
             Transport::Docker(r) => {
-                crate::cmd::push_to_registry(g, &store, &image, &r.to_string(), a.tls_verify, a.authfile.clone(), a.cert_dir.clone(), format, a.quiet)?;
+                crate::cmd::push_to_registry(g, &store, &image, &r.to_string(), a.tls_verify, a.authfile.clone(), a.cert_dir.clone(), Some(format), a.quiet)?;
             }
             t => export::export(&store, &host, &catalog, &image, t, &export_opts, a.timestamp, a.quiet)?,
         }

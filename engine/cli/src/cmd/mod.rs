@@ -10,6 +10,7 @@ pub mod build;
 pub mod export;
 pub mod plugin;
 pub mod push;
+pub mod registry;
 pub mod store;
 
 /// kiln: build container images without a daemon, without root, with WebAssembly plugins.
@@ -28,6 +29,12 @@ pub enum Command {
     /// Build an image from a Dockerfile/Containerfile (or another frontend's source).
     #[command(alias = "bud", alias = "build-using-dockerfile")]
     Build(build::BuildArgs),
+    /// Pull an image from a registry (or oci:, oci-archive:, docker-archive:) into the store.
+    Pull(registry::PullArgs),
+    /// Log in to a registry.
+    Login(registry::LoginArgs),
+    /// Log out of a registry.
+    Logout(registry::LogoutArgs),
     /// Copy an image from the store to a registry or any transport (oci-archive:, sif:, …).
     Push(push::PushArgs),
     /// Manage plugins (list, inspect, install, remove).
@@ -43,6 +50,9 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Build(a) => build::run(a, g),
         Command::Push(a) => push::run(a, g),
+        Command::Pull(a) => registry::pull(a, g),
+        Command::Login(a) => registry::login(a, g),
+        Command::Logout(a) => registry::logout(a, g),
         Command::Plugin(c) => plugin::run(c, g),
         Command::Store(c) => store::run(c, g),
     }
@@ -73,16 +83,17 @@ pub fn push_to_registry(
     tls_verify: Option<bool>,
     auth_file: Option<PathBuf>,
     cert_dir: Option<PathBuf>,
-    format: kiln_build::Format,
+    format: Option<kiln_build::Format>,
     quiet: bool,
 ) -> Result<kiln_core::Digest> {
     let client = kiln_registry::RegistryClient::new(registry_options(g, tls_verify, auth_file, cert_dir, quiet))?;
-    let fmt = match format {
+    // No format asked for: the stored manifest goes as it is (buildah's default).
+    let fmt = format.map(|f| match f {
         kiln_build::Format::Oci => kiln_registry::PushFormat::Oci,
         kiln_build::Format::Docker => kiln_registry::PushFormat::Docker,
-    };
+    });
     let dest = dest.strip_prefix("docker://").unwrap_or(dest);
-    let pushed = client.push_image(store, &image.id.to_string(), dest, Some(fmt)).with_context(|| format!("pushing to docker://{dest}"))?;
+    let pushed = client.push_image(store, &image.id.to_string(), dest, fmt).with_context(|| format!("pushing to docker://{dest}"))?;
     Ok(pushed.manifest_digest)
 }
 

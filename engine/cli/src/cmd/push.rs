@@ -48,8 +48,9 @@ pub fn run(a: PushArgs, g: &Global) -> Result<()> {
     let (host, catalog) = crate::cmd::plugin::open(g)?;
     let transport = parse_destination(&dest, &host, &catalog)?;
     let format = match a.format.as_deref() {
-        None | Some("oci") => kiln_build::Format::Oci,
-        Some("docker") | Some("v2s2") => kiln_build::Format::Docker,
+        None => None,
+        Some("oci") => Some(kiln_build::Format::Oci),
+        Some("docker") | Some("v2s2") => Some(kiln_build::Format::Docker),
         Some(o) => bail!("--format={o}: use oci or docker"),
     };
     match transport {

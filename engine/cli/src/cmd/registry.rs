@@ -1,0 +1,269 @@
+//! `kiln pull`, `kiln login`, `kiln logout`: images from registries (and `oci:`, `oci-archive:`,
+//! `docker-archive:` files) into the store, and registry credentials, with buildah's flags.
+
+use crate::cmd::export::open_store;
+use crate::global::Global;
+use anyhow::{Context, Result, bail};
+use kiln_registry::{ClientOptions, Credentials, Platform, Progress, RegistryClient};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+/// `kiln pull` flags.
+#[derive(clap::Args, Debug)]
+pub struct PullArgs {
+    /// Image to pull: `REF` (short names resolve through registries.conf), `docker://REF`,
+    /// `oci:DIR[:REF]`, `oci-archive:FILE[:REF]` or `docker-archive:FILE[:REF]`.
+    pub source: String,
+    /// No progress output.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Platform to pick from a multi-platform image (`os/arch[/variant]`; default: this host).
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Architecture to pick (overrides the one of --platform).
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Operating system to pick (overrides the one of --platform).
+    #[arg(long)]
+    pub os: Option<String>,
+    /// Architecture variant to pick (overrides the one of --platform).
+    #[arg(long)]
+    pub variant: Option<String>,
+    /// Verify TLS certificates (`--tls-verify=false` also allows plain HTTP).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub tls_verify: Option<bool>,
+    /// Directory of CA certificates (`*.crt`) and client keys (`*.cert`/`*.key`) for the registry.
+    #[arg(long)]
+    pub cert_dir: Option<PathBuf>,
+    /// Credentials file (default: $REGISTRY_AUTH_FILE or $XDG_RUNTIME_DIR/containers/auth.json).
+    #[arg(long)]
+    pub authfile: Option<PathBuf>,
+    /// `USER[:PASSWORD]` to use instead of the credentials file.
+    #[arg(long)]
+    pub creds: Option<String>,
+    /// Retries after network errors.
+    #[arg(long, default_value_t = 4)]
+    pub retry: u32,
+}
+
+/// `kiln login` flags.
+#[derive(clap::Args, Debug)]
+pub struct LoginArgs {
+    /// Registry (`HOST[:PORT]`, or `HOST/NAMESPACE` for credentials limited to a namespace).
+    pub registry: String,
+    /// User name.
+    #[arg(short, long)]
+    pub username: Option<String>,
+    /// Password (prefer --password-stdin).
+    #[arg(short, long)]
+    pub password: Option<String>,
+    /// Read the password from standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Print the user name saved for the registry and exit.
+    #[arg(long)]
+    pub get_login: bool,
+    /// Verify TLS certificates (`--tls-verify=false` also allows plain HTTP).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub tls_verify: Option<bool>,
+    /// Directory of CA certificates for the registry.
+    #[arg(long)]
+    pub cert_dir: Option<PathBuf>,
+    /// Credentials file to write.
+    #[arg(long)]
+    pub authfile: Option<PathBuf>,
+}
+
+/// `kiln logout` flags.
+#[derive(clap::Args, Debug)]
+pub struct LogoutArgs {
+    /// Registry to forget.
+    #[arg(required_unless_present = "all")]
+    pub registry: Option<String>,
+    /// Forget every registry.
+    #[arg(short, long)]
+    pub all: bool,
+    /// Credentials file to edit.
+    #[arg(long)]
+    pub authfile: Option<PathBuf>,
+}
+
+/// The platform asked for by `--platform`, `--os`, `--arch`, `--variant`.
+fn platform(a: &PullArgs) -> Result<Platform> {
+    let mut p = match &a.platform {
+        Some(s) => Platform::parse(s).with_context(|| format!("--platform {s}"))?,
+        None => Platform::host(),
+    };
+    if let Some(os) = &a.os {
+        p.os = os.clone();
+    }
+    if let Some(arch) = &a.arch {
+        let parsed = Platform::parse(&format!("{}/{arch}", p.os))
+            .with_context(|| format!("--arch {arch}"))?;
+        p.architecture = parsed.architecture;
+        p.variant = parsed.variant;
+    }
+    if let Some(v) = &a.variant {
+        p.variant = Some(v.clone());
+    }
+    Ok(p)
+}
+
+fn parse_creds(s: &str) -> Result<Credentials> {
+    match s.split_once(':') {
+        Some((u, p)) if !u.is_empty() => Ok(Credentials::new(u, p)),
+        None if !s.is_empty() => Ok(Credentials::new(s, &prompt_password()?)),
+        _ => bail!("--creds: expected USER[:PASSWORD]"),
+    }
+}
+
+/// Run `kiln pull`: prints the image ID on stdout.
+pub fn pull(a: PullArgs, g: &Global) -> Result<()> {
+    let store = open_store(g)?;
+    let opts = ClientOptions {
+        tls_verify: a.tls_verify,
+        auth_file: a.authfile.clone(),
+        cert_dir: a.cert_dir.clone(),
+        platform: platform(&a)?,
+        progress: if a.quiet {
+            Progress::Quiet
+        } else {
+            Progress::Auto
+        },
+        credentials: a.creds.as_deref().map(parse_creds).transpose()?,
+        retries: a.retry,
+        ..ClientOptions::default()
+    };
+    let client = RegistryClient::new(opts)?;
+    let img = client
+        .pull(&store, &a.source)
+        .with_context(|| format!("pulling {}", a.source))?;
+    println!("{}", img.id.hex());
+    Ok(())
+}
+
+/// Push stored image `image` to registry reference `dest` (`docker://REF` or `REF`); `format`
+/// `None` keeps the stored manifest byte for byte. Returns the manifest digest.
+#[allow(dead_code)]
+pub fn push_docker(
+    g: &Global,
+    image: &str,
+    dest: &str,
+    format: Option<kiln_registry::PushFormat>,
+    opts: ClientOptions,
+) -> Result<kiln_registry::Digest> {
+    let store = open_store(g)?;
+    let client = RegistryClient::new(opts)?;
+    client
+        .push(&store, image, dest, format)
+        .with_context(|| format!("pushing {image} to {dest}"))
+}
+
+fn prompt_password() -> Result<String> {
+    if !std::io::stdin().is_terminal() {
+        bail!("no password given: use --password or --password-stdin");
+    }
+    eprint!("Password: ");
+    std::io::stderr().flush()?;
+    // Hide the typed password, as buildah does.
+    let _ = std::process::Command::new("stty")
+        .arg("-echo")
+        .stdin(std::process::Stdio::inherit())
+        .status();
+    let mut line = String::new();
+    let r = std::io::stdin().lock().read_line(&mut line);
+    let _ = std::process::Command::new("stty")
+        .arg("echo")
+        .stdin(std::process::Stdio::inherit())
+        .status();
+    eprintln!();
+    r?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// Run `kiln login`.
+pub fn login(a: LoginArgs, _g: &Global) -> Result<()> {
+    let opts = ClientOptions {
+        tls_verify: a.tls_verify,
+        auth_file: a.authfile.clone(),
+        cert_dir: a.cert_dir.clone(),
+        progress: Progress::Quiet,
+        ..ClientOptions::default()
+    };
+    let client = RegistryClient::new(opts)?;
+    let host = a
+        .registry
+        .trim_start_matches("docker://")
+        .trim_end_matches('/')
+        .to_string();
+    if a.get_login {
+        let (reg, repo) = match host.split_once('/') {
+            Some((h, r)) => (h.to_string(), Some(r.to_string())),
+            None => (host.clone(), None),
+        };
+        match client.auth_files().lookup(&reg, repo.as_deref())? {
+            Some(c) if !c.username.is_empty() => {
+                println!("{}", c.username);
+                return Ok(());
+            }
+            _ => bail!("not logged into {host}"),
+        }
+    }
+    if a.password.is_some() && a.password_stdin {
+        bail!("--password and --password-stdin are mutually exclusive");
+    }
+    let username = match a.username {
+        Some(u) => u,
+        None if std::io::stdin().is_terminal() && !a.password_stdin => {
+            eprint!("Username: ");
+            std::io::stderr().flush()?;
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line)?;
+            line.trim().to_string()
+        }
+        None => bail!("no user name given: use --username"),
+    };
+    if username.is_empty() {
+        bail!("the user name is empty");
+    }
+    let password = if a.password_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password from stdin")?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    } else {
+        match a.password {
+            Some(p) => p,
+            None => prompt_password()?,
+        }
+    };
+    client
+        .login(&host, &username, &password)
+        .with_context(|| format!("logging in to {host}"))?;
+    println!("Login Succeeded!");
+    Ok(())
+}
+
+/// Run `kiln logout`.
+pub fn logout(a: LogoutArgs, _g: &Global) -> Result<()> {
+    let opts = ClientOptions {
+        auth_file: a.authfile.clone(),
+        progress: Progress::Quiet,
+        ..ClientOptions::default()
+    };
+    let client = RegistryClient::new(opts)?;
+    if a.all {
+        client.logout_all()?;
+        println!("Removed login credentials for all registries");
+        return Ok(());
+    }
+    let reg = a.registry.expect("clap requires a registry without --all");
+    client.logout(&reg)?;
+    println!(
+        "Removed login credentials for {}",
+        reg.trim_start_matches("docker://").trim_end_matches('/')
+    );
+    Ok(())
+}

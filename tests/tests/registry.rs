@@ -1,0 +1,300 @@
+//! `kiln pull`, `kiln push`, `kiln login`, `kiln logout` driven as a user would, against loopback
+//! registries, cross-checked with skopeo.
+
+use kiln_tests::{Kiln, Registry, Skopeo, Variant, bases};
+use serde_json::Value;
+
+fn config_hex(reg: &Registry, image: &str) -> String {
+    kiln_tests::util::sha256_bytes(&Skopeo::new().inspect_config(reg, image))
+}
+
+#[test]
+fn pull_prints_the_image_id_and_push_round_trips() {
+    let reg = Registry::start(Variant::Plain);
+    let digest = bases::push_busybox(&reg);
+    let kiln = Kiln::new();
+    let out = kiln.run([
+        "pull",
+        "--tls-verify=false",
+        &reg.reference("busybox:latest"),
+    ]);
+    assert_eq!(out.trim(), config_hex(&reg, "busybox:latest"));
+    // By digest, quietly.
+    let k2 = Kiln::new();
+    let o = k2
+        .cmd([
+            "pull",
+            "-q",
+            "--tls-verify=false",
+            &reg.docker(&format!("busybox@{digest}")),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.stderr.is_empty(),
+        "quiet: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // Push elsewhere and compare with what skopeo sees.
+    let dfile = kiln.root().join("digest");
+    kiln.run([
+        "push",
+        "--tls-verify=false",
+        "--digestfile",
+        dfile.to_str().unwrap(),
+        &reg.reference("busybox:latest"),
+        &reg.docker("copy/busybox:1"),
+    ]);
+    let pushed = std::fs::read_to_string(&dfile).unwrap();
+    assert_eq!(
+        Skopeo::new().manifest_digest(&reg, "copy/busybox:1"),
+        pushed.trim()
+    );
+    let back = tempfile::tempdir().unwrap();
+    Skopeo::new().copy_from(
+        &reg,
+        "copy/busybox:1",
+        &format!("oci:{}:x", back.path().display()),
+        &[],
+    );
+}
+
+#[test]
+fn progress_lines_when_not_a_terminal() {
+    let reg = Registry::start(Variant::Plain);
+    bases::push_busybox(&reg);
+    let kiln = Kiln::new();
+    let o = kiln.output([
+        "pull",
+        "--tls-verify=false",
+        &reg.reference("busybox:latest"),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("Copying blob"), "{err}");
+    assert!(err.contains("Writing manifest"), "{err}");
+    let again = kiln.output([
+        "pull",
+        "--tls-verify=false",
+        &reg.reference("busybox:latest"),
+    ]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+}
+
+#[test]
+fn push_format_docker() {
+    let reg = Registry::start(Variant::Plain);
+    bases::push_busybox(&reg);
+    let kiln = Kiln::new();
+    let id = kiln.run([
+        "pull",
+        "-q",
+        "--tls-verify=false",
+        &reg.reference("busybox:latest"),
+    ]);
+    kiln.run([
+        "push",
+        "-q",
+        "--format",
+        "docker",
+        "--tls-verify=false",
+        id.trim(),
+        &reg.docker("v2s2:1"),
+    ]);
+    let m: Value = Skopeo::new().manifest(&reg, "v2s2:1");
+    assert_eq!(
+        m["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(
+        m["layers"][0]["mediaType"],
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    );
+    assert_eq!(m["config"]["digest"], format!("sha256:{}", id.trim()));
+}
+
+#[test]
+fn tls_registry_with_certs_d_cert_dir_and_no_verify() {
+    let reg = Registry::start(Variant::Tls);
+    bases::push_busybox(&reg);
+    let r = reg.reference("busybox:latest");
+    let kiln = Kiln::new();
+    let err = kiln.run_fail(["pull", "-q", &r]);
+    assert!(
+        err.to_lowercase().contains("certificate") || err.contains("UnknownIssuer"),
+        "{err}"
+    );
+    kiln.run([
+        "pull",
+        "-q",
+        "--cert-dir",
+        reg.cert_dir().unwrap().to_str().unwrap(),
+        &r,
+    ]);
+    let k2 = Kiln::new();
+    k2.run(["pull", "-q", "--tls-verify=false", &r]);
+    let k3 = Kiln::new();
+    k3.trust(&reg);
+    k3.run(["pull", "-q", &r]);
+}
+
+#[test]
+fn login_logout_against_htpasswd() {
+    let reg = Registry::start(Variant::Htpasswd);
+    bases::push_busybox(&reg);
+    let r = reg.reference("busybox:latest");
+    let kiln = Kiln::new();
+    let err = kiln.run_fail(["pull", "-q", "--tls-verify=false", &r]);
+    assert!(
+        err.contains("authentication") && err.contains("401"),
+        "{err}"
+    );
+    let (user, pass) = reg.credentials().unwrap();
+    let err = kiln.run_fail([
+        "login",
+        "--tls-verify=false",
+        "-u",
+        user,
+        "-p",
+        "nope",
+        &reg.host(),
+    ]);
+    assert!(err.contains("401"), "{err}");
+    let out = kiln.run_with_stdin(
+        [
+            "login",
+            "--tls-verify=false",
+            "-u",
+            user,
+            "--password-stdin",
+            &reg.host(),
+        ],
+        format!("{pass}\n").as_bytes(),
+    );
+    assert!(out.contains("Login Succeeded"), "{out}");
+    let auth: Value =
+        serde_json::from_slice(&std::fs::read(kiln.home().auth_file()).unwrap()).unwrap();
+    assert!(auth["auths"][reg.host()]["auth"].is_string(), "{auth}");
+    assert_eq!(kiln.run(["login", "--get-login", &reg.host()]).trim(), user);
+    kiln.run(["pull", "-q", "--tls-verify=false", &r]);
+    kiln.run(["logout", &reg.host()]);
+    kiln.run_fail(["logout", &reg.host()]);
+    kiln.run_fail(["pull", "-q", "--tls-verify=false", &r]);
+    // --creds without touching the auth file.
+    kiln.run([
+        "pull",
+        "-q",
+        "--tls-verify=false",
+        "--creds",
+        &format!("{user}:{pass}"),
+        &r,
+    ]);
+    // An explicit --authfile.
+    let af = kiln.root().join("my-auth.json");
+    kiln.run([
+        "login",
+        "--tls-verify=false",
+        "--authfile",
+        af.to_str().unwrap(),
+        "-u",
+        user,
+        "-p",
+        pass,
+        &reg.host(),
+    ]);
+    kiln.run([
+        "pull",
+        "-q",
+        "--tls-verify=false",
+        "--authfile",
+        af.to_str().unwrap(),
+        &r,
+    ]);
+    kiln.run(["logout", "--all", "--authfile", af.to_str().unwrap()]);
+    kiln.run_fail([
+        "pull",
+        "-q",
+        "--tls-verify=false",
+        "--authfile",
+        af.to_str().unwrap(),
+        &r,
+    ]);
+}
+
+#[test]
+fn short_names_and_insecure_from_registries_conf_with_a_dead_proxy_set() {
+    let reg = Registry::start(Variant::Plain);
+    bases::push_busybox(&reg);
+    let mut kiln = Kiln::new();
+    std::fs::write(
+        kiln.home().registries_conf(),
+        format!("unqualified-search-registries = ['{0}']\n[[registry]]\nlocation = '{0}'\ninsecure = true\n", reg.host()),
+    )
+    .unwrap();
+    // Loopback is never proxied, whatever HTTPS_PROXY/HTTP_PROXY say.
+    kiln.env("HTTPS_PROXY", "http://127.0.0.1:9")
+        .env("HTTP_PROXY", "http://127.0.0.1:9")
+        .env("NO_PROXY", "")
+        .env("no_proxy", "");
+    let id = kiln.run(["pull", "-q", "busybox"]);
+    assert_eq!(id.trim(), config_hex(&reg, "busybox:latest"));
+}
+
+#[test]
+fn corrupt_blob_fails_naming_the_digest() {
+    let reg = Registry::start(Variant::Plain);
+    bases::push_busybox(&reg);
+    let m = Skopeo::new().manifest(&reg, "busybox:latest");
+    let layer = m["layers"][0]["digest"].as_str().unwrap().to_string();
+    let p = reg.blob_data_path(&layer);
+    let mut b = std::fs::read(&p).unwrap();
+    b[10] ^= 0x55;
+    std::fs::write(&p, &b).unwrap();
+    let kiln = Kiln::new();
+    let o = kiln.output([
+        "pull",
+        "-q",
+        "--tls-verify=false",
+        &reg.reference("busybox:latest"),
+    ]);
+    assert_eq!(o.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&layer) && err.contains("digest mismatch"),
+        "{err}"
+    );
+}
+
+#[test]
+fn pull_from_oci_archive_and_docker_archive() {
+    let layout = bases::busybox_layout();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("bb.tar");
+    kiln_tests::util::run_ok(
+        std::process::Command::new("tar")
+            .arg("-C")
+            .arg(&layout)
+            .arg("-cf")
+            .arg(&archive)
+            .arg("."),
+    );
+    let kiln = Kiln::new();
+    let id = kiln.run([
+        "pull",
+        "-q",
+        &format!("oci-archive:{}:latest", archive.display()),
+    ]);
+    let docker = dir.path().join("d.tar");
+    Skopeo::new().copy(
+        &[],
+        &format!("oci:{}:latest", layout.display()),
+        &format!("docker-archive:{}:example.com/bb:1", docker.display()),
+    );
+    let id2 = kiln.run([
+        "pull",
+        "-q",
+        &format!("docker-archive:{}", docker.display()),
+    ]);
+    assert_eq!(id.trim(), id2.trim());
+}
