@@ -1,22 +1,17 @@
-//! The `secrets` mount injector plugin.
+//! The `secrets` mount injector plugin: places the secrets a RUN step asks for
+//! (`RUN --mount=type=secret,id=ID[,target=PATH][,mode=…][,uid=…][,gid=…][,required=…]`).
+//!
+//! The host passes each of the step's secret mount requests in `step-info.requested` as a
+//! key=value list (see [`request`] for the keys) and grants the plugin the secret ids the user gave
+//! (`--secret id=ID,src=FILE`). The plugin answers with `content::secret(lookup-secret(ID))` at the
+//! target (default `/run/secrets/ID`, mode 0400, owner 0:0): it names secrets, it never sees their
+//! bytes. A secret the user did not give is skipped, unless the request says `required=true`.
+//!
+//! The logic lives in [`request`], which runs natively in tests; `plugin` binds it to the
+//! `mount-injector-plugin` world.
 
-use kiln_sdk::injector::exports::kiln::plugin::about::{Guest as About, PluginInfo as Info};
-use kiln_sdk::injector::exports::kiln::plugin::mount_injector::{Guest, Injection, StepInfo};
-use kiln_sdk::injector::kiln::plugin::types::PluginError;
+pub mod request;
 
-struct Plugin;
-
-impl About for Plugin {
-    fn info() -> Info {
-        Info { name: "secrets".into(), version: env!("CARGO_PKG_VERSION").into(), description: env!("CARGO_PKG_DESCRIPTION").into() }
-    }
-}
-
-impl Guest for Plugin {
-    fn mounts_for(_step: StepInfo) -> Result<Injection, PluginError> {
-        kiln_sdk::install_panic_hook();
-        Ok(Injection { mounts: vec![], env: vec![] })
-    }
-}
-
-kiln_sdk::injector::export_injector!(Plugin);
+// The component's exports link only for wasm (native cdylibs reject the `:` in their names).
+#[cfg(target_arch = "wasm32")]
+mod plugin;

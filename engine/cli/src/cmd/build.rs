@@ -199,7 +199,8 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
     let mut injectors = Vec::new();
     let mut names = a.inject.clone();
     names.extend(crate::cmd::config_injectors());
-    names.dedup();
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|n| seen.insert(n.clone()));
     for name in names {
         let mut cfg = InjectorConfig { name: name.clone(), options: vec![], files: vec![] };
         if name == "proxy-ca" {
