@@ -113,9 +113,18 @@ impl BlobReaderRes {
     }
 
     fn reader(&self) -> Box<dyn Read + Send> {
+        self.reader_at(0)
+    }
+
+    /// A sequential reader starting at `offset` (no bytes are read to get there).
+    fn reader_at(&self, offset: u64) -> Box<dyn Read + Send> {
         match self {
-            Self::File { file, size, .. } => Box::new(PositionedReader { file: file.clone(), pos: 0, end: *size }),
-            Self::Bytes(b) => Box::new(std::io::Cursor::new(b.as_ref().clone())),
+            Self::File { file, size, .. } => Box::new(PositionedReader { file: file.clone(), pos: offset.min(*size), end: *size }),
+            Self::Bytes(b) => {
+                let mut c = std::io::Cursor::new(b.as_ref().clone());
+                c.set_position(offset);
+                Box::new(c)
+            }
         }
     }
 
@@ -426,12 +435,7 @@ impl blobs::HostBlobWriter for HostState {
                     src.size()
                 ))));
             }
-            let mut r = src.reader();
-            if offset > 0 {
-                if let Err(e) = std::io::copy(&mut (&mut r).take(offset), &mut std::io::sink()) {
-                    return Ok(Err(io_err("seeking", e)));
-                }
-            }
+            let r = src.reader_at(offset);
             r.take(len)
         };
         let writer = self.table.get_mut(&w)?;

@@ -39,10 +39,7 @@ impl Guest for Plugin {
         kiln_sdk::install_panic_hook();
         match arg(&req, "mode") {
             "ok" => {
-                let env = vec![
-                    ("SOURCE_LEN".into(), req.source.len().to_string()),
-                    ("PLATFORM".into(), req.platform.clone()),
-                ];
+                let env = vec![("SOURCE_LEN".into(), req.source.len().to_string()), ("PLATFORM".into(), req.platform.clone())];
                 Ok(plan(&req, "ENV test".into(), env))
             }
             "escape" => {

@@ -76,9 +76,8 @@ impl Guest for Plugin {
                 // to the host; the `unsafe` below only spells that in Rust.
                 let mut buf = std::mem::ManuallyDrop::new(vec![0x41u8; 64 << 20]);
                 let (ptr, len) = (buf.as_mut_ptr(), buf.len());
-                let mounts = (0..16)
-                    .map(|i| bytes_mount(&format!("/etc/alias/{i}"), unsafe { Vec::from_raw_parts(ptr, len, len) }))
-                    .collect();
+                let mounts =
+                    (0..16).map(|i| bytes_mount(&format!("/etc/alias/{i}"), unsafe { Vec::from_raw_parts(ptr, len, len) })).collect();
                 Ok(Injection { mounts, env: vec![] })
             }
             "proc-target" => one(bytes_mount("/proc/x", b"x".to_vec())),

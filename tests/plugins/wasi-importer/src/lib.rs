@@ -4,6 +4,7 @@
 wit_bindgen::generate!({
     path: ["../../../wit", "wit"],
     world: "kiln-test:wasi-importer/wasi-injector",
+    generate_all,
 });
 
 use exports::kiln::plugin::about::{Guest as About, PluginInfo as Info};
