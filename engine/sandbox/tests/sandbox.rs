@@ -100,8 +100,17 @@ fn sh(script: &str) -> Vec<String> {
     vec!["sh".into(), "-c".into(), script.into()]
 }
 
+/// The host's mounts that a sandbox of this process could have left behind: everything under
+/// the temp dir (rootfs dirs, scratch dirs) and under /dev/shm. Mounts other programs make
+/// elsewhere meanwhile are not this test's business.
 fn mountinfo() -> String {
-    fs::read_to_string("/proc/self/mountinfo").unwrap()
+    let tmp = std::env::temp_dir().display().to_string();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.split(' ').nth(4).is_some_and(|mp| mp.starts_with(&tmp) || mp.starts_with("/dev/shm/") || mp.contains("kiln-sandbox-")))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 /// Runs `spec` capturing stdout and stderr; asserts the host's mount table did not change.
