@@ -5,8 +5,9 @@
 
 use crate::error::{BuildError, Result};
 use crate::ignore::{self, IgnoreRules};
-use crate::layers::{LayerStack, Lookup, components};
+use crate::layers::{LayerStack, Lookup, components, is_metacopy};
 use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
@@ -15,7 +16,10 @@ use std::path::{Path, PathBuf};
 /// Where sources are read from.
 pub enum SourceRoot<'a> {
     /// The build context, filtered by its ignore rules.
-    Context { dir: &'a Path, ignore: &'a IgnoreRules },
+    Context {
+        dir: &'a Path,
+        ignore: &'a IgnoreRules,
+    },
     /// A flattened stage or image filesystem.
     Rootfs(&'a Path),
 }
@@ -33,6 +37,9 @@ pub struct Item {
     pub rel: String,
     /// Extract this archive (ADD).
     pub extract: bool,
+    /// The path kept below the destination by `COPY --parents`: the source path, or what follows
+    /// a `/./` pivot in it.
+    pub tree_path: String,
 }
 
 /// Sources expanded for one step, with a digest of everything they contain.
@@ -68,47 +75,103 @@ pub fn expand(
     root: &SourceRoot<'_>,
     sources: &[kiln_plugin_host::plan::CopySource],
     is_add: bool,
+    checksum: Option<&str>,
     location: &str,
     scratch: &Path,
 ) -> Result<Expanded> {
     use kiln_plugin_host::plan::CopySource;
-    let step_err = |m: String| BuildError::Step { location: location.to_string(), message: m };
+    let step_err = |m: String| BuildError::Step {
+        location: location.to_string(),
+        message: m,
+    };
     let mut items = Vec::new();
     let mut temps = Vec::new();
     for s in sources {
         match s {
             CopySource::Inline((name, content)) => {
-                let mut t = tempfile::NamedTempFile::new_in(scratch).map_err(io("creating heredoc file".into()))?;
-                t.write_all(content).map_err(io("writing heredoc file".into()))?;
+                let mut t = tempfile::NamedTempFile::new_in(scratch)
+                    .map_err(io("creating heredoc file".into()))?;
+                t.write_all(content)
+                    .map_err(io("writing heredoc file".into()))?;
                 let p = t.into_temp_path();
-                fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).map_err(io("chmod heredoc file".into()))?;
-                items.push(Item { host: p.to_path_buf(), name: name.clone(), contents_of_dir: false, rel: name.clone(), extract: false });
+                fs::set_permissions(&p, fs::Permissions::from_mode(0o644))
+                    .map_err(io("chmod heredoc file".into()))?;
+                items.push(Item {
+                    host: p.to_path_buf(),
+                    name: name.clone(),
+                    contents_of_dir: false,
+                    rel: name.clone(),
+                    extract: false,
+                    tree_path: name.clone(),
+                });
                 temps.push(p);
             }
             CopySource::Url(url) => {
                 if !is_add {
                     return Err(step_err(format!("COPY cannot fetch URLs ({url}); use ADD")));
                 }
-                let (p, name) = download(url, scratch).map_err(|e| step_err(format!("ADD {url}: {e}")))?;
-                items.push(Item { host: p.to_path_buf(), name, contents_of_dir: false, rel: String::new(), extract: false });
+                let (p, name) =
+                    download(url, scratch).map_err(|e| step_err(format!("ADD {url}: {e}")))?;
+                if let Some(want) = checksum {
+                    let got = format!("sha256:{}", file_sha256(&p)?);
+                    if !want.eq_ignore_ascii_case(&got) {
+                        return Err(step_err(format!(
+                            "ADD {url}: --checksum={want} but the download is {got}"
+                        )));
+                    }
+                }
+                items.push(Item {
+                    host: p.to_path_buf(),
+                    tree_path: name.clone(),
+                    name,
+                    contents_of_dir: false,
+                    rel: String::new(),
+                    extract: false,
+                });
                 temps.push(p);
             }
             CopySource::Path(p) => {
                 let matches = match root {
-                    SourceRoot::Context { dir, ignore } => context_matches(dir, ignore, p, location)?,
+                    SourceRoot::Context { dir, ignore } => {
+                        context_matches(dir, ignore, p, location)?
+                    }
                     SourceRoot::Rootfs(dir) => rootfs_matches(dir, p, location)?,
                 };
                 if matches.is_empty() {
-                    return Err(step_err(format!("COPY source {p:?}: no such file or directory in the {}", match root {
-                        SourceRoot::Context { .. } => "build context",
-                        SourceRoot::Rootfs(_) => "source stage",
-                    })));
+                    return Err(step_err(format!(
+                        "COPY source {p:?}: no such file or directory in the {}",
+                        match root {
+                            SourceRoot::Context { .. } => "build context",
+                            SourceRoot::Rootfs(_) => "source stage",
+                        }
+                    )));
                 }
+                // `a/./b/c` keeps `b/c` under the destination with --parents.
+                let pivot = p
+                    .split_once("/./")
+                    .and_then(|(before, _)| clean_rel(before))
+                    .filter(|b| !b.is_empty());
                 for (host, rel) in matches {
-                    let md = fs::metadata(&host).map_err(io(format!("reading {}", host.display())))?;
+                    let md =
+                        fs::metadata(&host).map_err(io(format!("reading {}", host.display())))?;
                     let name = rel.rsplit('/').next().unwrap_or("").to_string();
                     let extract = is_add && md.is_file() && is_archive(&host);
-                    items.push(Item { host, name, contents_of_dir: md.is_dir(), rel, extract });
+                    let tree_path = match &pivot {
+                        Some(b) => rel
+                            .strip_prefix(b.as_str())
+                            .map(|r| r.trim_start_matches('/'))
+                            .unwrap_or(&rel)
+                            .to_string(),
+                        None => rel.clone(),
+                    };
+                    items.push(Item {
+                        host,
+                        name,
+                        contents_of_dir: md.is_dir(),
+                        rel,
+                        extract,
+                        tree_path,
+                    });
                 }
             }
         }
@@ -119,7 +182,72 @@ pub fn expand(
         h.update([0, it.contents_of_dir as u8, it.extract as u8]);
         hash_tree(&it.host, &mut h, root, &it.rel)?;
     }
-    Ok(Expanded { items, digest: hex::encode(h.finalize()), _temps: temps })
+    Ok(Expanded {
+        items,
+        digest: hex::encode(h.finalize()),
+        _temps: temps,
+    })
+}
+
+/// Hex SHA-256 of a file's content.
+fn file_sha256(p: &Path) -> Result<String> {
+    let mut f = fs::File::open(p).map_err(io(format!("reading {}", p.display())))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(io(format!("reading {}", p.display())))?;
+    Ok(hex::encode(h.finalize()))
+}
+
+/// `COPY --from=STAGE` sources that are all plain paths naming regular files (symlinks
+/// followed inside the stage), found through the stage's layer `stack` so that no flattened copy
+/// of the stage is needed. `None` when any source is something else (a glob, a directory, a
+/// missing path, a metadata-only overlay copy-up): the caller then flattens the stage.
+pub fn expand_from_stack(
+    stack: &LayerStack,
+    sources: &[kiln_plugin_host::plan::CopySource],
+    location: &str,
+) -> Result<Option<Expanded>> {
+    use kiln_plugin_host::plan::CopySource;
+    let mut items = Vec::new();
+    for s in sources {
+        let CopySource::Path(p) = s else {
+            return Ok(None);
+        };
+        if p.contains("/./") {
+            return Ok(None);
+        }
+        let Some(rel) = clean_rel(p).filter(|r| !r.is_empty() && !ignore::has_glob(r)) else {
+            return Ok(None);
+        };
+        let (_, found) = stack.resolve(&rel, true).map_err(|e| BuildError::Step {
+            location: location.into(),
+            message: format!("COPY --from source {rel:?}: {e}"),
+        })?;
+        match found {
+            Lookup::Found(host, md) if md.is_file() && !is_metacopy(&host) => {
+                let name = rel.rsplit('/').next().unwrap_or("").to_string();
+                items.push(Item {
+                    host,
+                    name,
+                    contents_of_dir: false,
+                    tree_path: rel.clone(),
+                    rel,
+                    extract: false,
+                });
+            }
+            _ => return Ok(None),
+        }
+    }
+    let mut h = Sha256::new();
+    for it in &items {
+        h.update(it.name.as_bytes());
+        h.update([0, 0, 0]);
+        hash_tree(&it.host, &mut h, &SourceRoot::Rootfs(&it.host), &it.rel)?;
+    }
+    Ok(Some(Expanded {
+        items,
+        digest: hex::encode(h.finalize()),
+        _temps: Vec::new(),
+    }))
 }
 
 fn excluded(root: &SourceRoot<'_>, rel: &str) -> bool {
@@ -127,6 +255,32 @@ fn excluded(root: &SourceRoot<'_>, rel: &str) -> bool {
         SourceRoot::Context { ignore, .. } => ignore.excluded(rel),
         SourceRoot::Rootfs(_) => false,
     }
+}
+
+/// A digest of everything below `p` (names, modes, owners, link targets, content), for cache keys.
+pub fn tree_digest(p: &Path) -> Result<String> {
+    let mut h = Sha256::new();
+    hash_tree(p, &mut h, &SourceRoot::Rootfs(p), "")?;
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Copy `src` (file, symlink or directory tree) to the new path `dst`, keeping modes, owners and
+/// times.
+pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
+    let root = SourceRoot::Rootfs(src);
+    Copier::new(
+        Attrs {
+            owner: None,
+            chmod: None,
+        },
+        &root,
+    )
+    .entry(src, dst, "")
+}
+
+/// Whether an excluded context directory must still be walked for re-included paths.
+fn walk_excluded(root: &SourceRoot<'_>, rel: &str) -> bool {
+    matches!(root, SourceRoot::Context { ignore, .. } if ignore.may_reinclude_below(rel))
 }
 
 fn hash_tree(p: &Path, h: &mut Sha256, root: &SourceRoot<'_>, rel: &str) -> Result<()> {
@@ -138,18 +292,33 @@ fn hash_tree(p: &Path, h: &mut Sha256, root: &SourceRoot<'_>, rel: &str) -> Resu
         h.update(md.gid().to_le_bytes());
     }
     if md.file_type().is_symlink() {
-        h.update(fs::read_link(p).map_err(io(format!("reading {}", p.display())))?.as_os_str().as_encoded_bytes());
+        h.update(
+            fs::read_link(p)
+                .map_err(io(format!("reading {}", p.display())))?
+                .as_os_str()
+                .as_encoded_bytes(),
+        );
     } else if md.is_file() {
         let mut f = fs::File::open(p).map_err(io(format!("reading {}", p.display())))?;
         let mut fh = Sha256::new();
         std::io::copy(&mut f, &mut fh).map_err(io(format!("reading {}", p.display())))?;
         h.update(fh.finalize());
     } else if md.is_dir() {
-        let mut names: Vec<_> = fs::read_dir(p).map_err(io(format!("listing {}", p.display())))?.flatten().map(|e| e.file_name()).collect();
+        let mut names: Vec<_> = fs::read_dir(p)
+            .map_err(io(format!("listing {}", p.display())))?
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
         names.sort();
         for n in names {
-            let child_rel = if rel.is_empty() { n.to_string_lossy().to_string() } else { format!("{rel}/{}", n.to_string_lossy()) };
-            if excluded(root, &child_rel) {
+            let child_rel = if rel.is_empty() {
+                n.to_string_lossy().to_string()
+            } else {
+                format!("{rel}/{}", n.to_string_lossy())
+            };
+            if excluded(root, &child_rel)
+                && !(walk_excluded(root, &child_rel) && p.join(&n).is_dir())
+            {
                 continue;
             }
             hash_tree(&p.join(&n), h, root, &child_rel)?;
@@ -159,11 +328,20 @@ fn hash_tree(p: &Path, h: &mut Sha256, root: &SourceRoot<'_>, rel: &str) -> Resu
 }
 
 /// Context paths matching `pattern` (a path or glob), as (host path, context-relative path).
-fn context_matches(dir: &Path, ig: &IgnoreRules, pattern: &str, location: &str) -> Result<Vec<(PathBuf, String)>> {
+fn context_matches(
+    dir: &Path,
+    ig: &IgnoreRules,
+    pattern: &str,
+    location: &str,
+) -> Result<Vec<(PathBuf, String)>> {
     let Some(rel) = clean_rel(pattern) else {
-        return Err(BuildError::Step { location: location.into(), message: format!("COPY source {pattern:?} is outside the build context") });
+        return Err(BuildError::Step {
+            location: location.into(),
+            message: format!("COPY source {pattern:?} is outside the build context"),
+        });
     };
-    let canon_root = fs::canonicalize(dir).map_err(io(format!("reading build context {}", dir.display())))?;
+    let canon_root =
+        fs::canonicalize(dir).map_err(io(format!("reading build context {}", dir.display())))?;
     let mut out = Vec::new();
     for rel in glob_paths(dir, &rel)? {
         let host = dir.join(&rel);
@@ -171,10 +349,16 @@ fn context_matches(dir: &Path, ig: &IgnoreRules, pattern: &str, location: &str) 
         if !canon.starts_with(&canon_root) {
             return Err(BuildError::Step {
                 location: location.into(),
-                message: format!("COPY source {rel:?} is a symlink pointing outside the build context ({})", canon.display()),
+                message: format!(
+                    "COPY source {rel:?} is a symlink pointing outside the build context ({})",
+                    canon.display()
+                ),
             });
         }
-        if !rel.is_empty() && ig.excluded(&rel) {
+        // An excluded directory stays a source when a `!` rule may re-include something below
+        // it: the copy walks in and takes only what is re-included (Docker's semantics).
+        if !rel.is_empty() && ig.excluded(&rel) && !(canon.is_dir() && ig.may_reinclude_below(&rel))
+        {
             continue;
         }
         out.push((canon, rel));
@@ -184,14 +368,21 @@ fn context_matches(dir: &Path, ig: &IgnoreRules, pattern: &str, location: &str) 
 
 /// Paths of a flattened rootfs matching `pattern`, symlinks resolved inside it.
 fn rootfs_matches(dir: &Path, pattern: &str, location: &str) -> Result<Vec<(PathBuf, String)>> {
-    let stack = LayerStack { dirs: vec![dir.to_path_buf()] };
+    let stack = LayerStack {
+        dirs: vec![dir.to_path_buf()],
+    };
     let rel = clean_rel(pattern).unwrap_or_default();
     let mut out = Vec::new();
-    let candidates = if ignore::has_glob(&rel) { glob_paths(dir, &rel)? } else { vec![rel] };
+    let candidates = if ignore::has_glob(&rel) {
+        glob_paths(dir, &rel)?
+    } else {
+        vec![rel]
+    };
     for rel in candidates {
-        let (resolved, found) = stack
-            .resolve(&rel, true)
-            .map_err(|e| BuildError::Step { location: location.into(), message: format!("COPY --from source {rel:?}: {e}") })?;
+        let (resolved, found) = stack.resolve(&rel, true).map_err(|e| BuildError::Step {
+            location: location.into(),
+            message: format!("COPY --from source {rel:?}: {e}"),
+        })?;
         if let Lookup::Found(host, _) = found {
             let _ = resolved;
             out.push((host, rel));
@@ -203,7 +394,11 @@ fn rootfs_matches(dir: &Path, pattern: &str, location: &str) -> Result<Vec<(Path
 /// Expand a path with glob characters against the entries below `dir` (one component at a time).
 fn glob_paths(dir: &Path, rel: &str) -> Result<Vec<String>> {
     if !ignore::has_glob(rel) {
-        return Ok(if fs::symlink_metadata(dir.join(rel)).is_ok() { vec![rel.to_string()] } else { vec![] });
+        return Ok(if fs::symlink_metadata(dir.join(rel)).is_ok() {
+            vec![rel.to_string()]
+        } else {
+            vec![]
+        });
     }
     let mut current = vec![String::new()];
     for comp in components(rel) {
@@ -212,15 +407,26 @@ fn glob_paths(dir: &Path, rel: &str) -> Result<Vec<String>> {
             if ignore::has_glob(&comp) {
                 let d = dir.join(base);
                 let Ok(rd) = fs::read_dir(&d) else { continue };
-                let mut names: Vec<String> = rd.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect();
+                let mut names: Vec<String> = rd
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .collect();
                 names.sort();
                 for n in names {
                     if ignore::glob(comp.as_bytes(), n.as_bytes()) {
-                        next.push(if base.is_empty() { n } else { format!("{base}/{n}") });
+                        next.push(if base.is_empty() {
+                            n
+                        } else {
+                            format!("{base}/{n}")
+                        });
                     }
                 }
             } else {
-                let p = if base.is_empty() { comp.clone() } else { format!("{base}/{comp}") };
+                let p = if base.is_empty() {
+                    comp.clone()
+                } else {
+                    format!("{base}/{comp}")
+                };
                 if fs::symlink_metadata(dir.join(&p)).is_ok() {
                     next.push(p);
                 }
@@ -233,7 +439,9 @@ fn glob_paths(dir: &Path, rel: &str) -> Result<Vec<String>> {
 
 fn is_archive(p: &Path) -> bool {
     let mut head = [0u8; 512];
-    let Ok(mut f) = fs::File::open(p) else { return false };
+    let Ok(mut f) = fs::File::open(p) else {
+        return false;
+    };
     let mut n = 0;
     while n < head.len() {
         match f.read(&mut head[n..]) {
@@ -250,12 +458,23 @@ fn is_archive(p: &Path) -> bool {
         || (n >= 262 && &h[257..262] == b"ustar")
 }
 
-fn download(url: &str, scratch: &Path) -> std::result::Result<(tempfile::TempPath, String), String> {
+fn download(
+    url: &str,
+    scratch: &Path,
+) -> std::result::Result<(tempfile::TempPath, String), String> {
     let mut resp = ureq::get(url).call().map_err(|e| e.to_string())?;
     let mut t = tempfile::NamedTempFile::new_in(scratch).map_err(|e| e.to_string())?;
     let mut body = resp.body_mut().as_reader();
     std::io::copy(&mut body, &mut t).map_err(|e| e.to_string())?;
-    let name = url.split(['?', '#']).next().unwrap_or(url).rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or("download").to_string();
+    let name = url
+        .split(['?', '#'])
+        .next()
+        .unwrap_or(url)
+        .rsplit('/')
+        .next()
+        .filter(|n| !n.is_empty())
+        .unwrap_or("download")
+        .to_string();
     let p = t.into_temp_path();
     fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
     Ok((p, name))
@@ -271,7 +490,9 @@ pub struct Attrs {
 }
 
 /// Write `items` into `upper` at `dest` (absolute, resolved through `stack` = the stage's
-/// filesystem before the step). `root` decides ignore filtering inside directories.
+/// filesystem before the step). `root` decides ignore filtering inside directories and owners;
+/// with `parents` (`COPY --parents`) each item keeps its [`Item::tree_path`] below `dest`.
+#[allow(clippy::too_many_arguments)]
 pub fn write_items(
     items: &[Item],
     dest: &str,
@@ -279,40 +500,93 @@ pub fn write_items(
     upper: &Path,
     attrs: Attrs,
     root: &SourceRoot<'_>,
+    parents: bool,
     location: &str,
 ) -> Result<()> {
-    let step_err = |m: String| BuildError::Step { location: location.to_string(), message: m };
+    let step_err = |m: String| BuildError::Step {
+        location: location.to_string(),
+        message: m,
+    };
     let dest_is_dir_syntax = dest.ends_with('/') || dest.ends_with("/.") || dest == ".";
-    let (resolved, found) = stack.resolve(dest, true).map_err(|e| step_err(format!("destination {dest}: {e}")))?;
+    let (resolved, found) = stack
+        .resolve(dest, true)
+        .map_err(|e| step_err(format!("destination {dest}: {e}")))?;
     let dest_exists_dir = matches!(&found, Lookup::Found(_, m) if m.is_dir());
     let many = items.len() > 1;
     if many && !dest_is_dir_syntax && !dest_exists_dir {
-        return Err(step_err(format!("when copying several sources, the destination {dest:?} must be a directory and end with /")));
+        return Err(step_err(format!(
+            "when copying several sources, the destination {dest:?} must be a directory and end with /"
+        )));
+    }
+    let mut copier = Copier::new(attrs, root);
+    if parents {
+        // COPY --parents: every source keeps its path below the destination directory.
+        for it in items {
+            let mut comps = resolved.clone();
+            comps.extend(components(&it.tree_path));
+            if it.contents_of_dir {
+                let dir = ensure_dir(stack, upper, &comps, attrs.owner, location)?;
+                copier.dir_contents(&it.host, &dir, &it.rel)?;
+            } else {
+                let Some((name, parent)) = comps.split_last() else {
+                    return Err(step_err(format!(
+                        "COPY --parents source {:?} has no name",
+                        it.rel
+                    )));
+                };
+                let dir = ensure_dir(stack, upper, parent, attrs.owner, location)?;
+                copier.entry(&it.host, &dir.join(name), &it.rel)?;
+            }
+        }
+        return Ok(());
     }
     for it in items {
-        let into_dir = it.contents_of_dir || it.extract || many || dest_is_dir_syntax || dest_exists_dir;
+        let into_dir =
+            it.contents_of_dir || it.extract || many || dest_is_dir_syntax || dest_exists_dir;
         if into_dir {
-            let dir = ensure_dir(stack, upper, &resolved, attrs, location)?;
+            let dir = ensure_dir(stack, upper, &resolved, attrs.owner, location)?;
             if it.extract {
-                let f = fs::File::open(&it.host).map_err(io(format!("reading {}", it.host.display())))?;
-                let tar = decompress_any(f).map_err(io(format!("decompressing {}", it.host.display())))?;
+                let f = fs::File::open(&it.host)
+                    .map_err(io(format!("reading {}", it.host.display())))?;
+                let tar = decompress_any(f)
+                    .map_err(io(format!("decompressing {}", it.host.display())))?;
                 let opts = kiln_layer::ApplyOptions::default();
-                kiln_layer::apply_layer(tar, &dir, &opts).map_err(|e| BuildError::Layer { what: format!("{location}: extracting {}", it.name), source: e })?;
+                kiln_layer::apply_layer(tar, &dir, &opts).map_err(|e| BuildError::Layer {
+                    what: format!("{location}: extracting {}", it.name),
+                    source: e,
+                })?;
                 if let Some((uid, gid)) = attrs.owner {
-                    chown_tree(&dir, uid, gid)?;
+                    // As BuildKit (0.23+): --chown applies to the archive's own entries, never to
+                    // what the destination already held.
+                    for rel in archive_paths(&it.host)
+                        .map_err(io(format!("listing {}", it.host.display())))?
+                    {
+                        let p = if rel.is_empty() {
+                            dir.clone()
+                        } else {
+                            dir.join(&rel)
+                        };
+                        if fs::symlink_metadata(&p).is_ok() {
+                            lchown(&p, uid, gid)?;
+                        }
+                    }
                 }
             } else if it.contents_of_dir {
-                copy_dir_contents(&it.host, &dir, attrs, root, &it.rel)?;
+                copier.dir_contents(&it.host, &dir, &it.rel)?;
             } else {
-                copy_entry(&it.host, &dir.join(&it.name), attrs, root, &it.rel)?;
+                copier.entry(&it.host, &dir.join(&it.name), &it.rel)?;
             }
         } else {
             let (parent, name) = match resolved.split_last() {
                 Some((n, p)) => (p.to_vec(), n.clone()),
-                None => return Err(step_err(format!("destination {dest:?} is the root directory"))),
+                None => {
+                    return Err(step_err(format!(
+                        "destination {dest:?} is the root directory"
+                    )));
+                }
             };
-            let dir = ensure_dir(stack, upper, &parent, Attrs { owner: None, chmod: None }, location)?;
-            copy_entry(&it.host, &dir.join(name), attrs, root, &it.rel)?;
+            let dir = ensure_dir(stack, upper, &parent, attrs.owner, location)?;
+            copier.entry(&it.host, &dir.join(name), &it.rel)?;
         }
     }
     Ok(())
@@ -331,27 +605,46 @@ fn decompress_any(f: fs::File) -> std::io::Result<Box<dyn Read>> {
 }
 
 /// Make sure directory `comps` exists in `upper`, creating parents with the attributes they have
-/// in the lower layers (or root:root 0755 when new). The last component gets `attrs` if new.
-fn ensure_dir(stack: &LayerStack, upper: &Path, comps: &[String], attrs: Attrs, location: &str) -> Result<PathBuf> {
+/// in the lower layers. Directories that exist nowhere are made 0755 and owned by `owner` (the
+/// `--chown` user, else root), as buildah and BuildKit do; `--chmod` never applies to them.
+fn ensure_dir(
+    stack: &LayerStack,
+    upper: &Path,
+    comps: &[String],
+    owner: Option<(u32, u32)>,
+    location: &str,
+) -> Result<PathBuf> {
     let mut host = upper.to_path_buf();
     for (i, c) in comps.iter().enumerate() {
         host.push(c);
-        if fs::symlink_metadata(&host).map(|m| m.is_dir()).unwrap_or(false) {
+        if fs::symlink_metadata(&host)
+            .map(|m| m.is_dir())
+            .unwrap_or(false)
+        {
             continue;
         }
-        let lower = stack.lstat(&comps[..=i]).map_err(io(format!("looking up /{}", comps[..=i].join("/"))))?;
-        fs::create_dir(&host).map_err(|e| BuildError::Step { location: location.into(), message: format!("creating /{}: {e}", comps[..=i].join("/")) })?;
-        let last = i + 1 == comps.len();
+        let lower = stack
+            .lstat(&comps[..=i])
+            .map_err(io(format!("looking up /{}", comps[..=i].join("/"))))?;
+        fs::create_dir(&host).map_err(|e| BuildError::Step {
+            location: location.into(),
+            message: format!("creating /{}: {e}", comps[..=i].join("/")),
+        })?;
         let (mode, uid, gid, mtime) = match &lower {
-            Lookup::Found(_, m) if m.is_dir() => (m.mode() & 0o7777, m.uid(), m.gid(), Some((m.mtime(), m.mtime_nsec()))),
-            _ if last => {
-                let (u, g) = attrs.owner.unwrap_or((0, 0));
-                (attrs.chmod.unwrap_or(0o755), u, g, None)
+            Lookup::Found(_, m) if m.is_dir() => (
+                m.mode() & 0o7777,
+                m.uid(),
+                m.gid(),
+                Some((m.mtime(), m.mtime_nsec())),
+            ),
+            _ => {
+                let (u, g) = owner.unwrap_or((0, 0));
+                (0o755, u, g, None)
             }
-            _ => (0o755, 0, 0, None),
         };
         lchown(&host, uid, gid)?;
-        fs::set_permissions(&host, fs::Permissions::from_mode(mode)).map_err(io(format!("chmod {}", host.display())))?;
+        fs::set_permissions(&host, fs::Permissions::from_mode(mode))
+            .map_err(io(format!("chmod {}", host.display())))?;
         if let Some((s, ns)) = mtime {
             set_mtime(&host, s, ns);
         }
@@ -359,65 +652,107 @@ fn ensure_dir(stack: &LayerStack, upper: &Path, comps: &[String], attrs: Attrs, 
     Ok(host)
 }
 
-fn copy_dir_contents(src: &Path, dst: &Path, attrs: Attrs, root: &SourceRoot<'_>, rel: &str) -> Result<()> {
-    let mut names: Vec<_> = fs::read_dir(src).map_err(io(format!("listing {}", src.display())))?.flatten().map(|e| e.file_name()).collect();
-    names.sort();
-    for n in names {
-        let child_rel = if rel.is_empty() { n.to_string_lossy().to_string() } else { format!("{rel}/{}", n.to_string_lossy()) };
-        if excluded(root, &child_rel) {
-            if matches!(root, SourceRoot::Context { ignore, .. } if ignore.has_exceptions()) && src.join(&n).is_dir() {
-                // A re-included path may be below: walk in, creating the directory only if needed.
-                let sub = dst.join(&n);
-                let before = sub.exists();
-                copy_entry_dir_filtered(&src.join(&n), &sub, attrs, root, &child_rel)?;
-                if !before {
-                    let _ = fs::remove_dir(&sub);
-                }
-            }
-            continue;
+/// Copies one step's sources: the attributes to give, where the sources come from (ownership
+/// and ignore rules), and the hardlinks seen so far, so files linked in the source stay linked.
+struct Copier<'r, 's> {
+    attrs: Attrs,
+    root: &'r SourceRoot<'s>,
+    /// Regular files with several links already copied: (device, inode) → their copy.
+    links: HashMap<(u64, u64), PathBuf>,
+}
+
+impl<'r, 's> Copier<'r, 's> {
+    fn new(attrs: Attrs, root: &'r SourceRoot<'s>) -> Self {
+        Copier {
+            attrs,
+            root,
+            links: HashMap::new(),
         }
-        copy_entry(&src.join(&n), &dst.join(&n), attrs, root, &child_rel)?;
     }
-    Ok(())
-}
 
-fn copy_entry_dir_filtered(src: &Path, dst: &Path, attrs: Attrs, root: &SourceRoot<'_>, rel: &str) -> Result<()> {
-    if !dst.exists() {
-        fs::create_dir(dst).map_err(io(format!("creating {}", dst.display())))?;
-        apply_attrs(src, dst, attrs, true, root)?;
+    fn dir_contents(&mut self, src: &Path, dst: &Path, rel: &str) -> Result<()> {
+        let mut names: Vec<_> = fs::read_dir(src)
+            .map_err(io(format!("listing {}", src.display())))?
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        names.sort();
+        for n in names {
+            let child_rel = if rel.is_empty() {
+                n.to_string_lossy().to_string()
+            } else {
+                format!("{rel}/{}", n.to_string_lossy())
+            };
+            if excluded(self.root, &child_rel) {
+                if walk_excluded(self.root, &child_rel) && src.join(&n).is_dir() {
+                    // A re-included path may be below: walk in, creating the directory only if needed.
+                    let sub = dst.join(&n);
+                    let before = sub.exists();
+                    self.dir_filtered(&src.join(&n), &sub, &child_rel)?;
+                    if !before {
+                        let _ = fs::remove_dir(&sub);
+                    }
+                }
+                continue;
+            }
+            self.entry(&src.join(&n), &dst.join(&n), &child_rel)?;
+        }
+        Ok(())
     }
-    copy_dir_contents(src, dst, attrs, root, rel)
-}
 
-fn copy_entry(src: &Path, dst: &Path, attrs: Attrs, root: &SourceRoot<'_>, rel: &str) -> Result<()> {
-    let md = fs::symlink_metadata(src).map_err(io(format!("reading {}", src.display())))?;
-    if let Ok(existing) = fs::symlink_metadata(dst) {
-        if !(existing.is_dir() && md.is_dir()) {
+    fn dir_filtered(&mut self, src: &Path, dst: &Path, rel: &str) -> Result<()> {
+        if !dst.exists() {
+            fs::create_dir(dst).map_err(io(format!("creating {}", dst.display())))?;
+            apply_attrs(src, dst, self.attrs, self.root)?;
+        }
+        self.dir_contents(src, dst, rel)
+    }
+
+    fn entry(&mut self, src: &Path, dst: &Path, rel: &str) -> Result<()> {
+        let md = fs::symlink_metadata(src).map_err(io(format!("reading {}", src.display())))?;
+        if let Ok(existing) = fs::symlink_metadata(dst)
+            && !(existing.is_dir() && md.is_dir())
+        {
             if existing.is_dir() {
                 fs::remove_dir_all(dst).map_err(io(format!("replacing {}", dst.display())))?;
             } else {
                 fs::remove_file(dst).map_err(io(format!("replacing {}", dst.display())))?;
             }
+            self.links.retain(|_, p| !p.starts_with(dst));
         }
-    }
-    let ft = md.file_type();
-    if ft.is_symlink() {
-        let target = fs::read_link(src).map_err(io(format!("reading {}", src.display())))?;
-        symlink(&target, dst).map_err(io(format!("creating {}", dst.display())))?;
-        let (uid, gid) = owner_for(&md, attrs, root);
-        lchown(dst, uid, gid)?;
-        set_mtime(dst, md.mtime(), md.mtime_nsec());
-    } else if ft.is_dir() {
-        if !dst.exists() {
-            fs::create_dir(dst).map_err(io(format!("creating {}", dst.display())))?;
+        let ft = md.file_type();
+        if ft.is_symlink() {
+            let target = fs::read_link(src).map_err(io(format!("reading {}", src.display())))?;
+            symlink(&target, dst).map_err(io(format!("creating {}", dst.display())))?;
+            let (uid, gid) = owner_for(&md, self.attrs, self.root);
+            lchown(dst, uid, gid)?;
+            set_mtime(dst, md.mtime(), md.mtime_nsec());
+        } else if ft.is_dir() {
+            if !dst.exists() {
+                fs::create_dir(dst).map_err(io(format!("creating {}", dst.display())))?;
+            }
+            self.dir_contents(src, dst, rel)?;
+            apply_attrs(src, dst, self.attrs, self.root)?;
+        } else if ft.is_file() {
+            let inode = (md.dev(), md.ino());
+            if md.nlink() > 1
+                && let Some(first) = self.links.get(&inode)
+                && fs::hard_link(first, dst).is_ok()
+            {
+                return Ok(());
+            }
+            fs::copy(src, dst).map_err(io(format!(
+                "copying {} to {}",
+                src.display(),
+                dst.display()
+            )))?;
+            apply_attrs(src, dst, self.attrs, self.root)?;
+            if md.nlink() > 1 {
+                self.links.insert(inode, dst.to_path_buf());
+            }
         }
-        copy_dir_contents(src, dst, attrs, root, rel)?;
-        apply_attrs(src, dst, attrs, true, root)?;
-    } else if ft.is_file() {
-        fs::copy(src, dst).map_err(io(format!("copying {} to {}", src.display(), dst.display())))?;
-        apply_attrs(src, dst, attrs, false, root)?;
+        Ok(())
     }
-    Ok(())
 }
 
 fn owner_for(md: &fs::Metadata, attrs: Attrs, root: &SourceRoot<'_>) -> (u32, u32) {
@@ -427,36 +762,65 @@ fn owner_for(md: &fs::Metadata, attrs: Attrs, root: &SourceRoot<'_>) -> (u32, u3
     })
 }
 
-fn apply_attrs(src: &Path, dst: &Path, attrs: Attrs, _is_dir: bool, root: &SourceRoot<'_>) -> Result<()> {
+fn apply_attrs(src: &Path, dst: &Path, attrs: Attrs, root: &SourceRoot<'_>) -> Result<()> {
     let md = fs::symlink_metadata(src).map_err(io(format!("reading {}", src.display())))?;
     let (uid, gid) = owner_for(&md, attrs, root);
     lchown(dst, uid, gid)?;
     let mode = attrs.chmod.unwrap_or(md.mode() & 0o7777);
-    fs::set_permissions(dst, fs::Permissions::from_mode(mode)).map_err(io(format!("chmod {}", dst.display())))?;
+    fs::set_permissions(dst, fs::Permissions::from_mode(mode))
+        .map_err(io(format!("chmod {}", dst.display())))?;
     set_mtime(dst, md.mtime(), md.mtime_nsec());
     Ok(())
 }
 
-fn chown_tree(p: &Path, uid: u32, gid: u32) -> Result<()> {
-    lchown(p, uid, gid)?;
-    if fs::symlink_metadata(p).map(|m| m.is_dir()).unwrap_or(false) {
-        for e in fs::read_dir(p).map_err(io(format!("listing {}", p.display())))?.flatten() {
-            chown_tree(&e.path(), uid, gid)?;
+/// The paths an archive's entries name (normalized, relative; `""` for its root entry), whiteout
+/// markers left out.
+fn archive_paths(archive: &Path) -> std::io::Result<Vec<String>> {
+    let tar = decompress_any(fs::File::open(archive)?)?;
+    let mut out = Vec::new();
+    for e in tar::Archive::new(tar).entries()? {
+        let e = e?;
+        let raw = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+        let Some(rel) = clean_rel(&raw) else { continue };
+        if rel
+            .rsplit('/')
+            .next()
+            .is_some_and(|n| n.starts_with(".wh."))
+        {
+            continue;
         }
+        out.push(rel);
     }
-    Ok(())
+    Ok(out)
 }
 
 fn lchown(p: &Path, uid: u32, gid: u32) -> Result<()> {
-    std::os::unix::fs::lchown(p, Some(uid), Some(gid)).map_err(io(format!("chown {uid}:{gid} {}", p.display())))
+    std::os::unix::fs::lchown(p, Some(uid), Some(gid))
+        .map_err(io(format!("chown {uid}:{gid} {}", p.display())))
 }
 
 fn set_mtime(p: &Path, secs: i64, nsec: i64) {
     use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else { return };
-    let ts = [libc::timespec { tv_sec: secs, tv_nsec: nsec }, libc::timespec { tv_sec: secs, tv_nsec: nsec }];
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
+        return;
+    };
+    let ts = [
+        libc::timespec {
+            tv_sec: secs,
+            tv_nsec: nsec,
+        },
+        libc::timespec {
+            tv_sec: secs,
+            tv_nsec: nsec,
+        },
+    ];
     // SAFETY: valid path and two timespecs; AT_SYMLINK_NOFOLLOW sets the link's own times.
     unsafe {
-        libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW);
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        );
     }
 }

@@ -10,7 +10,9 @@ use crate::{BuildOptions, Format, PullPolicy, SecretSource};
 use kiln_core::spec::{Descriptor, History, ImageConfig, Manifest};
 use kiln_core::{Digest, Platform, media_types};
 use kiln_plugin_host::plan::{self, BuildPlan, CopyFrom, MountType, StepKind};
-use kiln_plugin_host::{Catalog, FrontendRequest, InjectedContent, Plugin, PluginHost, PluginKind, StepInfo};
+use kiln_plugin_host::{
+    Catalog, FrontendRequest, InjectedContent, Plugin, PluginHost, PluginKind, StepInfo,
+};
 use kiln_registry::{ClientOptions, RegistryClient};
 use kiln_sandbox::{ExtraMount, FileSource, LineTail, Network, Output, Rootfs, RunSpec, UserSpec};
 use kiln_store::{ImageRecord, Store};
@@ -65,6 +67,10 @@ struct Ctx<'b> {
     scratch: tempfile::TempDir,
 }
 
+/// Part of every build cache key: bumped whenever a step's result for the same inputs changes
+/// (a fix in COPY semantics, say), so caches made by older executors are not reused.
+const CACHE_EPOCH: &str = "kiln-build-cache/2";
+
 fn hash_key(parts: &[&str]) -> String {
     let mut h = Sha256::new();
     for p in parts {
@@ -75,7 +81,9 @@ fn hash_key(parts: &[&str]) -> String {
 }
 
 fn rfc3339(secs: i64) -> String {
-    chrono::DateTime::from_timestamp(secs, 0).map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_default()
+    chrono::DateTime::from_timestamp(secs, 0)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
 }
 
 /// The frontend named by a `# syntax=` directive on the first lines, if any.
@@ -83,7 +91,9 @@ pub fn syntax_directive(source: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(&source[..source.len().min(4096)]);
     for line in text.lines() {
         let l = line.trim();
-        let Some(rest) = l.strip_prefix('#') else { break };
+        let Some(rest) = l.strip_prefix('#') else {
+            break;
+        };
         let rest = rest.trim();
         if let Some((k, v)) = rest.split_once('=') {
             if k.trim().eq_ignore_ascii_case("syntax") {
@@ -91,7 +101,11 @@ pub fn syntax_directive(source: &[u8]) -> Option<String> {
                 // docker/dockerfile:1 and friends mean the built-in Dockerfile frontend.
                 let name = v.rsplit('/').next().unwrap_or(v);
                 let name = name.split([':', '@']).next().unwrap_or(name);
-                return Some(if v.starts_with("docker/dockerfile") { "dockerfile".into() } else { name.to_string() });
+                return Some(if v.starts_with("docker/dockerfile") {
+                    "dockerfile".into()
+                } else {
+                    name.to_string()
+                });
             }
             continue;
         }
@@ -115,8 +129,14 @@ impl<'a> Builder<'a> {
             Some(p) => Platform::parse(p).map_err(|e| BuildError::Other(e.to_string()))?,
             None => Platform::host(),
         };
-        let frontend_name = opts.frontend.clone().or_else(|| syntax_directive(&opts.source)).unwrap_or_else(|| "dockerfile".into());
-        let (frontend, _) = self.catalog.load(self.host, PluginKind::Frontend, &frontend_name)?;
+        let frontend_name = opts
+            .frontend
+            .clone()
+            .or_else(|| syntax_directive(&opts.source))
+            .unwrap_or_else(|| "dockerfile".into());
+        let (frontend, _) = self
+            .catalog
+            .load(self.host, PluginKind::Frontend, &frontend_name)?;
         let req = FrontendRequest {
             entry_file: opts.source_name.clone(),
             source: opts.source.clone(),
@@ -126,31 +146,61 @@ impl<'a> Builder<'a> {
         };
         let image_config = self.image_config_fn(opts, &platform)?;
         let started = Instant::now();
-        let plan = match self.host.parse(&frontend, &req, &opts.context, Some(image_config))? {
+        let plan = match self
+            .host
+            .parse(&frontend, &req, &opts.context, Some(image_config))?
+        {
             Ok(p) => p,
             Err(diags) => {
                 let lines: Vec<String> = diags.iter().map(render_diagnostic).collect();
                 return Err(BuildError::Frontend(lines.join("\n")));
             }
         };
-        tracing::debug!("frontend {} answered in {:?}", frontend.info.name, started.elapsed());
+        tracing::debug!(
+            "frontend {} answered in {:?}",
+            frontend.info.name,
+            started.elapsed()
+        );
         for w in &plan.warnings {
             eprintln!("{}", render_diagnostic(w));
         }
         let ignore = self.ignore_rules(opts)?;
-        let created = rfc3339(opts.timestamp.unwrap_or_else(|| chrono::Utc::now().timestamp()));
+        let created = rfc3339(
+            opts.timestamp
+                .unwrap_or_else(|| chrono::Utc::now().timestamp()),
+        );
         let mut injectors = Vec::new();
         for inj in &opts.injectors {
-            let (p, _) = self.catalog.load(self.host, PluginKind::Injector, &inj.name)?;
+            let (p, _) = self
+                .catalog
+                .load(self.host, PluginKind::Injector, &inj.name)?;
             injectors.push((p, inj.clone()));
         }
         let needed = needed_stages(&plan);
-        let total_steps = needed.iter().map(|&i| plan.stages[i as usize].steps.len() + 1).sum();
+        let total_steps = needed
+            .iter()
+            .map(|&i| plan.stages[i as usize].steps.len() + 1)
+            .sum();
         let scratch = tempfile::Builder::new()
             .prefix("build-")
             .tempdir_in(self.store.tmp_dir())
-            .map_err(|e| BuildError::Io { what: "creating a scratch dir".into(), source: e })?;
-        let mut ctx = Ctx { opts, plan: &plan, ignore, platform, created, injectors, total_steps, step_no: 0, steps_run: 0, steps_cached: 0, scratch };
+            .map_err(|e| BuildError::Io {
+                what: "creating a scratch dir".into(),
+                source: e,
+            })?;
+        let mut ctx = Ctx {
+            opts,
+            plan: &plan,
+            ignore,
+            platform,
+            created,
+            injectors,
+            total_steps,
+            step_no: 0,
+            steps_run: 0,
+            steps_cached: 0,
+            scratch,
+        };
         let mut results: Vec<Option<StageState>> = vec![None; plan.stages.len()];
         for i in 0..plan.stages.len() as u32 {
             if !needed.contains(&i) {
@@ -159,17 +209,25 @@ impl<'a> Builder<'a> {
             let st = self.run_stage(&mut ctx, i, &results)?;
             results[i as usize] = Some(st);
         }
-        let final_state = results[plan.target as usize].take().ok_or_else(|| BuildError::Other("target stage did not run".into()))?;
+        let final_state = results[plan.target as usize]
+            .take()
+            .ok_or_else(|| BuildError::Other("target stage did not run".into()))?;
         let image = self.commit_image(&ctx, final_state)?;
-        Ok(BuildOutcome { image, steps_run: ctx.steps_run, steps_cached: ctx.steps_cached })
+        Ok(BuildOutcome {
+            image,
+            steps_run: ctx.steps_run,
+            steps_cached: ctx.steps_cached,
+        })
     }
 
     fn ignore_rules(&self, opts: &BuildOptions) -> Result<IgnoreRules> {
         let candidates: Vec<PathBuf> = match &opts.ignore_file {
             Some(f) => vec![f.clone()],
             None => vec![
-                opts.context.join(format!("{}.containerignore", opts.source_name)),
-                opts.context.join(format!("{}.dockerignore", opts.source_name)),
+                opts.context
+                    .join(format!("{}.containerignore", opts.source_name)),
+                opts.context
+                    .join(format!("{}.dockerignore", opts.source_name)),
                 opts.context.join(".containerignore"),
                 opts.context.join(".dockerignore"),
             ],
@@ -182,7 +240,11 @@ impl<'a> Builder<'a> {
         Ok(IgnoreRules::default())
     }
 
-    fn image_config_fn(&self, opts: &BuildOptions, platform: &Platform) -> Result<kiln_plugin_host::ImageConfigFn> {
+    fn image_config_fn(
+        &self,
+        opts: &BuildOptions,
+        platform: &Platform,
+    ) -> Result<kiln_plugin_host::ImageConfigFn> {
         let root = self.store.root().to_path_buf();
         let mut reg_opts = self.registry.clone();
         reg_opts.progress = kiln_registry::Progress::Quiet;
@@ -191,24 +253,35 @@ impl<'a> Builder<'a> {
         Ok(Box::new(move |reference: &str, _p: Option<&str>| {
             let store = Store::open(&root).map_err(|e| e.to_string())?;
             if let Ok(img) = store.resolve_image(reference) {
-                return store.image_config_bytes(&img).map(|b| String::from_utf8_lossy(&b).into_owned()).map_err(|e| e.to_string());
+                return store
+                    .image_config_bytes(&img)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .map_err(|e| e.to_string());
             }
             if never {
                 return Err(format!("{reference}: not in the store and --pull=never"));
             }
             let client = RegistryClient::new(reg_opts.clone()).map_err(|e| e.to_string())?;
-            let (bytes, _) = client.fetch_config(reference, &platform).map_err(|e| e.to_string())?;
+            let (bytes, _) = client
+                .fetch_config(reference, &platform)
+                .map_err(|e| e.to_string())?;
             Ok(String::from_utf8_lossy(&bytes).into_owned())
         }))
     }
 
     /// Find or pull a base image; returns its config, layers and manifest digest.
-    fn base_image(&self, ctx: &Ctx<'_>, reference: &str) -> Result<(ImageConfig, Vec<LayerRef>, Digest)> {
+    fn base_image(
+        &self,
+        ctx: &Ctx<'_>,
+        reference: &str,
+    ) -> Result<(ImageConfig, Vec<LayerRef>, Digest)> {
         let local = self.store.resolve_image(reference).ok();
         let img = match (local, ctx.opts.pull) {
             (Some(img), PullPolicy::Missing | PullPolicy::Never) => img,
             (None, PullPolicy::Never) => {
-                return Err(BuildError::Other(format!("base image {reference} is not in the store and --pull=never")));
+                return Err(BuildError::Other(format!(
+                    "base image {reference} is not in the store and --pull=never"
+                )));
             }
             _ => {
                 let mut o = self.registry.clone();
@@ -217,7 +290,9 @@ impl<'a> Builder<'a> {
                     o.progress = kiln_registry::Progress::Quiet;
                 }
                 let client = RegistryClient::new(o)?;
-                client.pull_platform(self.store, reference, &ctx.platform)?.record
+                client
+                    .pull_platform(self.store, reference, &ctx.platform)?
+                    .record
             }
         };
         let manifest = self.store.image_manifest(&img)?;
@@ -226,7 +301,12 @@ impl<'a> Builder<'a> {
             .layers
             .iter()
             .zip(config.rootfs.diff_ids.iter())
-            .map(|(d, diff)| LayerRef { digest: d.digest, diff_id: *diff, size: d.size, media_type: d.media_type.clone() })
+            .map(|(d, diff)| LayerRef {
+                digest: d.digest,
+                diff_id: *diff,
+                size: d.size,
+                media_type: d.media_type.clone(),
+            })
             .collect();
         Ok((config, layers, img.manifest_digest))
     }
@@ -235,48 +315,123 @@ impl<'a> Builder<'a> {
         flat_snapshot(self.store, &[])
     }
 
-    fn run_stage(&self, ctx: &mut Ctx<'_>, index: u32, results: &[Option<StageState>]) -> Result<StageState> {
+    fn run_stage(
+        &self,
+        ctx: &mut Ctx<'_>,
+        index: u32,
+        results: &[Option<StageState>],
+    ) -> Result<StageState> {
         let stage = &ctx.plan.stages[index as usize];
         let file = &ctx.opts.source_name;
         ctx.step_no += 1;
         let from_text = match &stage.base {
             plan::Base::Scratch => "scratch".to_string(),
             plan::Base::Image(r) => r.clone(),
-            plan::Base::Stage(i) => ctx.plan.stages[*i as usize].name.clone().unwrap_or_else(|| i.to_string()),
+            plan::Base::Stage(i) => ctx.plan.stages[*i as usize]
+                .name
+                .clone()
+                .unwrap_or_else(|| i.to_string()),
         };
-        let alias = stage.name.as_ref().map(|n| format!(" AS {n}")).unwrap_or_default();
-        self.say(ctx.opts, &format!("[{}/{}] STEP {}/{}: FROM {from_text}{alias}", index + 1, ctx.plan.stages.len(), ctx.step_no, ctx.total_steps));
+        let alias = stage
+            .name
+            .as_ref()
+            .map(|n| format!(" AS {n}"))
+            .unwrap_or_default();
+        self.say(
+            ctx.opts,
+            &format!(
+                "[{}/{}] STEP {}/{}: FROM {from_text}{alias}",
+                index + 1,
+                ctx.plan.stages.len(),
+                ctx.step_no,
+                ctx.total_steps
+            ),
+        );
         let mut st = match &stage.base {
             plan::Base::Scratch => {
                 let mut c = ImageConfig::new(&ctx.platform);
                 c.created = None;
-                StageState { key: hash_key(&["scratch", &ctx.platform.to_string()]), config: c, layers: vec![], stack: LayerStack { dirs: vec![self.empty_lower()?] } }
+                StageState {
+                    key: hash_key(&[CACHE_EPOCH, "scratch", &ctx.platform.to_string()]),
+                    config: c,
+                    layers: vec![],
+                    stack: LayerStack {
+                        dirs: vec![self.empty_lower()?],
+                    },
+                }
             }
             plan::Base::Image(r) => {
-                let (config, layers, manifest) = self.base_image(ctx, r).map_err(|e| BuildError::Step {
-                    location: format!("{file}:{}", stage.location.line),
-                    message: format!("FROM {r}: {e}"),
-                })?;
+                let (config, layers, manifest) =
+                    self.base_image(ctx, r).map_err(|e| BuildError::Step {
+                        location: format!("{file}:{}", stage.location.line),
+                        message: format!("FROM {r}: {e}"),
+                    })?;
                 let flat = flat_snapshot(self.store, &layers)?;
-                StageState { key: hash_key(&["image", &manifest.to_string()]), config, layers, stack: LayerStack { dirs: vec![flat] } }
+                StageState {
+                    key: hash_key(&[CACHE_EPOCH, "image", &manifest.to_string()]),
+                    config,
+                    layers,
+                    stack: LayerStack { dirs: vec![flat] },
+                }
             }
-            plan::Base::Stage(i) => results[*i as usize].clone().ok_or_else(|| BuildError::Other(format!("stage {i} has not run")))?,
+            plan::Base::Stage(i) => results[*i as usize]
+                .clone()
+                .ok_or_else(|| BuildError::Other(format!("stage {i} has not run")))?,
         };
         config::start_stage(&mut st.config);
         let mut cmd_set = false;
         for (si, step) in stage.steps.iter().enumerate() {
             ctx.step_no += 1;
             let location = format!("{file}:{}", step.location.line);
-            let display = step.created_by.strip_prefix("/bin/sh -c #(nop) ").unwrap_or(&step.created_by).trim_end();
-            self.say(ctx.opts, &format!("[{}/{}] STEP {}/{}: {}", index + 1, ctx.plan.stages.len(), ctx.step_no, ctx.total_steps, display_step(step, display)));
+            let display = step
+                .created_by
+                .strip_prefix("/bin/sh -c #(nop) ")
+                .unwrap_or(&step.created_by)
+                .trim_end();
+            self.say(
+                ctx.opts,
+                &format!(
+                    "[{}/{}] STEP {}/{}: {}",
+                    index + 1,
+                    ctx.plan.stages.len(),
+                    ctx.step_no,
+                    ctx.total_steps,
+                    display_step(step, display)
+                ),
+            );
             let t0 = Instant::now();
             match &step.kind {
-                StepKind::Run(run) => self.run_step(ctx, &mut st, index, si as u32, run, &step.created_by, &location, results)?,
-                StepKind::Copy(c) => self.copy_step(ctx, &mut st, c, &step.created_by, &location, results)?,
+                StepKind::Run(run) => self
+                    .run_step(
+                        ctx,
+                        &mut st,
+                        index,
+                        si as u32,
+                        run,
+                        &step.created_by,
+                        &location,
+                        results,
+                    )
+                    .map_err(|e| at(&location, e))?,
+                StepKind::Copy(c) => self
+                    .copy_step(ctx, &mut st, c, &step.created_by, &location, results)
+                    .map_err(|e| at(&location, e))?,
                 other => {
+                    // Metadata steps go through the cache too, so an unchanged rebuild reports
+                    // every step as cached (as buildah does).
                     config::apply(&mut st.config, other, &mut cmd_set);
-                    st.key = hash_key(&[&st.key, &format!("{other:?}")]);
-                    push_history(&mut st.config, &ctx.created, &step.created_by, true);
+                    let key = hash_key(&[&st.key, &format!("{other:?}")]);
+                    if !self.cached(ctx, &key, &mut st, &step.created_by) {
+                        push_history(&mut st.config, &ctx.created, &step.created_by, true);
+                        if ctx.opts.layers && !ctx.opts.no_cache {
+                            self.store.cache_put(
+                                &format!("step-{key}"),
+                                &serde_json::json!({ "layer": null, "snapshot": null }),
+                            )?;
+                        }
+                        st.key = key;
+                        ctx.steps_run += 1;
+                    }
                 }
             }
             tracing::debug!("{location}: step took {:?}", t0.elapsed());
@@ -288,7 +443,9 @@ impl<'a> Builder<'a> {
         if ctx.opts.no_cache {
             return false;
         }
-        let Some(v) = self.store.cache_get(&format!("step-{key}")) else { return false };
+        let Some(v) = self.store.cache_get(&format!("step-{key}")) else {
+            return false;
+        };
         let layer: Option<LayerRef> = serde_json::from_value(v["layer"].clone()).ok();
         match layer {
             None => {
@@ -296,7 +453,9 @@ impl<'a> Builder<'a> {
             }
             Some(l) => {
                 let snap = v["snapshot"].as_str().and_then(|s| self.store.snapshot(s));
-                let Some(snap) = snap.filter(|_| self.store.has_blob(&l.digest)) else { return false };
+                let Some(snap) = snap.filter(|_| self.store.has_blob(&l.digest)) else {
+                    return false;
+                };
                 st.stack.dirs.insert(0, snap.join("upper"));
                 st.config.rootfs.diff_ids.push(l.diff_id);
                 st.layers.push(l);
@@ -322,17 +481,39 @@ impl<'a> Builder<'a> {
         let upper = staging.path().join("upper");
         let _ = std::fs::remove_dir_all(staging.path().join("work"));
         let blob = self.store.blob_writer()?;
-        let mut lw = kiln_layer::LayerWriter::new(blob, kiln_layer::Compression::Gzip)
-            .map_err(|e| BuildError::Io { what: "starting a layer".into(), source: e })?;
-        let dopts = kiln_layer::DiffOptions { source_date_epoch: ctx.opts.timestamp, lower: st.stack.dirs.clone(), ..Default::default() };
-        let stats = kiln_layer::diff_overlay_upper(&upper, exclude, &dopts, &mut lw)
-            .map_err(|e| BuildError::Layer { what: format!("committing {}", upper.display()), source: e })?;
+        let mut lw =
+            kiln_layer::LayerWriter::new(blob, kiln_layer::Compression::Gzip).map_err(|e| {
+                BuildError::Io {
+                    what: "starting a layer".into(),
+                    source: e,
+                }
+            })?;
+        let dopts = kiln_layer::DiffOptions {
+            source_date_epoch: ctx.opts.timestamp,
+            lower: st.stack.dirs.clone(),
+            ..Default::default()
+        };
+        let stats =
+            kiln_layer::diff_overlay_upper(&upper, exclude, &dopts, &mut lw).map_err(|e| {
+                BuildError::Layer {
+                    what: format!("committing {}", upper.display()),
+                    source: e,
+                }
+            })?;
         let layer = if stats.is_empty() {
             None
         } else {
-            let (d, blob) = lw.finish_into_inner().map_err(|e| BuildError::Io { what: "finishing a layer".into(), source: e })?;
+            let (d, blob) = lw.finish_into_inner().map_err(|e| BuildError::Io {
+                what: "finishing a layer".into(),
+                source: e,
+            })?;
             blob.commit(Some(&d.digest))?;
-            Some(LayerRef { digest: d.digest, diff_id: d.diff_id, size: d.size, media_type: media_types::OCI_LAYER_GZIP.to_string() })
+            Some(LayerRef {
+                digest: d.digest,
+                diff_id: d.diff_id,
+                size: d.size,
+                media_type: media_types::OCI_LAYER_GZIP.to_string(),
+            })
         };
         let snapshot_key = layer.as_ref().map(|l| format!("upper-{}", l.diff_id.hex()));
         if let (Some(l), Some(k)) = (&layer, &snapshot_key) {
@@ -346,7 +527,10 @@ impl<'a> Builder<'a> {
         }
         push_history(&mut st.config, &ctx.created, created_by, layer.is_none());
         if ctx.opts.layers && !ctx.opts.no_cache {
-            self.store.cache_put(&format!("step-{key}"), &serde_json::json!({ "layer": layer, "snapshot": snapshot_key }))?;
+            self.store.cache_put(
+                &format!("step-{key}"),
+                &serde_json::json!({ "layer": layer, "snapshot": snapshot_key }),
+            )?;
         }
         st.key = key.to_string();
         ctx.steps_run += 1;
@@ -356,17 +540,27 @@ impl<'a> Builder<'a> {
     fn new_staging(&self) -> Result<kiln_store::Staging> {
         let staging = self.store.snapshot_staging()?;
         for d in ["upper", "work"] {
-            std::fs::create_dir(staging.path().join(d)).map_err(|e| BuildError::Io { what: format!("creating {}", staging.path().join(d).display()), source: e })?;
+            std::fs::create_dir(staging.path().join(d)).map_err(|e| BuildError::Io {
+                what: format!("creating {}", staging.path().join(d).display()),
+                source: e,
+            })?;
         }
         Ok(staging)
     }
 
     /// The flattened filesystem of a `--from` source.
-    fn from_root(&self, ctx: &Ctx<'_>, from: &CopyFrom, results: &[Option<StageState>]) -> Result<Option<PathBuf>> {
+    fn source_root(
+        &self,
+        ctx: &Ctx<'_>,
+        from: &CopyFrom,
+        results: &[Option<StageState>],
+    ) -> Result<Option<PathBuf>> {
         Ok(match from {
             CopyFrom::Context => None,
             CopyFrom::Stage(i) => {
-                let s = results[*i as usize].as_ref().ok_or_else(|| BuildError::Other(format!("stage {i} has not run")))?;
+                let s = results[*i as usize]
+                    .as_ref()
+                    .ok_or_else(|| BuildError::Other(format!("stage {i} has not run")))?;
                 Some(flat_snapshot(self.store, &s.layers)?)
             }
             CopyFrom::Image(r) => {
@@ -385,25 +579,72 @@ impl<'a> Builder<'a> {
         location: &str,
         results: &[Option<StageState>],
     ) -> Result<()> {
-        let from_root = self.from_root(ctx, &c.from, results)?;
+        // Files of another stage are read straight through its layer stack; anything else
+        // (directories, globs) from its flattened filesystem.
+        let from_stack = match &c.from {
+            CopyFrom::Stage(i) => match results.get(*i as usize).and_then(Option::as_ref) {
+                Some(s) => copy::expand_from_stack(&s.stack, &c.sources, location)?
+                    .map(|e| (e, s.stack.dirs[0].clone())),
+                None => None,
+            },
+            _ => None,
+        };
+        let (from_root, pre_expanded) = match from_stack {
+            Some((e, top)) => (Some(top), Some(e)),
+            None => (
+                self.source_root(ctx, &c.from, results)
+                    .map_err(|e| at(location, e))?,
+                None,
+            ),
+        };
         let ignore = ctx.ignore.clone();
         let context_dir = ctx.opts.context.clone();
         let root = match &from_root {
-            None => SourceRoot::Context { dir: &context_dir, ignore: &ignore },
+            None => SourceRoot::Context {
+                dir: &context_dir,
+                ignore: &ignore,
+            },
             Some(p) => SourceRoot::Rootfs(p),
         };
-        let mut expanded = copy::expand(&root, &c.sources, c.is_add, location, ctx.scratch.path())?;
+        let mut expanded = match pre_expanded {
+            Some(e) => e,
+            None => copy::expand(
+                &root,
+                &c.sources,
+                c.is_add,
+                c.checksum.as_deref(),
+                location,
+                ctx.scratch.path(),
+            )?,
+        };
         if !c.excludes.is_empty() {
             let ex = IgnoreRules::parse(&c.excludes.join("\n"));
             expanded.items.retain(|it| !ex.excluded(&it.rel));
         }
-        let workdir = st.config.config.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into());
-        let mut dest = if c.dest.starts_with('/') { c.dest.clone() } else { format!("{}/{}", workdir.trim_end_matches('/'), c.dest) };
+        let workdir = st
+            .config
+            .config
+            .working_dir
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into());
+        let mut dest = if c.dest.starts_with('/') {
+            c.dest.clone()
+        } else {
+            format!("{}/{}", workdir.trim_end_matches('/'), c.dest)
+        };
         if c.dest.ends_with('/') && !dest.ends_with('/') {
             dest.push('/');
         }
         let created_by = summarize_copy(created_by, &expanded);
-        let key = hash_key(&[&st.key, "copy", &format!("{:?}", c.from), &dest, &format!("{:?}{:?}{}{}", c.chown, c.chmod, c.is_add, c.parents), &expanded.digest]);
+        let key = hash_key(&[
+            &st.key,
+            "copy",
+            &format!("{:?}", c.from),
+            &dest,
+            &format!("{:?}{:?}{}{}", c.chown, c.chmod, c.is_add, c.parents),
+            &expanded.digest,
+        ]);
         if self.cached(ctx, &key, st, &created_by) {
             return Ok(());
         }
@@ -412,21 +653,54 @@ impl<'a> Builder<'a> {
             None => None,
         };
         let chmod = match &c.chmod {
-            Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| BuildError::Step { location: location.into(), message: format!("--chmod={m} is not an octal mode") })?),
+            Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| BuildError::Step {
+                location: location.into(),
+                message: format!("--chmod={m} is not an octal mode"),
+            })?),
             None => None,
         };
         let staging = self.new_staging()?;
         let upper = staging.path().join("upper");
-        copy::write_items(&expanded.items, &dest, &st.stack, &upper, Attrs { owner, chmod }, &root, location)?;
+        copy::write_items(
+            &expanded.items,
+            &dest,
+            &st.stack,
+            &upper,
+            Attrs { owner, chmod },
+            &root,
+            c.parents,
+            location,
+        )?;
         self.commit_step(ctx, st, &key, staging, &[], &created_by)
     }
 
-    fn resolve_owner(&self, ctx: &Ctx<'_>, st: &StageState, spec: &str, location: &str) -> Result<(u32, u32)> {
-        let user = UserSpec::parse(spec).map_err(|e| BuildError::Step { location: location.into(), message: format!("--chown={spec}: {e}") })?;
+    fn resolve_owner(
+        &self,
+        ctx: &Ctx<'_>,
+        st: &StageState,
+        spec: &str,
+        location: &str,
+    ) -> Result<(u32, u32)> {
+        // A bare numeric uid is also the gid (Docker, BuildKit and buildah agree); a bare name
+        // takes its primary group from the stage's /etc/passwd.
+        if let Ok(uid) = spec.trim().parse::<u32>() {
+            return Ok((uid, uid));
+        }
+        let user = UserSpec::parse(spec).map_err(|e| BuildError::Step {
+            location: location.into(),
+            message: format!("--chown={spec}: {e}"),
+        })?;
         let empty = ctx.scratch.path().join("owner-upper");
         let _ = std::fs::create_dir_all(&empty);
-        let rootfs = Rootfs::Overlay { lowers: st.stack.dirs.clone(), upper: empty.clone(), work: empty };
-        let r = kiln_sandbox::resolve_user(&rootfs, &user).map_err(|e| BuildError::Step { location: location.into(), message: format!("--chown={spec}: {e}") })?;
+        let rootfs = Rootfs::Overlay {
+            lowers: st.stack.dirs.clone(),
+            upper: empty.clone(),
+            work: empty,
+        };
+        let r = kiln_sandbox::resolve_user(&rootfs, &user).map_err(|e| BuildError::Step {
+            location: location.into(),
+            message: format!("--chown={spec}: {e}"),
+        })?;
         Ok((r.uid, r.gid))
     }
 
@@ -450,21 +724,42 @@ impl<'a> Builder<'a> {
             .clone()
             .unwrap_or_default()
             .iter()
-            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .filter_map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
             .collect();
         for (k, v) in &run.build_args {
             if !env.iter().any(|(ek, _)| ek == k) {
                 env.push((k.clone(), v.clone()));
             }
         }
-        let network = run.network.clone().or_else(|| ctx.opts.network.clone()).unwrap_or_else(|| "host".into());
+        let network = run
+            .network
+            .clone()
+            .or_else(|| ctx.opts.network.clone())
+            .unwrap_or_else(|| "host".into());
         let user = st.config.config.user.clone().unwrap_or_default();
-        let cwd = st.config.config.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into());
+        let cwd = st
+            .config
+            .config
+            .working_dir
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into());
         let mut mount_digests = Vec::new();
         for m in &run.mounts {
-            mount_digests.push(format!("{m:?}"));
+            let mut d = format!("{m:?}");
+            if matches!(m.kind, MountType::Bind) {
+                d.push_str(&self.bind_source_identity(ctx, m, results)?);
+            }
+            mount_digests.push(d);
         }
-        let injector_names: Vec<String> = ctx.injectors.iter().map(|(p, _)| p.digest.clone()).collect();
+        let injector_names: Vec<String> = ctx
+            .injectors
+            .iter()
+            .map(|(p, _)| p.digest.clone())
+            .collect();
         let key = hash_key(&[
             &st.key,
             "run",
@@ -481,9 +776,15 @@ impl<'a> Builder<'a> {
         }
         let net = match network.as_str() {
             "host" | "default" => Network::Host,
-            "none" => Network::None,
+            // Docker's and BuildKit's `none` is a private namespace whose loopback works.
+            "none" => Network::Private,
             "private" => Network::Private,
-            other => return Err(BuildError::Step { location: location.into(), message: format!("unknown network mode {other:?} (host, none or private)") }),
+            other => {
+                return Err(BuildError::Step {
+                    location: location.into(),
+                    message: format!("unknown network mode {other:?} (host, none or private)"),
+                });
+            }
         };
         let mut mounts = Vec::new();
         let mut secret_env = Vec::new();
@@ -492,9 +793,17 @@ impl<'a> Builder<'a> {
         }
         for (src, target, ro) in &ctx.opts.run_binds {
             if src.is_dir() {
-                mounts.push(ExtraMount::BindDir { src: src.clone(), target: target.clone(), readonly: *ro });
+                mounts.push(ExtraMount::BindDir {
+                    src: src.clone(),
+                    target: target.clone(),
+                    readonly: *ro,
+                });
             } else {
-                mounts.push(ExtraMount::BindFile { src: src.clone(), target: target.clone(), readonly: *ro });
+                mounts.push(ExtraMount::BindFile {
+                    src: src.clone(),
+                    target: target.clone(),
+                    readonly: *ro,
+                });
             }
         }
         // Injectors: mounts and env for this step only.
@@ -508,7 +817,8 @@ impl<'a> Builder<'a> {
                 files: cfg.files.clone(),
             };
             let stack = st.stack.clone();
-            let reader: kiln_plugin_host::RootfsReadFn = Box::new(move |p: &str| Ok(stack.read_file(p)));
+            let reader: kiln_plugin_host::RootfsReadFn =
+                Box::new(move |p: &str| Ok(stack.read_file(p)));
             let granted: Vec<String> = Vec::new();
             let inj = self.host.inject(plugin, &info, Some(reader), &granted)?;
             for m in inj.mounts {
@@ -516,7 +826,13 @@ impl<'a> Builder<'a> {
                     InjectedContent::Bytes(b) => FileSource::Bytes(b),
                     InjectedContent::Secret(id) => self.secret_source(ctx, &id, location)?,
                 };
-                mounts.push(ExtraMount::File { target: m.target, source, mode: m.mode, uid: m.uid, gid: m.gid });
+                mounts.push(ExtraMount::File {
+                    target: m.target,
+                    source,
+                    mode: m.mode,
+                    uid: m.uid,
+                    gid: m.gid,
+                });
             }
             for (k, v) in inj.env {
                 env.retain(|(ek, _)| ek != &k);
@@ -531,10 +847,20 @@ impl<'a> Builder<'a> {
         let mut tail = LineTail::new(20);
         let tail_ref = std::cell::RefCell::new(&mut tail);
         let outcome = {
-            let mut spec = RunSpec::new(Rootfs::Overlay { lowers: st.stack.dirs.clone(), upper: upper.clone(), work }, argv.clone());
+            let mut spec = RunSpec::new(
+                Rootfs::Overlay {
+                    lowers: st.stack.dirs.clone(),
+                    upper: upper.clone(),
+                    work,
+                },
+                argv.clone(),
+            );
             spec.env = env;
             spec.cwd = cwd;
-            spec.user = UserSpec::parse(&user).map_err(|e| BuildError::Step { location: location.into(), message: format!("USER {user}: {e}") })?;
+            spec.user = UserSpec::parse(&user).map_err(|e| BuildError::Step {
+                location: location.into(),
+                message: format!("USER {user}: {e}"),
+            })?;
             spec.network = net;
             spec.mounts = mounts;
             spec.hostname = "kiln".into();
@@ -550,21 +876,73 @@ impl<'a> Builder<'a> {
                     let _ = std::io::stderr().write_all(b);
                 }
             }));
-            kiln_sandbox::run(spec).map_err(|e| BuildError::Sandbox { what: format!("{location}: RUN"), source: e })?
+            kiln_sandbox::run(spec).map_err(|e| BuildError::Sandbox {
+                what: format!("{location}: RUN"),
+                source: e,
+            })?
         };
         if outcome.status != 0 {
             let lines = tail.lines();
-            let tail = if lines.is_empty() { String::new() } else { format!("\nlast output:\n  {}", lines.join("\n  ")) };
-            return Err(BuildError::RunFailed { location: location.into(), status: outcome.status, command: argv.join(" "), tail });
+            let tail = if lines.is_empty() {
+                String::new()
+            } else {
+                format!("\nlast output:\n  {}", lines.join("\n  "))
+            };
+            return Err(BuildError::RunFailed {
+                location: location.into(),
+                status: outcome.status,
+                command: argv.join(" "),
+                tail,
+            });
         }
         self.commit_step(ctx, st, &key, staging, &outcome.created_paths, created_by)
     }
 
+    /// What a bind mount shows, for the cache key: the content of a context directory, the key
+    /// of a stage, or an image reference.
+    fn bind_source_identity(
+        &self,
+        ctx: &Ctx<'_>,
+        m: &plan::RunMount,
+        results: &[Option<StageState>],
+    ) -> Result<String> {
+        let rel = m.source.clone().unwrap_or_default();
+        Ok(match &m.from {
+            None | Some(CopyFrom::Context) => {
+                let root = &ctx.opts.context;
+                let inside = std::fs::canonicalize(root.join(rel.trim_start_matches('/')))
+                    .ok()
+                    .filter(|p| std::fs::canonicalize(root).is_ok_and(|r| p.starts_with(r)));
+                match inside {
+                    Some(p) => copy::tree_digest(&p)?,
+                    None => String::new(),
+                }
+            }
+            Some(CopyFrom::Stage(i)) => results
+                .get(*i as usize)
+                .and_then(|r| r.as_ref())
+                .map(|s| s.key.clone())
+                .unwrap_or_default(),
+            Some(CopyFrom::Image(r)) => r.clone(),
+        })
+    }
+
     fn secret_source(&self, ctx: &Ctx<'_>, id: &str, location: &str) -> Result<FileSource> {
-        match ctx.opts.secrets.iter().find(|(sid, _)| sid == id).map(|(_, s)| s) {
+        match ctx
+            .opts
+            .secrets
+            .iter()
+            .find(|(sid, _)| sid == id)
+            .map(|(_, s)| s)
+        {
             Some(SecretSource::File(p)) => Ok(FileSource::HostPath(p.clone())),
-            Some(SecretSource::Env(v)) => Ok(FileSource::Bytes(std::env::var(v).unwrap_or_default().into_bytes())),
-            None => Err(BuildError::Step { location: location.into(), message: format!("secret {id:?} was not given (--secret id={id},src=FILE)") }),
+            Some(SecretSource::Env(v)) => Ok(FileSource::Bytes(
+                std::env::var(v).unwrap_or_default().into_bytes(),
+            )),
+            None => Err(BuildError::Step {
+                location: location.into(),
+                message: format!("secret {id:?} was not given (--secret id={id},src=FILE)"),
+            }),
         }
     }
 
@@ -579,63 +957,156 @@ impl<'a> Builder<'a> {
         mounts: &mut Vec<ExtraMount>,
         env: &mut Vec<(String, String)>,
     ) -> Result<()> {
-        let err = |msg: String| BuildError::Step { location: location.into(), message: msg };
-        let cwd = st.config.config.working_dir.clone().unwrap_or_else(|| "/".into());
-        let abs = |t: &str| if t.starts_with('/') { t.to_string() } else { format!("{}/{t}", cwd.trim_end_matches('/')) };
+        let err = |msg: String| BuildError::Step {
+            location: location.into(),
+            message: msg,
+        };
+        let cwd = st
+            .config
+            .config
+            .working_dir
+            .clone()
+            .unwrap_or_else(|| "/".into());
+        let abs = |t: &str| {
+            if t.starts_with('/') {
+                t.to_string()
+            } else {
+                format!("{}/{t}", cwd.trim_end_matches('/'))
+            }
+        };
         match m.kind {
             MountType::Secret => {
-                let id = m.id.clone().or_else(|| m.target.as_ref().map(|t| t.rsplit('/').next().unwrap_or(t).to_string())).ok_or_else(|| err("secret mount needs an id".into()))?;
+                let id =
+                    m.id.clone()
+                        .or_else(|| {
+                            m.target
+                                .as_ref()
+                                .map(|t| t.rsplit('/').next().unwrap_or(t).to_string())
+                        })
+                        .ok_or_else(|| err("secret mount needs an id".into()))?;
                 let source = match ctx.opts.secrets.iter().find(|(sid, _)| sid == &id) {
                     Some(_) => self.secret_source(ctx, &id, location)?,
-                    None if m.required => return Err(err(format!("secret {id:?} is required but was not given (--secret id={id},src=FILE)"))),
+                    None if m.required => {
+                        return Err(err(format!(
+                            "secret {id:?} is required but was not given (--secret id={id},src=FILE)"
+                        )));
+                    }
                     None => return Ok(()),
                 };
                 if let Some(var) = &m.env {
                     let bytes = match &source {
                         FileSource::Bytes(b) => b.clone(),
-                        FileSource::HostPath(p) => std::fs::read(p).map_err(|e| err(format!("reading secret {id}: {e}")))?,
+                        FileSource::HostPath(p) => std::fs::read(p)
+                            .map_err(|e| err(format!("reading secret {id}: {e}")))?,
                     };
                     env.push((var.clone(), String::from_utf8_lossy(&bytes).into_owned()));
                     if m.target.is_none() {
                         return Ok(());
                     }
                 }
-                let target = m.target.clone().map(|t| abs(&t)).unwrap_or_else(|| format!("/run/secrets/{id}"));
-                mounts.push(ExtraMount::File { target, source, mode: m.mode.unwrap_or(0o400), uid: m.uid.unwrap_or(0), gid: m.gid.unwrap_or(0) });
+                let target = m
+                    .target
+                    .clone()
+                    .map(|t| abs(&t))
+                    .unwrap_or_else(|| format!("/run/secrets/{id}"));
+                mounts.push(ExtraMount::File {
+                    target,
+                    source,
+                    mode: m.mode.unwrap_or(0o400),
+                    uid: m.uid.unwrap_or(0),
+                    gid: m.gid.unwrap_or(0),
+                });
             }
             MountType::Tmpfs => {
-                let target = m.target.clone().ok_or_else(|| err("tmpfs mount needs a target".into()))?;
-                mounts.push(ExtraMount::Tmpfs { target: abs(&target), size: m.size });
+                let target = m
+                    .target
+                    .clone()
+                    .ok_or_else(|| err("tmpfs mount needs a target".into()))?;
+                mounts.push(ExtraMount::Tmpfs {
+                    target: abs(&target),
+                    size: m.size,
+                });
             }
             MountType::Cache => {
-                let target = abs(&m.target.clone().ok_or_else(|| err("cache mount needs a target".into()))?);
+                let target = abs(&m
+                    .target
+                    .clone()
+                    .ok_or_else(|| err("cache mount needs a target".into()))?);
                 let id = m.id.clone().unwrap_or_else(|| target.clone());
-                let dir = self.store.root().join("cache-mounts").join(hash_key(&[&id]));
+                let dir = self
+                    .store
+                    .root()
+                    .join("cache-mounts")
+                    .join(hash_key(&[&id]));
                 if !dir.exists() {
-                    std::fs::create_dir_all(&dir).map_err(|e| err(format!("creating cache mount {id}: {e}")))?;
+                    std::fs::create_dir_all(&dir)
+                        .map_err(|e| err(format!("creating cache mount {id}: {e}")))?;
                     use std::os::unix::fs::PermissionsExt;
-                    let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(m.mode.unwrap_or(0o755)));
-                    let _ = std::os::unix::fs::chown(&dir, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0)));
+                    let _ = std::fs::set_permissions(
+                        &dir,
+                        std::fs::Permissions::from_mode(m.mode.unwrap_or(0o755)),
+                    );
+                    let _ = std::os::unix::fs::chown(
+                        &dir,
+                        Some(m.uid.unwrap_or(0)),
+                        Some(m.gid.unwrap_or(0)),
+                    );
                 }
-                mounts.push(ExtraMount::BindDir { src: dir, target, readonly: false });
+                mounts.push(ExtraMount::BindDir {
+                    src: dir,
+                    target,
+                    readonly: false,
+                });
             }
             MountType::Bind => {
-                let target = abs(&m.target.clone().ok_or_else(|| err("bind mount needs a target".into()))?);
+                let target = abs(&m
+                    .target
+                    .clone()
+                    .ok_or_else(|| err("bind mount needs a target".into()))?);
                 let src_rel = m.source.clone().unwrap_or_default();
                 let root = match &m.from {
                     None | Some(CopyFrom::Context) => ctx.opts.context.clone(),
-                    Some(f) => self.from_root(ctx, f, results)?.unwrap_or_else(|| ctx.opts.context.clone()),
+                    Some(f) => self
+                        .source_root(ctx, f, results)
+                        .map_err(|e| at(location, e))?
+                        .unwrap_or_else(|| ctx.opts.context.clone()),
                 };
                 let src = root.join(src_rel.trim_start_matches('/'));
-                let canon = std::fs::canonicalize(&src).map_err(|e| err(format!("bind mount source {src_rel:?}: {e}")))?;
-                let root_canon = std::fs::canonicalize(&root).map_err(|e| err(format!("{}: {e}", root.display())))?;
+                let canon = std::fs::canonicalize(&src)
+                    .map_err(|e| err(format!("bind mount source {src_rel:?}: {e}")))?;
+                let root_canon = std::fs::canonicalize(&root)
+                    .map_err(|e| err(format!("{}: {e}", root.display())))?;
                 if !canon.starts_with(&root_canon) {
-                    return Err(err(format!("bind mount source {src_rel:?} leaves its root")));
+                    return Err(err(format!(
+                        "bind mount source {src_rel:?} leaves its root"
+                    )));
                 }
-                if canon.is_dir() {
-                    mounts.push(ExtraMount::BindDir { src: canon, target, readonly: !m.read_write });
+                // A read-write bind sees a throwaway copy: writes never reach the context or
+                // the source stage, and vanish after the step (as in BuildKit).
+                let src = if m.read_write {
+                    let copy = tempfile::Builder::new()
+                        .prefix("rw-bind-")
+                        .tempdir_in(ctx.scratch.path())
+                        .map_err(|e| err(format!("bind mount source {src_rel:?}: {e}")))?
+                        .keep();
+                    let dst = copy.join("src");
+                    copy::copy_tree(&canon, &dst)?;
+                    dst
                 } else {
-                    mounts.push(ExtraMount::BindFile { src: canon, target, readonly: !m.read_write });
+                    canon
+                };
+                if src.is_dir() {
+                    mounts.push(ExtraMount::BindDir {
+                        src,
+                        target,
+                        readonly: !m.read_write,
+                    });
+                } else {
+                    mounts.push(ExtraMount::BindFile {
+                        src,
+                        target,
+                        readonly: !m.read_write,
+                    });
                 }
             }
             MountType::Ssh => return Err(err("RUN --mount=type=ssh is not supported yet".into())),
@@ -647,7 +1118,11 @@ impl<'a> Builder<'a> {
         let opts = ctx.opts;
         let mut config = st.config.clone();
         for (k, v) in &opts.labels {
-            config.config.labels.get_or_insert_with(Default::default).insert(k.clone(), v.clone());
+            config
+                .config
+                .labels
+                .get_or_insert_with(Default::default)
+                .insert(k.clone(), v.clone());
         }
         config.created = Some(ctx.created.clone());
         if opts.format == Format::Oci {
@@ -660,7 +1135,11 @@ impl<'a> Builder<'a> {
             Format::Oci => (media_types::OCI_CONFIG, media_types::OCI_LAYER_GZIP),
             Format::Docker => (media_types::DOCKER_CONFIG, media_types::DOCKER_LAYER_GZIP),
         };
-        let layers: Vec<Descriptor> = st.layers.iter_mut().map(|l| Descriptor::new(layer_mt, l.digest, l.size)).collect();
+        let layers: Vec<Descriptor> = st
+            .layers
+            .iter_mut()
+            .map(|l| Descriptor::new(layer_mt, l.digest, l.size))
+            .collect();
         let config_desc = Descriptor::new(config_mt, config_digest, config_bytes.len() as u64);
         let mut manifest = match opts.format {
             Format::Oci => Manifest::new_oci(config_desc, layers),
@@ -676,6 +1155,17 @@ impl<'a> Builder<'a> {
         self.store.put_blob_bytes(&manifest_bytes)?;
         let names: Vec<&str> = opts.tags.iter().map(String::as_str).collect();
         Ok(self.store.put_image(&manifest_bytes, &names)?)
+    }
+}
+
+/// Give an error that does not name its Dockerfile line the step's `location`.
+fn at(location: &str, e: BuildError) -> BuildError {
+    match e {
+        BuildError::Step { .. } | BuildError::RunFailed { .. } | BuildError::Frontend(_) => e,
+        other => BuildError::Step {
+            location: location.to_string(),
+            message: other.to_string(),
+        },
     }
 }
 
@@ -708,10 +1198,15 @@ fn summarize_copy(created_by: &str, expanded: &copy::Expanded) -> String {
         "file"
     };
     for verb in ["COPY ", "ADD "] {
-        if let (Some(a), Some(b)) = (created_by.find(verb), created_by.rfind(" in ")) {
-            if a + verb.len() <= b {
-                return format!("{}{kind}:{}{}", &created_by[..a + verb.len()], expanded.digest, &created_by[b..]);
-            }
+        if let (Some(a), Some(b)) = (created_by.find(verb), created_by.rfind(" in "))
+            && a + verb.len() <= b
+        {
+            return format!(
+                "{}{kind}:{}{}",
+                &created_by[..a + verb.len()],
+                expanded.digest,
+                &created_by[b..]
+            );
         }
     }
     created_by.to_string()

@@ -70,13 +70,36 @@ impl IgnoreRules {
     pub fn has_exceptions(&self) -> bool {
         self.rules.iter().any(|(neg, _)| *neg)
     }
+
+    /// Whether a `!` rule may re-include something below the directory `dir` (so an excluded
+    /// directory must still be walked).
+    pub fn may_reinclude_below(&self, dir: &str) -> bool {
+        let comps = clean(dir);
+        self.rules
+            .iter()
+            .any(|(neg, pat)| *neg && prefix_match(pat, &comps))
+    }
+}
+
+/// Whether some path starting with `dir` (and longer than it) can match `pat`.
+fn prefix_match(pat: &[String], dir: &[String]) -> bool {
+    match (pat.split_first(), dir.split_first()) {
+        (Some((p, _)), _) if p == "**" => true,
+        (Some(_), None) => true,
+        (None, _) => false,
+        (Some((p, prest)), Some((d, drest))) => {
+            glob(p.as_bytes(), d.as_bytes()) && prefix_match(prest, drest)
+        }
+    }
 }
 
 /// Match path components against pattern components (`**` spans any number of components).
 pub fn match_components(pat: &[String], path: &[String]) -> bool {
     match pat.split_first() {
         None => path.is_empty(),
-        Some((p, rest)) if p == "**" => (0..=path.len()).any(|i| match_components(rest, &path[i..])),
+        Some((p, rest)) if p == "**" => {
+            (0..=path.len()).any(|i| match_components(rest, &path[i..]))
+        }
         Some((p, rest)) => match path.split_first() {
             Some((c, prest)) => glob(p.as_bytes(), c.as_bytes()) && match_components(rest, prest),
             None => false,
@@ -135,7 +158,9 @@ mod tests {
 
     #[test]
     fn docker_semantics() {
-        let r = IgnoreRules::parse("# comment\n*.tmp\nlogs\n!logs/keep.log\nbuild/**/*.o\nsecret.env\n");
+        let r = IgnoreRules::parse(
+            "# comment\n*.tmp\nlogs\n!logs/keep.log\nbuild/**/*.o\nsecret.env\n",
+        );
         assert!(r.excluded("notes.tmp"));
         assert!(!r.excluded("dir/notes.tmp"), "* does not cross directories");
         assert!(r.excluded("logs/debug.log"));
@@ -144,6 +169,28 @@ mod tests {
         assert!(r.excluded("build/x/y/artifact.o"));
         assert!(r.excluded("secret.env"));
         assert!(!r.excluded("app/bin/run.sh"));
+    }
+
+    #[test]
+    fn reinclusion_below_excluded_dirs() {
+        let r = IgnoreRules::parse("docs\n!docs/public\nvendor/*\n!vendor/keep\n!**/KEEP\n");
+        assert!(r.excluded("docs") && r.may_reinclude_below("docs"));
+        assert!(r.excluded("vendor/drop"));
+        assert!(r.may_reinclude_below("vendor"));
+        let no_globstar = IgnoreRules::parse("vendor/*\n!vendor/keep\n");
+        assert!(
+            !no_globstar.may_reinclude_below("vendor/drop"),
+            "vendor/keep is not below vendor/drop"
+        );
+        assert!(
+            !no_globstar.may_reinclude_below("vendor/keep"),
+            "only vendor/keep itself is re-included"
+        );
+        assert!(!no_globstar.excluded("vendor/keep/k.txt"));
+        assert!(
+            r.may_reinclude_below("any/where"),
+            "**/KEEP can be below anything"
+        );
     }
 
     #[test]

@@ -43,15 +43,25 @@ fn is_opaque(p: &Path) -> bool {
     has_xattr(p, c"trusted.overlay.opaque") || has_xattr(p, c"user.overlay.opaque")
 }
 
+/// Whether `p` is an overlay metadata-only copy-up (its data lives in a lower layer).
+pub fn is_metacopy(p: &Path) -> bool {
+    has_xattr(p, c"trusted.overlay.metacopy") || has_xattr(p, c"user.overlay.metacopy")
+}
+
 fn has_xattr(path: &Path, name: &std::ffi::CStr) -> bool {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
     // SAFETY: NUL-terminated strings; a zero-sized query writes nothing.
     unsafe { libc::lgetxattr(c.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) >= 0 }
 }
 
 /// Split a rootfs path into its components.
 pub fn components(p: &str) -> Vec<String> {
-    p.split('/').filter(|c| !c.is_empty() && *c != ".").map(str::to_string).collect()
+    p.split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .map(str::to_string)
+        .collect()
 }
 
 impl LayerStack {
@@ -65,7 +75,9 @@ impl LayerStack {
                 p.push(OsStr::new(c));
                 let last = i + 1 == comps.len();
                 match fs::symlink_metadata(&p) {
-                    Ok(m) if m.file_type().is_char_device() && m.rdev() == 0 => return Ok(Lookup::Absent),
+                    Ok(m) if m.file_type().is_char_device() && m.rdev() == 0 => {
+                        return Ok(Lookup::Absent);
+                    }
                     Ok(m) if last => return Ok(Lookup::Found(p, m)),
                     Ok(m) if !m.is_dir() => {
                         blocked = true;
@@ -112,7 +124,9 @@ impl LayerStack {
                     }
                     return Ok((resolved, Lookup::Absent));
                 }
-                Lookup::Found(p, m) if m.file_type().is_symlink() && (follow_last || !pending.is_empty()) => {
+                Lookup::Found(p, m)
+                    if m.file_type().is_symlink() && (follow_last || !pending.is_empty()) =>
+                {
                     hops += 1;
                     if hops > 40 {
                         return Err(std::io::Error::from_raw_os_error(libc::ELOOP));
@@ -165,10 +179,16 @@ pub fn flat_snapshot(store: &Store, layers: &[LayerRef]) -> Result<PathBuf> {
     let staging = store.snapshot_staging()?;
     for l in layers {
         let blob = store.open_blob(&l.digest)?;
-        let tar = kiln_layer::decompress(std::io::BufReader::new(blob))
-            .map_err(|e| BuildError::Io { what: format!("decompressing layer {}", l.digest), source: e })?;
+        let tar =
+            kiln_layer::decompress(std::io::BufReader::new(blob)).map_err(|e| BuildError::Io {
+                what: format!("decompressing layer {}", l.digest),
+                source: e,
+            })?;
         kiln_layer::apply_layer(tar, staging.path(), &kiln_layer::ApplyOptions::default())
-            .map_err(|e| BuildError::Layer { what: format!("applying layer {}", l.digest), source: e })?;
+            .map_err(|e| BuildError::Layer {
+                what: format!("applying layer {}", l.digest),
+                source: e,
+            })?;
     }
     Ok(store.publish_snapshot(&key, staging)?)
 }

@@ -1,0 +1,136 @@
+#!/bin/bash
+# build-vs-buildah.sh: time `kiln build` against `buildah bud` (chroot isolation, overlay, --layers)
+# on the conformance corpus: cold (empty stores on both sides, base pulls included) and warm (the
+# same build again, every step from the cache), and print kiln/buildah ratios (below 1.0: kiln is
+# faster). Warm kiln runs must print "--> Using cache" for every step, or the script says so.
+#
+#   KILN=path/to/kiln   (default: target/release/kiln, else target/debug/kiln)
+#   CASES="02-metadata 03-copy-chown-chmod"   (default: every corpus case)
+#   RUNS=1              (median of RUNS cold and warm runs per case)
+#   CORPUS=dir          (default: /work/shared/conformance/dockerfile)
+#   BENCH_DIR=dir       where both tools' stores go (default: /var/tmp; same filesystem for both)
+# Base images come from the test harness cache (run `cargo test -p kiln-tests --test conformance`
+# once): busybox always, debian and debian-py (08, which also needs HTTPS egress) when cached.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+RUNS=${RUNS:-1}
+CACHE=${KILN_TEST_CACHE:-/var/tmp/kiln-test-cache}
+CORPUS=${CORPUS:-/work/shared/conformance/dockerfile}
+KILN=${KILN:-}
+if [ -z "$KILN" ]; then
+  for k in "$ROOT/target/release/kiln" "$ROOT/target/debug/kiln"; do [ -x "$k" ] && { KILN=$k; break; }; done
+fi
+[ -x "${KILN:-}" ] || { echo "kiln binary not found: build it or set KILN=" >&2; exit 2; }
+command -v buildah >/dev/null || { echo "buildah not installed" >&2; exit 2; }
+BUSYBOX=$(ls -d "$CACHE"/busybox-oci-* 2>/dev/null | grep -v '\.lock$' | sort | tail -1 || true)
+DEBIAN=$(ls -d "$CACHE"/debian-bookworm-oci-* 2>/dev/null | grep -v '\.lock$' | sort | tail -1 || true)
+DEBIAN_PY=$(ls -td "$CACHE"/debian-py-oci-* 2>/dev/null | grep -v '\.lock$' | head -1 || true)
+[ -f "${BUSYBOX:-}/index.json" ] || { echo "no cached busybox layout in $CACHE: run the conformance tests once" >&2; exit 2; }
+if [ -z "${CASES:-}" ]; then
+  CASES=$(cd "$CORPUS" && ls -d [0-9]*/ | tr -d / | tr '\n' ' ')
+fi
+
+WORK=$(mktemp -d "${BENCH_DIR:-/var/tmp}/kiln-bench-build.XXXXXX")
+REG_PID=
+cleanup() {
+  [ -n "$REG_PID" ] && { kill "$REG_PID" 2>/dev/null || true; wait "$REG_PID" 2>/dev/null || true; }
+  # buildah's overlay driver keeps mounts below its root: unmount only ours, deepest first.
+  awk -v w="$WORK" 'index($5, w) == 1 {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
+export HOME=$WORK/home XDG_RUNTIME_DIR=$WORK/home/run XDG_CONFIG_HOME=$WORK/home/.config
+export REGISTRY_AUTH_FILE=$WORK/auth.json CONTAINERS_REGISTRIES_CONF=$WORK/registries.conf
+mkdir -p "$XDG_RUNTIME_DIR" "$XDG_CONFIG_HOME"
+
+port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+REG=127.0.0.1:$port
+mkdir -p "$WORK/reg"
+cat > "$WORK/reg/config.yml" <<YML
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $WORK/reg/storage
+http:
+  addr: $REG
+YML
+# distribution reads REGISTRY_* variables as configuration: keep REGISTRY_AUTH_FILE away from it.
+env -u REGISTRY_AUTH_FILE docker-registry serve "$WORK/reg/config.yml" >"$WORK/reg/log" 2>&1 &
+REG_PID=$!
+up=
+for _ in $(seq 1 300); do curl -fs "http://$REG/v2/" >/dev/null 2>&1 && { up=1; break; }; sleep 0.05; done
+[ -n "$up" ] || { echo "docker-registry did not start: $(cat "$WORK/reg/log")" >&2; exit 2; }
+printf 'unqualified-search-registries = []\n[[registry]]\nlocation = "%s"\ninsecure = true\n' "$REG" > "$CONTAINERS_REGISTRIES_CONF"
+skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$BUSYBOX:latest" "docker://$REG/busybox:latest"
+if [ -f "${DEBIAN:-}/index.json" ]; then
+  skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$DEBIAN:bookworm" "docker://$REG/debian:bookworm"
+fi
+if [ -f "${DEBIAN_PY:-}/index.json" ]; then
+  skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$DEBIAN_PY:bookworm" "docker://$REG/debian-py:bookworm"
+fi
+
+now() { date +%s.%N; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+ratio() { echo "$1 $2" | awk '{ if ($2 > 0) printf "%.2f", $1 / $2; else print "-" }'; }
+
+# prepare CASE: copy the context to $WORK/ctx/CASE, point it at $REG, read its flags into ARGS.
+prepare() {
+  local c=$1 src=$CORPUS/$1
+  CTX=$WORK/ctx/$c
+  rm -rf "$CTX"; mkdir -p "$CTX"; cp -a "$src/." "$CTX/"
+  sed -i "s/127\.0\.0\.1:5000/$REG/g" "$CTX/Dockerfile"
+  ARGS=()
+  if [ -f "$CTX/bud.args" ]; then
+    sed -i "s/127\.0\.0\.1:5000/$REG/g" "$CTX/bud.args"
+    while IFS= read -r l; do [ -n "$l" ] && ARGS+=("${l//@CASE@/$CTX}"); done < "$CTX/bud.args"
+  fi
+}
+
+buildah_in() { buildah --root "$1/root" --runroot "$1/run" --storage-driver overlay "${@:2}"; }
+buildah_bud() { buildah_in "$1" bud --isolation chroot --layers --tls-verify=false -q -t "localhost/bench/$2" -f "$CTX/Dockerfile" "${ARGS[@]}" "$CTX" >"$1.log" 2>&1; }
+buildah_wipe() {
+  buildah_in "$1" rmi --all --force >/dev/null 2>&1 || true
+  awk -v w="$1" 'index($5, w) == 1 {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  rm -rf "$1"
+}
+kiln_build() { "$KILN" --root "$1" build --tls-verify=false -t "localhost/bench/$2" -f "$CTX/Dockerfile" "${ARGS[@]}" "$CTX" >"$1.log" 2>&1; }
+
+echo "kiln: $KILN   buildah: $(buildah --version | awk '{print $3}')   runs: $RUNS   registry: $REG"
+printf '%-22s %9s %9s %6s   %9s %9s %6s   %s\n' case b-cold k-cold ratio b-warm k-warm ratio "kiln warm cache"
+for c in $CASES; do
+  if grep -q '/debian' "$CORPUS/$c/Dockerfile" && [ ! -f "${DEBIAN:-}/index.json" ]; then
+    echo "$c: skipped (no cached debian layout)"; continue
+  fi
+  if grep -q '/debian-py' "$CORPUS/$c/Dockerfile" && [ ! -f "${DEBIAN_PY:-}/index.json" ]; then
+    echo "$c: skipped (no cached debian-py layout: run the conformance test corpus_08 once)"; continue
+  fi
+  prepare "$c"
+  bc_=() kc_=() bw_=() kw_=() cache_note=ok
+  for i in $(seq 1 "$RUNS"); do
+    B=$WORK/buildah-$c-$i K=$WORK/kiln-$c-$i
+    # Each timed build starts with the page cache flushed of the previous one's writes.
+    sync; t0=$(now); buildah_bud "$B" "$c" || { echo "$c: buildah failed: $(tail -3 "$B.log")" >&2; break; }; t1=$(now)
+    bc_+=("$(echo "$t1 - $t0" | bc)")
+    sync; t0=$(now); buildah_bud "$B" "$c"; t1=$(now)
+    bw_+=("$(echo "$t1 - $t0" | bc)")
+    buildah_wipe "$B"
+    sync; t0=$(now); kiln_build "$K" "$c" || { echo "$c: kiln failed: $(tail -3 "$K.log")" >&2; break; }; t1=$(now)
+    kc_+=("$(echo "$t1 - $t0" | bc)")
+    sync; t0=$(now); kiln_build "$K" "$c"; t1=$(now)
+    kw_+=("$(echo "$t1 - $t0" | bc)")
+    steps=$(grep -c ' STEP ' "$K.log" || true); froms=$(grep -c ' STEP .*: FROM ' "$K.log" || true)
+    hits=$(grep -cx -- '--> Using cache' "$K.log" || true)
+    [ "$hits" -eq $((steps - froms)) ] || cache_note="MISSES: $hits of $((steps - froms)) steps cached"
+    rm -rf "$K" "$K.log"
+  done
+  [ ${#kw_[@]} -gt 0 ] && [ ${#bw_[@]} -gt 0 ] || continue
+  bc=$(printf '%s\n' "${bc_[@]}" | median) kc=$(printf '%s\n' "${kc_[@]}" | median)
+  bw=$(printf '%s\n' "${bw_[@]}" | median) kw=$(printf '%s\n' "${kw_[@]}" | median)
+  printf '%-22s %9.2f %9.2f %6s   %9.2f %9.2f %6s   %s\n' "$c" "$bc" "$kc" "$(ratio "$kc" "$bc")" "$bw" "$kw" "$(ratio "$kw" "$bw")" "$cache_note"
+done
