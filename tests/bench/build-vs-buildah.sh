@@ -2,7 +2,8 @@
 # build-vs-buildah.sh: time `kiln build` against `buildah bud` (chroot isolation, overlay, --layers)
 # on the conformance corpus: cold (empty stores on both sides, base pulls included) and warm (the
 # same build again, every step from the cache), and print kiln/buildah ratios (below 1.0: kiln is
-# faster). Warm kiln runs must print "--> Using cache" for every step, or the script says so.
+# faster) and the time kiln spent in plugin calls (warm build). Warm kiln runs report with
+# --progress=json and must mark every step but FROM cached, or the script says so.
 #
 #   KILN=path/to/kiln   (default: target/release/kiln, else target/debug/kiln)
 #   CASES="02-metadata 03-copy-chown-chmod"   (default: every corpus case)
@@ -76,6 +77,11 @@ if [ -f "${DEBIAN_PY:-}/index.json" ]; then
 fi
 
 now() { date +%s.%N; }
+# Before a cold build: flush, then wait out ext4's window for recently freed inodes (5 s once the
+# inode tables are clean). Without it, whichever tool runs right after the other's store was
+# deleted spends most of its unpacking time skipping those inodes (on journal-less ext4 every
+# inode allocation checks them), which measures the deletion, not the tool.
+settle() { sync; sleep "${SETTLE:-6}"; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ratio() { echo "$1 $2" | awk '{ if ($2 > 0) printf "%.2f", $1 / $2; else print "-" }'; }
 
@@ -99,10 +105,12 @@ buildah_wipe() {
   awk -v w="$1" 'index($5, w) == 1 {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   rm -rf "$1"
 }
-kiln_build() { "$KILN" --root "$1" build --tls-verify=false -t "localhost/bench/$2" -f "$CTX/Dockerfile" "${ARGS[@]}" "$CTX" >"$1.log" 2>&1; }
+kiln_build() { "$KILN" --root "$1" build --tls-verify=false --progress=plain -t "localhost/bench/$2" -f "$CTX/Dockerfile" "${ARGS[@]}" "$CTX" >"$1.log" 2>&1; }
+# The warm build reports in JSON: its step events say what was cached, its summary the plugin time.
+kiln_build_json() { "$KILN" --root "$1" build --tls-verify=false --progress=json -t "localhost/bench/$2" -f "$CTX/Dockerfile" "${ARGS[@]}" "$CTX" >"$1.json" 2>"$1.log"; }
 
 echo "kiln: $KILN   buildah: $(buildah --version | awk '{print $3}')   runs: $RUNS   registry: $REG"
-printf '%-22s %9s %9s %6s   %9s %9s %6s   %s\n' case b-cold k-cold ratio b-warm k-warm ratio "kiln warm cache"
+printf '%-22s %9s %9s %6s   %9s %9s %6s %9s   %s\n' case b-cold k-cold ratio b-warm k-warm ratio plugin-ms "kiln warm cache"
 for c in $CASES; do
   if grep -q '/debian' "$CORPUS/$c/Dockerfile" && [ ! -f "${DEBIAN:-}/index.json" ]; then
     echo "$c: skipped (no cached debian layout)"; continue
@@ -111,26 +119,28 @@ for c in $CASES; do
     echo "$c: skipped (no cached debian-py layout: run the conformance test corpus_08 once)"; continue
   fi
   prepare "$c"
-  bc_=() kc_=() bw_=() kw_=() cache_note=ok
+  bc_=() kc_=() bw_=() kw_=() pm_=() cache_note=ok
   for i in $(seq 1 "$RUNS"); do
     B=$WORK/buildah-$c-$i K=$WORK/kiln-$c-$i
     # Each timed build starts with the page cache flushed of the previous one's writes.
-    sync; t0=$(now); buildah_bud "$B" "$c" || { echo "$c: buildah failed: $(tail -3 "$B.log")" >&2; break; }; t1=$(now)
+    settle; t0=$(now); buildah_bud "$B" "$c" || { echo "$c: buildah failed: $(tail -3 "$B.log")" >&2; break; }; t1=$(now)
     bc_+=("$(echo "$t1 - $t0" | bc)")
     sync; t0=$(now); buildah_bud "$B" "$c"; t1=$(now)
     bw_+=("$(echo "$t1 - $t0" | bc)")
     buildah_wipe "$B"
-    sync; t0=$(now); kiln_build "$K" "$c" || { echo "$c: kiln failed: $(tail -3 "$K.log")" >&2; break; }; t1=$(now)
+    settle; t0=$(now); kiln_build "$K" "$c" || { echo "$c: kiln failed: $(tail -3 "$K.log")" >&2; break; }; t1=$(now)
     kc_+=("$(echo "$t1 - $t0" | bc)")
-    sync; t0=$(now); kiln_build "$K" "$c"; t1=$(now)
+    sync; t0=$(now); kiln_build_json "$K" "$c"; t1=$(now)
     kw_+=("$(echo "$t1 - $t0" | bc)")
-    steps=$(grep -c ' STEP ' "$K.log" || true); froms=$(grep -c ' STEP .*: FROM ' "$K.log" || true)
-    hits=$(grep -cx -- '--> Using cache' "$K.log" || true)
-    [ "$hits" -eq $((steps - froms)) ] || cache_note="MISSES: $hits of $((steps - froms)) steps cached"
-    rm -rf "$K" "$K.log"
+    steps=$(jq -s '[.[] | select(.event == "step" and .status == "started" and (.instruction | startswith("FROM ") | not))] | length' "$K.json")
+    hits=$(jq -s '[.[] | select(.event == "step" and .status == "cached")] | length' "$K.json")
+    pm_+=("$(jq -s '[.[] | select(.event == "summary")][0].plugin_ms' "$K.json")")
+    [ "$hits" -eq "$steps" ] || cache_note="MISSES: $hits of $steps steps cached"
+    rm -rf "$K" "$K.log" "$K.json"
   done
   [ ${#kw_[@]} -gt 0 ] && [ ${#bw_[@]} -gt 0 ] || continue
   bc=$(printf '%s\n' "${bc_[@]}" | median) kc=$(printf '%s\n' "${kc_[@]}" | median)
   bw=$(printf '%s\n' "${bw_[@]}" | median) kw=$(printf '%s\n' "${kw_[@]}" | median)
-  printf '%-22s %9.2f %9.2f %6s   %9.2f %9.2f %6s   %s\n' "$c" "$bc" "$kc" "$(ratio "$kc" "$bc")" "$bw" "$kw" "$(ratio "$kw" "$bw")" "$cache_note"
+  pm=$(printf '%s\n' "${pm_[@]}" | median)
+  printf '%-22s %9.3f %9.3f %6s   %9.3f %9.3f %6s %9.2f   %s\n' "$c" "$bc" "$kc" "$(ratio "$kc" "$bc")" "$bw" "$kw" "$(ratio "$kw" "$bw")" "$pm" "$cache_note"
 done

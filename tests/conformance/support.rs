@@ -175,7 +175,8 @@ pub fn case_args(ctx: &Path) -> Vec<String> {
         .collect()
 }
 
-/// A hash of a context directory's names, modes and contents (for the reference cache).
+/// A hash of a context directory's names, modes, file mtimes (a RUN can list them) and contents
+/// (for the reference cache).
 pub fn tree_hash(dir: &Path) -> String {
     fn walk(d: &Path, rel: &str, acc: &mut Vec<u8>) {
         let mut names: Vec<_> = std::fs::read_dir(d)
@@ -189,7 +190,12 @@ pub fn tree_hash(dir: &Path) -> String {
             let r = format!("{rel}/{}", n.to_string_lossy());
             let md = std::fs::symlink_metadata(&p).expect("stat");
             use std::os::unix::fs::MetadataExt;
-            acc.extend_from_slice(format!("{r}\0{:o}\0", md.mode()).as_bytes());
+            let mtime = if md.file_type().is_symlink() {
+                0
+            } else {
+                md.mtime()
+            };
+            acc.extend_from_slice(format!("{r}\0{:o}\0{mtime}\0", md.mode()).as_bytes());
             if md.file_type().is_symlink() {
                 acc.extend_from_slice(
                     std::fs::read_link(&p)

@@ -242,3 +242,20 @@ fn install_from_registry() {
     kiln.run(["plugin", "remove", "test-injector"]);
     assert!(find(&list_json(&kiln), "test-injector").is_none());
 }
+
+#[test]
+fn listing_into_a_closed_pipe_ends_quietly() {
+    // `kiln plugin list | head -0`: the reader is gone before kiln prints its first line.
+    let kiln = Kiln::new();
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = kiln
+        .cmd(["plugin", "list"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run kiln plugin list");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "kiln panicked on a closed stdout:\n{stderr}");
+    assert_eq!(out.status.code(), Some(141), "status on a closed stdout; stderr:\n{stderr}");
+}

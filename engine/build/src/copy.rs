@@ -607,7 +607,7 @@ fn decompress_any(f: fs::File) -> std::io::Result<Box<dyn Read>> {
 /// Make sure directory `comps` exists in `upper`, creating parents with the attributes they have
 /// in the lower layers. Directories that exist nowhere are made 0755 and owned by `owner` (the
 /// `--chown` user, else root), as buildah and BuildKit do; `--chmod` never applies to them.
-fn ensure_dir(
+pub(crate) fn ensure_dir(
     stack: &LayerStack,
     upper: &Path,
     comps: &[String],

@@ -6,6 +6,7 @@ use crate::copy::{self, Attrs, SourceRoot};
 use crate::error::{BuildError, Result};
 use crate::ignore::IgnoreRules;
 use crate::layers::{LayerRef, LayerStack, flat_snapshot};
+use crate::progress::{Reporter, StepRef, Stream};
 use crate::{BuildOptions, Format, PullPolicy, SecretSource};
 use kiln_core::spec::{Descriptor, History, ImageConfig, Manifest};
 use kiln_core::{Digest, Platform, media_types};
@@ -18,7 +19,6 @@ use kiln_sandbox::{ExtraMount, FileSource, LineTail, Network, Output, Rootfs, Ru
 use kiln_store::{ImageRecord, Store};
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -59,12 +59,69 @@ struct Ctx<'b> {
     ignore: IgnoreRules,
     platform: Platform,
     created: String,
-    injectors: Vec<(Plugin, crate::InjectorConfig)>,
+    injectors: Injectors,
     total_steps: usize,
     step_no: usize,
     steps_run: usize,
     steps_cached: usize,
-    scratch: tempfile::TempDir,
+    scratch: std::sync::Arc<tempfile::TempDir>,
+    progress: std::sync::Arc<Reporter>,
+    stage: u32,
+    ssh: std::sync::Arc<std::collections::BTreeMap<String, PathBuf>>,
+}
+
+/// The build's injector plugins, shared by the threads running stages.
+#[derive(Clone)]
+struct Injectors(std::sync::Arc<Vec<(Plugin, crate::InjectorConfig)>>);
+
+impl std::ops::Deref for Injectors {
+    type Target = Vec<(Plugin, crate::InjectorConfig)>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl<'x> IntoIterator for &'x Injectors {
+    type Item = &'x (Plugin, crate::InjectorConfig);
+    type IntoIter = std::slice::Iter<'x, (Plugin, crate::InjectorConfig)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl<'b> Ctx<'b> {
+    /// A context for one stage's thread: shared parts, fresh counters, steps numbered from
+    /// `first_step`.
+    fn for_stage(&self, stage: u32, first_step: usize) -> Ctx<'b> {
+        Ctx {
+            opts: self.opts,
+            plan: self.plan,
+            ignore: self.ignore.clone(),
+            platform: self.platform.clone(),
+            created: self.created.clone(),
+            injectors: self.injectors.clone(),
+            total_steps: self.total_steps,
+            step_no: first_step,
+            steps_run: 0,
+            steps_cached: 0,
+            scratch: self.scratch.clone(),
+            progress: self.progress.clone(),
+            stage,
+            ssh: self.ssh.clone(),
+        }
+    }
+
+    /// The step being run, for progress reports.
+    fn step_ref(&self) -> StepRef {
+        let s = &self.plan.stages[self.stage as usize];
+        StepRef {
+            stage: self.stage,
+            stage_label: s.name.clone().unwrap_or_else(|| self.stage.to_string()),
+            step: self.step_no,
+        }
+    }
 }
 
 /// Part of every build cache key: bumped whenever a step's result for the same inputs changes
@@ -115,14 +172,6 @@ pub fn syntax_directive(source: &[u8]) -> Option<String> {
 }
 
 impl<'a> Builder<'a> {
-    fn say(&self, opts: &BuildOptions, line: &str) {
-        if !opts.quiet {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{line}");
-            let _ = out.flush();
-        }
-    }
-
     /// Run a build.
     pub fn build(&self, opts: &BuildOptions) -> Result<BuildOutcome> {
         let platform = match &opts.platform {
@@ -134,14 +183,21 @@ impl<'a> Builder<'a> {
             .clone()
             .or_else(|| syntax_directive(&opts.source))
             .unwrap_or_else(|| "dockerfile".into());
+        let progress = std::sync::Arc::new(Reporter::new(opts.progress, opts.quiet));
+        let t_load = Instant::now();
         let (frontend, _) = self
             .catalog
             .load(self.host, PluginKind::Frontend, &frontend_name)?;
+        progress.plugin_call(&format!("{frontend_name}: load"), t_load.elapsed());
+        // BuildKit's BUILD* platform args name the machine running the build; later build args
+        // win, so a user's own --build-arg BUILDPLATFORM still applies.
+        let mut build_args = vec![("BUILDPLATFORM".to_string(), Platform::host().to_string())];
+        build_args.extend(opts.build_args.iter().cloned());
         let req = FrontendRequest {
             entry_file: opts.source_name.clone(),
             source: opts.source.clone(),
             target: opts.target.clone(),
-            build_args: opts.build_args.clone(),
+            build_args,
             platform: platform.to_string(),
         };
         let image_config = self.image_config_fn(opts, &platform)?;
@@ -156,13 +212,9 @@ impl<'a> Builder<'a> {
                 return Err(BuildError::Frontend(lines.join("\n")));
             }
         };
-        tracing::debug!(
-            "frontend {} answered in {:?}",
-            frontend.info.name,
-            started.elapsed()
-        );
+        progress.plugin_call(&format!("{}: parse", frontend.info.name), started.elapsed());
         for w in &plan.warnings {
-            eprintln!("{}", render_diagnostic(w));
+            progress.warning(&render_diagnostic(w));
         }
         let ignore = self.ignore_rules(opts)?;
         let created = rfc3339(
@@ -171,9 +223,11 @@ impl<'a> Builder<'a> {
         );
         let mut injectors = Vec::new();
         for inj in &opts.injectors {
+            let t_load = Instant::now();
             let (p, _) = self
                 .catalog
                 .load(self.host, PluginKind::Injector, &inj.name)?;
+            progress.plugin_call(&format!("{}: load", inj.name), t_load.elapsed());
             injectors.push((p, inj.clone()));
         }
         let needed = needed_stages(&plan);
@@ -188,36 +242,139 @@ impl<'a> Builder<'a> {
                 what: "creating a scratch dir".into(),
                 source: e,
             })?;
+        let ssh_agents = SshAgents::start(&opts.ssh, scratch.path())?;
         let mut ctx = Ctx {
             opts,
             plan: &plan,
             ignore,
             platform,
             created,
-            injectors,
+            injectors: Injectors(std::sync::Arc::new(injectors)),
             total_steps,
             step_no: 0,
             steps_run: 0,
             steps_cached: 0,
-            scratch,
+            scratch: std::sync::Arc::new(scratch),
+            progress: progress.clone(),
+            stage: plan.target,
+            ssh: std::sync::Arc::new(ssh_agents.sockets.clone()),
         };
-        let mut results: Vec<Option<StageState>> = vec![None; plan.stages.len()];
-        for i in 0..plan.stages.len() as u32 {
-            if !needed.contains(&i) {
-                continue;
+        let jobs = match opts.jobs {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let mut results = match self.run_stages(&mut ctx, &needed, jobs) {
+            Ok(r) => r,
+            Err(e) => {
+                progress.finish(None, ctx.steps_run, ctx.steps_cached);
+                return Err(e);
             }
-            let st = self.run_stage(&mut ctx, i, &results)?;
-            results[i as usize] = Some(st);
-        }
+        };
         let final_state = results[plan.target as usize]
             .take()
             .ok_or_else(|| BuildError::Other("target stage did not run".into()))?;
         let image = self.commit_image(&ctx, final_state)?;
+        progress.finish(Some(&image.id.to_string()), ctx.steps_run, ctx.steps_cached);
         Ok(BuildOutcome {
             image,
             steps_run: ctx.steps_run,
             steps_cached: ctx.steps_cached,
         })
+    }
+
+    /// Run the `needed` stages, up to `jobs` at once: a stage starts when every stage it reads
+    /// from (its base, `COPY --from`, `RUN --mount=from=`) has finished; with one job they run
+    /// in plan order. After a failure no new stage starts, running ones finish, and the first
+    /// error is returned.
+    fn run_stages(
+        &self,
+        ctx: &mut Ctx<'_>,
+        needed: &BTreeSet<u32>,
+        jobs: usize,
+    ) -> Result<Vec<Option<StageState>>> {
+        let plan = ctx.plan;
+        let mut results: Vec<Option<StageState>> = vec![None; plan.stages.len()];
+        let mut first_step = vec![0usize; plan.stages.len()];
+        let mut n = 0;
+        for &i in needed {
+            first_step[i as usize] = n;
+            n += plan.stages[i as usize].steps.len() + 1;
+        }
+        let deps: Vec<BTreeSet<u32>> = plan.stages.iter().map(stage_deps).collect();
+        // Prefix RUN output by stage only when two stages can really run at once.
+        let parallel = jobs > 1
+            && needed.iter().enumerate().any(|(k, &a)| {
+                needed
+                    .iter()
+                    .skip(k + 1)
+                    .any(|&b| !depends_on(&deps, b, a) && !depends_on(&deps, a, b))
+            });
+        ctx.progress.set_parallel(parallel);
+        let mut pending: Vec<u32> = needed.iter().copied().collect();
+        let mut first_err: Option<BuildError> = None;
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::channel::<(u32, Result<(StageState, usize, usize)>)>();
+            let mut running = 0usize;
+            loop {
+                if first_err.is_none() {
+                    let mut k = 0;
+                    while running < jobs && k < pending.len() {
+                        let idx = pending[k];
+                        let ready = deps[idx as usize]
+                            .iter()
+                            .all(|d| !needed.contains(d) || results[*d as usize].is_some());
+                        if !ready {
+                            k += 1;
+                            continue;
+                        }
+                        pending.remove(k);
+                        let mut sub = ctx.for_stage(idx, first_step[idx as usize]);
+                        // `FROM --platform=…` picks the stage's base (and scratch config).
+                        if let Some(p) = plan.stages[idx as usize]
+                            .platform
+                            .as_deref()
+                            .and_then(|p| Platform::parse(p).ok())
+                        {
+                            sub.platform = p;
+                        }
+                        let visible = results.clone();
+                        let tx = tx.clone();
+                        running += 1;
+                        scope.spawn(move || {
+                            let r = self
+                                .run_stage(&mut sub, idx, &visible)
+                                .map(|st| (st, sub.steps_run, sub.steps_cached));
+                            sub.progress.stage_finished(idx);
+                            let _ = tx.send((idx, r));
+                        });
+                    }
+                }
+                if running == 0 {
+                    break;
+                }
+                let Ok((idx, r)) = rx.recv() else { break };
+                running -= 1;
+                match r {
+                    Ok((st, run, cached)) => {
+                        results[idx as usize] = Some(st);
+                        ctx.steps_run += run;
+                        ctx.steps_cached += cached;
+                    }
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+        });
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        if let Some(i) = pending.first() {
+            return Err(BuildError::Other(format!(
+                "stage {i} depends on a stage that cannot run before it"
+            )));
+        }
+        Ok(results)
     }
 
     fn ignore_rules(&self, opts: &BuildOptions) -> Result<IgnoreRules> {
@@ -275,39 +432,14 @@ impl<'a> Builder<'a> {
         ctx: &Ctx<'_>,
         reference: &str,
     ) -> Result<(ImageConfig, Vec<LayerRef>, Digest)> {
-        let local = self.store.resolve_image(reference).ok();
-        let img = match (local, ctx.opts.pull) {
-            (Some(img), PullPolicy::Missing | PullPolicy::Never) => img,
-            (None, PullPolicy::Never) => {
-                return Err(BuildError::Other(format!(
-                    "base image {reference} is not in the store and --pull=never"
-                )));
-            }
-            _ => {
-                let mut o = self.registry.clone();
-                o.platform = ctx.platform.clone();
-                if ctx.opts.quiet {
-                    o.progress = kiln_registry::Progress::Quiet;
-                }
-                let client = RegistryClient::new(o)?;
-                client
-                    .pull_platform(self.store, reference, &ctx.platform)?
-                    .record
-            }
-        };
-        let manifest = self.store.image_manifest(&img)?;
-        let config = self.store.image_config(&img)?;
-        let layers = manifest
-            .layers
-            .iter()
-            .zip(config.rootfs.diff_ids.iter())
-            .map(|(d, diff)| LayerRef {
-                digest: d.digest,
-                diff_id: *diff,
-                size: d.size,
-                media_type: d.media_type.clone(),
-            })
-            .collect();
+        let (img, config, layers) = find_or_pull(
+            self.store,
+            &self.registry,
+            reference,
+            &ctx.platform,
+            ctx.opts.pull,
+            ctx.opts.quiet || !ctx.progress.is_plain(),
+        )?;
         Ok((config, layers, img.manifest_digest))
     }
 
@@ -337,17 +469,122 @@ impl<'a> Builder<'a> {
             .as_ref()
             .map(|n| format!(" AS {n}"))
             .unwrap_or_default();
-        self.say(
-            ctx.opts,
+        let from_line = format!("FROM {from_text}{alias}");
+        ctx.progress.started(
+            &ctx.step_ref(),
+            ctx.total_steps,
             &format!(
-                "[{}/{}] STEP {}/{}: FROM {from_text}{alias}",
+                "[{}/{}] STEP {}/{}: {from_line}",
                 index + 1,
                 ctx.plan.stages.len(),
                 ctx.step_no,
                 ctx.total_steps
             ),
+            &from_line,
         );
-        let mut st = match &stage.base {
+        let t_from = Instant::now();
+        let base = self.stage_base(ctx, index, results);
+        match &base {
+            Ok(_) => ctx.progress.done(&ctx.step_ref(), t_from.elapsed(), false),
+            Err(e) => ctx
+                .progress
+                .error(&ctx.step_ref(), t_from.elapsed(), &e.to_string()),
+        }
+        let mut st = base?;
+        config::start_stage(&mut st.config);
+        let mut cmd_set = false;
+        for (si, step) in stage.steps.iter().enumerate() {
+            ctx.step_no += 1;
+            let location = format!("{file}:{}", step.location.line);
+            let display = step
+                .created_by
+                .strip_prefix("/bin/sh -c #(nop) ")
+                .unwrap_or(&step.created_by)
+                .trim_end();
+            let shown = display_step(step, display);
+            ctx.progress.started(
+                &ctx.step_ref(),
+                ctx.total_steps,
+                &format!(
+                    "[{}/{}] STEP {}/{}: {shown}",
+                    index + 1,
+                    ctx.plan.stages.len(),
+                    ctx.step_no,
+                    ctx.total_steps,
+                ),
+                &shown,
+            );
+            let t0 = Instant::now();
+            let cached_before = ctx.steps_cached;
+            let r = match &step.kind {
+                StepKind::Run(run) => self
+                    .run_step(
+                        ctx,
+                        &mut st,
+                        index,
+                        si as u32,
+                        run,
+                        &step.created_by,
+                        &location,
+                        results,
+                    )
+                    .map_err(|e| at(&location, e)),
+                StepKind::Copy(c) => self
+                    .copy_step(ctx, &mut st, c, &step.created_by, &location, results)
+                    .map_err(|e| at(&location, e)),
+                other => self.meta_step(ctx, &mut st, other, &step.created_by, &mut cmd_set),
+            };
+            let sref = ctx.step_ref();
+            match r {
+                Ok(()) => ctx
+                    .progress
+                    .done(&sref, t0.elapsed(), ctx.steps_cached > cached_before),
+                Err(e) => {
+                    ctx.progress.error(&sref, t0.elapsed(), &e.to_string());
+                    return Err(e);
+                }
+            }
+            tracing::debug!("{location}: step took {:?}", t0.elapsed());
+        }
+        Ok(st)
+    }
+
+    /// Metadata steps go through the cache too, so an unchanged rebuild reports every step as
+    /// cached (as buildah does).
+    fn meta_step(
+        &self,
+        ctx: &mut Ctx<'_>,
+        st: &mut StageState,
+        kind: &StepKind,
+        created_by: &str,
+        cmd_set: &mut bool,
+    ) -> Result<()> {
+        config::apply(&mut st.config, kind, cmd_set);
+        let key = hash_key(&[&st.key, &format!("{kind:?}")]);
+        if !self.cached(ctx, &key, st, created_by) {
+            push_history(&mut st.config, &ctx.created, created_by, true);
+            if ctx.opts.layers && !ctx.opts.no_cache {
+                self.store.cache_put(
+                    &format!("step-{key}"),
+                    &serde_json::json!({ "layer": null, "snapshot": null }),
+                )?;
+            }
+            st.key = key;
+            ctx.steps_run += 1;
+        }
+        Ok(())
+    }
+
+    /// A stage's starting state: scratch, a base image (pulled when needed) or another stage.
+    fn stage_base(
+        &self,
+        ctx: &Ctx<'_>,
+        index: u32,
+        results: &[Option<StageState>],
+    ) -> Result<StageState> {
+        let stage = &ctx.plan.stages[index as usize];
+        let file = &ctx.opts.source_name;
+        Ok(match &stage.base {
             plan::Base::Scratch => {
                 let mut c = ImageConfig::new(&ctx.platform);
                 c.created = None;
@@ -377,66 +614,7 @@ impl<'a> Builder<'a> {
             plan::Base::Stage(i) => results[*i as usize]
                 .clone()
                 .ok_or_else(|| BuildError::Other(format!("stage {i} has not run")))?,
-        };
-        config::start_stage(&mut st.config);
-        let mut cmd_set = false;
-        for (si, step) in stage.steps.iter().enumerate() {
-            ctx.step_no += 1;
-            let location = format!("{file}:{}", step.location.line);
-            let display = step
-                .created_by
-                .strip_prefix("/bin/sh -c #(nop) ")
-                .unwrap_or(&step.created_by)
-                .trim_end();
-            self.say(
-                ctx.opts,
-                &format!(
-                    "[{}/{}] STEP {}/{}: {}",
-                    index + 1,
-                    ctx.plan.stages.len(),
-                    ctx.step_no,
-                    ctx.total_steps,
-                    display_step(step, display)
-                ),
-            );
-            let t0 = Instant::now();
-            match &step.kind {
-                StepKind::Run(run) => self
-                    .run_step(
-                        ctx,
-                        &mut st,
-                        index,
-                        si as u32,
-                        run,
-                        &step.created_by,
-                        &location,
-                        results,
-                    )
-                    .map_err(|e| at(&location, e))?,
-                StepKind::Copy(c) => self
-                    .copy_step(ctx, &mut st, c, &step.created_by, &location, results)
-                    .map_err(|e| at(&location, e))?,
-                other => {
-                    // Metadata steps go through the cache too, so an unchanged rebuild reports
-                    // every step as cached (as buildah does).
-                    config::apply(&mut st.config, other, &mut cmd_set);
-                    let key = hash_key(&[&st.key, &format!("{other:?}")]);
-                    if !self.cached(ctx, &key, &mut st, &step.created_by) {
-                        push_history(&mut st.config, &ctx.created, &step.created_by, true);
-                        if ctx.opts.layers && !ctx.opts.no_cache {
-                            self.store.cache_put(
-                                &format!("step-{key}"),
-                                &serde_json::json!({ "layer": null, "snapshot": null }),
-                            )?;
-                        }
-                        st.key = key;
-                        ctx.steps_run += 1;
-                    }
-                }
-            }
-            tracing::debug!("{location}: step took {:?}", t0.elapsed());
-        }
-        Ok(st)
+        })
     }
 
     fn cached(&self, ctx: &mut Ctx<'_>, key: &str, st: &mut StageState, created_by: &str) -> bool {
@@ -464,7 +642,7 @@ impl<'a> Builder<'a> {
         }
         st.key = key.to_string();
         ctx.steps_cached += 1;
-        self.say(ctx.opts, "--> Using cache");
+        ctx.progress.cached(&ctx.step_ref());
         true
     }
 
@@ -480,41 +658,16 @@ impl<'a> Builder<'a> {
     ) -> Result<()> {
         let upper = staging.path().join("upper");
         let _ = std::fs::remove_dir_all(staging.path().join("work"));
-        let blob = self.store.blob_writer()?;
-        let mut lw =
-            kiln_layer::LayerWriter::new(blob, kiln_layer::Compression::Gzip).map_err(|e| {
-                BuildError::Io {
-                    what: "starting a layer".into(),
-                    source: e,
-                }
-            })?;
-        let dopts = kiln_layer::DiffOptions {
-            source_date_epoch: ctx.opts.timestamp,
-            lower: st.stack.dirs.clone(),
-            ..Default::default()
-        };
-        let stats =
-            kiln_layer::diff_overlay_upper(&upper, exclude, &dopts, &mut lw).map_err(|e| {
-                BuildError::Layer {
-                    what: format!("committing {}", upper.display()),
-                    source: e,
-                }
-            })?;
-        let layer = if stats.is_empty() {
-            None
-        } else {
-            let (d, blob) = lw.finish_into_inner().map_err(|e| BuildError::Io {
-                what: "finishing a layer".into(),
-                source: e,
-            })?;
-            blob.commit(Some(&d.digest))?;
-            Some(LayerRef {
-                digest: d.digest,
-                diff_id: d.diff_id,
-                size: d.size,
-                media_type: media_types::OCI_LAYER_GZIP.to_string(),
-            })
-        };
+        let t_commit = Instant::now();
+        let layer = layer_from_upper(
+            self.store,
+            &upper,
+            exclude,
+            &st.stack.dirs,
+            ctx.opts.timestamp,
+            false,
+        )?;
+        tracing::debug!("{created_by}: layer committed in {:?}", t_commit.elapsed());
         let snapshot_key = layer.as_ref().map(|l| format!("upper-{}", l.diff_id.hex()));
         if let (Some(l), Some(k)) = (&layer, &snapshot_key) {
             let snap = match self.store.snapshot(k) {
@@ -545,6 +698,7 @@ impl<'a> Builder<'a> {
                 source: e,
             })?;
         }
+        crate::layers::spread_subdirs(&staging.path().join("upper"));
         Ok(staging)
     }
 
@@ -681,27 +835,12 @@ impl<'a> Builder<'a> {
         spec: &str,
         location: &str,
     ) -> Result<(u32, u32)> {
-        // A bare numeric uid is also the gid (Docker, BuildKit and buildah agree); a bare name
-        // takes its primary group from the stage's /etc/passwd.
-        if let Ok(uid) = spec.trim().parse::<u32>() {
-            return Ok((uid, uid));
-        }
-        let user = UserSpec::parse(spec).map_err(|e| BuildError::Step {
-            location: location.into(),
-            message: format!("--chown={spec}: {e}"),
-        })?;
-        let empty = ctx.scratch.path().join("owner-upper");
-        let _ = std::fs::create_dir_all(&empty);
-        let rootfs = Rootfs::Overlay {
-            lowers: st.stack.dirs.clone(),
-            upper: empty.clone(),
-            work: empty,
-        };
-        let r = kiln_sandbox::resolve_user(&rootfs, &user).map_err(|e| BuildError::Step {
-            location: location.into(),
-            message: format!("--chown={spec}: {e}"),
-        })?;
-        Ok((r.uid, r.gid))
+        owner_in(
+            &st.stack,
+            spec,
+            &ctx.scratch.path().join("owner-upper"),
+            location,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -820,7 +959,11 @@ impl<'a> Builder<'a> {
             let reader: kiln_plugin_host::RootfsReadFn =
                 Box::new(move |p: &str| Ok(stack.read_file(p)));
             let granted: Vec<String> = Vec::new();
-            let inj = self.host.inject(plugin, &info, Some(reader), &granted)?;
+            let t_inject = Instant::now();
+            let inj = self.host.inject(plugin, &info, Some(reader), &granted);
+            ctx.progress
+                .plugin_call(&format!("{}: inject", cfg.name), t_inject.elapsed());
+            let inj = inj?;
             for m in inj.mounts {
                 let source = match m.content {
                     InjectedContent::Bytes(b) => FileSource::Bytes(b),
@@ -843,7 +986,8 @@ impl<'a> Builder<'a> {
         let staging = self.new_staging()?;
         let upper = staging.path().join("upper");
         let work = staging.path().join("work");
-        let quiet = ctx.opts.quiet;
+        let progress = ctx.progress.clone();
+        let sref = ctx.step_ref();
         let mut tail = LineTail::new(20);
         let tail_ref = std::cell::RefCell::new(&mut tail);
         let outcome = {
@@ -866,15 +1010,11 @@ impl<'a> Builder<'a> {
             spec.hostname = "kiln".into();
             spec.stdout = Output::Callback(Box::new(|b: &[u8]| {
                 tail_ref.borrow_mut().push(b);
-                if !quiet {
-                    let _ = std::io::stdout().write_all(b);
-                }
+                progress.output(&sref, Stream::Stdout, b);
             }));
             spec.stderr = Output::Callback(Box::new(|b: &[u8]| {
                 tail_ref.borrow_mut().push(b);
-                if !quiet {
-                    let _ = std::io::stderr().write_all(b);
-                }
+                progress.output(&sref, Stream::Stderr, b);
             }));
             kiln_sandbox::run(spec).map_err(|e| BuildError::Sandbox {
                 what: format!("{location}: RUN"),
@@ -1109,12 +1249,34 @@ impl<'a> Builder<'a> {
                     });
                 }
             }
-            MountType::Ssh => return Err(err("RUN --mount=type=ssh is not supported yet".into())),
+            MountType::Ssh => {
+                let id = m.id.clone().unwrap_or_else(|| "default".into());
+                let Some(sock) = ctx.ssh.get(&id) else {
+                    if m.required {
+                        return Err(err(format!(
+                            "ssh agent {id:?} is required but was not given (--ssh {id}[=SOCKET|KEY])"
+                        )));
+                    }
+                    return Ok(());
+                };
+                let target = m
+                    .target
+                    .clone()
+                    .map(|t| abs(&t))
+                    .unwrap_or_else(|| "/run/buildkit/ssh_agent.0".into());
+                mounts.push(ExtraMount::BindFile {
+                    src: sock.clone(),
+                    target: target.clone(),
+                    readonly: false,
+                });
+                env.retain(|(k, _)| k != "SSH_AUTH_SOCK");
+                env.push(("SSH_AUTH_SOCK".into(), target));
+            }
         }
         Ok(())
     }
 
-    fn commit_image(&self, ctx: &Ctx<'_>, mut st: StageState) -> Result<ImageRecord> {
+    fn commit_image(&self, ctx: &Ctx<'_>, st: StageState) -> Result<ImageRecord> {
         let opts = ctx.opts;
         let mut config = st.config.clone();
         for (k, v) in &opts.labels {
@@ -1128,33 +1290,257 @@ impl<'a> Builder<'a> {
         if opts.format == Format::Oci {
             config::strip_docker_only(&mut config);
         }
-        config.rootfs.diff_ids = st.layers.iter().map(|l| l.diff_id).collect();
-        let config_bytes = config.to_vec();
-        let config_digest = self.store.put_blob_bytes(&config_bytes)?;
-        let (config_mt, layer_mt) = match opts.format {
-            Format::Oci => (media_types::OCI_CONFIG, media_types::OCI_LAYER_GZIP),
-            Format::Docker => (media_types::DOCKER_CONFIG, media_types::DOCKER_LAYER_GZIP),
-        };
-        let layers: Vec<Descriptor> = st
-            .layers
-            .iter_mut()
-            .map(|l| Descriptor::new(layer_mt, l.digest, l.size))
-            .collect();
-        let config_desc = Descriptor::new(config_mt, config_digest, config_bytes.len() as u64);
-        let mut manifest = match opts.format {
-            Format::Oci => Manifest::new_oci(config_desc, layers),
-            Format::Docker => Manifest::new_docker(config_desc, layers),
-        };
-        if !opts.annotations.is_empty() && opts.format == Format::Oci {
-            let a = manifest.annotations.get_or_insert_with(Default::default);
-            for (k, v) in &opts.annotations {
-                a.insert(k.clone(), v.clone());
-            }
-        }
-        let manifest_bytes = manifest.to_vec();
-        self.store.put_blob_bytes(&manifest_bytes)?;
         let names: Vec<&str> = opts.tags.iter().map(String::as_str).collect();
-        Ok(self.store.put_image(&manifest_bytes, &names)?)
+        write_image(
+            self.store,
+            config,
+            &st.layers,
+            opts.format,
+            &opts.annotations,
+            &names,
+        )
+    }
+}
+
+/// Find `reference` in the store, or pull it (for `platform`) as `pull` allows; returns the image
+/// record, its config and its layers. Shared by FROM, `COPY --from=IMAGE` and `kiln from`.
+pub(crate) fn find_or_pull(
+    store: &Store,
+    registry: &ClientOptions,
+    reference: &str,
+    platform: &Platform,
+    pull: PullPolicy,
+    quiet: bool,
+) -> Result<(ImageRecord, ImageConfig, Vec<LayerRef>)> {
+    let local = store.resolve_image(reference).ok();
+    let img = match (local, pull) {
+        (Some(img), PullPolicy::Missing | PullPolicy::Never) => img,
+        (None, PullPolicy::Never) => {
+            return Err(BuildError::Other(format!(
+                "base image {reference} is not in the store and --pull=never"
+            )));
+        }
+        _ => {
+            let mut o = registry.clone();
+            o.platform = platform.clone();
+            if quiet {
+                o.progress = kiln_registry::Progress::Quiet;
+            }
+            let client = RegistryClient::new(o)?;
+            client.pull_platform(store, reference, platform)?.record
+        }
+    };
+    let manifest = store.image_manifest(&img)?;
+    let config = store.image_config(&img)?;
+    let layers = manifest
+        .layers
+        .iter()
+        .zip(config.rootfs.diff_ids.iter())
+        .map(|(d, diff)| LayerRef {
+            digest: d.digest,
+            diff_id: *diff,
+            size: d.size,
+            media_type: d.media_type.clone(),
+        })
+        .collect();
+    Ok((img, config, layers))
+}
+
+/// Diff an overlay `upper` directory (over `lower`, topmost first) into a gzip layer blob in the
+/// store; `None` when it holds no changes, unless `keep_empty` (an empty layer is written then, as
+/// buildah's commit does). `exclude` lists rootfs paths left out (mount-point stubs); `timestamp`
+/// clamps file times for reproducible layers.
+pub(crate) fn layer_from_upper(
+    store: &Store,
+    upper: &std::path::Path,
+    exclude: &[PathBuf],
+    lower: &[PathBuf],
+    timestamp: Option<i64>,
+    keep_empty: bool,
+) -> Result<Option<LayerRef>> {
+    let blob = store.blob_writer()?;
+    let mut lw =
+        kiln_layer::LayerWriter::new(blob, kiln_layer::Compression::Gzip).map_err(|e| {
+            BuildError::Io {
+                what: "starting a layer".into(),
+                source: e,
+            }
+        })?;
+    let dopts = kiln_layer::DiffOptions {
+        source_date_epoch: timestamp,
+        lower: lower.to_vec(),
+        ..Default::default()
+    };
+    let stats = kiln_layer::diff_overlay_upper(upper, exclude, &dopts, &mut lw).map_err(|e| {
+        BuildError::Layer {
+            what: format!("committing {}", upper.display()),
+            source: e,
+        }
+    })?;
+    if stats.is_empty() && !keep_empty {
+        return Ok(None);
+    }
+    let (d, blob) = lw.finish_into_inner().map_err(|e| BuildError::Io {
+        what: "finishing a layer".into(),
+        source: e,
+    })?;
+    blob.commit(Some(&d.digest))?;
+    Ok(Some(LayerRef {
+        digest: d.digest,
+        diff_id: d.diff_id,
+        size: d.size,
+        media_type: media_types::OCI_LAYER_GZIP.to_string(),
+    }))
+}
+
+/// Write `config` (its diff_ids set from `layers`) and a manifest in `format` into the store and
+/// record the image under `names`. `annotations` go on an OCI manifest.
+pub(crate) fn write_image(
+    store: &Store,
+    mut config: ImageConfig,
+    layers: &[LayerRef],
+    format: Format,
+    annotations: &[(String, String)],
+    names: &[&str],
+) -> Result<ImageRecord> {
+    config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id).collect();
+    let config_bytes = config.to_vec();
+    let config_digest = store.put_blob_bytes(&config_bytes)?;
+    let (config_mt, layer_mt) = match format {
+        Format::Oci => (media_types::OCI_CONFIG, media_types::OCI_LAYER_GZIP),
+        Format::Docker => (media_types::DOCKER_CONFIG, media_types::DOCKER_LAYER_GZIP),
+    };
+    let descs: Vec<Descriptor> = layers
+        .iter()
+        .map(|l| Descriptor::new(layer_mt, l.digest, l.size))
+        .collect();
+    let config_desc = Descriptor::new(config_mt, config_digest, config_bytes.len() as u64);
+    let mut manifest = match format {
+        Format::Oci => Manifest::new_oci(config_desc, descs),
+        Format::Docker => Manifest::new_docker(config_desc, descs),
+    };
+    if !annotations.is_empty() && format == Format::Oci {
+        let a = manifest.annotations.get_or_insert_with(Default::default);
+        for (k, v) in annotations {
+            a.insert(k.clone(), v.clone());
+        }
+    }
+    let manifest_bytes = manifest.to_vec();
+    store.put_blob_bytes(&manifest_bytes)?;
+    Ok(store.put_image(&manifest_bytes, names)?)
+}
+
+/// The (uid, gid) of a `--chown` spec in the filesystem `stack`: a bare numeric uid is also the
+/// gid (Docker, BuildKit and buildah agree); a name is looked up in the stack's /etc/passwd and
+/// /etc/group. `scratch` is an empty directory usable as an overlay upper for the lookup.
+pub(crate) fn owner_in(
+    stack: &LayerStack,
+    spec: &str,
+    scratch: &std::path::Path,
+    location: &str,
+) -> Result<(u32, u32)> {
+    if let Ok(uid) = spec.trim().parse::<u32>() {
+        return Ok((uid, uid));
+    }
+    let user = UserSpec::parse(spec).map_err(|e| BuildError::Step {
+        location: location.into(),
+        message: format!("--chown={spec}: {e}"),
+    })?;
+    let _ = std::fs::create_dir_all(scratch);
+    let rootfs = Rootfs::Overlay {
+        lowers: stack.dirs.clone(),
+        upper: scratch.to_path_buf(),
+        work: scratch.to_path_buf(),
+    };
+    let r = kiln_sandbox::resolve_user(&rootfs, &user).map_err(|e| BuildError::Step {
+        location: location.into(),
+        message: format!("--chown={spec}: {e}"),
+    })?;
+    Ok((r.uid, r.gid))
+}
+
+/// The SSH agents of a build (`--ssh`): forwarded sockets, and agents kiln started itself for
+/// key files (stopped when the build ends).
+struct SshAgents {
+    sockets: std::collections::BTreeMap<String, PathBuf>,
+    started: Vec<std::process::Child>,
+}
+
+impl SshAgents {
+    fn start(ssh: &[(String, Vec<PathBuf>)], scratch: &std::path::Path) -> Result<SshAgents> {
+        use std::os::unix::fs::FileTypeExt;
+        let mut agents = SshAgents {
+            sockets: Default::default(),
+            started: Vec::new(),
+        };
+        let bad = |id: &str, msg: String| BuildError::Other(format!("--ssh {id}: {msg}"));
+        for (n, (id, paths)) in ssh.iter().enumerate() {
+            let is_socket =
+                |p: &PathBuf| std::fs::metadata(p).is_ok_and(|m| m.file_type().is_socket());
+            let sock = match paths.as_slice() {
+                [] => {
+                    let p = std::env::var_os("SSH_AUTH_SOCK")
+                        .map(PathBuf::from)
+                        .ok_or_else(|| bad(id, "SSH_AUTH_SOCK is not set".into()))?;
+                    if !is_socket(&p) {
+                        return Err(bad(id, format!("{} is not a socket", p.display())));
+                    }
+                    p
+                }
+                [p] if is_socket(p) => p.clone(),
+                keys => {
+                    let sock = scratch.join(format!("ssh-agent.{n}.sock"));
+                    let child = std::process::Command::new("ssh-agent")
+                        .arg("-D")
+                        .arg("-a")
+                        .arg(&sock)
+                        .stdin(std::process::Stdio::null())
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .spawn()
+                        .map_err(|e| bad(id, format!("starting ssh-agent: {e}")))?;
+                    agents.started.push(child);
+                    let t0 = Instant::now();
+                    while !is_socket(&sock) {
+                        if t0.elapsed() > std::time::Duration::from_secs(10) {
+                            return Err(bad(id, "ssh-agent did not start".into()));
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    for k in keys {
+                        let o = std::process::Command::new("ssh-add")
+                            .arg("-q")
+                            .arg(k)
+                            .env("SSH_AUTH_SOCK", &sock)
+                            .stdin(std::process::Stdio::null())
+                            .output()
+                            .map_err(|e| bad(id, format!("running ssh-add: {e}")))?;
+                        if !o.status.success() {
+                            return Err(bad(
+                                id,
+                                format!(
+                                    "ssh-add {}: {}",
+                                    k.display(),
+                                    String::from_utf8_lossy(&o.stderr).trim()
+                                ),
+                            ));
+                        }
+                    }
+                    sock
+                }
+            };
+            agents.sockets.insert(id.clone(), sock);
+        }
+        Ok(agents)
+    }
+}
+
+impl Drop for SshAgents {
+    fn drop(&mut self) {
+        for c in &mut self.started {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
@@ -1181,6 +1567,14 @@ fn push_history(config: &mut ImageConfig, created: &str, created_by: &str, empty
 fn display_step(step: &plan::Step, display: &str) -> String {
     match &step.kind {
         StepKind::Run(_) => {
+            // `|N K=V… COMMAND` when build args apply: drop the count and the N pairs.
+            let display = match display.strip_prefix('|').and_then(|r| r.split_once(' ')) {
+                Some((n, rest)) => match n.parse::<usize>() {
+                    Ok(n) => rest.splitn(n + 1, ' ').last().unwrap_or(rest),
+                    Err(_) => display,
+                },
+                None => display,
+            };
             let s = display.trim_start_matches(|c: char| c != '/').to_string();
             format!("RUN {}", s.strip_prefix("/bin/sh -c ").unwrap_or(&s))
         }
@@ -1231,27 +1625,51 @@ fn needed_stages(plan: &BuildPlan) -> BTreeSet<u32> {
         if !need.insert(i) {
             continue;
         }
-        let s = &plan.stages[i as usize];
-        if let plan::Base::Stage(b) = s.base {
-            todo.push(b);
-        }
-        for step in &s.steps {
-            match &step.kind {
-                StepKind::Copy(c) => {
-                    if let CopyFrom::Stage(b) = c.from {
-                        todo.push(b);
-                    }
-                }
-                StepKind::Run(r) => {
-                    for m in &r.mounts {
-                        if let Some(CopyFrom::Stage(b)) = m.from {
-                            todo.push(b);
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
+        todo.extend(stage_deps(&plan.stages[i as usize]));
     }
     need
+}
+
+/// The stages a stage reads from: its base, `COPY --from` and `RUN --mount=from=` stages.
+fn stage_deps(s: &plan::Stage) -> BTreeSet<u32> {
+    let mut deps = BTreeSet::new();
+    if let plan::Base::Stage(b) = s.base {
+        deps.insert(b);
+    }
+    for step in &s.steps {
+        match &step.kind {
+            StepKind::Copy(c) => {
+                if let CopyFrom::Stage(b) = c.from {
+                    deps.insert(b);
+                }
+            }
+            StepKind::Run(r) => {
+                for m in &r.mounts {
+                    if let Some(CopyFrom::Stage(b)) = m.from {
+                        deps.insert(b);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    deps
+}
+
+/// Whether stage `a` needs stage `b`, directly or through others.
+fn depends_on(deps: &[BTreeSet<u32>], a: u32, b: u32) -> bool {
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![a];
+    while let Some(i) = todo.pop() {
+        if !seen.insert(i) {
+            continue;
+        }
+        for &d in &deps[i as usize] {
+            if d == b {
+                return true;
+            }
+            todo.push(d);
+        }
+    }
+    false
 }

@@ -1,9 +1,10 @@
 //! kiln's build executor: runs a frontend's build plan.
 //!
-//! [`build`] asks a frontend plugin for the plan, then executes the stages the target needs in
-//! order: bases come from the store (pulled when missing), RUN steps run in the sandbox on an
-//! overlay of the stage's layers, COPY/ADD write into a fresh upper directory, and every
-//! filesystem change becomes a layer blob in the store. A build cache keyed on the parent state,
+//! [`build`] asks a frontend plugin for the plan, then executes the stages the target needs,
+//! independent ones in parallel (`--jobs`), reporting progress as plain lines, JSON events or a
+//! live terminal view: bases come from the store (pulled when missing), RUN steps run in the
+//! sandbox on an overlay of the stage's layers, COPY/ADD write into a fresh upper directory, and
+//! every filesystem change becomes a layer blob in the store. A build cache keyed on the parent state,
 //! the step and the content of its sources lets an unchanged rebuild only look things up.
 
 mod config;
@@ -12,11 +13,14 @@ mod error;
 mod executor;
 mod ignore;
 mod layers;
+mod progress;
+pub mod working;
 
 pub use error::{BuildError, Result};
 pub use executor::{BuildOutcome, Builder};
 pub use ignore::IgnoreRules;
 pub use layers::{LayerRef, LayerStack};
+pub use progress::ProgressMode;
 
 use std::path::PathBuf;
 
@@ -107,4 +111,11 @@ pub struct BuildOptions {
     pub injectors: Vec<InjectorConfig>,
     /// `--volume`/`--run-mount`: host binds added to every RUN (src, target, readonly).
     pub run_binds: Vec<(PathBuf, String, bool)>,
+    /// `--jobs`: stages built at once (0 = one per CPU, 1 = one after another).
+    pub jobs: usize,
+    /// `--progress`.
+    pub progress: ProgressMode,
+    /// `--ssh ID[=SOCKET|KEY[,KEY…]]`: agent sockets (or keys to load into a fresh agent) for
+    /// `RUN --mount=type=ssh`; no path means `$SSH_AUTH_SOCK`.
+    pub ssh: Vec<(String, Vec<PathBuf>)>,
 }

@@ -178,7 +178,11 @@ pub fn build_plan(
         },
     };
     for (name, _) in &opts.build_args {
-        if !PROXY_ARGS.contains(&name.as_str()) && !b.declared.iter().any(|d| d == name) {
+        // BUILDPLATFORM comes from the executor on every build, like the proxy args.
+        if !PROXY_ARGS.contains(&name.as_str())
+            && name != "BUILDPLATFORM"
+            && !b.declared.iter().any(|d| d == name)
+        {
             b.warnings.push(Diagnostic {
                 severity: crate::diag::Severity::Warning,
                 message: format!("build argument {name} was given but no ARG declares it"),
@@ -366,11 +370,17 @@ impl Builder<'_> {
         } else {
             self.opts.platform.clone()
         };
-        let mut parts = p.split('/');
-        let os = parts.next().unwrap_or("").to_string();
-        let arch = parts.next().unwrap_or("").to_string();
-        let variant = parts.next().unwrap_or("").to_string();
-        for prefix in ["TARGET", "BUILD"] {
+        // The executor passes the machine's own platform as BUILDPLATFORM; without it the
+        // build platform is the target's.
+        let build = self
+            .build_arg("BUILDPLATFORM")
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| p.clone());
+        for (prefix, p) in [("TARGET", &p), ("BUILD", &build)] {
+            let mut parts = p.split('/');
+            let os = parts.next().unwrap_or("").to_string();
+            let arch = parts.next().unwrap_or("").to_string();
+            let variant = parts.next().unwrap_or("").to_string();
             self.globals
                 .push((format!("{prefix}PLATFORM"), Some(p.clone())));
             self.globals.push((format!("{prefix}OS"), Some(os.clone())));

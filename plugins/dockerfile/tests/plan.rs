@@ -302,6 +302,24 @@ fn automatic_platform_args() {
 }
 
 #[test]
+fn build_platform_comes_from_its_build_arg() {
+    let src = "FROM --platform=$BUILDPLATFORM scratch\nARG BUILDARCH\nARG TARGETARCH\nARG TARGETVARIANT\nENV B=$BUILDARCH T=$TARGETARCH V=$TARGETVARIANT\n";
+    let o = Options {
+        platform: "linux/arm/v7".into(),
+        build_args: vec![("BUILDPLATFORM".into(), "linux/amd64".into())],
+        ..Default::default()
+    };
+    let mut images = Images::default();
+    let p = plan_with(src, &o, &mut images).unwrap();
+    assert_eq!(p.stages[0].platform.as_deref(), Some("linux/amd64"));
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    assert_eq!(
+        steps(&p, 0).lines().nth(3),
+        Some("5:1 ENV [(\"B\", \"amd64\"), (\"T\", \"arm\"), (\"V\", \"v7\")]")
+    );
+}
+
+#[test]
 fn base_image_config_feeds_env_and_workdir() {
     let mut images = Images::default();
     let src = "FROM app-base\nENV P2=$PATH:/x A2=$APP\nWORKDIR sub\nFROM scratch\nENV P=$PATH\nWORKDIR rel\nFROM nopath\nENV P=$PATH\nFROM app-base AS again\n";

@@ -4,7 +4,7 @@
 use crate::cmd::export::{self, open_store, parse_destination};
 use crate::global::{ExitStatusError, Global};
 use anyhow::{Context, Result, bail};
-use kiln_build::{BuildOptions, Builder, Format, InjectorConfig, PullPolicy, SecretSource};
+use kiln_build::{BuildOptions, Builder, Format, InjectorConfig, ProgressMode, PullPolicy, SecretSource};
 use kiln_core::Transport;
 use std::io::Read;
 use std::path::PathBuf;
@@ -61,9 +61,12 @@ pub struct BuildArgs {
     /// Network for RUN: host (default), none or private.
     #[arg(long)]
     pub network: Option<String>,
-    /// Stages built at once (accepted; stages run in order).
+    /// Stages built at once (default: one per CPU; 1 builds them one after another).
     #[arg(long)]
     pub jobs: Option<usize>,
+    /// `ID[=SOCKET|KEY[,KEY…]]`: an SSH agent for `RUN --mount=type=ssh` (default: $SSH_AUTH_SOCK).
+    #[arg(long)]
+    pub ssh: Vec<String>,
     /// Verify registries' TLS certificates.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub tls_verify: Option<bool>,
@@ -132,6 +135,17 @@ fn parse_secret(s: &str) -> Result<(String, SecretSource)> {
     Ok((id, src))
 }
 
+fn parse_ssh(s: &str) -> Result<(String, Vec<PathBuf>)> {
+    let (id, paths) = match s.split_once('=') {
+        Some((id, p)) => (id, p.split(',').filter(|p| !p.is_empty()).map(PathBuf::from).collect()),
+        None => (s, Vec::new()),
+    };
+    if id.is_empty() {
+        bail!("--ssh {s:?}: needs an id (e.g. default)");
+    }
+    Ok((id.to_string(), paths))
+}
+
 /// Run `kiln build`.
 pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
     let store = open_store(g)?;
@@ -175,6 +189,8 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
             }
         }
     }
+    let progress: ProgressMode = a.progress.parse().map_err(anyhow::Error::msg)?;
+    let json = progress == ProgressMode::Json;
     let pull = match a.pull.as_str() {
         "always" | "true" => PullPolicy::Always,
         "missing" | "false" | "ifmissing" => PullPolicy::Missing,
@@ -246,6 +262,9 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
         ignore_file: a.ignorefile.clone(),
         injectors,
         run_binds: volumes,
+        jobs: a.jobs.unwrap_or(0),
+        progress,
+        ssh: a.ssh.iter().map(|s| parse_ssh(s)).collect::<Result<_>>()?,
     };
     let registry = crate::cmd::registry_options(g, a.tls_verify, a.authfile.clone(), a.cert_dir.clone(), a.quiet);
     let builder = Builder { store: &store, host: &host, catalog: &catalog, registry };
@@ -262,13 +281,17 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
     for out in &outputs {
         match out {
             Transport::Docker(r) => {
-                crate::cmd::push_to_registry(g, &store, &image, &r.to_string(), a.tls_verify, a.authfile.clone(), a.cert_dir.clone(), Some(format), a.quiet)?;
+                crate::cmd::push_to_registry(g, &store, &image, &r.to_string(), a.tls_verify, a.authfile.clone(), a.cert_dir.clone(), Some(format), a.quiet || json)?;
             }
-            t => export::export(&store, &host, &catalog, &image, t, &export_opts, a.timestamp, a.quiet)?,
+            t => export::export(&store, &host, &catalog, &image, t, &export_opts, a.timestamp, a.quiet || json)?,
         }
     }
     if let Some(f) = &a.iidfile {
         std::fs::write(f, image.id.to_string()).with_context(|| format!("writing {}", f.display()))?;
+    }
+    if json {
+        // The summary event already named the image; stdout stays one JSON object per line.
+        return Ok(());
     }
     if !a.quiet {
         for n in &image.names {

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 pub mod build;
+pub mod container;
 pub mod export;
 pub mod plugin;
 pub mod push;
@@ -42,6 +43,8 @@ pub enum Command {
     Plugin(plugin::PluginCommand),
     #[command(flatten)]
     Store(store::StoreCommand),
+    #[command(flatten)]
+    Container(container::ContainerCommand),
 }
 
 /// Run the chosen verb.
@@ -55,6 +58,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Logout(a) => registry::logout(a, g),
         Command::Plugin(c) => plugin::run(c, g),
         Command::Store(c) => store::run(c, g),
+        Command::Container(c) => container::run(c, g),
     }
 }
 

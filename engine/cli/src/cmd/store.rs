@@ -606,7 +606,15 @@ fn inspect_container(store: &Store, name: &str) -> Result<InspectOutput> {
         manifest: String::new(),
         container: c.name.clone(),
         container_id: c.id.clone(),
-        mount_point: c.rootfs.display().to_string(),
+        // As buildah: the mount point only while `kiln mount` has the container mounted.
+        mount_point: c
+            .extra
+            .get(kiln_build::working::STATE_KEY)
+            .and_then(|k| k.get("mount_point"))
+            .and_then(Value::as_str)
+            .filter(|p| kiln_build::working::mount_points().iter().any(|m| m.as_os_str() == *p))
+            .unwrap_or_default()
+            .to_string(),
         process_label: String::new(),
         mount_label: String::new(),
         image_annotations: None,

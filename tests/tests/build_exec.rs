@@ -1,0 +1,498 @@
+//! `kiln build`'s executor features beyond the conformance corpus: independent stages in
+//! parallel (`--jobs`), `--progress=plain|json|auto`, `RUN --mount=type=ssh` with `--ssh`, and
+//! BuildKit's automatic platform ARGs.
+//!
+//! Parallelism is checked by ordering evidence, never by timings: two independent stages record
+//! the host's uptime when their RUN starts and ends, and the final stage prints both intervals.
+
+#[path = "../conformance/support.rs"]
+mod support;
+
+use kiln_tests::Kiln;
+use kiln_tests::util::lossy;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use support::*;
+
+/// A build context holding `files`, the Dockerfile's `{REG}` replaced by the registry host.
+fn context(bases: &Bases, dockerfile: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        dockerfile.replace("{REG}", &bases.host()),
+    )
+    .expect("writing the Dockerfile");
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).expect("writing a context file");
+    }
+    dir
+}
+
+fn build(kiln: &Kiln, ctx: &Path, flags: &[&str]) -> Output {
+    let mut args = vec!["build"];
+    args.extend_from_slice(flags);
+    args.push(ctx.to_str().expect("utf-8 path"));
+    kiln.output(&args)
+}
+
+fn build_ok(kiln: &Kiln, ctx: &Path, flags: &[&str]) -> String {
+    let o = build(kiln, ctx, flags);
+    assert!(
+        o.status.success(),
+        "kiln build {flags:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        o.status,
+        lossy(&o.stdout),
+        lossy(&o.stderr)
+    );
+    lossy(&o.stdout)
+}
+
+/// The whitespace-separated words after `marker` on the first output line that has them and
+/// is not the echo of a STEP line.
+fn marked<'a>(out: &'a str, marker: &str) -> Vec<&'a str> {
+    out.lines()
+        .filter(|l| !l.contains(" STEP "))
+        .find_map(|l| l.split_once(marker).map(|(_, rest)| rest))
+        .unwrap_or_else(|| panic!("no {marker:?} line in:\n{out}"))
+        .split_whitespace()
+        .collect()
+}
+
+const STAGES: &str = "\
+FROM {REG}/busybox:latest AS a
+RUN echo hello-from-a; s=$(cut -d' ' -f1 /proc/uptime); sleep 2; e=$(cut -d' ' -f1 /proc/uptime); echo \"$s $e\" > /stamp
+FROM {REG}/busybox:latest AS b
+RUN echo hello-from-b; s=$(cut -d' ' -f1 /proc/uptime); sleep 2; e=$(cut -d' ' -f1 /proc/uptime); echo \"$s $e\" > /stamp
+FROM {REG}/busybox:latest AS unused
+RUN echo never-built
+FROM {REG}/busybox:latest
+COPY --from=a /stamp /a
+COPY --from=b /stamp /b
+RUN echo \"INTERVALS $(cat /a) $(cat /b)\"
+";
+
+/// (start, end) of stage a's and stage b's RUN, from the final stage's output.
+fn intervals(out: &str) -> ((f64, f64), (f64, f64)) {
+    let v: Vec<f64> = marked(out, "INTERVALS ")
+        .iter()
+        .map(|w| w.parse().unwrap_or_else(|_| panic!("{w:?} in:\n{out}")))
+        .collect();
+    assert_eq!(v.len(), 4, "{out}");
+    ((v[0], v[1]), (v[2], v[3]))
+}
+
+#[test]
+fn independent_stages_overlap_with_two_jobs_and_not_with_one() {
+    let bases = Bases::start(false);
+    let ctx = context(&bases, STAGES, &[]);
+    let kiln = Kiln::new();
+    kiln.mark_insecure(&bases.reg);
+
+    let out = build_ok(
+        &kiln,
+        ctx.path(),
+        &["--no-cache", "--jobs", "2", "--progress=plain"],
+    );
+    let ((a0, a1), (b0, b1)) = intervals(&out);
+    assert!(
+        a0 < b1 && b0 < a1,
+        "with --jobs 2 stages a [{a0}, {a1}] and b [{b0}, {b1}] should overlap:\n{out}"
+    );
+    // Parallel output names its stage; the stage the target does not need never runs.
+    assert!(out.contains("[a] hello-from-a"), "{out}");
+    assert!(out.contains("[b] hello-from-b"), "{out}");
+    assert!(!out.contains("never-built"), "{out}");
+    // Build-wide step numbers stay those of a sequential build (3 needed stages, 8 steps).
+    for n in 1..=8 {
+        assert!(
+            out.contains(&format!("STEP {n}/8: ")),
+            "STEP {n}/8 missing:\n{out}"
+        );
+    }
+    assert!(out.contains("[b] --> done in "), "{out}");
+
+    let out = build_ok(
+        &kiln,
+        ctx.path(),
+        &["--no-cache", "--jobs", "1", "--progress=plain"],
+    );
+    let ((a0, a1), (b0, b1)) = intervals(&out);
+    assert!(
+        a1 <= b0 || b1 <= a0,
+        "with --jobs 1 stages a [{a0}, {a1}] and b [{b0}, {b1}] must not overlap:\n{out}"
+    );
+    assert!(
+        out.contains("\nhello-from-a\n") && !out.contains("[a] hello"),
+        "sequential output is not prefixed:\n{out}"
+    );
+    // Sequential order is plan order: a's RUN before b's.
+    assert!(a1 <= b0, "a runs before b with --jobs 1:\n{out}");
+}
+
+#[test]
+fn a_failing_stage_fails_the_parallel_build() {
+    let bases = Bases::start(false);
+    let df = "FROM {REG}/busybox:latest AS a\nRUN sleep 1; echo slow-done > /done\n\
+              FROM {REG}/busybox:latest AS b\nRUN exit 7\n\
+              FROM {REG}/busybox:latest\nCOPY --from=a /done /a\nCOPY --from=b /done /b\nRUN echo final-ran\n";
+    let ctx = context(&bases, df, &[]);
+    let kiln = Kiln::new();
+    kiln.mark_insecure(&bases.reg);
+    let o = build(
+        &kiln,
+        ctx.path(),
+        &["--jobs", "2", "--progress=plain", "-t", "never-made"],
+    );
+    assert!(!o.status.success());
+    let err = lossy(&o.stderr);
+    assert!(
+        err.contains("Dockerfile:4"),
+        "the failing RUN is named:\n{err}"
+    );
+    assert!(
+        !lossy(&o.stdout).contains("final-ran"),
+        "{}",
+        lossy(&o.stdout)
+    );
+    let images = kiln.run(["images"]);
+    assert!(
+        !images.contains("never-made"),
+        "no image is made by a failed build:\n{images}"
+    );
+}
+
+const SIMPLE: &str = "\
+FROM {REG}/busybox:latest AS base
+ENV GREETING=hi
+RUN echo \"say $GREETING\"; echo to-stderr >&2
+FROM base
+COPY note.txt /note.txt
+";
+
+fn json_events(out: &str) -> Vec<Value> {
+    out.lines()
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("stdout line {l:?} is not JSON ({e}):\n{out}"))
+        })
+        .collect()
+}
+
+fn statuses(events: &[Value], status: &str) -> Vec<u64> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "step" && e["status"] == status)
+        .map(|e| e["step"].as_u64().expect("step number"))
+        .collect()
+}
+
+#[test]
+fn progress_json_is_one_event_per_line() {
+    let bases = Bases::start(false);
+    let ctx = context(&bases, SIMPLE, &[("note.txt", "note\n")]);
+    let kiln = Kiln::new();
+    kiln.mark_insecure(&bases.reg);
+
+    let out = build_ok(&kiln, ctx.path(), &["--progress=json", "-t", "jsonimg"]);
+    let events = json_events(&out);
+    assert_eq!(statuses(&events, "started"), vec![1, 2, 3, 4, 5], "{out}");
+    assert_eq!(statuses(&events, "done"), vec![1, 2, 3, 4, 5], "{out}");
+    assert!(statuses(&events, "cached").is_empty(), "{out}");
+    let run = events
+        .iter()
+        .find(|e| e["event"] == "step" && e["status"] == "started" && e["step"] == 3)
+        .expect("step 3 started");
+    assert_eq!(
+        run["instruction"],
+        "RUN echo \"say $GREETING\"; echo to-stderr >&2"
+    );
+    assert_eq!(run["stage_name"], "base");
+    assert!(
+        events
+            .iter()
+            .filter(|e| e["event"] == "step" && e["status"] == "done")
+            .all(|e| e["duration_ms"].as_f64().is_some()),
+        "{out}"
+    );
+    let outputs: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| e["event"] == "output")
+        .map(|e| (e["stream"].as_str().unwrap(), e["line"].as_str().unwrap()))
+        .collect();
+    assert!(outputs.contains(&("stdout", "say hi")), "{out}");
+    assert!(outputs.contains(&("stderr", "to-stderr")), "{out}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "plugin" && e["call"] == "dockerfile: parse"),
+        "plugin calls are timed:\n{out}"
+    );
+    assert!(
+        !events.iter().any(|e| e["event"] == "warning"),
+        "no warnings (the automatic BUILDPLATFORM arg is never unused):\n{out}"
+    );
+    let summary = events.last().expect("events");
+    assert_eq!(summary["event"], "summary", "{out}");
+    assert!(summary["plugin_ms"].as_f64().is_some(), "{out}");
+    let id = summary["image"].as_str().expect("image id").to_string();
+    let listed = kiln.run(["images", "--no-trunc", "-q"]);
+    assert!(
+        listed.contains(id.trim_start_matches("sha256:")),
+        "{id} not in:\n{listed}"
+    );
+
+    // An unchanged rebuild: every step after FROM is cached.
+    let out = build_ok(&kiln, ctx.path(), &["--progress=json"]);
+    let events = json_events(&out);
+    assert_eq!(statuses(&events, "cached"), vec![2, 3, 5], "{out}");
+    assert!(!events.iter().any(|e| e["event"] == "output"), "{out}");
+}
+
+#[test]
+fn progress_plain_marks_cache_hits_and_durations() {
+    let bases = Bases::start(false);
+    let ctx = context(&bases, SIMPLE, &[("note.txt", "note\n")]);
+    let kiln = Kiln::new();
+    kiln.mark_insecure(&bases.reg);
+    let out = build_ok(&kiln, ctx.path(), &["--progress=plain"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("[1/2] STEP 1/5: FROM ")
+                && l.ends_with("/busybox:latest AS base")),
+        "{out}"
+    );
+    assert!(lines.contains(&"[1/2] STEP 2/5: ENV GREETING=hi"), "{out}");
+    assert!(lines.contains(&"[2/2] STEP 4/5: FROM base"), "{out}");
+    assert!(lines.contains(&"say hi"), "{out}");
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("--> done in "))
+            .count(),
+        5,
+        "{out}"
+    );
+    let out = build_ok(&kiln, ctx.path(), &["--progress=plain"]);
+    assert_eq!(out.matches("--> Using cache").count(), 3, "{out}");
+    assert!(!out.contains("say hi"), "{out}");
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+#[test]
+fn progress_auto_on_a_terminal_draws_a_live_view() {
+    let bases = Bases::start(false);
+    let ctx = context(&bases, SIMPLE, &[("note.txt", "note\n")]);
+    let kiln = Kiln::new();
+    kiln.mark_insecure(&bases.reg);
+    let cmd = kiln.cmd(["build", "--progress=auto", ctx.path().to_str().unwrap()]);
+    let line: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| shell_quote(&a.to_string_lossy()))
+        .collect();
+    let mut script = std::process::Command::new("script");
+    script.args(["-qec", &line.join(" "), "/dev/null"]);
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => script.env(k, v),
+            None => script.env_remove(k),
+        };
+    }
+    let o = script.output().expect("running script");
+    let out = lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", lossy(&o.stderr));
+    // The live view reports finished steps instead of printing each STEP line as it starts.
+    assert!(out.contains("DONE "), "{out}");
+    assert!(
+        out.contains("STEP 5/5: COPY note.txt in /note.txt"),
+        "{out}"
+    );
+    let out2 = {
+        let o = script.output().expect("running script");
+        assert!(o.status.success());
+        lossy(&o.stdout)
+    };
+    assert!(out2.contains("CACHED "), "{out2}");
+}
+
+const AGENT_PY: &str = r#"
+import os, socket, struct
+path = os.environ["SSH_AUTH_SOCK"]
+s = socket.socket(socket.AF_UNIX)
+s.connect(path)
+s.sendall(struct.pack(">IB", 1, 11))
+def read(n):
+    b = b""
+    while len(b) < n:
+        c = s.recv(n - len(b))
+        if not c:
+            raise SystemExit("agent closed the connection")
+        b += c
+    return b
+(length,) = struct.unpack(">I", read(4))
+msg = read(length)
+assert msg[0] == 12, msg[0]
+(count,) = struct.unpack(">I", msg[1:5])
+off = 5
+names = []
+for _ in range(count):
+    (kl,) = struct.unpack(">I", msg[off:off + 4]); off += 4 + kl
+    (cl,) = struct.unpack(">I", msg[off:off + 4]); off += 4
+    names.append(msg[off:off + cl].decode()); off += cl
+print("AGENT", path, count, *names)
+"#;
+
+struct Agent {
+    child: std::process::Child,
+    sock: PathBuf,
+    key: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    fn start() -> Agent {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = dir.path().join("id_ed25519");
+        let ok = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "kiln-test-key", "-f"])
+            .arg(&key)
+            .status()
+            .expect("running ssh-keygen");
+        assert!(ok.success());
+        let sock = dir.path().join("agent.sock");
+        let child = std::process::Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&sock)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("starting ssh-agent");
+        for _ in 0..500 {
+            if sock.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let ok = std::process::Command::new("ssh-add")
+            .arg("-q")
+            .arg(&key)
+            .env("SSH_AUTH_SOCK", &sock)
+            .status()
+            .expect("running ssh-add");
+        assert!(ok.success());
+        Agent {
+            child,
+            sock,
+            key,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn ssh_mount_forwards_the_agent() {
+    let df = "FROM {REG}/debian-py:bookworm\nCOPY agent.py /agent.py\n\
+              RUN --mount=type=ssh python3 /agent.py\n\
+              RUN --mount=type=ssh,id=deploy,target=/tmp/deploy.sock python3 /agent.py\n\
+              RUN --mount=type=ssh,id=absent echo \"OPTIONAL [${SSH_AUTH_SOCK:-unset}]\"\n";
+    let bases = Bases::for_dockerfile("/debian-py");
+    let ctx = context(&bases, df, &[("agent.py", AGENT_PY)]);
+    let kiln = Kiln::new();
+    kiln.mark_insecure(&bases.reg);
+    let agent = Agent::start();
+    let sock = format!("default={}", agent.sock.display());
+    let key = format!("deploy={}", agent.key.display());
+    let out = build_ok(
+        &kiln,
+        ctx.path(),
+        &["--progress=plain", "--ssh", &sock, "--ssh", &key],
+    );
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("AGENT ")).collect();
+    assert_eq!(
+        lines,
+        vec![
+            "AGENT /run/buildkit/ssh_agent.0 1 kiln-test-key",
+            // A key file: kiln runs an agent of its own holding it.
+            "AGENT /tmp/deploy.sock 1 kiln-test-key",
+        ],
+        "{out}"
+    );
+    assert!(out.contains("OPTIONAL [unset]"), "{out}");
+
+    // A required agent that is not given fails the step.
+    let df = "FROM {REG}/debian-py:bookworm\nRUN --mount=type=ssh,required=true true\n";
+    let ctx = context(&bases, df, &[]);
+    let o = build(&kiln, ctx.path(), &["--progress=plain"]);
+    assert!(!o.status.success());
+    let err = lossy(&o.stderr);
+    assert!(err.contains("Dockerfile:2") && err.contains("ssh"), "{err}");
+}
+
+#[test]
+fn automatic_platform_args_when_declared() {
+    let df = "FROM --platform=$BUILDPLATFORM {REG}/busybox:latest AS tools\n\
+              ARG BUILDPLATFORM\nARG BUILDOS\nARG BUILDARCH\nARG BUILDVARIANT\n\
+              ARG TARGETPLATFORM\nARG TARGETOS\nARG TARGETARCH\nARG TARGETVARIANT\n\
+              RUN echo \"PLAT $BUILDPLATFORM $BUILDOS $BUILDARCH [$BUILDVARIANT] $TARGETPLATFORM $TARGETOS $TARGETARCH [$TARGETVARIANT]\"\n\
+              RUN echo marker > /marker\n\
+              FROM {REG}/busybox:latest\nCOPY --from=tools /marker /h\n\
+              RUN echo \"NOTDECLARED [$TARGETARCH] [$BUILDOS]\"\n";
+    let bases = Bases::start(false);
+    let ctx = context(&bases, df, &[]);
+    let kiln = Kiln::new();
+    kiln.mark_insecure(&bases.reg);
+    let host_arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let out = build_ok(&kiln, ctx.path(), &["--progress=plain"]);
+    let p = format!("linux/{host_arch}");
+    assert_eq!(
+        marked(&out, "PLAT "),
+        vec![&p, "linux", host_arch, "[]", &p, "linux", host_arch, "[]"],
+        "{out}"
+    );
+    assert_eq!(marked(&out, "NOTDECLARED "), vec!["[]", "[]"], "{out}");
+
+    // Cross-building: the target moves, the build platform stays the host's.
+    if host_arch == "amd64" {
+        let out = build_ok(
+            &kiln,
+            ctx.path(),
+            &[
+                "--progress=plain",
+                "--platform",
+                "linux/arm/v7",
+                "--target",
+                "tools",
+            ],
+        );
+        assert_eq!(
+            marked(&out, "PLAT "),
+            vec![
+                "linux/amd64",
+                "linux",
+                "amd64",
+                "[]",
+                "linux/arm/v7",
+                "linux",
+                "arm",
+                "[v7]"
+            ],
+            "{out}"
+        );
+    }
+}
