@@ -191,8 +191,8 @@ fn corpus_06_secret() {
 }
 
 // HTTPS from RUN behind the host's intercepting proxy: with the host's CA bundle mounted by
-// `--volume` (bud.args) the build works and matches buildah; without it curl cannot verify
-// pypi.org and the build fails. Skipped when this machine has no HTTPS egress.
+// `--volume` (bud.args) or injected by `--inject proxy-ca` the build works and matches buildah;
+// without it curl cannot verify pypi.org and the build fails. Skipped when this machine has no HTTPS egress.
 #[test]
 fn corpus_08_https_ca() {
     if !https_egress() {
@@ -222,6 +222,16 @@ fn corpus_08_https_ca() {
             "without the host CA, curl should fail to verify (exit 60) at line 5:\n{err}"
         );
     }
+    // The same build with the proxy-CA injector instead of a hand-written --volume (its default
+    // CA bundle is the host's SSL_CERT_FILE), nothing from the cache: equal to buildah's image.
+    let injected = case.out.path().join("injected.tar");
+    kiln_build_ok(
+        &case.kiln,
+        case.ctx(),
+        &["--no-cache".to_string(), "--inject".to_string(), "proxy-ca".to_string()],
+        &injected,
+    );
+    compare(&format!("{}-inject", case.name), &case.reference(), &injected, &[], 0);
 }
 
 // apt-get against the Debian mirror.

@@ -85,6 +85,10 @@ pub struct BuildArgs {
     /// Mount injector plugins for every RUN (e.g. proxy-ca), repeatable.
     #[arg(long)]
     pub inject: Vec<String>,
+    /// `NAME.KEY=VALUE` options for injector NAME (`corp-ca.site=eu` goes only to corp-ca),
+    /// repeatable.
+    #[arg(long = "inject-opt")]
+    pub inject_opts: Vec<String>,
     /// CA bundle for the proxy-ca injector (default: SSL_CERT_FILE or the host's bundle).
     #[arg(long)]
     pub ca_cert: Option<PathBuf>,
@@ -229,7 +233,14 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
                 }
             }
         }
+        cfg.options.extend(injector_options(&a.inject_opts, &name)?);
         injectors.push(cfg);
+    }
+    for opt in &a.inject_opts {
+        let target = opt.split_once('.').map(|(n, _)| n).unwrap_or_default();
+        if !injectors.iter().any(|c| c.name == target) {
+            bail!("--inject-opt {opt:?} names no injector of this build (use --inject NAME)");
+        }
     }
     // Split -t values into store names and other destinations.
     let mut store_names = Vec::new();
@@ -300,4 +311,21 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
     }
     println!("{}", image.id.hex());
     Ok(())
+}
+
+/// The `KEY=VALUE` pairs of the `--inject-opt NAME.KEY=VALUE` flags meant for injector `name`.
+fn injector_options(flags: &[String], name: &str) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for flag in flags {
+        let Some((scoped, value)) = flag.split_once('=') else {
+            bail!("--inject-opt {flag:?} is not NAME.KEY=VALUE");
+        };
+        let Some((plugin, key)) = scoped.split_once('.') else {
+            bail!("--inject-opt {flag:?} is not NAME.KEY=VALUE");
+        };
+        if plugin == name {
+            out.push((key.to_string(), value.to_string()));
+        }
+    }
+    Ok(out)
 }
