@@ -1350,6 +1350,31 @@ pub(crate) fn find_or_pull(
 /// store; `None` when it holds no changes, unless `keep_empty` (an empty layer is written then, as
 /// buildah's commit does). `exclude` lists rootfs paths left out (mount-point stubs); `timestamp`
 /// clamps file times for reproducible layers.
+/// How owners on the host map back to the image's owners: the inverse of the user namespace RUN
+/// steps get. Real root writes owners unchanged; a rootless caller's own id is the image's root.
+fn image_owners() -> kiln_layer::OwnerMap {
+    static OWNERS: std::sync::OnceLock<kiln_layer::OwnerMap> = std::sync::OnceLock::new();
+    OWNERS
+        .get_or_init(|| match kiln_sandbox::IdMap::detect(kiln_sandbox::UserNs::Auto) {
+            Ok(map)
+                if matches!(
+                    map.kind,
+                    kiln_sandbox::IdMapKind::SubIds | kiln_sandbox::IdMapKind::Single
+                ) =>
+            {
+                let ranges = |rs: &[kiln_sandbox::IdRange]| {
+                    rs.iter().map(|r| (r.container, r.host, r.size)).collect()
+                };
+                kiln_layer::OwnerMap {
+                    uids: ranges(&map.uids),
+                    gids: ranges(&map.gids),
+                }
+            }
+            _ => kiln_layer::OwnerMap::default(),
+        })
+        .clone()
+}
+
 pub(crate) fn layer_from_upper(
     store: &Store,
     upper: &std::path::Path,
@@ -1369,6 +1394,7 @@ pub(crate) fn layer_from_upper(
     let dopts = kiln_layer::DiffOptions {
         source_date_epoch: timestamp,
         lower: lower.to_vec(),
+        owners: image_owners(),
         ..Default::default()
     };
     let stats = kiln_layer::diff_overlay_upper(upper, exclude, &dopts, &mut lw).map_err(|e| {

@@ -28,6 +28,43 @@ pub struct DiffOptions {
     /// For [`diff_dirs`]: compare file content whenever type, mode, owner, size and xattrs match, even when the
     /// mtimes match too. Without it, equal mtimes (to the nanosecond) mean unchanged.
     pub always_compare_content: bool,
+    /// Rootless builds: how the owners seen on the host map back to the image's owners (the
+    /// inverse of the run's user-namespace mapping). Empty: owners are written as they are.
+    pub owners: OwnerMap,
+}
+
+/// Host → image owner translation, as `(image id, host id, count)` ranges for uids and gids. A
+/// host id outside every range is written as 65534 (the kernel's overflow id, "nobody"); with no
+/// ranges at all, ids are written unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnerMap {
+    /// uid ranges: (first id in the image, first id on the host, count).
+    pub uids: Vec<(u32, u32, u32)>,
+    /// gid ranges: (first id in the image, first id on the host, count).
+    pub gids: Vec<(u32, u32, u32)>,
+}
+
+impl OwnerMap {
+    fn translate(ranges: &[(u32, u32, u32)], host: u32) -> u32 {
+        if ranges.is_empty() {
+            return host;
+        }
+        ranges
+            .iter()
+            .find(|&&(_, h, n)| host >= h && host - h < n)
+            .map(|&(c, h, _)| c + (host - h))
+            .unwrap_or(65534)
+    }
+
+    /// The image uid of host uid `host`.
+    pub fn uid(&self, host: u32) -> u32 {
+        Self::translate(&self.uids, host)
+    }
+
+    /// The image gid of host gid `host`.
+    pub fn gid(&self, host: u32) -> u32 {
+        Self::translate(&self.gids, host)
+    }
 }
 
 /// What a diff wrote.
@@ -187,6 +224,7 @@ struct Emitter<W: Write> {
     tar: TarWriter<W>,
     stats: DiffStats,
     epoch: Option<i64>,
+    owners: OwnerMap,
     /// One slot per directory level being walked: `Some` while its header waits for a first entry below it.
     pending: Vec<Option<Node>>,
     /// (dev, ino) of multiply-linked files → the path a later link points at.
@@ -273,8 +311,8 @@ impl<W: Write> Emitter<W> {
             path: rel_join(dir_rel, OsStr::new(OPAQUE_MARKER)),
             kind: Kind::File,
             mode: dir.st_mode & 0o777,
-            uid: dir.st_uid,
-            gid: dir.st_gid,
+            uid: self.owners.uid(dir.st_uid),
+            gid: self.owners.gid(dir.st_gid),
             mtime: self.clamp(dir.st_mtime),
             size: 0,
             xattrs: Vec::new(),
@@ -319,8 +357,8 @@ impl<W: Write> Emitter<W> {
             path: rel.to_vec(),
             kind,
             mode: st.st_mode & 0o7777,
-            uid: st.st_uid,
-            gid: st.st_gid,
+            uid: self.owners.uid(st.st_uid),
+            gid: self.owners.gid(st.st_gid),
             mtime: self.clamp(st.st_mtime),
             size,
             xattrs: c.kept_xattrs(),
@@ -456,6 +494,7 @@ pub fn diff_overlay_upper<W: Write>(
         tar: TarWriter::new(out),
         stats: DiffStats::default(),
         epoch: opts.source_date_epoch,
+        owners: opts.owners.clone(),
         pending: Vec::new(),
         links: HashMap::new(),
         root: upper.to_path_buf(),
@@ -595,6 +634,7 @@ pub fn diff_dirs<W: Write>(
         tar: TarWriter::new(out),
         stats: DiffStats::default(),
         epoch: opts.source_date_epoch,
+        owners: opts.owners.clone(),
         pending: Vec::new(),
         links: HashMap::new(),
         root: upper.to_path_buf(),

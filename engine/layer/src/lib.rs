@@ -15,7 +15,7 @@ mod writer;
 
 pub use apply::{ApplyOptions, ApplyStats, OPAQUE_MARKER, WHITEOUT_PREFIX, apply_layer};
 pub use compress::{decompress, decompress_detect};
-pub use diff::{DiffOptions, DiffStats, diff_dirs, diff_overlay_upper};
+pub use diff::{DiffOptions, DiffStats, OwnerMap, diff_dirs, diff_overlay_upper};
 pub use error::{LayerError, Result};
 pub use kiln_core::{Compression, Digest};
 pub use writer::{GZIP_BLOCK_SIZE, LayerDigests, LayerWriter, LayerWriterOptions};
