@@ -1,0 +1,79 @@
+#!/bin/bash
+# exporters.sh: time kiln's exporters and print ratios in one run.
+#   - SIF of the debian base: `kiln push IMAGE sif:` vs what Apptainer's route costs on the same
+#     rootfs: `mksquashfs ROOTFS x.sqfs -comp gzip -noappend` + `siftool new` + `siftool add`
+#     (goal: kiln <= 0.7x);
+#   - oci-archive export from a warm page cache, in MB/s (goal >= 1000), for the debian image and
+#     for an image with one 1 GiB incompressible layer.
+#
+#   KILN=path/to/kiln   (default: target/release/kiln, else target/debug/kiln)
+#   LAYOUT=oci-dir      (default: the newest cached debian layout of the test harness;
+#                        run `cargo test -p kiln-tests --test harness` once to make it)
+#   BIG_MB=1024         (size of the incompressible layer; 0 skips it)
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+CACHE=${KILN_TEST_CACHE:-/var/tmp/kiln-test-cache}
+BIG_MB=${BIG_MB:-1024}
+KILN=${KILN:-}
+if [ -z "$KILN" ]; then
+  for k in "$ROOT/target/release/kiln" "$ROOT/target/debug/kiln"; do [ -x "$k" ] && { KILN=$k; break; }; done
+fi
+[ -x "${KILN:-}" ] || { echo "kiln binary not found: build it or set KILN=" >&2; exit 2; }
+case "$KILN" in *debug*) echo "note: $KILN is a debug build; numbers are pessimistic" >&2 ;; esac
+if [ -z "${LAYOUT:-}" ]; then
+  LAYOUT=$(ls -d "$CACHE"/debian-bookworm-oci-* 2>/dev/null | grep -v '\.lock$' | sort | tail -1 || true)
+fi
+[ -f "${LAYOUT:-}/index.json" ] || { echo "no OCI layout: set LAYOUT= or run the harness tests once" >&2; exit 2; }
+REF=$(jq -r '.manifests[0].annotations["org.opencontainers.image.ref.name"] // "latest"' "$LAYOUT/index.json")
+
+WORK=$(mktemp -d /tmp/kiln-bench-export.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+K() { "$KILN" --root "$WORK/store" "$@"; }
+now() { date +%s.%N; }
+secs() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$1" "$2"; }
+ratio() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$1" "$2"; }
+mbps() { python3 -c "import sys; print(f'{float(sys.argv[1]) / 1e6 / float(sys.argv[2]):.0f}')" "$1" "$2"; }
+
+K pull -q "oci:$LAYOUT:$REF" >/dev/null
+IMG=$(K images -q | head -1)
+
+# --- SIF ---------------------------------------------------------------------------------------
+t0=$(now); K push -q "$IMG" "sif:$WORK/kiln.sif" >/dev/null; t1=$(now)
+kiln_sif=$(secs "$t0" "$t1")
+mkdir -p "$WORK/rootfs"
+umoci unpack --rootless --image "$LAYOUT:$REF" "$WORK/bundle" >/dev/null 2>&1
+sync
+t0=$(now)
+mksquashfs "$WORK/bundle/rootfs" "$WORK/ref.sqfs" -comp gzip -noappend -no-progress -quiet >/dev/null
+siftool new "$WORK/ref.sif" >/dev/null
+siftool add --datatype 4 --partfs 1 --parttype 2 --partarch 2 "$WORK/ref.sif" "$WORK/ref.sqfs" >/dev/null
+t1=$(now)
+ref_sif=$(secs "$t0" "$t1")
+
+# --- oci-archive, warm cache ---------------------------------------------------------------------
+archive_rate() { # IMAGE → MB/s of the second (warm) export
+  K push -q "$1" "oci-archive:$WORK/a.tar" >/dev/null
+  rm -f "$WORK/a.tar"
+  local t0 t1 size
+  t0=$(now); K push -q "$1" "oci-archive:$WORK/a.tar" >/dev/null; t1=$(now)
+  size=$(stat -c %s "$WORK/a.tar"); rm -f "$WORK/a.tar"
+  echo "$(mbps "$size" "$(secs "$t0" "$t1")") $((size / 1000000))"
+}
+read -r deb_rate deb_mb < <(archive_rate "$IMG")
+big_line="(skipped: BIG_MB=0)"
+if [ "$BIG_MB" -gt 0 ]; then
+  mkdir -p "$WORK/big"
+  head -c "$((BIG_MB * 1048576))" /dev/urandom > "$WORK/big/random.bin"
+  printf 'FROM scratch\nCOPY random.bin /random.bin\n' > "$WORK/big/Containerfile"
+  K build -q -t localhost/big:1 -f "$WORK/big/Containerfile" "$WORK/big" >/dev/null
+  rm -f "$WORK/big/random.bin"
+  read -r big_rate big_mb < <(archive_rate localhost/big:1)
+  big_line="$big_rate MB/s ($big_mb MB)"
+fi
+
+echo "kiln: $KILN"
+printf '%-44s %8s %8s %6s\n' "measurement" "kiln" "ref" "ratio"
+printf '%-44s %7ss %7ss %6s\n' "SIF of debian (mksquashfs+siftool)" "$kiln_sif" "$ref_sif" "$(ratio "$kiln_sif" "$ref_sif")"
+echo "oci-archive export, warm, debian ($deb_mb MB): $deb_rate MB/s"
+echo "oci-archive export, warm, 1 random layer: $big_line"
