@@ -298,3 +298,37 @@ fn pull_from_oci_archive_and_docker_archive() {
     ]);
     assert_eq!(id.trim(), id2.trim());
 }
+
+#[test]
+fn unknown_layer_media_type_fails_naming_it() {
+    let reg = Registry::start(Variant::Plain);
+    bases::push_busybox(&reg);
+    let mut m = Skopeo::new().manifest(&reg, "busybox:latest");
+    let layer = m["layers"][0]["digest"].as_str().unwrap().to_string();
+    m["layers"][0]["mediaType"] = "application/vnd.example.mystery.layer".into();
+    let body = serde_json::to_vec(&m).unwrap();
+    let url = format!("http://{}/v2/busybox/manifests/mystery", reg.host());
+    let put = std::process::Command::new("curl")
+        .args(["-fsS", "--noproxy", "*", "-X", "PUT", "-H"])
+        .arg(format!("Content-Type: {}", m["mediaType"].as_str().unwrap()))
+        .arg("--data-binary")
+        .arg("@-")
+        .arg(&url)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(&body)?;
+            c.wait()
+        })
+        .expect("curl PUT manifest");
+    assert!(put.success(), "the registry refused the crafted manifest");
+    let kiln = Kiln::new();
+    let o = kiln.output(["pull", "-q", "--tls-verify=false", &reg.reference("busybox:mystery")]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a layer of unknown media type was accepted");
+    assert!(err.contains("application/vnd.example.mystery.layer"), "the error should name the media type:\n{err}");
+    assert!(err.contains(&layer[7..19]), "the error should name the layer digest:\n{err}");
+    assert!(kiln.run(["images", "-q"]).trim().is_empty(), "a failed pull left an image");
+    kiln.run(["fsck"]);
+}

@@ -171,6 +171,12 @@ impl RegistryClient {
         rep.line("Getting image source signatures");
         let mut blobs: Vec<(Digest, u64, &'static str)> = Vec::new();
         for l in &manifest.layers {
+            if !media_types::is_layer(&l.media_type) {
+                return Err(Error::Unsupported(format!(
+                    "{r}: layer {} has media type {:?}, which is not a filesystem layer kiln can unpack",
+                    l.digest, l.media_type
+                )));
+            }
             blobs.push((l.digest, l.size, "blob"));
         }
         let retries = self.opts.retries;
