@@ -6,6 +6,7 @@
 #   LAYOUT=oci-dir      (default: the newest cached debian layout from the test harness,
 #                        else the busybox one; run `cargo test -p kiln-tests --test harness` once)
 #   RUNS=3              (median of RUNS runs per measurement)
+#   BIG_MB=1024         (peak RSS with one incompressible layer of this size; 0 skips)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -89,3 +90,23 @@ report() {
 }
 report pull "${pull_kiln[@]}" "${pull_skopeo[@]}"
 report push "${push_kiln[@]}" "${push_skopeo[@]}"
+
+# Peak RSS with one incompressible layer of BIG_MB (default 1024; 0 skips): kiln must stream it
+# (goal < 150 MB), skopeo shown for comparison.
+BIG_MB=${BIG_MB:-1024}
+if [ "$BIG_MB" -gt 0 ]; then
+  mkdir -p "$WORK/big"
+  head -c "$((BIG_MB * 1048576))" /dev/urandom > "$WORK/big/random.bin"
+  printf 'FROM scratch\nCOPY random.bin /random.bin\n' > "$WORK/big/Containerfile"
+  "$KILN" --root "$WORK/kiln-big" build -q -t localhost/big:1 -f "$WORK/big/Containerfile" "$WORK/big" >/dev/null
+  rm -f "$WORK/big/random.bin"
+  rss() { /usr/bin/time -f '%M' "$@" 2>&1 >/dev/null | tail -1; }
+  start_registry big
+  push_rss=$(rss "$KILN" --root "$WORK/kiln-big" push -q --tls-verify=false localhost/big:1 "docker://$REG/big:1")
+  pull_rss=$(rss "$KILN" --root "$WORK/kiln-big-pull" pull -q --tls-verify=false "$REG/big:1")
+  sk_pull_rss=$(rss skopeo --insecure-policy copy -q --src-tls-verify=false "docker://$REG/big:1" "oci:$WORK/sk-big:x")
+  start_registry big2
+  sk_push_rss=$(rss skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$WORK/sk-big:x" "docker://$REG/big:1")
+  printf 'peak RSS, %d MiB layer: kiln pull %d MB, push %d MB; skopeo pull %d MB, push %d MB\n' "$BIG_MB" \
+    $((pull_rss / 1024)) $((push_rss / 1024)) $((sk_pull_rss / 1024)) $((sk_push_rss / 1024))
+fi

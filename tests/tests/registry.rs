@@ -332,3 +332,37 @@ fn unknown_layer_media_type_fails_naming_it() {
     assert!(kiln.run(["images", "-q"]).trim().is_empty(), "a failed pull left an image");
     kiln.run(["fsck"]);
 }
+
+/// `kiln pull` on a terminal draws progress bars (run under `script`, which gives it a pty);
+/// `-q` prints only the image id.
+#[test]
+fn progress_bars_on_a_terminal_and_quiet_with_q() {
+    let reg = Registry::start(Variant::Plain);
+    bases::push_busybox(&reg);
+    let kiln = Kiln::new();
+    let inner = kiln.cmd(["pull", "--tls-verify=false", &reg.reference("busybox:latest")]);
+    let line = std::iter::once(inner.get_program())
+        .chain(inner.get_args())
+        .map(|a| format!("'{}'", a.to_string_lossy().replace('\'', "'\\''")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut script = std::process::Command::new("script");
+    script.args(["-qec", &line, "/dev/null"]);
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => script.env(k, v),
+            None => script.env_remove(k),
+        };
+    }
+    let o = script.output().expect("running script");
+    let tty = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "pull on a terminal failed:\n{tty}");
+    assert!(tty.contains("Copying blob") && tty.contains('['), "no progress bar on a terminal:\n{tty}");
+    assert!(tty.contains("\u{1b}["), "a terminal view redraws its bars with escape sequences:\n{tty}");
+
+    let quiet = Kiln::new();
+    let o = quiet.output(["pull", "-q", "--tls-verify=false", &reg.reference("busybox:latest")]);
+    assert!(o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), config_hex(&reg, "busybox:latest"));
+    assert!(o.stderr.is_empty(), "-q printed progress: {}", String::from_utf8_lossy(&o.stderr));
+}
