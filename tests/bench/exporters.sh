@@ -6,7 +6,8 @@
 #   - oci-archive export from a warm page cache, in MB/s (goal >= 1000), for the debian image and
 #     for an image with one 1 GiB incompressible layer.
 #
-#   KILN=path/to/kiln   (default: target/release/kiln, else target/debug/kiln)
+#   KILN=path/to/kiln   (default: target/release/kiln or $CARGO_TARGET_DIR/release/kiln, else the
+#                        debug one, with a warning)
 #   LAYOUT=oci-dir      (default: the newest cached debian layout of the test harness;
 #                        run `cargo test -p kiln-tests --test harness` once to make it)
 #   BIG_MB=1024         (size of the incompressible layer; 0 skips it)
@@ -17,7 +18,10 @@ CACHE=${KILN_TEST_CACHE:-/var/tmp/kiln-test-cache}
 BIG_MB=${BIG_MB:-1024}
 KILN=${KILN:-}
 if [ -z "$KILN" ]; then
-  for k in "$ROOT/target/release/kiln" "$ROOT/target/debug/kiln"; do [ -x "$k" ] && { KILN=$k; break; }; done
+  T=${CARGO_TARGET_DIR:-$ROOT/target}
+  for k in "$ROOT/target/release/kiln" "$T/release/kiln" "$ROOT/target/debug/kiln" "$T/debug/kiln"; do
+    [ -x "$k" ] && { KILN=$k; break; }
+  done
 fi
 [ -x "${KILN:-}" ] || { echo "kiln binary not found: build it or set KILN=" >&2; exit 2; }
 case "$KILN" in *debug*) echo "note: $KILN is a debug build; numbers are pessimistic" >&2 ;; esac

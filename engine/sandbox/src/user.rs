@@ -32,13 +32,15 @@ impl UserSpec {
         }
     }
 
-    /// Parses `name|uid[:group|gid]`; an empty string means root.
+    /// Parses `name|uid[:group|gid]`; an empty string means root, and so does an empty user
+    /// before a group (`:GID`, as Docker reads `--chown=:GID`).
     pub fn parse(s: &str) -> Result<Self, Error> {
         let s = s.trim();
         if s.is_empty() {
             return Ok(Self::root());
         }
         let (user, group) = match s.split_once(':') {
+            Some(("", g)) => ("root", Some(g)),
             Some((u, g)) => (u, Some(g)),
             None => (s, None),
         };
@@ -348,7 +350,12 @@ mod tests {
                 group: Some("50".into())
             }
         );
-        assert!(UserSpec::parse(":x").is_err());
+        // `--chown=:GID`: the user is root, the group as given.
+        assert_eq!(
+            UserSpec::parse(":50").unwrap(),
+            UserSpec { user: "root".into(), group: Some("50".into()) }
+        );
+        assert!(UserSpec::parse(":").is_err());
         assert!(UserSpec::parse("a:").is_err());
         assert_eq!(UserSpec::parse("bob").unwrap().to_string(), "bob");
     }
