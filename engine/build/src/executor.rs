@@ -775,21 +775,7 @@ impl<'a> Builder<'a> {
             let ex = IgnoreRules::parse(&c.excludes.join("\n"));
             expanded.items.retain(|it| !ex.excluded(&it.rel));
         }
-        let workdir = st
-            .config
-            .config
-            .working_dir
-            .clone()
-            .filter(|w| !w.is_empty())
-            .unwrap_or_else(|| "/".into());
-        let mut dest = if c.dest.starts_with('/') {
-            c.dest.clone()
-        } else {
-            format!("{}/{}", workdir.trim_end_matches('/'), c.dest)
-        };
-        if c.dest.ends_with('/') && !dest.ends_with('/') {
-            dest.push('/');
-        }
+        let dest = copy_destination(st.config.config.working_dir.as_deref(), &c.dest);
         let created_by = summarize_copy(created_by, &expanded);
         let key = hash_key(&[
             &st.key,
@@ -1373,6 +1359,21 @@ fn image_owners() -> kiln_layer::OwnerMap {
             _ => kiln_layer::OwnerMap::default(),
         })
         .clone()
+}
+
+/// Where a COPY/ADD destination lands: relative paths are under the working directory (`/` when
+/// none is set), and a trailing `/` (meaning "into this directory") is kept.
+pub(crate) fn copy_destination(working_dir: Option<&str>, dest: &str) -> String {
+    let workdir = working_dir.filter(|w| !w.is_empty()).unwrap_or("/");
+    let mut out = if dest.starts_with('/') {
+        dest.to_string()
+    } else {
+        format!("{}/{}", workdir.trim_end_matches('/'), dest)
+    };
+    if dest.ends_with('/') && !out.ends_with('/') {
+        out.push('/');
+    }
+    out
 }
 
 pub(crate) fn layer_from_upper(

@@ -684,21 +684,8 @@ impl<'a> Containers<'a> {
             &location,
             scratch.path(),
         )?;
-        let workdir = c
-            .config
-            .config
-            .working_dir
-            .clone()
-            .filter(|w| !w.is_empty())
-            .unwrap_or_else(|| "/".into());
-        let mut dest = if opts.dest.starts_with('/') {
-            opts.dest.clone()
-        } else {
-            format!("{}/{}", workdir.trim_end_matches('/'), opts.dest)
-        };
-        if opts.dest.ends_with('/') && !dest.ends_with('/') {
-            dest.push('/');
-        }
+        let dest =
+            crate::executor::copy_destination(c.config.config.working_dir.as_deref(), &opts.dest);
         let (stack, upper) = self.view(c)?;
         if c.mounted_at().is_none() {
             reopen_whiteouts(&upper, &dest)?;
