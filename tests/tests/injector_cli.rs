@@ -71,6 +71,8 @@ fn a_third_party_injector_is_used_and_its_hostile_answers_are_refused() {
     let cases: &[(&[&str], &str)] = &[
         (&["mode=proc-target"], "under /proc"),
         (&["mode=dotdot-target"], "../etc"),
+        (&["mode=dotdot-inside"], "not a normalized path"),
+        (&["mode=secret-env", "secret=not-granted", "var=X"], "not-granted"),
         (&["mode=bundle"], "at most"),
         (&["mode=secret", "secret=not-granted"], "not-granted"),
         (&["mode=panic"], "deliberate panic"),

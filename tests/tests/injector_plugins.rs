@@ -67,14 +67,36 @@ fn secrets_places_granted_secrets_and_skips_optional_missing_ones() {
 }
 
 #[test]
+fn secrets_hands_env_requests_to_the_host_by_handle() {
+    let info = step(
+        vec![
+            vec![("type", "secret"), ("id", "tok"), ("env", "TOKEN")],
+            vec![("type", "secret"), ("id", "tok"), ("env", "TOKEN_TOO"), ("target", "/etc/tok")],
+            vec![("type", "secret"), ("id", "absent"), ("env", "ABSENT")],
+        ],
+        vec![],
+        vec![],
+    );
+    let inj = inject("secrets", &info, None, &["tok"]).unwrap();
+    assert!(inj.env.is_empty(), "secret values must not pass through the plugin: {:?}", inj.env);
+    assert_eq!(inj.secret_env, [("TOKEN".to_string(), "tok".to_string()), ("TOKEN_TOO".to_string(), "tok".to_string())]);
+    assert_eq!(inj.mounts.len(), 1, "{inj:?}");
+    assert_eq!((inj.mounts[0].target.as_str(), secret_id(&inj.mounts[0].content)), ("/etc/tok", "tok"));
+    // Without the grant the env request is skipped (optional) or fails (required).
+    let info = step(vec![vec![("id", "tok"), ("env", "TOKEN"), ("required", "true")]], vec![], vec![]);
+    let e = inject("secrets", &info, None, &[]).unwrap_err().to_string();
+    assert!(e.contains("secret \"tok\" is required but was not given"), "{e}");
+}
+
+#[test]
 fn secrets_reports_missing_required_secrets_and_bad_requests() {
     let info = step(vec![vec![("id", "deploy-key"), ("required", "true")]], vec![], vec![]);
     let e = inject("secrets", &info, None, &["other"]).unwrap_err().to_string();
     assert!(e.contains("invalid input: secret \"deploy-key\" is required but was not given"), "{e}");
 
-    let info = step(vec![vec![("id", "tok"), ("env", "TOKEN")]], vec![], vec![]);
+    let info = step(vec![vec![("id", "tok"), ("env", "A=B")]], vec![], vec![]);
     let e = inject("secrets", &info, None, &["tok"]).unwrap_err().to_string();
-    assert!(e.contains("unsupported: secret \"tok\": env=TOKEN"), "{e}");
+    assert!(e.contains("env=\"A=B\" is not a variable name"), "{e}");
 
     let info = step(vec![vec![("id", "tok"), ("target", "relative/path")]], vec![], vec![]);
     let e = inject("secrets", &info, None, &["tok"]).unwrap_err().to_string();

@@ -190,6 +190,75 @@ fn relative_mount_target_is_refused() {
 }
 
 #[test]
+fn dotdot_inside_an_absolute_target_is_refused() {
+    let host = hostile_host();
+    let plugin = injector(&host);
+    let err = inject_err(&host, &plugin, "dotdot-inside");
+    let reason = refusal(&err);
+    assert!(reason.contains("/etc/ssl/../../root") && reason.contains("not a normalized path"), "{reason}");
+    assert_host_still_works(&host, &plugin);
+}
+
+#[test]
+fn mounts_under_sys_and_dev_are_refused() {
+    let host = hostile_host();
+    let plugin = injector(&host);
+    for (mode, dir) in [("sys-target", "/sys"), ("dev-target", "/dev")] {
+        let err = inject_err(&host, &plugin, mode);
+        let reason = refusal(&err);
+        assert!(reason.contains(&format!("under {dir}")), "{mode}: {reason}");
+        assert!(err.to_string().contains("plugin test-injector: refused its answer"), "{err}");
+    }
+    assert_host_still_works(&host, &plugin);
+}
+
+#[test]
+fn invalid_env_name_is_refused() {
+    let host = hostile_host();
+    let plugin = injector(&host);
+    let err = inject_err(&host, &plugin, "bad-env-name");
+    assert!(refusal(&err).contains("env name \"A=B\" is invalid"), "{err}");
+    assert_host_still_works(&host, &plugin);
+}
+
+/// The host's own check, without a plugin's memory cap in the way: a 1 GiB bundle (zeroed pages,
+/// never touched) is refused by size.
+#[test]
+fn gigabyte_bundle_is_refused_by_the_host_check() {
+    let bundle = |bytes: Vec<u8>| kiln_plugin_host::Injection {
+        mounts: vec![kiln_plugin_host::InjectedMount {
+            target: "/etc/ssl/certs/ca-certificates.crt".into(),
+            content: InjectedContent::Bytes(bytes),
+            mode: 0o444,
+            uid: 0,
+            gid: 0,
+        }],
+        ..Default::default()
+    };
+    let reason = kiln_plugin_host::validate_injection(&bundle(vec![0u8; 1 << 30])).expect_err("a 1 GiB bundle passed");
+    assert!(reason.contains(&format!("carry {} bytes", 1u64 << 30)), "{reason}");
+    kiln_plugin_host::validate_injection(&bundle(b"-----BEGIN CERTIFICATE-----\n".to_vec())).expect("a small bundle is fine");
+}
+
+#[test]
+fn secret_env_needs_a_grant_and_never_carries_the_value() {
+    let host = hostile_host();
+    let plugin = injector(&host);
+    let ask = |id: &str, var: &str| step(&[("mode", "secret-env"), ("secret", id), ("var", var)]);
+    let err = host.inject(&plugin, &ask("prod-db", "DB"), None, &["ci-token".into()]).expect_err("an ungranted secret reached env");
+    match &err {
+        HostError::Plugin { reason, .. } => assert!(reason.contains("denied") && reason.contains("\"prod-db\""), "{reason}"),
+        other => panic!("expected the plugin's denied error, got {other:?}"),
+    }
+    let err = host.inject(&plugin, &ask("ci-token", "A=B"), None, &["ci-token".into()]).expect_err("a bad variable name");
+    assert!(err.to_string().contains("env name \"A=B\" is invalid"), "{err}");
+    let inj = host.inject(&plugin, &ask("ci-token", "TOKEN"), None, &["ci-token".into()]).expect("a granted secret");
+    assert_eq!(inj.secret_env, [("TOKEN".to_string(), "ci-token".to_string())]);
+    assert!(inj.env.is_empty() && inj.mounts.is_empty(), "{inj:?}");
+    assert_host_still_works(&host, &plugin);
+}
+
+#[test]
 fn hundred_mib_bundle_is_refused() {
     let host = hostile_host();
     let plugin = injector(&host);

@@ -68,6 +68,14 @@ struct Ctx<'b> {
     progress: std::sync::Arc<Reporter>,
     stage: u32,
     ssh: std::sync::Arc<std::collections::BTreeMap<String, PathBuf>>,
+    run_extras: std::sync::Arc<RunExtras>,
+}
+
+/// What every RUN of the build gets besides its own mounts: the `--run-mount` mounts and the
+/// `secrets` injector that places secret mounts.
+struct RunExtras {
+    mounts: Vec<plan::RunMount>,
+    secrets: Option<Plugin>,
 }
 
 /// The build's injector plugins, shared by the threads running stages.
@@ -110,6 +118,7 @@ impl<'b> Ctx<'b> {
             progress: self.progress.clone(),
             stage,
             ssh: self.ssh.clone(),
+            run_extras: self.run_extras.clone(),
         }
     }
 
@@ -135,6 +144,37 @@ fn hash_key(parts: &[&str]) -> String {
         h.update(p.as_bytes());
     }
     hex::encode(h.finalize())
+}
+
+/// A secret mount as the `secrets` injector reads it: key=value pairs, a relative target
+/// resolved against WORKDIR.
+fn secret_request(m: &plan::RunMount, cwd: &str) -> Vec<(String, String)> {
+    let mut kv = vec![("type".to_string(), "secret".to_string())];
+    if let Some(id) = &m.id {
+        kv.push(("id".into(), id.clone()));
+    }
+    if let Some(t) = &m.target {
+        let t = if t.starts_with('/') {
+            t.clone()
+        } else {
+            format!("{}/{t}", cwd.trim_end_matches('/'))
+        };
+        kv.push(("target".into(), t));
+    }
+    if let Some(v) = &m.env {
+        kv.push(("env".into(), v.clone()));
+    }
+    if let Some(mode) = m.mode {
+        kv.push(("mode".into(), format!("{mode:o}")));
+    }
+    if let Some(uid) = m.uid {
+        kv.push(("uid".into(), uid.to_string()));
+    }
+    if let Some(gid) = m.gid {
+        kv.push(("gid".into(), gid.to_string()));
+    }
+    kv.push(("required".into(), m.required.to_string()));
+    kv
 }
 
 fn rfc3339(secs: i64) -> String {
@@ -230,6 +270,7 @@ impl<'a> Builder<'a> {
             progress.plugin_call(&format!("{}: load", inj.name), t_load.elapsed());
             injectors.push((p, inj.clone()));
         }
+        let run_extras = self.run_extras(opts, &plan, &progress)?;
         let needed = needed_stages(&plan);
         let total_steps = needed
             .iter()
@@ -258,6 +299,7 @@ impl<'a> Builder<'a> {
             progress: progress.clone(),
             stage: plan.target,
             ssh: std::sync::Arc::new(ssh_agents.sockets.clone()),
+            run_extras: std::sync::Arc::new(run_extras),
         };
         let jobs = match opts.jobs {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -873,7 +915,7 @@ impl<'a> Builder<'a> {
             .filter(|w| !w.is_empty())
             .unwrap_or_else(|| "/".into());
         let mut mount_digests = Vec::new();
-        for m in &run.mounts {
+        for m in ctx.run_extras.mounts.iter().chain(&run.mounts) {
             let mut d = format!("{m:?}");
             if matches!(m.kind, MountType::Bind) {
                 d.push_str(&self.bind_source_identity(ctx, m, results)?);
@@ -913,9 +955,18 @@ impl<'a> Builder<'a> {
         };
         let mut mounts = Vec::new();
         let mut secret_env = Vec::new();
-        for m in &run.mounts {
+        for m in ctx.run_extras.mounts.iter().chain(&run.mounts) {
             self.run_mount(ctx, st, m, location, results, &mut mounts, &mut secret_env)?;
         }
+        self.secret_mounts(
+            ctx,
+            st,
+            run,
+            (stage, index, &argv),
+            location,
+            &mut mounts,
+            &mut secret_env,
+        )?;
         for (src, target, ro) in &ctx.opts.run_binds {
             if src.is_dir() {
                 mounts.push(ExtraMount::BindDir {
@@ -1072,6 +1123,123 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// The `--run-mount` mounts (checked against the plan) and, when any RUN asks for a secret,
+    /// the `secrets` injector.
+    fn run_extras(
+        &self,
+        opts: &BuildOptions,
+        plan: &BuildPlan,
+        progress: &Reporter,
+    ) -> Result<RunExtras> {
+        for m in &opts.run_mounts {
+            if let Some(CopyFrom::Image(r)) = &m.from {
+                if plan
+                    .stages
+                    .iter()
+                    .any(|s| s.name.as_deref() == Some(r.as_str()))
+                {
+                    return Err(BuildError::Other(format!(
+                        "--run-mount from={r} names a stage of this build; --run-mount takes an image or `context` there"
+                    )));
+                }
+            }
+        }
+        let is_secret = |m: &plan::RunMount| matches!(m.kind, MountType::Secret);
+        let in_plan = plan
+            .stages
+            .iter()
+            .flat_map(|s| &s.steps)
+            .any(|step| match &step.kind {
+                StepKind::Run(r) => r.mounts.iter().any(is_secret),
+                _ => false,
+            });
+        let secrets = if in_plan || opts.run_mounts.iter().any(is_secret) {
+            let started = Instant::now();
+            let (p, _) = self
+                .catalog
+                .load(self.host, PluginKind::Injector, "secrets")?;
+            progress.plugin_call("secrets: load", started.elapsed());
+            Some(p)
+        } else {
+            None
+        };
+        Ok(RunExtras {
+            mounts: opts.run_mounts.clone(),
+            secrets,
+        })
+    }
+
+    /// Secret mounts and `env=` secrets of a RUN (its own and `--run-mount`'s), placed by the
+    /// `secrets` injector, which is granted exactly the `--secret` ids and names secrets by handle;
+    /// the bytes are filled in here.
+    #[allow(clippy::too_many_arguments)]
+    fn secret_mounts(
+        &self,
+        ctx: &Ctx<'_>,
+        st: &StageState,
+        run: &plan::RunStep,
+        (stage, index, argv): (u32, u32, &[String]),
+        location: &str,
+        mounts: &mut Vec<ExtraMount>,
+        env: &mut Vec<(String, String)>,
+    ) -> Result<()> {
+        let cwd = st.config.config.working_dir.clone().unwrap_or_default();
+        let requested: Vec<Vec<(String, String)>> = ctx
+            .run_extras
+            .mounts
+            .iter()
+            .chain(&run.mounts)
+            .filter(|m| matches!(m.kind, MountType::Secret))
+            .map(|m| secret_request(m, &cwd))
+            .collect();
+        if requested.is_empty() {
+            return Ok(());
+        }
+        let step_err = |message: String| BuildError::Step {
+            location: location.into(),
+            message,
+        };
+        let plugin = ctx.run_extras.secrets.as_ref().ok_or_else(|| {
+            step_err("secret mounts need the secrets injector, which was not loaded".into())
+        })?;
+        let info = StepInfo {
+            stage,
+            index,
+            argv: argv.to_vec(),
+            requested,
+            options: Vec::new(),
+            files: Vec::new(),
+        };
+        let granted: Vec<String> = ctx.opts.secrets.iter().map(|(id, _)| id.clone()).collect();
+        let started = Instant::now();
+        let inj = self.host.inject(plugin, &info, None, &granted);
+        ctx.progress
+            .plugin_call("secrets: inject", started.elapsed());
+        let inj = inj.map_err(|e| step_err(e.to_string()))?;
+        for m in inj.mounts {
+            let source = match m.content {
+                InjectedContent::Secret(id) => self.secret_source(ctx, &id, location)?,
+                InjectedContent::Bytes(b) => FileSource::Bytes(b),
+            };
+            mounts.push(ExtraMount::File {
+                target: m.target,
+                source,
+                mode: m.mode,
+                uid: m.uid,
+                gid: m.gid,
+            });
+        }
+        for (var, id) in inj.secret_env {
+            let bytes = match self.secret_source(ctx, &id, location)? {
+                FileSource::Bytes(b) => b,
+                FileSource::HostPath(p) => std::fs::read(&p)
+                    .map_err(|e| step_err(format!("reading secret {id}: {}: {e}", p.display())))?,
+            };
+            env.push((var, String::from_utf8_lossy(&bytes).into_owned()));
+        }
+        Ok(())
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn run_mount(
         &self,
@@ -1101,48 +1269,8 @@ impl<'a> Builder<'a> {
             }
         };
         match m.kind {
-            MountType::Secret => {
-                let id =
-                    m.id.clone()
-                        .or_else(|| {
-                            m.target
-                                .as_ref()
-                                .map(|t| t.rsplit('/').next().unwrap_or(t).to_string())
-                        })
-                        .ok_or_else(|| err("secret mount needs an id".into()))?;
-                let source = match ctx.opts.secrets.iter().find(|(sid, _)| sid == &id) {
-                    Some(_) => self.secret_source(ctx, &id, location)?,
-                    None if m.required => {
-                        return Err(err(format!(
-                            "secret {id:?} is required but was not given (--secret id={id},src=FILE)"
-                        )));
-                    }
-                    None => return Ok(()),
-                };
-                if let Some(var) = &m.env {
-                    let bytes = match &source {
-                        FileSource::Bytes(b) => b.clone(),
-                        FileSource::HostPath(p) => std::fs::read(p)
-                            .map_err(|e| err(format!("reading secret {id}: {e}")))?,
-                    };
-                    env.push((var.clone(), String::from_utf8_lossy(&bytes).into_owned()));
-                    if m.target.is_none() {
-                        return Ok(());
-                    }
-                }
-                let target = m
-                    .target
-                    .clone()
-                    .map(|t| abs(&t))
-                    .unwrap_or_else(|| format!("/run/secrets/{id}"));
-                mounts.push(ExtraMount::File {
-                    target,
-                    source,
-                    mode: m.mode.unwrap_or(0o400),
-                    uid: m.uid.unwrap_or(0),
-                    gid: m.gid.unwrap_or(0),
-                });
-            }
+            // Placed by the `secrets` injector (see `secret_mounts`).
+            MountType::Secret => {}
             MountType::Tmpfs => {
                 let target = m
                     .target

@@ -14,6 +14,7 @@ mod executor;
 mod ignore;
 mod layers;
 mod progress;
+mod runmount;
 pub mod working;
 
 pub use error::{BuildError, Result};
@@ -21,6 +22,7 @@ pub use executor::{BuildOutcome, Builder};
 pub use ignore::IgnoreRules;
 pub use layers::{LayerRef, LayerStack};
 pub use progress::ProgressMode;
+pub use runmount::{RunMountError, parse_run_mount};
 
 use std::path::PathBuf;
 
@@ -109,8 +111,11 @@ pub struct BuildOptions {
     pub ignore_file: Option<PathBuf>,
     /// Injectors for every RUN.
     pub injectors: Vec<InjectorConfig>,
-    /// `--volume`/`--run-mount`: host binds added to every RUN (src, target, readonly).
+    /// `--volume`: host binds added to every RUN (src, target, readonly).
     pub run_binds: Vec<(PathBuf, String, bool)>,
+    /// `--run-mount`/`--mount`: mounts written as `RUN --mount=` takes them, added to every RUN of
+    /// every stage (see [`parse_run_mount`]).
+    pub run_mounts: Vec<kiln_plugin_host::plan::RunMount>,
     /// `--jobs`: stages built at once (0 = one per CPU, 1 = one after another).
     pub jobs: usize,
     /// `--progress`.

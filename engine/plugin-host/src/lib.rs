@@ -184,6 +184,8 @@ pub struct Injection {
     pub mounts: Vec<InjectedMount>,
     /// Env for this step only.
     pub env: Vec<(String, String)>,
+    /// Env for this step only whose values are secrets the host holds: (variable, secret id).
+    pub secret_env: Vec<(String, String)>,
 }
 
 /// One layer handed to an exporter.
@@ -427,12 +429,19 @@ impl PluginHost {
         let answer = r.map_err(|e| self.fail(plugin, &doing, e, &store))?;
         let answer = answer.map_err(|e| HostError::Plugin { plugin: plugin.info.name.clone(), doing: doing.clone(), reason: plugin_error_text(&e) })?;
         use bindings::injector::kiln::plugin::mounts::Content;
-        let mut out = Injection { env: answer.env, mounts: Vec::new() };
+        let mut out = Injection { env: answer.env, mounts: Vec::new(), secret_env: std::mem::take(&mut store.data_mut().secret_env) };
         for m in answer.mounts {
             let content = match m.content {
                 Content::Bytes(b) => InjectedContent::Bytes(b),
                 Content::Secret(s) => {
                     let id = store.data().table.get(&s).map(|s| s.id.clone()).map_err(|e| HostError::Engine(e.to_string()))?;
+                    if !granted_secrets.contains(&id) {
+                        return Err(HostError::Refused {
+                            plugin: plugin.info.name.clone(),
+                            doing,
+                            reason: format!("mount {:?} names secret {id:?}, which was not granted to it", m.target),
+                        });
+                    }
                     InjectedContent::Secret(id)
                 }
             };
@@ -566,7 +575,7 @@ pub fn validate_injection(inj: &Injection) -> std::result::Result<(), String> {
     if total > MAX_INJECTED_BYTES {
         return Err(format!("mounts carry {total} bytes; at most {MAX_INJECTED_BYTES}"));
     }
-    for (k, _) in &inj.env {
+    for k in inj.env.iter().chain(&inj.secret_env).map(|(k, _)| k) {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
             return Err(format!("env name {k:?} is invalid"));
         }

@@ -22,6 +22,8 @@ pub const MAX_READ_CHUNK: u64 = 1 << 20;
 pub const MAX_CODEC_INPUT: usize = 64 << 20;
 /// The largest rootfs file an injector may read.
 pub const MAX_ROOTFS_FILE: u64 = 16 << 20;
+/// The most `secret-env` variables one injector call may set.
+pub const MAX_SECRET_ENV: usize = 1024;
 
 /// Host-side state of one plugin invocation (one `Store`).
 pub struct HostState {
@@ -37,6 +39,8 @@ pub struct HostState {
     pub(crate) rootfs: Option<RootfsReadFn>,
     /// Secret ids this plugin may place.
     pub(crate) granted_secrets: Vec<String>,
+    /// `secret-env` calls of this invocation: (variable name, secret id).
+    pub(crate) secret_env: Vec<(String, String)>,
 }
 
 /// A callback reading a file of a step's merged root filesystem (symlinks resolved inside it):
@@ -57,6 +61,7 @@ impl HostState {
             image_config: None,
             rootfs: None,
             granted_secrets: Vec::new(),
+            secret_env: Vec::new(),
         }
     }
 }
@@ -602,6 +607,21 @@ impl mounts::Host for HostState {
             return Ok(Err(PluginError::Denied(format!("secret {id:?} was not granted to plugin {}", self.plugin))));
         }
         Ok(Ok(self.table.push(SecretRes { id })?))
+    }
+
+    fn secret_env(&mut self, name: String, secret: Resource<SecretRes>) -> wasmtime::Result<Result<(), PluginError>> {
+        let id = self.table.get(&secret)?.id.clone();
+        if !self.granted_secrets.iter().any(|g| g == &id) {
+            return Ok(Err(PluginError::Denied(format!("secret {id:?} was not granted to plugin {}", self.plugin))));
+        }
+        if name.is_empty() || name.contains('=') || name.contains('\0') {
+            return Ok(Err(PluginError::InvalidInput(format!("env name {name:?} is invalid"))));
+        }
+        if self.secret_env.len() >= MAX_SECRET_ENV {
+            return Ok(Err(PluginError::Denied(format!("at most {MAX_SECRET_ENV} secret variables per step"))));
+        }
+        self.secret_env.push((name, id));
+        Ok(Ok(()))
     }
 
     fn read_rootfs_file(&mut self, path: String) -> wasmtime::Result<Result<Option<Vec<u8>>, PluginError>> {

@@ -1,4 +1,5 @@
-//! Binds the mount-injector world: `requested` in, secret handles from `lookup-secret` out.
+//! Binds the mount-injector world: `requested` in, secret handles from `lookup-secret` out (as
+//! mounts, and through `secret-env` for `env=`).
 
 use kiln_sdk::injector::exports::kiln::plugin::about::{Guest as About, PluginInfo as Info};
 use kiln_sdk::injector::exports::kiln::plugin::mount_injector::{Guest, Injection, StepInfo};
@@ -34,18 +35,21 @@ impl Guest for Plugin {
         for skipped in &placed.skipped {
             kiln_sdk::debug!("step {} of stage {}: secret {skipped:?} was not given; skipped", step.index, step.stage);
         }
-        let mounts = placed
-            .mounts
-            .into_iter()
-            .map(|(m, secret)| Mount { target: m.target, content: Content::Secret(secret), mode: m.mode, uid: m.uid, gid: m.gid })
-            .collect();
+        let mut mounts = Vec::new();
+        for (m, secret) in placed.mounts {
+            if let Some(var) = &m.env {
+                mounts::secret_env(var, &secret)?;
+            }
+            if let Some(target) = m.target {
+                mounts.push(Mount { target, content: Content::Secret(secret), mode: m.mode, uid: m.uid, gid: m.gid });
+            }
+        }
         Ok(Injection { mounts, env: Vec::new() })
     }
 }
 
 fn to_plugin_error(e: Error) -> PluginError {
     match e {
-        e @ Error::EnvUnsupported { .. } => PluginError::Unsupported(e.to_string()),
         e @ Error::Lookup { .. } => PluginError::Io(e.to_string()),
         e => PluginError::InvalidInput(e.to_string()),
     }

@@ -7,11 +7,11 @@
 //! |---|---|---|
 //! | `type` | must be `secret`; requests of other types are ignored | `secret` |
 //! | `id` | the secret's id (`--secret id=…`) | the target's file name |
-//! | `target` (or `dst`, `destination`) | absolute, normalized path in the container | `/run/secrets/ID` |
+//! | `target` (or `dst`, `destination`) | absolute, normalized path in the container | `/run/secrets/ID`, none when `env` is given |
 //! | `mode` | octal permission bits | `0400` |
 //! | `uid`, `gid` | decimal owner | `0` |
 //! | `required` | `true`/`false` (also `1`/`0`, `t`/`f`; empty = true) | `false` |
-//! | `env` | not supported: a plugin cannot read a secret's value | |
+//! | `env` | also (or, without `target`, only) put the value in this variable of the step's env; the host fills it in | |
 //!
 //! Any other key is an error, so that a typo is not silently dropped.
 
@@ -21,7 +21,7 @@ use thiserror::Error;
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum Error {
     /// A key this plugin does not know.
-    #[error("secret request {index}: unknown key {key:?} (id, target, mode, uid, gid, required, type)")]
+    #[error("secret request {index}: unknown key {key:?} (id, target, env, mode, uid, gid, required, type)")]
     UnknownKey {
         /// Index of the request in `requested`.
         index: usize,
@@ -72,14 +72,6 @@ pub enum Error {
         /// The shared target.
         target: String,
     },
-    /// `env=` was asked for: the value would have to pass through the plugin.
-    #[error("secret {id:?}: env={var} needs the host to read the secret; this plugin only mounts files")]
-    EnvUnsupported {
-        /// The secret's id.
-        id: String,
-        /// The variable asked for.
-        var: String,
-    },
     /// A required secret the user did not give.
     #[error("secret {id:?} is required but was not given (--secret id={id},src=FILE)")]
     Required {
@@ -101,8 +93,10 @@ pub enum Error {
 pub struct SecretMount {
     /// The secret's id.
     pub id: String,
-    /// Absolute path in the container.
-    pub target: String,
+    /// Absolute path in the container; None = env only.
+    pub target: Option<String>,
+    /// Environment variable to put the value in.
+    pub env: Option<String>,
     /// Permission bits.
     pub mode: u32,
     /// Owner.
@@ -136,7 +130,7 @@ fn is_normalized_absolute(t: &str) -> bool {
 pub fn parse(index: usize, kv: &[(String, String)]) -> Result<Option<SecretMount>, Error> {
     let mut seen: Vec<&str> = Vec::new();
     let (mut id, mut target, mut env) = (None, None, None);
-    let mut m = SecretMount { id: String::new(), target: String::new(), mode: DEFAULT_MODE, uid: 0, gid: 0, required: false };
+    let mut m = SecretMount { id: String::new(), target: None, env: None, mode: DEFAULT_MODE, uid: 0, gid: 0, required: false };
     for (k, v) in kv {
         let canonical = match k.as_str() {
             "dst" | "destination" => "target",
@@ -162,6 +156,7 @@ pub fn parse(index: usize, kv: &[(String, String)]) -> Result<Option<SecretMount
             "uid" => m.uid = v.parse().map_err(|_| bad("a decimal user id"))?,
             "gid" => m.gid = v.parse().map_err(|_| bad("a decimal group id"))?,
             "required" => m.required = parse_bool(v).ok_or_else(|| bad("true or false"))?,
+            "env" if v.is_empty() || v.contains('=') || v.contains('\0') => return Err(bad("a variable name")),
             "env" => env = Some(v.clone()),
             _ => return Err(Error::UnknownKey { index, key: k.clone() }),
         }
@@ -172,13 +167,15 @@ pub fn parse(index: usize, kv: &[(String, String)]) -> Result<Option<SecretMount
         (None, Some(t)) => t.rsplit('/').find(|c| !c.is_empty()).map(str::to_string).ok_or(Error::NoId { index })?,
         (None, None) => return Err(Error::NoId { index }),
     };
-    if let Some(var) = env {
-        return Err(Error::EnvUnsupported { id: m.id, var });
+    m.target = match (target, &env) {
+        (Some(t), _) => Some(t),
+        (None, Some(_)) => None,
+        (None, None) => Some(format!("/run/secrets/{}", m.id)),
+    };
+    if let Some(t) = m.target.as_ref().filter(|t| !is_normalized_absolute(t)) {
+        return Err(Error::BadTarget { id: m.id, target: t.clone() });
     }
-    m.target = target.unwrap_or_else(|| format!("/run/secrets/{}", m.id));
-    if !is_normalized_absolute(&m.target) {
-        return Err(Error::BadTarget { id: m.id, target: m.target });
-    }
+    m.env = env;
     Ok(Some(m))
 }
 
@@ -187,8 +184,8 @@ pub fn parse_all(requested: &[Vec<(String, String)>]) -> Result<Vec<SecretMount>
     let mut out: Vec<SecretMount> = Vec::new();
     for (i, kv) in requested.iter().enumerate() {
         if let Some(m) = parse(i, kv)? {
-            if let Some(first) = out.iter().find(|o| o.target == m.target) {
-                return Err(Error::SameTarget { first: first.id.clone(), second: m.id, target: m.target });
+            if let Some(first) = out.iter().find(|o| o.target.is_some() && o.target == m.target) {
+                return Err(Error::SameTarget { first: first.id.clone(), second: m.id, target: m.target.unwrap_or_default() });
             }
             out.push(m);
         }
@@ -244,7 +241,7 @@ mod tests {
         let m = parse(0, &kv(&[("type", "secret"), ("id", "npmrc")])).unwrap().unwrap();
         assert_eq!(
             m,
-            SecretMount { id: "npmrc".into(), target: "/run/secrets/npmrc".into(), mode: 0o400, uid: 0, gid: 0, required: false }
+            SecretMount { id: "npmrc".into(), target: Some("/run/secrets/npmrc".into()), env: None, mode: 0o400, uid: 0, gid: 0, required: false }
         );
     }
 
@@ -254,9 +251,22 @@ mod tests {
             parse(0, &kv(&[("id", "tok"), ("dst", "/root/.token"), ("mode", "0440"), ("uid", "1000"), ("gid", "100"), ("required", "")]))
                 .unwrap()
                 .unwrap();
-        assert_eq!(m, SecretMount { id: "tok".into(), target: "/root/.token".into(), mode: 0o440, uid: 1000, gid: 100, required: true });
+        assert_eq!(
+            m,
+            SecretMount { id: "tok".into(), target: Some("/root/.token".into()), env: None, mode: 0o440, uid: 1000, gid: 100, required: true }
+        );
         let m = parse(0, &kv(&[("target", "/etc/app/key.pem"), ("required", "false"), ("mode", "0o600")])).unwrap().unwrap();
         assert_eq!((m.id.as_str(), m.mode, m.required), ("key.pem", 0o600, false));
+    }
+
+    #[test]
+    fn env_alone_mounts_nothing_and_env_with_target_does_both() {
+        let m = parse(0, &kv(&[("id", "tok"), ("env", "TOKEN")])).unwrap().unwrap();
+        assert_eq!((m.target, m.env.as_deref()), (None, Some("TOKEN")));
+        let m = parse(0, &kv(&[("id", "tok"), ("env", "TOKEN"), ("target", "/t")])).unwrap().unwrap();
+        assert_eq!((m.target.as_deref(), m.env.as_deref()), (Some("/t"), Some("TOKEN")));
+        // Two env-only requests share no target.
+        assert_eq!(parse_all(&[kv(&[("id", "a"), ("env", "A")]), kv(&[("id", "b"), ("env", "B")])]).unwrap().len(), 2);
     }
 
     #[test]
@@ -285,7 +295,9 @@ mod tests {
         );
         assert!(matches!(parse(0, &kv(&[("id", "a"), ("target", "/x/../etc/shadow")])), Err(Error::BadTarget { .. })));
         assert!(matches!(parse(0, &kv(&[("id", "..")])), Err(Error::BadTarget { .. })));
-        assert_eq!(parse(0, &kv(&[("id", "a"), ("env", "TOKEN")])), Err(Error::EnvUnsupported { id: "a".into(), var: "TOKEN".into() }));
+        assert!(matches!(parse(0, &kv(&[("id", "a"), ("env", "A=B")])), Err(Error::BadValue { expected: "a variable name", .. })));
+        assert!(matches!(parse(0, &kv(&[("id", "a"), ("env", "")])), Err(Error::BadValue { .. })));
+        assert!(matches!(parse(0, &kv(&[("id", "a"), ("env", "T"), ("target", "../x")])), Err(Error::BadTarget { .. })));
         let e = parse_all(&[kv(&[("id", "a"), ("target", "/s")]), kv(&[("id", "b"), ("target", "/s")])]).unwrap_err();
         assert_eq!(e.to_string(), "secrets \"a\" and \"b\" both go to /s");
     }
@@ -301,7 +313,7 @@ mod tests {
         .unwrap();
         assert_eq!(asked, ["given", "optional"]);
         assert_eq!(placed.mounts.len(), 1);
-        assert_eq!(placed.mounts[0].0.target, "/run/secrets/given");
+        assert_eq!(placed.mounts[0].0.target.as_deref(), Some("/run/secrets/given"));
         assert_eq!(placed.mounts[0].1, "handle:given");
         assert_eq!(placed.skipped, ["optional"]);
 

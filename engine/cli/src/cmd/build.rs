@@ -95,6 +95,10 @@ pub struct BuildArgs {
     /// `SRC:DST[:ro]` bind mount for every RUN.
     #[arg(short = 'v', long = "volume")]
     pub volumes: Vec<String>,
+    /// `type=TYPE,KEY=VALUE,…`: a mount for every RUN of every stage, written as `RUN --mount=`
+    /// takes it (e.g. `type=secret,id=netrc,target=/root/.netrc`), repeatable. Never in a layer.
+    #[arg(long = "run-mount", visible_alias = "mount")]
+    pub run_mounts: Vec<String>,
     /// `KEY=VALUE` options for exporters (`sif.compression=zstd` goes only to sif:).
     #[arg(long = "export-opt")]
     pub export_opts: Vec<String>,
@@ -273,6 +277,7 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
         ignore_file: a.ignorefile.clone(),
         injectors,
         run_binds: volumes,
+        run_mounts: a.run_mounts.iter().map(|m| kiln_build::parse_run_mount(m)).collect::<Result<_, _>>()?,
         jobs: a.jobs.unwrap_or(0),
         progress,
         ssh: a.ssh.iter().map(|s| parse_ssh(s)).collect::<Result<_>>()?,

@@ -1,6 +1,8 @@
 //! A test mount injector. Its `mode` option picks what it does: answer well (`ok`, `secret`,
 //! `read-rootfs`) or misbehave in one way (`loop`, `memory-bomb`, `recurse`, `panic`, `huge-bytes`,
-//! `alias`, `proc-target`, `dotdot-target`, `bundle`), so the host's tests can check each cap.
+//! `alias`, `proc-target`, `dotdot-target`, `dotdot-inside`, `sys-target`, `dev-target`, `bundle`,
+//! `bad-env-name`; `secret-env` asks for a secret as an env variable), so the host's tests can
+//! check each cap.
 
 use kiln_sdk::injector::exports::kiln::plugin::about::{Guest as About, PluginInfo as Info};
 use kiln_sdk::injector::exports::kiln::plugin::mount_injector::{Guest, Injection, StepInfo};
@@ -82,6 +84,15 @@ impl Guest for Plugin {
             }
             "proc-target" => one(bytes_mount("/proc/x", b"x".to_vec())),
             "dotdot-target" => one(bytes_mount("../etc", b"x".to_vec())),
+            "dotdot-inside" => one(bytes_mount("/etc/ssl/../../root/.ssh/authorized_keys", b"x".to_vec())),
+            "sys-target" => one(bytes_mount("/sys/kernel/uevent_helper", b"x".to_vec())),
+            "dev-target" => one(bytes_mount("/dev/sda", b"x".to_vec())),
+            "bad-env-name" => Ok(Injection { mounts: vec![], env: vec![("A=B".into(), "x".into())] }),
+            "secret-env" => {
+                let secret = mounts::lookup_secret(option(&step, "secret"))?;
+                mounts::secret_env(option(&step, "var"), &secret)?;
+                Ok(Injection { mounts: vec![], env: vec![] })
+            }
             "bundle" => one(bytes_mount("/etc/ssl/certs/bundle.pem", vec![b'A'; 100 << 20])),
             "secret" => {
                 let id = option(&step, "secret");
