@@ -1,7 +1,8 @@
 //! Builds the test plugins (`plugins/`, a separate wasm32 workspace) with `kiln-wasm-build`,
 //! encodes them as components in OUT_DIR and generates `test_plugins.rs` there: one
 //! `pub const NAME: &[u8]` per plugin (its component bytes) plus `pub const NAME_PATH: &str`
-//! (the component file), for tests that hand a file to the `kiln` binary.
+//! (the component file), for tests that hand a file to the `kiln` binary; and
+//! `EXAMPLE_CORP_INJECTOR_PATH`, the example injector of `examples/corp-injector`.
 
 use std::path::PathBuf;
 
@@ -36,5 +37,17 @@ fn main() {
             pkg = b.package
         ));
     }
+    // The example third-party injector, built from its own workspace as its README says, so that
+    // the tests install what a user would.
+    let corp = root.join("examples/corp-injector");
+    kiln_wasm_build::rerun_if_changed(&[corp.join("src"), corp.join("Cargo.toml")]);
+    let built = kiln_wasm_build::build_components(&corp, &["corp-injector"], &target_dir.join("examples"))
+        .unwrap_or_else(|e| panic!("building {}: {e:#}", corp.display()));
+    let file = out.join("corp-injector.component.wasm");
+    std::fs::write(&file, &built[0].component).unwrap_or_else(|e| panic!("writing {}: {e}", file.display()));
+    code.push_str(&format!(
+        "/// Where the `examples/corp-injector` component file is.\npub const EXAMPLE_CORP_INJECTOR_PATH: &str = {:?};\n",
+        file.display().to_string()
+    ));
     std::fs::write(out.join("test_plugins.rs"), code).unwrap();
 }

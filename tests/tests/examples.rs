@@ -1,5 +1,6 @@
 //! The images under `examples/` build with kiln against a loopback registry and work: the static
-//! server copied into scratch answers HTTP, the Python app passes its self-test as its user.
+//! server copied into scratch answers HTTP, the Python app passes its self-test as its user; the
+//! example third-party injector installs with `kiln plugin install` and works with `--inject`.
 
 #[path = "../conformance/support.rs"]
 mod support;
@@ -11,6 +12,12 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use support::*;
+
+/// The test plugins and the example injector built by `build.rs`.
+#[allow(dead_code)]
+mod plugins {
+    include!(concat!(env!("OUT_DIR"), "/test_plugins.rs"));
+}
 
 fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -148,4 +155,36 @@ fn python_app_self_tests_as_its_user() {
         vec!["app", "self-test ok: \"hello, kiln\""],
         "{out}"
     );
+}
+
+/// `examples/corp-injector`, built as its README says: `kiln plugin install`, then `--inject corp`
+/// (and `--inject-opt corp.site=…`): the RUN sees its variable and file, the image neither.
+#[test]
+fn corp_injector_installs_and_injects_for_the_step_only() {
+    let bases = Bases::start(false);
+    let kiln = Kiln::new();
+    let installed = kiln.run(["plugin", "install", plugins::EXAMPLE_CORP_INJECTOR_PATH]);
+    assert!(installed.contains("corp") && installed.contains("injector"), "{installed}");
+    let list = kiln.run(["plugin", "list"]);
+    assert!(list.lines().any(|l| l.starts_with("corp ") && l.contains("injector")), "{list}");
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("Dockerfile"),
+        format!(
+            "FROM {}\nRUN test \"$CORP_BUILD_SITE\" = eu && cp /etc/corp/build-info /seen-info\n",
+            bases.reg.reference("busybox:latest")
+        ),
+    )
+    .unwrap();
+    let ctx = tmp.path().to_str().unwrap();
+    let plain = kiln.run_fail(["build", "--tls-verify=false", "-t", "corp-plain", ctx]);
+    assert!(plain.contains("RUN failed"), "without --inject corp the RUN should fail:\n{plain}");
+    let out = tmp.path().join("corp.tar");
+    let dest = format!("oci-archive:{}", out.display());
+    kiln.run(["build", "--tls-verify=false", "--inject", "corp", "--inject-opt", "corp.site=eu", "-t", &dest, ctx]);
+    let s = summary(&out);
+    assert_file(&s, "/seen-info", b"site=eu\nstage=0\nstep=0\n");
+    assert!(file(&s, "/etc/corp").is_none() && file(&s, "/etc/corp/build-info").is_none(), "the injected file reached the image");
+    let config = archive_config(&out);
+    assert!(!config["config"]["Env"].to_string().contains("CORP_BUILD_SITE"), "the injected env reached the config: {config}");
 }
