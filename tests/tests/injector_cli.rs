@@ -1,8 +1,9 @@
 //! A third-party mount injector driven through the CLI: `kiln plugin install` of the test
 //! injector, then `kiln build --inject test-injector --inject-opt test-injector.mode=…`. A
 //! well-behaved answer reaches the RUN and leaves no trace in the image; each hostile answer (a
-//! mount under /proc, a `../` target, a 100 MiB bundle, a secret it was not granted, a trap) stops
-//! the build with an error naming the plugin and what it did wrong, and leaves the store as it was.
+//! mount under /proc, a `../` target, `..` inside an absolute target, a 100 MiB bundle, a secret it
+//! was not granted (as a file or as env), a trap) stops the build with an error naming the plugin
+//! and what it did wrong, and leaves the store as it was.
 
 #[path = "../conformance/support.rs"]
 mod support;

@@ -1132,16 +1132,15 @@ impl<'a> Builder<'a> {
         progress: &Reporter,
     ) -> Result<RunExtras> {
         for m in &opts.run_mounts {
-            if let Some(CopyFrom::Image(r)) = &m.from {
-                if plan
+            if let Some(CopyFrom::Image(r)) = &m.from
+                && plan
                     .stages
                     .iter()
                     .any(|s| s.name.as_deref() == Some(r.as_str()))
-                {
-                    return Err(BuildError::Other(format!(
-                        "--run-mount from={r} names a stage of this build; --run-mount takes an image or `context` there"
-                    )));
-                }
+            {
+                return Err(BuildError::Other(format!(
+                    "--run-mount from={r} names a stage of this build; --run-mount takes an image or `context` there"
+                )));
             }
         }
         let is_secret = |m: &plan::RunMount| matches!(m.kind, MountType::Secret);
