@@ -29,6 +29,7 @@ pub mod proxy;
 pub mod registry;
 pub mod skopeo;
 pub mod token;
+pub mod traces;
 pub mod util;
 
 pub use kiln::{Kiln, kiln_bin};

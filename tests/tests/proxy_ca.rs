@@ -3,9 +3,9 @@
 //! injection (CA bytes, mount points, environment) is left in the image or the store.
 
 use kiln_tests::pki::Pki;
+use kiln_tests::traces::{Needle, needle, traces};
 use kiln_tests::util::{free_port, lossy, run_ok, wait_for_port};
 use kiln_tests::{Kiln, Registry, Variant, bases};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -97,71 +97,21 @@ fn sha256_hex(b: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(b))
 }
 
-/// Whether the stream `r` contains any of `needles` (searched across chunk boundaries).
-fn stream_contains(mut r: impl Read, needles: &[Vec<u8>]) -> std::io::Result<bool> {
-    let keep = needles.iter().map(Vec::len).max().unwrap_or(1) - 1;
-    let mut window: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = r.read(&mut buf)?;
-        if n == 0 {
-            return Ok(false);
-        }
-        window.extend_from_slice(&buf[..n]);
-        if needles.iter().any(|nd| window.windows(nd.len()).any(|w| w == nd.as_slice())) {
-            return Ok(true);
-        }
-        let drop = window.len().saturating_sub(keep);
-        window.drain(..drop);
-    }
-}
-
-/// Every regular file under `root`, decompressed when it is gzip or zstd.
-fn assert_nothing_contains(root: &Path, needles: &[Vec<u8>]) -> usize {
-    let mut checked = 0;
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("listing {}: {e}", dir.display())) {
-            let e = e.unwrap();
-            let ft = e.file_type().unwrap();
-            let p = e.path();
-            if ft.is_dir() {
-                stack.push(p);
-                continue;
-            }
-            if !ft.is_file() {
-                continue;
-            }
-            let mut magic = [0u8; 4];
-            let n = std::fs::File::open(&p).and_then(|mut f| f.read(&mut magic)).unwrap_or(0);
-            let open = || std::io::BufReader::new(std::fs::File::open(&p).unwrap());
-            let found = if n >= 2 && magic[..2] == [0x1f, 0x8b] {
-                stream_contains(flate2::read::MultiGzDecoder::new(open()), needles)
-            } else if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
-                let mut child = Command::new("zstd").args(["-dc", "--"]).arg(&p).stdout(Stdio::piped()).spawn().expect("running zstd -dc");
-                let r = stream_contains(child.stdout.take().unwrap(), needles);
-                let _ = child.kill();
-                let _ = child.wait();
-                r
-            } else {
-                Ok(false)
-            };
-            let raw = stream_contains(open(), needles);
-            assert!(!found.unwrap_or(false), "{} holds the CA once decompressed", p.display());
-            assert!(!raw.unwrap_or_else(|e| panic!("reading {}: {e}", p.display())), "{} holds the CA", p.display());
-            checked += 1;
-        }
-    }
-    checked
+/// Every regular file under `root` (decompressed too when it is gzip or zstd) is free of
+/// `needles`; returns how many files were read.
+fn assert_nothing_contains(root: &Path, needles: &[Needle]) -> usize {
+    let (hits, files) = traces(root, needles);
+    assert!(hits.is_empty(), "the CA is in the store: {hits:?}");
+    files
 }
 
 /// What identifies the test CA: its DER bytes and a line of its PEM body.
-fn ca_needles(pki: &Pki) -> Vec<Vec<u8>> {
+fn ca_needles(pki: &Pki) -> Vec<Needle> {
     let der = run_ok(Command::new("openssl").args(["x509", "-outform", "DER", "-in"]).arg(&pki.ca_cert)).stdout;
     let pem = std::fs::read_to_string(&pki.ca_cert).unwrap();
     let line = pem.lines().nth(2).expect("a PEM body line").as_bytes().to_vec();
     assert_eq!(line.len(), 64);
-    vec![der, line]
+    vec![needle("ca-der", der), needle("ca-pem-line", line)]
 }
 
 #[test]
