@@ -146,6 +146,23 @@ fn hash_key(parts: &[&str]) -> String {
     hex::encode(h.finalize())
 }
 
+/// A RUN mount target as the step sees it: absolute, or relative to the working directory `cwd`.
+fn in_workdir(cwd: &str, target: &str) -> String {
+    if target.starts_with('/') {
+        target.to_string()
+    } else {
+        format!("{}/{target}", cwd.trim_end_matches('/'))
+    }
+}
+
+/// The mounts of a RUN: the build's `--run-mount` ones, then the step's own.
+fn step_mounts<'r>(
+    ctx: &'r Ctx<'_>,
+    run: &'r plan::RunStep,
+) -> impl Iterator<Item = &'r plan::RunMount> {
+    ctx.run_extras.mounts.iter().chain(&run.mounts)
+}
+
 /// A secret mount as the `secrets` injector reads it: key=value pairs, a relative target
 /// resolved against WORKDIR.
 fn secret_request(m: &plan::RunMount, cwd: &str) -> Vec<(String, String)> {
@@ -154,12 +171,7 @@ fn secret_request(m: &plan::RunMount, cwd: &str) -> Vec<(String, String)> {
         kv.push(("id".into(), id.clone()));
     }
     if let Some(t) = &m.target {
-        let t = if t.starts_with('/') {
-            t.clone()
-        } else {
-            format!("{}/{t}", cwd.trim_end_matches('/'))
-        };
-        kv.push(("target".into(), t));
+        kv.push(("target".into(), in_workdir(cwd, t)));
     }
     if let Some(v) = &m.env {
         kv.push(("env".into(), v.clone()));
@@ -915,7 +927,7 @@ impl<'a> Builder<'a> {
             .filter(|w| !w.is_empty())
             .unwrap_or_else(|| "/".into());
         let mut mount_digests = Vec::new();
-        for m in ctx.run_extras.mounts.iter().chain(&run.mounts) {
+        for m in step_mounts(ctx, run) {
             let mut d = format!("{m:?}");
             if matches!(m.kind, MountType::Bind) {
                 d.push_str(&self.bind_source_identity(ctx, m, results)?);
@@ -955,12 +967,12 @@ impl<'a> Builder<'a> {
         };
         let mut mounts = Vec::new();
         let mut secret_env = Vec::new();
-        for m in ctx.run_extras.mounts.iter().chain(&run.mounts) {
+        for m in step_mounts(ctx, run) {
             self.run_mount(ctx, st, m, location, results, &mut mounts, &mut secret_env)?;
         }
         self.secret_mounts(
             ctx,
-            st,
+            &cwd,
             run,
             (stage, index, &argv),
             location,
@@ -1175,21 +1187,16 @@ impl<'a> Builder<'a> {
     fn secret_mounts(
         &self,
         ctx: &Ctx<'_>,
-        st: &StageState,
+        cwd: &str,
         run: &plan::RunStep,
         (stage, index, argv): (u32, u32, &[String]),
         location: &str,
         mounts: &mut Vec<ExtraMount>,
         env: &mut Vec<(String, String)>,
     ) -> Result<()> {
-        let cwd = st.config.config.working_dir.clone().unwrap_or_default();
-        let requested: Vec<Vec<(String, String)>> = ctx
-            .run_extras
-            .mounts
-            .iter()
-            .chain(&run.mounts)
+        let requested: Vec<Vec<(String, String)>> = step_mounts(ctx, run)
             .filter(|m| matches!(m.kind, MountType::Secret))
-            .map(|m| secret_request(m, &cwd))
+            .map(|m| secret_request(m, cwd))
             .collect();
         if requested.is_empty() {
             return Ok(());
@@ -1260,13 +1267,7 @@ impl<'a> Builder<'a> {
             .working_dir
             .clone()
             .unwrap_or_else(|| "/".into());
-        let abs = |t: &str| {
-            if t.starts_with('/') {
-                t.to_string()
-            } else {
-                format!("{}/{t}", cwd.trim_end_matches('/'))
-            }
-        };
+        let abs = |t: &str| in_workdir(&cwd, t);
         match m.kind {
             // Placed by the `secrets` injector (see `secret_mounts`).
             MountType::Secret => {}

@@ -576,9 +576,14 @@ pub fn validate_injection(inj: &Injection) -> std::result::Result<(), String> {
         return Err(format!("mounts carry {total} bytes; at most {MAX_INJECTED_BYTES}"));
     }
     for k in inj.env.iter().chain(&inj.secret_env).map(|(k, _)| k) {
-        if k.is_empty() || k.contains('=') || k.contains('\0') {
+        if !is_env_name(k) {
             return Err(format!("env name {k:?} is invalid"));
         }
     }
     Ok(())
+}
+
+/// Whether an injector may set the variable `name`: not empty, no `=`, no NUL.
+pub(crate) fn is_env_name(name: &str) -> bool {
+    !(name.is_empty() || name.contains('=') || name.contains('\0'))
 }

@@ -614,7 +614,7 @@ impl mounts::Host for HostState {
         if !self.granted_secrets.iter().any(|g| g == &id) {
             return Ok(Err(PluginError::Denied(format!("secret {id:?} was not granted to plugin {}", self.plugin))));
         }
-        if name.is_empty() || name.contains('=') || name.contains('\0') {
+        if !crate::is_env_name(&name) {
             return Ok(Err(PluginError::InvalidInput(format!("env name {name:?} is invalid"))));
         }
         if self.secret_env.len() >= MAX_SECRET_ENV {
