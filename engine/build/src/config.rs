@@ -88,7 +88,8 @@ pub fn apply(config: &mut ImageConfig, kind: &StepKind, cmd_set_in_stage: &mut b
             *cmd_set_in_stage = true;
         }
         StepKind::Maintainer(m) => config.author = Some(m.clone()),
-        StepKind::Arg(_) | StepKind::Run(_) | StepKind::Copy(_) => {}
+        // Config steps need the working state; the executor applies them.
+        StepKind::Arg(_) | StepKind::Run(_) | StepKind::Copy(_) | StepKind::Config(_) => {}
     }
 }
 

@@ -51,6 +51,9 @@ struct StageState {
     config: ImageConfig,
     layers: Vec<LayerRef>,
     stack: LayerStack,
+    /// What config steps set besides the image config: the commit's history text and comment,
+    /// manifest annotations.
+    commit: crate::working::WorkingState,
 }
 
 struct Ctx<'b> {
@@ -223,6 +226,13 @@ pub fn syntax_directive(source: &[u8]) -> Option<String> {
     None
 }
 
+/// The built-in frontend a source file's extension names: `.sh` and `.buildah` scripts of
+/// buildah verbs go to `buildah-script`.
+pub fn frontend_for_file(name: &str) -> Option<&'static str> {
+    let ext = std::path::Path::new(name).extension()?.to_str()?;
+    matches!(ext, "sh" | "buildah").then_some("buildah-script")
+}
+
 impl<'a> Builder<'a> {
     /// Run a build.
     pub fn build(&self, opts: &BuildOptions) -> Result<BuildOutcome> {
@@ -234,6 +244,7 @@ impl<'a> Builder<'a> {
             .frontend
             .clone()
             .or_else(|| syntax_directive(&opts.source))
+            .or_else(|| frontend_for_file(&opts.source_name).map(str::to_string))
             .unwrap_or_else(|| "dockerfile".into());
         let progress = std::sync::Arc::new(Reporter::new(opts.progress, opts.quiet));
         let t_load = Instant::now();
@@ -545,7 +556,11 @@ impl<'a> Builder<'a> {
                 .error(&ctx.step_ref(), t_from.elapsed(), &e.to_string()),
         }
         let mut st = base?;
-        config::start_stage(&mut st.config);
+        // A committed working container keeps its base's config as is (no default PATH).
+        if stage.layering == plan::Layering::PerStep {
+            config::start_stage(&mut st.config);
+        }
+        let (base_layers, base_history) = (st.layers.len(), st.config.history.len());
         let mut cmd_set = false;
         for (si, step) in stage.steps.iter().enumerate() {
             ctx.step_no += 1;
@@ -555,7 +570,12 @@ impl<'a> Builder<'a> {
                 .strip_prefix("/bin/sh -c #(nop) ")
                 .unwrap_or(&step.created_by)
                 .trim_end();
-            let shown = display_step(step, display);
+            // Script steps show their own line; Dockerfile steps their instruction.
+            let shown = if stage.layering == plan::Layering::PerStep {
+                display_step(step, display)
+            } else {
+                step.created_by.clone()
+            };
             ctx.progress.started(
                 &ctx.step_ref(),
                 ctx.total_steps,
@@ -586,7 +606,9 @@ impl<'a> Builder<'a> {
                 StepKind::Copy(c) => self
                     .copy_step(ctx, &mut st, c, &step.created_by, &location, results)
                     .map_err(|e| at(&location, e)),
-                other => self.meta_step(ctx, &mut st, other, &step.created_by, &mut cmd_set),
+                other => self
+                    .meta_step(ctx, &mut st, other, &step.created_by, &mut cmd_set)
+                    .map_err(|e| at(&location, e)),
             };
             let sref = ctx.step_ref();
             match r {
@@ -600,7 +622,54 @@ impl<'a> Builder<'a> {
             }
             tracing::debug!("{location}: step took {:?}", t0.elapsed());
         }
+        if stage.layering != plan::Layering::PerStep {
+            self.fold_stage(ctx, index, &mut st, base_layers, base_history)?;
+        }
         Ok(st)
+    }
+
+    /// Make a one-per-stage or squashed stage's layers as `buildah commit` does: the layers
+    /// its steps added become one (or, squashed, the whole filesystem becomes one), and their
+    /// history entries one entry carrying the config's `created-by`.
+    fn fold_stage(
+        &self,
+        ctx: &Ctx<'_>,
+        index: u32,
+        st: &mut StageState,
+        base_layers: usize,
+        base_history: usize,
+    ) -> Result<()> {
+        let stage = &ctx.plan.stages[index as usize];
+        let hint = stage
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("stage-{index}"));
+        let containers = crate::working::Containers::new(self.store, self.registry.clone());
+        crate::working::fold_stage(
+            &containers,
+            &hint,
+            base_layers,
+            base_history,
+            &mut st.layers,
+            &mut st.config,
+            &mut st.stack,
+            &ctx.created,
+            st.commit.created_by.clone(),
+            ctx.opts.timestamp,
+        )?;
+        if stage.layering == plan::Layering::Squashed {
+            let flat = st.stack.dirs[0].clone();
+            let one = layer_from_upper(self.store, &flat, &[], &[], ctx.opts.timestamp, true)?
+                .ok_or_else(|| BuildError::Other(format!("stage {hint}: no squashed layer")))?;
+            let entry = st.config.history.pop();
+            st.config.history = entry.into_iter().collect();
+            st.layers = vec![one];
+            st.config.rootfs.diff_ids = st.layers.iter().map(|l| l.diff_id).collect();
+        }
+        if let Some(h) = st.config.history.last_mut() {
+            h.comment = st.commit.history_comment.clone();
+        }
+        Ok(())
     }
 
     /// Metadata steps go through the cache too, so an unchanged rebuild reports every step as
@@ -613,7 +682,16 @@ impl<'a> Builder<'a> {
         created_by: &str,
         cmd_set: &mut bool,
     ) -> Result<()> {
-        config::apply(&mut st.config, kind, cmd_set);
+        match kind {
+            StepKind::Config(options) => {
+                let mut changes = crate::working::ConfigChanges::default();
+                for (name, value) in options {
+                    changes.set(name, value)?;
+                }
+                crate::working::apply_changes(&mut st.config, &mut st.commit, &changes)?;
+            }
+            _ => config::apply(&mut st.config, kind, cmd_set),
+        }
         let key = hash_key(&[&st.key, &format!("{kind:?}")]);
         if !self.cached(ctx, &key, st, created_by) {
             push_history(&mut st.config, &ctx.created, created_by, true);
@@ -649,6 +727,7 @@ impl<'a> Builder<'a> {
                     stack: LayerStack {
                         dirs: vec![self.empty_lower()?],
                     },
+                    commit: Default::default(),
                 }
             }
             plan::Base::Image(r) => {
@@ -663,6 +742,7 @@ impl<'a> Builder<'a> {
                     config,
                     layers,
                     stack: LayerStack { dirs: vec![flat] },
+                    commit: Default::default(),
                 }
             }
             plan::Base::Stage(i) => results[*i as usize]
@@ -913,17 +993,24 @@ impl<'a> Builder<'a> {
                 env.push((k.clone(), v.clone()));
             }
         }
+        for (k, v) in &run.env {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.clone(), v.clone()));
+        }
         let network = run
             .network
             .clone()
             .or_else(|| ctx.opts.network.clone())
             .unwrap_or_else(|| "host".into());
-        let user = st.config.config.user.clone().unwrap_or_default();
-        let cwd = st
-            .config
-            .config
-            .working_dir
+        let user = run
+            .user
             .clone()
+            .or_else(|| st.config.config.user.clone())
+            .unwrap_or_default();
+        let cwd = run
+            .workdir
+            .clone()
+            .or_else(|| st.config.config.working_dir.clone())
             .filter(|w| !w.is_empty())
             .unwrap_or_else(|| "/".into());
         let mut mount_digests = Vec::new();
@@ -1404,13 +1491,22 @@ impl<'a> Builder<'a> {
         if opts.format == Format::Oci {
             config::strip_docker_only(&mut config);
         }
-        let names: Vec<&str> = opts.tags.iter().map(String::as_str).collect();
+        // The source's own names (`buildah commit CTR NAME`) apply when the build names none.
+        let tags = if opts.tags.is_empty() {
+            &ctx.plan.names
+        } else {
+            &opts.tags
+        };
+        let names: Vec<&str> = tags.iter().map(String::as_str).collect();
+        let mut annotations: Vec<(String, String)> =
+            st.commit.annotations.clone().into_iter().collect();
+        annotations.extend(opts.annotations.iter().cloned());
         write_image(
             self.store,
             config,
             &st.layers,
             opts.format,
-            &opts.annotations,
+            &annotations,
             &names,
         )
     }

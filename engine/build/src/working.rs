@@ -248,6 +248,51 @@ pub struct ConfigChanges {
     pub healthcheck_retries: Option<u32>,
 }
 
+impl ConfigChanges {
+    /// Set one `config` option by its long flag name without dashes (`env`, `created-by`,
+    /// `healthcheck-retries`, …) as a build plan's config step carries it; repeatable options
+    /// add to their list, the others take the last value.
+    pub fn set(&mut self, option: &str, value: &str) -> Result<()> {
+        let v = || Some(value.to_string());
+        match option {
+            "author" => self.author = v(),
+            "created-by" => self.created_by = v(),
+            "arch" => self.arch = v(),
+            "os" => self.os = v(),
+            "variant" => self.variant = v(),
+            "user" => self.user = v(),
+            "shell" => self.shell = v(),
+            "stop-signal" => self.stop_signal = v(),
+            "port" => self.ports.push(value.into()),
+            "env" => self.env.push(value.into()),
+            "entrypoint" => self.entrypoint = v(),
+            "cmd" => self.cmd = v(),
+            "volume" => self.volumes.push(value.into()),
+            "label" => self.labels.push(value.into()),
+            "workingdir" => self.workingdir = v(),
+            "onbuild" => self.onbuild.push(value.into()),
+            "annotation" => self.annotations.push(value.into()),
+            "comment" => self.comment = v(),
+            "history-comment" => self.history_comment = v(),
+            "hostname" => self.hostname = v(),
+            "domainname" => self.domainname = v(),
+            "healthcheck" => self.healthcheck = v(),
+            "healthcheck-interval" => self.healthcheck_interval = v(),
+            "healthcheck-timeout" => self.healthcheck_timeout = v(),
+            "healthcheck-start-period" => self.healthcheck_start_period = v(),
+            "healthcheck-retries" => {
+                self.healthcheck_retries = Some(value.parse().map_err(|_| {
+                    other(format!(
+                        "config --healthcheck-retries {value:?} is not a number"
+                    ))
+                })?)
+            }
+            _ => return Err(other(format!("config has no option --{option}"))),
+        }
+        Ok(())
+    }
+}
+
 /// `kiln commit` options.
 #[derive(Debug, Clone, Default)]
 pub struct CommitOptions {

@@ -1,23 +1,12 @@
-//! The `buildah-script` frontend plugin: turns a build source into kiln's build plan.
+//! The `buildah-script` frontend plugin: turns a script of buildah verbs (`buildah from`, `run`,
+//! `copy`, `add`, `config`, `commit`, `rm`; `kiln` works as the first word too) into kiln's
+//! build plan, one stage per working container, committed as buildah commits.
+//!
+//! `shell` reads the script's shell syntax and `script` maps the verbs to the plan; both are
+//! plain Rust, tested natively. `wit` holds the component exports, compiled for wasm32 only.
 
-use kiln_sdk::frontend::exports::kiln::plugin::about::{Guest as About, PluginInfo as Info};
-use kiln_sdk::frontend::exports::kiln::plugin::frontend::{Guest, Request};
-use kiln_sdk::frontend::kiln::plugin::context::BuildContext;
-use kiln_sdk::frontend::kiln::plugin::plan::{BuildPlan, Diagnostic, Severity};
+pub mod script;
+pub mod shell;
 
-struct Plugin;
-
-impl About for Plugin {
-    fn info() -> Info {
-        Info { name: "buildah-script".into(), version: env!("CARGO_PKG_VERSION").into(), description: env!("CARGO_PKG_DESCRIPTION").into() }
-    }
-}
-
-impl Guest for Plugin {
-    fn parse(_req: Request, _ctx: &BuildContext) -> Result<BuildPlan, Vec<Diagnostic>> {
-        kiln_sdk::install_panic_hook();
-        Err(vec![Diagnostic { severity: Severity::Error, message: "not implemented".into(), location: None }])
-    }
-}
-
-kiln_sdk::frontend::export_frontend!(Plugin);
+#[cfg(target_arch = "wasm32")]
+mod wit;

@@ -145,6 +145,9 @@ fn step_kind(k: plan::StepKind) -> wit::StepKind {
                 .collect(),
             network: r.network,
             build_args: r.build_args,
+            env: Vec::new(),
+            user: None,
+            workdir: None,
         }),
         S::Copy(c) => wit::StepKind::Copy(wit::CopyStep {
             sources: c
@@ -213,6 +216,7 @@ fn to_wit_plan(file: &str, p: plan::BuildPlan) -> wit::BuildPlan {
                     })
                     .collect(),
                 location: loc(file, s.location),
+                layering: wit::Layering::PerStep,
             })
             .collect(),
         target: p.target,
@@ -221,6 +225,7 @@ fn to_wit_plan(file: &str, p: plan::BuildPlan) -> wit::BuildPlan {
             .into_iter()
             .map(|d| to_wit_diag(file, d))
             .collect(),
+        names: Vec::new(),
     }
 }
 

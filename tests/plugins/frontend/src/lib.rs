@@ -5,7 +5,7 @@
 use kiln_sdk::frontend::exports::kiln::plugin::about::{Guest as About, PluginInfo as Info};
 use kiln_sdk::frontend::exports::kiln::plugin::frontend::{Guest, Request};
 use kiln_sdk::frontend::kiln::plugin::context::BuildContext;
-use kiln_sdk::frontend::kiln::plugin::plan::{Base, BuildPlan, Diagnostic, SourceLocation, Stage, Step, StepKind};
+use kiln_sdk::frontend::kiln::plugin::plan::{Base, BuildPlan, Diagnostic, Layering, SourceLocation, Stage, Step, StepKind};
 
 struct Plugin;
 
@@ -28,9 +28,11 @@ fn plan(req: &Request, created_by: String, env: Vec<(String, String)>) -> BuildP
             platform: None,
             steps: vec![Step { kind: StepKind::Env(env), created_by, location: at(2) }],
             location: at(1),
+            layering: Layering::PerStep,
         }],
         target: 0,
         warnings: vec![],
+        names: vec![],
     }
 }
 
