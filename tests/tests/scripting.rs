@@ -4,6 +4,9 @@
 //! between invocations, are listed, and `kiln rm -a` removes them with every mount; misuse fails
 //! with a clear message and a non-zero status.
 //!
+//! Each script also runs as a build file, `kiln build -f SCRIPT.sh`, through the buildah-script
+//! frontend plugin, and that image must equal buildah's too.
+//!
 //! Each script runs under `bash` in a copy of the scripts folder (its context) with the corpus
 //! registry `127.0.0.1:5000` replaced by a loopback registry holding busybox, and `buildah`
 //! resolved through `PATH` to a wrapper: for kiln, every `buildah` word is rewritten to `kiln` and
@@ -166,19 +169,50 @@ fn check_script_text(file: &str, text: &str) {
         "{file} removes its container"
     );
 
-    let (same, report) = diff(&theirs, &ours, &[], &[]);
-    assert!(
-        same,
-        "{file}: kiln's image differs from buildah's ({} vs {}):\n{report}",
-        theirs.display(),
-        ours.display()
-    );
-    let (s_theirs, s_ours) = (summary(&theirs), summary(&ours));
-    assert_eq!(s_theirs["layers"], s_ours["layers"], "{file}: layer count");
+    // The same script as a build file, through the buildah-script frontend (picked by the
+    // `.sh` extension): `kiln build` with no -t names the image as the script's commit does.
+    let built_by = Kiln::new();
+    built_by.mark_insecure(&bases.reg);
+    let ctx_f = copy_context(Path::new(SCRIPTS), &host);
+    // Outside the context: `add $c . /ctx/` must not pick it up.
+    let script_file = out
+        .path()
+        .join(format!("{}.sh", file.trim_end_matches(".sh")));
+    std::fs::write(&script_file, &text).expect("writing the script");
+    let mut build = vec![
+        "build".to_string(),
+        "-f".into(),
+        script_file.to_string_lossy().into_owned(),
+    ];
+    build.extend(fmt_args.iter().cloned());
+    build.push(ctx_f.path().to_string_lossy().into_owned());
+    built_by.run(&build);
+    let built = out.path().join("frontend.tar");
+    built_by.run(["push", "--quiet", &image, &archive_dest(&built, &fmt_args)]);
     assert_eq!(
-        s_theirs["meta"]["history_entries"], s_ours["meta"]["history_entries"],
-        "{file}: one history entry per commit, as buildah"
+        built_by.run(["containers", "-q"]).trim(),
+        "",
+        "{file}: a build leaves no working container"
     );
+
+    for (what, ours) in [("verbs", &ours), ("frontend", &built)] {
+        let (same, report) = diff(&theirs, ours, &[], &[]);
+        assert!(
+            same,
+            "{file}: kiln's image ({what}) differs from buildah's ({} vs {}):\n{report}",
+            theirs.display(),
+            ours.display()
+        );
+        let (s_theirs, s_ours) = (summary(&theirs), summary(ours));
+        assert_eq!(
+            s_theirs["layers"], s_ours["layers"],
+            "{file} ({what}): layer count"
+        );
+        assert_eq!(
+            s_theirs["meta"]["history_entries"], s_ours["meta"]["history_entries"],
+            "{file} ({what}): one history entry per commit, as buildah"
+        );
+    }
 }
 
 #[test]
@@ -336,7 +370,11 @@ fn containers_persist_and_rm_all_cleans_up() {
         &format!("oci-archive:{}:latest", tar.display()),
     ]);
     let images = kiln.run(["images", "-q"]);
-    assert_eq!(images.lines().count(), 1, "only busybox is stored: {images}");
+    assert_eq!(
+        images.lines().count(),
+        1,
+        "only busybox is stored: {images}"
+    );
     let squashed = out.path().join("squashed.tar");
     kiln.run([
         "commit",
@@ -348,7 +386,10 @@ fn containers_persist_and_rm_all_cleans_up() {
     let sum = summary(&squashed);
     assert_eq!(sum["layers"], 1, "--squash makes one layer");
     assert_file(&sum, "/srv/both", b"copied\none\n");
-    assert!(file(&sum, "/bin/busybox").is_some(), "the base is in the one layer");
+    assert!(
+        file(&sum, "/bin/busybox").is_some(),
+        "the base is in the one layer"
+    );
     let sum = summary(&tar);
     assert_eq!(
         sum["layers"], 2,
@@ -452,7 +493,11 @@ fn rootless_mount_needs_unshare() {
     let c = lossy(&o.stdout).trim().to_string();
     let o = as_nobody(&["mount", &c]);
     assert!(!o.status.success());
-    assert!(lossy(&o.stderr).contains("kiln unshare"), "{}", lossy(&o.stderr));
+    assert!(
+        lossy(&o.stderr).contains("kiln unshare"),
+        "{}",
+        lossy(&o.stderr)
+    );
     let script = format!(
         "mp=$({} --root {} mount {c}) && touch \"$mp/made-inside\" && grep -q \" $mp \" /proc/self/mountinfo",
         kiln_bin().display(),
@@ -460,7 +505,10 @@ fn rootless_mount_needs_unshare() {
     );
     let o = as_nobody(&["unshare", "--", "sh", "-c", &script]);
     assert!(o.status.success(), "{}", lossy(&o.stderr));
-    assert!(mounts_under(dir.path()).is_empty(), "nothing mounted outside");
+    assert!(
+        mounts_under(dir.path()).is_empty(),
+        "nothing mounted outside"
+    );
     let o = as_nobody(&["rm", "-a"]);
     assert!(o.status.success(), "{}", lossy(&o.stderr));
 }
@@ -509,4 +557,74 @@ fn errors_are_clear() {
     ]);
     assert!(err.contains("soon"), "{err}");
     k2.run(["rm", "--all"]);
+}
+
+/// A build script's mistakes stop the build before anything runs, naming `file:line:column`;
+/// a failing `run` names its line; the store keeps no image and no working container. The
+/// frontend is picked by `# syntax=buildah-script` as well as by the `.sh`/`.buildah` extension.
+#[test]
+fn build_script_errors_name_their_line() {
+    let bases = Bases::start(false);
+    let kiln = Kiln::new();
+    kiln.mark_insecure(&bases.reg);
+    let busybox = bases.reg.reference("busybox:latest");
+    let ctx = tempfile::tempdir().expect("temp dir");
+    std::fs::write(ctx.path().join("f"), "x").unwrap();
+    let cases = [
+        (
+            "bad-verb.sh",
+            "c=$(buildah from scratch)\n\nbuildah frobnicate $c\n".to_string(),
+            "bad-verb.sh:3:9: error: buildah frobnicate is not supported",
+        ),
+        (
+            "unset.buildah",
+            "c=$(buildah from scratch)\nbuildah copy $ctr f /\nbuildah commit $c x\n".to_string(),
+            "unset.buildah:2:14: error: variable ctr is not set",
+        ),
+        (
+            "no-extension",
+            "# syntax=buildah-script\nc=$(buildah from scratch)\nbuildah config --cmd 'x' $c | tee\n"
+                .to_string(),
+            "no-extension:3:29: error: pipes",
+        ),
+        (
+            "quote.sh",
+            "c=$(buildah from scratch)\nbuildah config --label 'a=b $c\n".to_string(),
+            "quote.sh:2:24: error: a single quote is not closed",
+        ),
+        (
+            "failing-run.sh",
+            format!("c=$(buildah from {busybox})\nbuildah copy $c f /f\nbuildah run $c -- sh -c 'echo oops >&2; exit 7'\nbuildah commit $c never\n"),
+            "failing-run.sh:3",
+        ),
+    ];
+    for (name, text, want) in cases {
+        let file = ctx.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        let o = kiln.output([
+            "build".as_ref(),
+            "-f".as_ref(),
+            file.as_os_str(),
+            ctx.path().as_os_str(),
+        ]);
+        let err = lossy(&o.stderr);
+        assert!(!o.status.success(), "{name}: the build succeeded");
+        assert!(err.contains(want), "{name}: {want:?} not in:\n{err}");
+        if name == "failing-run.sh" {
+            assert!(
+                err.contains("exit status 7") && err.contains("oops"),
+                "{err}"
+            );
+        }
+    }
+    let images = kiln.run(["images"]);
+    assert!(
+        !images.contains("never") && !images.contains("localhost/x"),
+        "only the base image is left:\n{images}"
+    );
+    assert_eq!(
+        kiln.run(["containers", "-q"]).trim(),
+        "",
+        "no container is left"
+    );
 }

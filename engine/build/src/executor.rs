@@ -1053,6 +1053,7 @@ impl<'a> Builder<'a> {
             }
         };
         let mut mounts = Vec::new();
+        let mut volume_copies: Option<tempfile::TempDir> = None;
         let mut secret_env = Vec::new();
         for m in step_mounts(ctx, run) {
             self.run_mount(ctx, st, m, location, results, &mut mounts, &mut secret_env)?;
@@ -1121,6 +1122,33 @@ impl<'a> Builder<'a> {
         env.extend(secret_env);
         let staging = self.new_staging()?;
         let upper = staging.path().join("upper");
+        // A script's `buildah run` sees the config's volumes as buildah's does.
+        let volumes: Vec<String> = st
+            .config
+            .config
+            .volumes
+            .as_ref()
+            .map(|v| v.iter().cloned().collect())
+            .unwrap_or_default();
+        if ctx.plan.stages[stage as usize].layering != plan::Layering::PerStep
+            && !volumes.is_empty()
+        {
+            let tmp = tempfile::Builder::new()
+                .prefix("volumes-")
+                .tempdir_in(ctx.scratch.path())
+                .map_err(|e| BuildError::Io {
+                    what: "creating a scratch dir".into(),
+                    source: e,
+                })?;
+            mounts.extend(crate::working::volume_mounts(
+                &st.stack,
+                &upper,
+                &volumes,
+                tmp.path(),
+                location,
+            )?);
+            volume_copies = Some(tmp);
+        }
         let work = staging.path().join("work");
         let progress = ctx.progress.clone();
         let sref = ctx.step_ref();
@@ -1171,6 +1199,7 @@ impl<'a> Builder<'a> {
                 tail,
             });
         }
+        drop(volume_copies);
         self.commit_step(ctx, st, &key, staging, &outcome.created_paths, created_by)
     }
 

@@ -587,8 +587,6 @@ impl<'a> Containers<'a> {
             };
             spec.mounts.push(m);
         }
-        // As buildah: each configured volume exists in the container (created when missing) and
-        // the command sees a throwaway copy of its content there.
         let volumes_tmp = tempfile::Builder::new()
             .prefix("volumes-")
             .tempdir_in(self.store.tmp_dir())
@@ -601,25 +599,13 @@ impl<'a> Containers<'a> {
         if !volumes.is_empty() {
             let (stack, upper) = self.view(c)?;
             let location = format!("kiln run {}", c.name());
-            for (i, v) in volumes.iter().enumerate() {
-                let existing = match stack.resolve(v, true) {
-                    Ok((_, Lookup::Found(p, m))) if m.is_dir() => Some(p),
-                    _ => None,
-                };
-                let comps = crate::layers::components(v);
-                copy::ensure_dir(&stack, &upper, &comps, None, &location)?;
-                let dst = volumes_tmp.path().join(i.to_string());
-                match existing {
-                    Some(p) => copy::copy_tree(&p, &dst)?,
-                    None => std::fs::create_dir(&dst)
-                        .map_err(io_err(format!("creating {}", dst.display())))?,
-                }
-                spec.mounts.push(ExtraMount::BindDir {
-                    src: dst,
-                    target: v.clone(),
-                    readonly: false,
-                });
-            }
+            spec.mounts.extend(volume_mounts(
+                &stack,
+                &upper,
+                &volumes,
+                volumes_tmp.path(),
+                &location,
+            )?);
         }
         let out = kiln_sandbox::run(spec).map_err(|e| BuildError::Sandbox {
             what: format!("kiln run {}", c.name()),
@@ -908,6 +894,40 @@ impl<'a> Containers<'a> {
     }
 }
 
+/// As buildah's `run`: each configured volume exists in the container (created in `upper` when
+/// missing) and the command sees a throwaway copy of its content there (made under `tmp`), so
+/// what the command writes into a volume is not kept.
+pub(crate) fn volume_mounts(
+    stack: &LayerStack,
+    upper: &Path,
+    volumes: &[String],
+    tmp: &Path,
+    location: &str,
+) -> Result<Vec<ExtraMount>> {
+    let mut mounts = Vec::new();
+    for (i, v) in volumes.iter().enumerate() {
+        let existing = match stack.resolve(v, true) {
+            Ok((_, Lookup::Found(p, m))) if m.is_dir() => Some(p),
+            _ => None,
+        };
+        let comps = crate::layers::components(v);
+        copy::ensure_dir(stack, upper, &comps, None, location)?;
+        let dst = tmp.join(i.to_string());
+        match existing {
+            Some(p) => copy::copy_tree(&p, &dst)?,
+            None => {
+                std::fs::create_dir(&dst).map_err(io_err(format!("creating {}", dst.display())))?
+            }
+        }
+        mounts.push(ExtraMount::BindDir {
+            src: dst,
+            target: v.clone(),
+            readonly: false,
+        });
+    }
+    Ok(mounts)
+}
+
 /// Directories on the way to `dest` that an earlier `run` deleted are whiteouts in the upper
 /// directory: turn each into an empty opaque directory so the copy can create it again without
 /// the deleted lower content reappearing.
@@ -926,23 +946,7 @@ fn reopen_whiteouts(upper: &Path, dest: &str) -> Result<()> {
             Ok(m) if m.file_type().is_char_device() && m.rdev() == 0 => {
                 std::fs::remove_file(&p).map_err(io_err(format!("replacing {}", p.display())))?;
                 std::fs::create_dir(&p).map_err(io_err(format!("creating {}", p.display())))?;
-                let cp = CString::new(p.as_os_str().as_bytes())
-                    .map_err(|_| other("path holds a NUL byte"))?;
-                // SAFETY: NUL-terminated path and name, a one-byte value.
-                let r = unsafe {
-                    libc::lsetxattr(
-                        cp.as_ptr(),
-                        c"user.overlay.opaque".as_ptr(),
-                        b"y".as_ptr().cast(),
-                        1,
-                        0,
-                    )
-                };
-                if r != 0 {
-                    return Err(io_err(format!("marking {} opaque", p.display()))(
-                        std::io::Error::last_os_error(),
-                    ));
-                }
+                mark_opaque(&p)?;
             }
             Ok(m) if m.is_dir() => {}
             _ => break,
@@ -1024,6 +1028,27 @@ pub fn fold_stage(
     *stack = LayerStack {
         dirs: vec![flat_snapshot(containers.store, layers)?],
     };
+    Ok(())
+}
+
+/// Mark a directory of an overlay upper opaque: the lower content under it is hidden.
+fn mark_opaque(p: &Path) -> Result<()> {
+    let cp = CString::new(p.as_os_str().as_bytes()).map_err(|_| other("path holds a NUL byte"))?;
+    // SAFETY: NUL-terminated path and name, a one-byte value.
+    let r = unsafe {
+        libc::lsetxattr(
+            cp.as_ptr(),
+            c"user.overlay.opaque".as_ptr(),
+            b"y".as_ptr().cast(),
+            1,
+            0,
+        )
+    };
+    if r != 0 {
+        return Err(io_err(format!("marking {} opaque", p.display()))(
+            std::io::Error::last_os_error(),
+        ));
+    }
     Ok(())
 }
 
@@ -1233,9 +1258,15 @@ pub fn absorb_upper(into: &Path, from: &Path) -> Result<()> {
                     .map_err(io_err(format!("chmod {}", dst.display())))?;
                     copy_xattrs(&src, &dst)?;
                 }
-                _ => {
+                other => {
+                    // A directory made again where an earlier step deleted one: the deleted
+                    // content must stay hidden.
+                    let over_whiteout = matches!(&other, Ok(d) if is_whiteout(d));
                     remove_any(&dst)?;
                     copy_node(&src, &dst, &m)?;
+                    if over_whiteout {
+                        mark_opaque(&dst)?;
+                    }
                 }
             }
             absorb_upper(&dst, &src)?;

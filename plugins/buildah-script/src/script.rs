@@ -46,7 +46,8 @@ struct Script {
     stages: Vec<Stage>,
     containers: Vec<Container>,
     target: Option<u32>,
-    names: Vec<String>,
+    /// Image names given by each commit, by stage, with where.
+    names: Vec<(u32, String, Pos)>,
     warnings: Vec<Diagnostic>,
 }
 
@@ -334,7 +335,9 @@ impl Script {
     }
 
     /// The container a word names.
-    fn container(&self, f: &Field) -> Result<usize, shell::Error> {
+    /// The container a word names, ready for a change: a container committed before continues
+    /// in a new stage (its next commit is a new image).
+    fn container(&mut self, f: &Field) -> Result<usize, shell::Error> {
         let i = self
             .containers
             .iter()
@@ -355,14 +358,17 @@ impl Script {
                     )
                 }
             })?;
-        if let Some(at) = self.containers[i].committed {
-            return Err(shell::Error::at(
-                f.pos,
-                format!(
-                    "container {:?} was committed at line {}: a build script commits each container once, after its last change",
-                    f.text, at.line
-                ),
-            ));
+        if self.containers[i].committed.take().is_some() {
+            // buildah's container keeps one layer of changes since `from`: a later commit holds
+            // them all again, so the new stage repeats the committed one's steps (cache hits).
+            let prev = self.stages[self.containers[i].stage as usize].clone();
+            let stage = self.stages.len() as u32;
+            self.stages.push(Stage {
+                location: self.loc(f.pos),
+                layering: Layering::OnePerStage,
+                ..prev
+            });
+            self.containers[i].stage = stage;
         }
         Ok(i)
     }
@@ -643,7 +649,7 @@ impl Script {
                     ),
                 );
             } else {
-                self.names.push(d.text.clone());
+                self.names.push((stage, d.text.clone(), d.pos));
             }
         }
         self.containers[ctr].committed = Some(pos);
@@ -897,10 +903,29 @@ pub fn plan(source: &str, opts: &Options) -> Result<BuildPlan, Vec<Diagnostic>> 
             "the script commits no container: end it with `buildah commit $container NAME`",
         )));
     };
+    let mut warnings = s.warnings;
+    let mut names = Vec::new();
+    for (stage, name, pos) in s.names {
+        if stage == target {
+            names.push(name);
+        } else {
+            warnings.push(Diagnostic {
+                severity: Severity::Warning,
+                message: format!(
+                    "image {name:?} is not written: a build's result is the script's last commit"
+                ),
+                location: Some(SourceLocation {
+                    file: file.clone(),
+                    line: pos.line,
+                    column: pos.column,
+                }),
+            });
+        }
+    }
     Ok(BuildPlan {
         stages: s.stages,
         target,
-        warnings: s.warnings,
-        names: s.names,
+        warnings,
+        names,
     })
 }

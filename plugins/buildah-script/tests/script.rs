@@ -208,10 +208,6 @@ fn errors_name_line_and_column() {
             .starts_with("2:1: \"curl\" is not a buildah verb")
     );
     assert!(
-        error("c=$(buildah from scratch)\nbuildah commit $c a\nbuildah config --label a=b $c\n")
-            .contains("was committed at line 2")
-    );
-    assert!(
         error("c=$(buildah from scratch)\nbuildah config --label a=b $c\n")
             .contains("commits no container")
     );
@@ -231,4 +227,20 @@ fn commit_to_a_transport_warns_and_format_flags_are_the_builds() {
             .iter()
             .all(|w| matches!(w.severity, Severity::Warning))
     );
+}
+
+#[test]
+fn a_container_changed_after_its_commit_gets_a_stage_on_top() {
+    let p = ok(
+        "c=$(buildah from scratch)\nbuildah copy $c a /\nbuildah commit $c first\nbuildah run $c -- true\nbuildah commit $c second\n",
+    );
+    assert_eq!(p.stages.len(), 2);
+    assert!(matches!(p.stages[1].base, Base::Scratch));
+    // As buildah: the second commit holds every change since `from` in one layer.
+    assert_eq!(p.stages[1].steps.len(), 2);
+    assert!(matches!(p.stages[1].layering, Layering::OnePerStage));
+    assert_eq!(p.target, 1);
+    assert_eq!(p.names, vec!["second".to_string()]);
+    assert_eq!(p.warnings.len(), 1);
+    assert!(p.warnings[0].message.contains("\"first\" is not written"));
 }
