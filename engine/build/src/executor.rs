@@ -645,7 +645,21 @@ impl<'a> Builder<'a> {
             .clone()
             .unwrap_or_else(|| format!("stage-{index}"));
         let containers = crate::working::Containers::new(self.store, self.registry.clone());
-        crate::working::fold_stage(
+        // The fold is cached like a step: an unchanged rebuild only looks it up.
+        let key = hash_key(&[
+            &st.key,
+            "fold",
+            &base_layers.to_string(),
+            &format!("{:?}", ctx.opts.timestamp),
+        ]);
+        let use_cache = ctx.opts.layers && !ctx.opts.no_cache;
+        let cached: Option<LayerRef> = use_cache
+            .then(|| self.store.cache_get(&format!("fold-{key}")))
+            .flatten()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .filter(|l: &LayerRef| self.store.has_blob(&l.digest));
+        let hit = cached.is_some();
+        let layer = crate::working::fold_stage(
             &containers,
             &hint,
             base_layers,
@@ -656,7 +670,14 @@ impl<'a> Builder<'a> {
             &ctx.created,
             st.commit.created_by.clone(),
             ctx.opts.timestamp,
+            cached,
         )?;
+        if use_cache && !hit {
+            self.store.cache_put(
+                &format!("fold-{key}"),
+                &serde_json::to_value(&layer).map_err(|e| BuildError::Other(e.to_string()))?,
+            )?;
+        }
         if stage.layering == plan::Layering::Squashed {
             let flat = st.stack.dirs[0].clone();
             let one = layer_from_upper(self.store, &flat, &[], &[], ctx.opts.timestamp, true)?

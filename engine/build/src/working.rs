@@ -984,7 +984,8 @@ pub fn stage_layer(
 /// commit: the layers after the first `base_layers` (their uppers are the topmost directories
 /// of `stack`) become one layer made by [`stage_layer`]; the history entries after
 /// `base_history` become one entry (`created_by`, at `created`); `stack` becomes the flattened
-/// result.
+/// result. A `made` layer (the same fold found in the build cache) is used as is. Returns the
+/// stage's one layer.
 #[allow(clippy::too_many_arguments)]
 pub fn fold_stage(
     containers: &Containers<'_>,
@@ -997,25 +998,31 @@ pub fn fold_stage(
     created: &str,
     created_by: Option<String>,
     timestamp: Option<i64>,
-) -> Result<()> {
-    let new = layers.len().saturating_sub(base_layers);
-    if stack.dirs.len() < new {
-        return Err(other(format!(
-            "stage {hint}: {new} step layers but only {} directories",
-            stack.dirs.len()
-        )));
-    }
-    let uppers: Vec<PathBuf> = stack.dirs[..new].iter().rev().cloned().collect();
-    let layer = stage_layer(
-        containers,
-        hint,
-        config,
-        &layers[..base_layers.min(layers.len())],
-        &uppers,
-        timestamp,
-    )?;
+    made: Option<LayerRef>,
+) -> Result<LayerRef> {
+    let layer = match made {
+        Some(l) => l,
+        None => {
+            let new = layers.len().saturating_sub(base_layers);
+            if stack.dirs.len() < new {
+                return Err(other(format!(
+                    "stage {hint}: {new} step layers but only {} directories",
+                    stack.dirs.len()
+                )));
+            }
+            let uppers: Vec<PathBuf> = stack.dirs[..new].iter().rev().cloned().collect();
+            stage_layer(
+                containers,
+                hint,
+                config,
+                &layers[..base_layers.min(layers.len())],
+                &uppers,
+                timestamp,
+            )?
+        }
+    };
     layers.truncate(base_layers);
-    layers.push(layer);
+    layers.push(layer.clone());
     config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id).collect();
     config.history.truncate(base_history);
     config.history.push(History {
@@ -1028,7 +1035,7 @@ pub fn fold_stage(
     *stack = LayerStack {
         dirs: vec![flat_snapshot(containers.store, layers)?],
     };
-    Ok(())
+    Ok(layer)
 }
 
 /// Mark a directory of an overlay upper opaque: the lower content under it is hidden.
