@@ -761,25 +761,16 @@ fn volume_mount(v: &str, at: Pos) -> Result<RunMount, shell::Error> {
         ));
     }
     Ok(RunMount {
-        kind: MountType::Bind,
         target: Some(dst.to_string()),
         source: Some(src.to_string()),
-        from: None,
-        id: None,
         read_write: !opts.split(',').any(|o| o == "ro"),
-        required: false,
-        mode: None,
-        uid: None,
-        gid: None,
-        env: None,
-        sharing: None,
-        size: None,
+        ..read_only_bind()
     })
 }
 
-/// `run --mount type=bind|tmpfs|cache,…`.
-fn mount_option(m: &str, at: Pos) -> Result<RunMount, shell::Error> {
-    let mut out = RunMount {
+/// A read-only bind mount with nothing else set, to fill in.
+fn read_only_bind() -> RunMount {
+    RunMount {
         kind: MountType::Bind,
         target: None,
         source: None,
@@ -793,7 +784,12 @@ fn mount_option(m: &str, at: Pos) -> Result<RunMount, shell::Error> {
         env: None,
         sharing: None,
         size: None,
-    };
+    }
+}
+
+/// `run --mount type=bind|tmpfs|cache,…`.
+fn mount_option(m: &str, at: Pos) -> Result<RunMount, shell::Error> {
+    let mut out = read_only_bind();
     for kv in m.split(',') {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         match k {
