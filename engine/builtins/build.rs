@@ -17,7 +17,13 @@ fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest.join("../..").canonicalize().unwrap();
     let guests = root.join("plugins");
-    kiln_wasm_build::rerun_if_changed(&[guests.clone(), root.join("sdk"), root.join("wit")]);
+    // The plugins' sources and every local crate they build with.
+    kiln_wasm_build::rerun_if_changed(&[
+        guests.clone(),
+        root.join("sdk"),
+        root.join("wit"),
+        root.join("engine/mountspec"),
+    ]);
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     let target_dir = std::env::var_os("KILN_GUEST_TARGET_DIR")
         .map(PathBuf::from)

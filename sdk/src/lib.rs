@@ -25,6 +25,46 @@ pub mod frontend {
     });
 }
 
+/// `RUN --mount` options read the way the host reads them (`kiln-mountspec`), and turned into
+/// the plan's `run-mount` once their `from` is resolved.
+#[cfg(feature = "frontend")]
+pub mod mounts {
+    use crate::frontend::kiln::plugin::plan::{CopyFrom, MountType, RunMount};
+    pub use kiln_mountspec::*;
+
+    impl From<MountKind> for MountType {
+        fn from(k: MountKind) -> Self {
+            match k {
+                MountKind::Bind => MountType::Bind,
+                MountKind::Cache => MountType::Cache,
+                MountKind::Tmpfs => MountType::Tmpfs,
+                MountKind::Secret => MountType::Secret,
+                MountKind::Ssh => MountType::Ssh,
+            }
+        }
+    }
+
+    impl From<MountSpec<CopyFrom>> for RunMount {
+        fn from(m: MountSpec<CopyFrom>) -> Self {
+            RunMount {
+                kind: m.kind.into(),
+                target: m.target,
+                source: m.source,
+                from: m.from,
+                id: m.id,
+                read_write: m.read_write,
+                required: m.required,
+                mode: m.mode,
+                uid: m.uid,
+                gid: m.gid,
+                env: m.env,
+                sharing: m.sharing,
+                size: m.size,
+            }
+        }
+    }
+}
+
 /// Bindings for the `mount-injector-plugin` world (mounts and env for RUN steps).
 #[cfg(feature = "injector")]
 pub mod injector {

@@ -1,6 +1,7 @@
 //! `kiln build --run-mount TYPE-SPEC`: a mount written exactly as `RUN --mount=` takes it, read on
 //! the host and added to every RUN of every stage (never to a layer).
 
+use kiln_mountspec::MountKind;
 use kiln_plugin_host::plan::{CopyFrom, MountType, RunMount};
 
 /// Why a `--run-mount` value is refused.
@@ -13,211 +14,42 @@ pub struct RunMountError {
     pub reason: String,
 }
 
-fn parse_bool(v: &str) -> Option<bool> {
-    match v {
-        "" | "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
-        _ => None,
-    }
-}
-
-/// A size such as `512`, `64k`, `64m`, `1g` (bytes, binary units).
-fn parse_size(v: &str) -> Option<u64> {
-    let v = v.trim().to_ascii_lowercase();
-    let v = v.strip_suffix('b').unwrap_or(&v);
-    let (num, shift) = match v.chars().last()? {
-        'k' => (&v[..v.len() - 1], 10),
-        'm' => (&v[..v.len() - 1], 20),
-        'g' => (&v[..v.len() - 1], 30),
-        _ => (v, 0),
-    };
-    num.parse::<u64>().ok()?.checked_mul(1 << shift)
-}
-
 /// Read one `--run-mount` value: `type=bind|cache|tmpfs|secret|ssh` (default bind) and the keys
 /// `RUN --mount=` takes (target/dst/destination, source/src, from (an image; `context` for the
 /// build context), id, ro/readonly, rw/readwrite, required, mode, uid, gid, env, sharing, size),
-/// with the same defaults.
+/// with the same defaults (see `kiln-mountspec`).
 pub fn parse_run_mount(spec: &str) -> Result<RunMount, RunMountError> {
-    let bad = |reason: String| RunMountError {
+    let m = kiln_mountspec::parse_literal(spec).map_err(|e| RunMountError {
         spec: spec.to_string(),
-        reason,
-    };
-    let mut pairs: Vec<(String, Option<String>)> = Vec::new();
-    for field in spec.split(',').map(str::trim).filter(|f| !f.is_empty()) {
-        match field.split_once('=') {
-            Some((k, v)) => pairs.push((k.trim().to_ascii_lowercase(), Some(v.to_string()))),
-            None => pairs.push((field.to_ascii_lowercase(), None)),
-        }
-    }
-    let mut kind = MountType::Bind;
-    for (k, v) in &pairs {
-        if k == "type" {
-            kind = match v.as_deref() {
-                Some("bind") => MountType::Bind,
-                Some("cache") => MountType::Cache,
-                Some("tmpfs") => MountType::Tmpfs,
-                Some("secret") => MountType::Secret,
-                Some("ssh") => MountType::Ssh,
-                other => {
-                    return Err(bad(format!(
-                        "unknown mount type {other:?} (bind, cache, tmpfs, secret, ssh)"
-                    )));
-                }
-            };
-        }
-    }
-    let type_name = match kind {
-        MountType::Bind => "bind",
-        MountType::Cache => "cache",
-        MountType::Tmpfs => "tmpfs",
-        MountType::Secret => "secret",
-        MountType::Ssh => "ssh",
-    };
-    let mut m = RunMount {
-        kind,
-        target: None,
-        source: None,
-        from: None,
-        id: None,
-        read_write: matches!(kind, MountType::Cache | MountType::Tmpfs),
-        required: false,
-        mode: None,
-        uid: None,
-        gid: None,
-        env: None,
-        sharing: None,
-        size: None,
-    };
-    let only = |ok: bool, key: &str| {
-        if ok {
-            Ok(())
-        } else {
-            Err(bad(format!("{key} does not apply to type={type_name}")))
-        }
-    };
-    for (k, v) in pairs {
-        if k == "type" {
-            continue;
-        }
-        let flag = v.is_none();
-        let value = v.unwrap_or_default();
-        let boolean = |v: &str| {
-            parse_bool(v).ok_or_else(|| bad(format!("{k} expects true or false, not {v:?}")))
-        };
-        let number = |v: &str, radix: u32| {
-            u32::from_str_radix(v, radix).map_err(|_| bad(format!("{k}={v} is not a valid number")))
-        };
-        let needs_value = || {
-            if flag {
-                Err(bad(format!("{k} needs a value ({k}=...)")))
+        reason: e.to_string(),
+    })?;
+    Ok(RunMount {
+        kind: match m.kind {
+            MountKind::Bind => MountType::Bind,
+            MountKind::Cache => MountType::Cache,
+            MountKind::Tmpfs => MountType::Tmpfs,
+            MountKind::Secret => MountType::Secret,
+            MountKind::Ssh => MountType::Ssh,
+        },
+        target: m.target,
+        source: m.source,
+        from: m.from.map(|f| {
+            if f == "context" {
+                CopyFrom::Context
             } else {
-                Ok(())
+                CopyFrom::Image(f)
             }
-        };
-        match k.as_str() {
-            "target" | "dst" | "destination" => {
-                needs_value()?;
-                m.target = Some(value)
-            }
-            "source" | "src" => {
-                needs_value()?;
-                only(
-                    matches!(kind, MountType::Bind | MountType::Cache | MountType::Secret),
-                    "source",
-                )?;
-                m.source = Some(value)
-            }
-            "from" => {
-                needs_value()?;
-                only(matches!(kind, MountType::Bind | MountType::Cache), "from")?;
-                m.from = Some(if value == "context" {
-                    CopyFrom::Context
-                } else {
-                    CopyFrom::Image(value)
-                })
-            }
-            "id" => {
-                needs_value()?;
-                m.id = Some(value)
-            }
-            "ro" | "readonly" => m.read_write = !boolean(&value)?,
-            "rw" | "readwrite" => m.read_write = boolean(&value)?,
-            "required" => {
-                only(
-                    matches!(kind, MountType::Secret | MountType::Ssh),
-                    "required",
-                )?;
-                m.required = boolean(&value)?
-            }
-            "mode" => {
-                needs_value()?;
-                m.mode = Some(number(&value, 8)?)
-            }
-            "uid" => {
-                needs_value()?;
-                m.uid = Some(number(&value, 10)?)
-            }
-            "gid" => {
-                needs_value()?;
-                m.gid = Some(number(&value, 10)?)
-            }
-            "env" => {
-                needs_value()?;
-                only(kind == MountType::Secret, "env")?;
-                m.env = Some(value)
-            }
-            "sharing" => {
-                only(kind == MountType::Cache, "sharing")?;
-                if !matches!(value.as_str(), "shared" | "private" | "locked") {
-                    return Err(bad(format!(
-                        "sharing={value}: expected shared, private or locked"
-                    )));
-                }
-                m.sharing = Some(value)
-            }
-            "size" => {
-                only(kind == MountType::Tmpfs, "size")?;
-                m.size =
-                    Some(parse_size(&value).ok_or_else(|| {
-                        bad(format!("size={value}: expected a size like 64m or 1g"))
-                    })?)
-            }
-            other => return Err(bad(format!("unknown option {other:?}"))),
-        }
-    }
-    match kind {
-        MountType::Bind | MountType::Cache | MountType::Tmpfs => {
-            if m.target.as_deref().is_none_or(str::is_empty) {
-                return Err(bad(format!(
-                    "type={type_name} needs a target (target=/path)"
-                )));
-            }
-            if kind == MountType::Cache && m.id.is_none() {
-                m.id = m.target.clone();
-            }
-        }
-        MountType::Secret => {
-            if m.id.is_none() {
-                m.id = match &m.target {
-                    Some(t) => t.rsplit('/').find(|s| !s.is_empty()).map(str::to_string),
-                    None => return Err(bad("type=secret needs an id or a target".into())),
-                };
-            }
-            if m.target.is_none() && m.env.is_none() {
-                m.target = Some(format!(
-                    "/run/secrets/{}",
-                    m.id.as_deref().unwrap_or_default()
-                ));
-            }
-        }
-        MountType::Ssh => {
-            if m.id.is_none() {
-                m.id = Some("default".into());
-            }
-        }
-    }
-    Ok(m)
+        }),
+        id: m.id,
+        read_write: m.read_write,
+        required: m.required,
+        mode: m.mode,
+        uid: m.uid,
+        gid: m.gid,
+        env: m.env,
+        sharing: m.sharing,
+        size: m.size,
+    })
 }
 
 #[cfg(test)]

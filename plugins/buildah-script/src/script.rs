@@ -5,9 +5,10 @@
 
 use crate::shell::{self, Env, Field, Pos};
 use kiln_sdk::frontend::kiln::plugin::plan::{
-    Base, BuildPlan, Command, CopyFrom, CopySource, CopyStep, Diagnostic, Layering, MountType,
-    RunMount, RunStep, Severity, SourceLocation, Stage, Step, StepKind,
+    Base, BuildPlan, Command, CopyFrom, CopySource, CopyStep, Diagnostic, Layering, RunMount,
+    RunStep, Severity, SourceLocation, Stage, Step, StepKind,
 };
+use kiln_sdk::mounts;
 use std::collections::HashMap;
 
 /// What the host tells the frontend about the build.
@@ -486,7 +487,7 @@ impl Script {
             mounts.push(volume_mount(v, at)?);
         }
         for (m, at) in p.all("mount") {
-            mounts.push(mount_option(m, at)?);
+            mounts.push(self.mount_option(m, at)?);
         }
         let network = p.get("network").or(p.get("net")).map(|n| match n {
             "none" => "none".to_string(),
@@ -503,6 +504,22 @@ impl Script {
         };
         self.push_step(ctr, StepKind::Run(step), text, pos);
         Ok(())
+    }
+
+    /// `run --mount TYPE-SPEC`, as `RUN --mount=` takes it; `from=` names a container (its
+    /// stage), `context`, or an image.
+    fn mount_option(&self, spec: &str, at: Pos) -> Result<RunMount, shell::Error> {
+        let m = mounts::parse_literal(spec)
+            .map_err(|e| shell::Error::at(at, format!("--mount {spec:?}: {e}")))?;
+        let m = m.resolve_from(|f| {
+            Ok::<_, std::convert::Infallible>(match self.containers.iter().find(|c| c.name == f) {
+                Some(c) => CopyFrom::Stage(c.stage),
+                None if f == "context" => CopyFrom::Context,
+                None => CopyFrom::Image(f),
+            })
+        });
+        let Ok(m) = m;
+        Ok(m.into())
     }
 
     fn copy(
@@ -760,73 +777,17 @@ fn volume_mount(v: &str, at: Pos) -> Result<RunMount, shell::Error> {
             ),
         ));
     }
-    Ok(RunMount {
-        target: Some(dst.to_string()),
-        source: Some(src.to_string()),
-        read_write: !opts.split(',').any(|o| o == "ro"),
-        ..read_only_bind()
-    })
-}
-
-/// A read-only bind mount with nothing else set, to fill in.
-fn read_only_bind() -> RunMount {
-    RunMount {
-        kind: MountType::Bind,
-        target: None,
-        source: None,
-        from: None,
-        id: None,
-        read_write: false,
-        required: false,
-        mode: None,
-        uid: None,
-        gid: None,
-        env: None,
-        sharing: None,
-        size: None,
-    }
-}
-
-/// `run --mount type=bind|tmpfs|cache,…`.
-fn mount_option(m: &str, at: Pos) -> Result<RunMount, shell::Error> {
-    let mut out = read_only_bind();
-    for kv in m.split(',') {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        match k {
-            "type" => {
-                out.kind = match v {
-                    "bind" => MountType::Bind,
-                    "tmpfs" => MountType::Tmpfs,
-                    "cache" => MountType::Cache,
-                    other => {
-                        return Err(shell::Error::at(
-                            at,
-                            format!("--mount type={other} is not supported (bind, tmpfs, cache)"),
-                        ));
-                    }
-                }
-            }
-            "target" | "dst" | "destination" => out.target = Some(v.to_string()),
-            "source" | "src" => out.source = Some(v.to_string()),
-            "ro" | "readonly" => out.read_write = v == "false",
-            "rw" | "readwrite" => out.read_write = v != "false",
-            "id" => out.id = Some(v.to_string()),
-            "sharing" => out.sharing = Some(v.to_string()),
-            _ => {
-                return Err(shell::Error::at(
-                    at,
-                    format!("--mount {m:?}: unknown option {k:?}"),
-                ));
-            }
-        }
-    }
-    if out.target.is_none() {
-        return Err(shell::Error::at(at, format!("--mount {m:?} needs target=")));
-    }
-    if matches!(out.kind, MountType::Cache | MountType::Tmpfs) {
-        out.read_write = true;
-    }
-    Ok(out)
+    let quote = |v: &str| v.replace('"', "\"\"");
+    let rw = !opts.split(',').any(|o| o == "ro");
+    let spec = format!(
+        "type=bind,\"source={}\",\"target={}\",rw={rw}",
+        quote(src),
+        quote(dst)
+    );
+    let m = mounts::parse_literal(&spec)
+        .map_err(|e| shell::Error::at(at, format!("--volume {v:?}: {e}")))?;
+    let m = m.resolve_from(|_| Err(shell::Error::at(at, "a volume has no from")))?;
+    Ok(m.into())
 }
 
 /// Turn a script into a build plan.

@@ -279,81 +279,6 @@ pub fn clean_path(p: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
-fn parse_bool(v: &str) -> Option<bool> {
-    match v {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
-        _ => None,
-    }
-}
-
-/// A size like `64m`, `1g`, `512k`, `1.5GiB`, `1024` (binary multiples), in bytes.
-pub fn parse_size(v: &str) -> Option<u64> {
-    let v = v.trim();
-    let num_len = v
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(v.len());
-    let num: f64 = v[..num_len].parse().ok()?;
-    let unit = v[num_len..].trim_start().to_ascii_lowercase();
-    let unit = unit.strip_suffix('b').unwrap_or(&unit);
-    let unit = unit.strip_suffix('i').unwrap_or(unit);
-    let mult: f64 = match unit {
-        "" => 1.0,
-        "k" => 1024.0,
-        "m" => 1024.0 * 1024.0,
-        "g" => 1024.0 * 1024.0 * 1024.0,
-        "t" => 1024.0f64.powi(4),
-        "p" => 1024.0f64.powi(5),
-        _ => return None,
-    };
-    let bytes = num * mult;
-    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
-}
-
-/// Split one CSV record (`--mount` values): commas separate fields, `"..."` quotes a field and
-/// `""` inside it is a quote.
-fn csv_fields(s: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut chars = s.chars().peekable();
-    loop {
-        let mut field = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            loop {
-                match chars.next() {
-                    None => return Err("unterminated quote".into()),
-                    Some('"') if chars.peek() == Some(&'"') => {
-                        chars.next();
-                        field.push('"');
-                    }
-                    Some('"') => break,
-                    Some(c) => field.push(c),
-                }
-            }
-            match chars.next() {
-                None => {
-                    out.push(field);
-                    return Ok(out);
-                }
-                Some(',') => {}
-                Some(c) => return Err(format!("unexpected {c:?} after a quoted field")),
-            }
-        } else {
-            loop {
-                match chars.next() {
-                    None => {
-                        out.push(field);
-                        return Ok(out);
-                    }
-                    Some(',') => break,
-                    Some(c) => field.push(c),
-                }
-            }
-        }
-        out.push(field);
-    }
-}
-
 impl Builder<'_> {
     fn build_arg(&self, name: &str) -> Option<String> {
         self.opts
@@ -1073,199 +998,24 @@ impl Builder<'_> {
     ) -> Result<RunMount, Diagnostic> {
         let loc = at.unwrap_or_else(|| node.location_at(w.offset));
         let bad = |msg: String| Diagnostic::error(loc, format!("--mount={}: {msg}", w.text));
-        let fields = csv_fields(&w.text).map_err(&bad)?;
-        let mut kind = MountType::Bind;
-        let mut pairs: Vec<(String, Option<String>)> = Vec::new();
-        for f in fields {
-            if f.is_empty() {
-                continue;
-            }
-            match f.split_once('=') {
-                Some((k, v)) => pairs.push((k.trim().to_ascii_lowercase(), Some(v.to_string()))),
-                None => pairs.push((f.trim().to_ascii_lowercase(), None)),
-            }
-        }
-        for (k, v) in &pairs {
-            if k == "type" {
-                kind = match v.as_deref() {
-                    Some("bind") => MountType::Bind,
-                    Some("cache") => MountType::Cache,
-                    Some("tmpfs") => MountType::Tmpfs,
-                    Some("secret") => MountType::Secret,
-                    Some("ssh") => MountType::Ssh,
-                    Some(t) => {
-                        return Err(bad(format!(
-                            "unknown mount type {t:?} (bind, cache, tmpfs, secret, ssh)"
-                        )));
-                    }
-                    None => return Err(bad("type needs a value".into())),
-                };
-            }
-        }
-        let type_name = match kind {
-            MountType::Bind => "bind",
-            MountType::Cache => "cache",
-            MountType::Tmpfs => "tmpfs",
-            MountType::Secret => "secret",
-            MountType::Ssh => "ssh",
+        let mut expand = |raw: &str| {
+            lexer
+                .word(raw, &|n| cur.lookup(n))
+                .map_err(|e| e.to_string())
         };
-        let mut m = RunMount {
-            kind,
-            target: None,
-            source: None,
-            from: None,
-            id: None,
-            read_write: matches!(kind, MountType::Cache | MountType::Tmpfs),
-            required: false,
-            mode: None,
-            uid: None,
-            gid: None,
-            env: None,
-            sharing: None,
-            size: None,
-        };
-        const KEYS: [&str; 19] = [
-            "type",
-            "target",
-            "dst",
-            "destination",
-            "source",
-            "src",
-            "from",
-            "id",
-            "ro",
-            "readonly",
-            "rw",
-            "readwrite",
-            "required",
-            "mode",
-            "uid",
-            "gid",
-            "env",
-            "sharing",
-            "size",
-        ];
-        let only = |ok: bool, key: &str| -> Result<(), Diagnostic> {
-            if ok {
-                Ok(())
-            } else {
-                Err(bad(format!("{key} does not apply to type={type_name}")))
+        let m = kiln_sdk::mounts::parse(&w.text, &mut expand).map_err(|e| match e {
+            kiln_sdk::mounts::MountError::UnknownKey(k) => {
+                bad(unknown_key(&k, &kiln_sdk::mounts::KEYS))
             }
-        };
-        for (k, v) in pairs {
-            if k == "type" {
-                continue;
+            other => bad(other.to_string()),
+        })?;
+        let mut m = m.resolve_from(|f| self.resolve_from(cur, &f, loc, "from"))?;
+        if m.kind == MountType::Ssh {
+            // BuildKit's agent sockets, numbered per RUN.
+            if m.target.is_none() {
+                m.target = Some(format!("/run/buildkit/ssh_agent.{ssh_count}"));
             }
-            let Some(raw) = v else {
-                match k.as_str() {
-                    "ro" | "readonly" => m.read_write = false,
-                    "rw" | "readwrite" => m.read_write = true,
-                    "required" => {
-                        only(
-                            matches!(kind, MountType::Secret | MountType::Ssh),
-                            "required",
-                        )?;
-                        m.required = true
-                    }
-                    _ if KEYS.contains(&k.as_str()) => {
-                        return Err(bad(format!("{k} needs a value ({k}=...)")));
-                    }
-                    _ => return Err(bad(unknown_key(&k, &KEYS))),
-                }
-                continue;
-            };
-            let value = lexer
-                .word(&raw, &|n| cur.lookup(n))
-                .map_err(|e| bad(e.to_string()))?;
-            let boolean = |v: &str| {
-                parse_bool(v).ok_or_else(|| bad(format!("{k} expects true or false, not {v:?}")))
-            };
-            let number = |v: &str, radix: u32| {
-                u32::from_str_radix(v, radix)
-                    .map_err(|_| bad(format!("{k}={v} is not a valid number")))
-            };
-            match k.as_str() {
-                "target" | "dst" | "destination" => m.target = Some(value),
-                "source" | "src" => {
-                    only(
-                        matches!(kind, MountType::Bind | MountType::Cache | MountType::Secret),
-                        "source",
-                    )?;
-                    m.source = Some(value)
-                }
-                "from" => {
-                    only(matches!(kind, MountType::Bind | MountType::Cache), "from")?;
-                    m.from = Some(self.resolve_from(cur, &value, loc, "from")?)
-                }
-                "id" => m.id = Some(value),
-                "ro" | "readonly" => m.read_write = !boolean(&value)?,
-                "rw" | "readwrite" => m.read_write = boolean(&value)?,
-                "required" => {
-                    only(
-                        matches!(kind, MountType::Secret | MountType::Ssh),
-                        "required",
-                    )?;
-                    m.required = boolean(&value)?
-                }
-                "mode" => m.mode = Some(number(&value, 8)?),
-                "uid" => m.uid = Some(number(&value, 10)?),
-                "gid" => m.gid = Some(number(&value, 10)?),
-                "env" => {
-                    only(kind == MountType::Secret, "env")?;
-                    m.env = Some(value)
-                }
-                "sharing" => {
-                    only(kind == MountType::Cache, "sharing")?;
-                    if !matches!(value.as_str(), "shared" | "private" | "locked") {
-                        return Err(bad(format!(
-                            "sharing={value}: expected shared, private or locked"
-                        )));
-                    }
-                    m.sharing = Some(value)
-                }
-                "size" => {
-                    only(kind == MountType::Tmpfs, "size")?;
-                    m.size = Some(parse_size(&value).ok_or_else(|| {
-                        bad(format!("size={value}: expected a size like 64m or 1g"))
-                    })?)
-                }
-                _ => return Err(bad(unknown_key(&k, &KEYS))),
-            }
-        }
-        match kind {
-            MountType::Bind | MountType::Cache | MountType::Tmpfs => {
-                if m.target.as_deref().is_none_or(str::is_empty) {
-                    return Err(bad(format!(
-                        "type={type_name} needs a target (target=/path)"
-                    )));
-                }
-                if kind == MountType::Cache && m.id.is_none() {
-                    m.id = m.target.clone();
-                }
-            }
-            MountType::Secret => {
-                if m.id.is_none() {
-                    match &m.target {
-                        Some(t) => m.id = t.rsplit('/').find(|s| !s.is_empty()).map(str::to_string),
-                        None => return Err(bad("type=secret needs an id or a target".into())),
-                    }
-                }
-                if m.target.is_none() && m.env.is_none() {
-                    m.target = Some(format!(
-                        "/run/secrets/{}",
-                        m.id.as_deref().unwrap_or_default()
-                    ));
-                }
-            }
-            MountType::Ssh => {
-                if m.id.is_none() {
-                    m.id = Some("default".into());
-                }
-                if m.target.is_none() {
-                    m.target = Some(format!("/run/buildkit/ssh_agent.{ssh_count}"));
-                }
-                *ssh_count += 1;
-            }
+            *ssh_count += 1;
         }
         Ok(m)
     }

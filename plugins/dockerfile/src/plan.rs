@@ -70,51 +70,11 @@ pub struct CopyStep {
     pub checksum: Option<String>,
 }
 
-/// RUN mount types.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MountType {
-    /// Bind from context/stage/image.
-    Bind,
-    /// Persistent cache.
-    Cache,
-    /// Empty tmpfs.
-    Tmpfs,
-    /// Secret file or env.
-    Secret,
-    /// SSH agent socket.
-    Ssh,
-}
+/// A mount type (`type=` of `RUN --mount`).
+pub use kiln_sdk::mounts::MountKind as MountType;
 
-/// One `RUN --mount`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RunMount {
-    /// Type.
-    pub kind: MountType,
-    /// Mount point (defaults filled in for secret).
-    pub target: Option<String>,
-    /// Path inside `from`.
-    pub source: Option<String>,
-    /// Stage or image to mount from (bind, cache).
-    pub from: Option<CopyFrom>,
-    /// Cache / secret / ssh id.
-    pub id: Option<String>,
-    /// Writable (per-type default applied).
-    pub read_write: bool,
-    /// Fail when the secret/ssh source is missing.
-    pub required: bool,
-    /// File mode.
-    pub mode: Option<u32>,
-    /// Owner uid.
-    pub uid: Option<u32>,
-    /// Owner gid.
-    pub gid: Option<u32>,
-    /// Secret exposed as this environment variable.
-    pub env: Option<String>,
-    /// Cache sharing: shared, private, locked.
-    pub sharing: Option<String>,
-    /// tmpfs size in bytes.
-    pub size: Option<u64>,
-}
+/// One `RUN --mount`, its `from` resolved to a stage or an image.
+pub type RunMount = kiln_sdk::mounts::MountSpec<CopyFrom>;
 
 /// RUN.
 #[derive(Clone, Debug, PartialEq, Eq)]

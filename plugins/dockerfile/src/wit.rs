@@ -121,26 +121,10 @@ fn step_kind(k: plan::StepKind) -> wit::StepKind {
             mounts: r
                 .mounts
                 .into_iter()
-                .map(|m| wit::RunMount {
-                    kind: match m.kind {
-                        plan::MountType::Bind => wit::MountType::Bind,
-                        plan::MountType::Cache => wit::MountType::Cache,
-                        plan::MountType::Tmpfs => wit::MountType::Tmpfs,
-                        plan::MountType::Secret => wit::MountType::Secret,
-                        plan::MountType::Ssh => wit::MountType::Ssh,
-                    },
-                    target: m.target,
-                    source: m.source,
-                    from: m.from.map(copy_from),
-                    id: m.id,
-                    read_write: m.read_write,
-                    required: m.required,
-                    mode: m.mode,
-                    uid: m.uid,
-                    gid: m.gid,
-                    env: m.env,
-                    sharing: m.sharing,
-                    size: m.size,
+                .map(|m| {
+                    let m = m.resolve_from(|f| Ok::<_, std::convert::Infallible>(copy_from(f)));
+                    let Ok(m) = m;
+                    m.into()
                 })
                 .collect(),
             network: r.network,

@@ -173,9 +173,9 @@ fn case_06_secret() {
         "06-secret",
         &[],
         r#"stage 0 - image:127.0.0.1:5000/busybox:latest @2:1
-3:1 RUN sh "test \"$(cat /run/secrets/token)\" = \"s3cr3t-value\"  && sha256sum /run/secrets/token | cut -d' ' -f1 > /token.sha256" mountRunMount { kind: Secret, target: Some("/run/secrets/token"), source: None, from: None, id: Some("token"), read_write: false, required: false, mode: None, uid: None, gid: None, env: None, sharing: None, size: None }
+3:1 RUN sh "test \"$(cat /run/secrets/token)\" = \"s3cr3t-value\"  && sha256sum /run/secrets/token | cut -d' ' -f1 > /token.sha256" mountMountSpec { kind: Secret, target: Some("/run/secrets/token"), source: None, from: None, id: Some("token"), read_write: false, required: false, mode: None, uid: None, gid: None, env: None, sharing: None, size: None }
     # /bin/sh -c --mount=type=secret,id=token test "$(cat /run/secrets/token)" = "s3cr3t-value"  && sha256sum /run/secrets/token | cut -d' ' -f1 > /token.sha256
-5:1 RUN sh "wc -c < /tmp/tok > /token.len" mountRunMount { kind: Secret, target: Some("/tmp/tok"), source: None, from: None, id: Some("token"), read_write: false, required: true, mode: None, uid: None, gid: None, env: None, sharing: None, size: None }
+5:1 RUN sh "wc -c < /tmp/tok > /token.len" mountMountSpec { kind: Secret, target: Some("/tmp/tok"), source: None, from: None, id: Some("token"), read_write: false, required: true, mode: None, uid: None, gid: None, env: None, sharing: None, size: None }
     # /bin/sh -c --mount=type=secret,id=token,target=/tmp/tok,required=true wc -c < /tmp/tok > /token.len
 6:1 RUN sh "test ! -e /run/secrets/token && test ! -s /tmp/tok"
     # /bin/sh -c test ! -e /run/secrets/token && test ! -s /tmp/tok
