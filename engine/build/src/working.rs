@@ -14,9 +14,9 @@
 use crate::config;
 use crate::copy::{self, Attrs, SourceRoot};
 use crate::error::{BuildError, Result};
-use crate::executor::{find_or_pull, layer_from_upper, owner_in, write_image};
+use crate::executor::{find_or_pull, layer_from_tree, layer_from_upper, owner_in, write_image};
 use crate::ignore::IgnoreRules;
-use crate::layers::{LayerRef, LayerStack, Lookup, flat_key, flat_snapshot};
+use crate::layers::{LayerRef, LayerStack, Lookup, flat_key, flat_snapshot, flat_snapshot_reusing};
 use crate::{Format, PullPolicy};
 use kiln_core::Platform;
 use kiln_core::spec::{HealthConfig, History, ImageConfig};
@@ -995,6 +995,38 @@ pub fn fold_stage(
     timestamp: Option<i64>,
 ) -> Result<()> {
     let new = layers.len().saturating_sub(base_layers);
+    // With the vfs driver, steps leave the whole filesystem instead of an upper dir per layer:
+    // the folded layer is then the difference between the base's and the result's filesystems.
+    let uppers_on_top = stack.dirs.len() > new
+        && stack.dirs[..new]
+            .iter()
+            .all(|d| d.file_name().is_some_and(|n| n == "upper"));
+    if new > 0 && !uppers_on_top {
+        let store = containers.store;
+        let base = flat_snapshot_reusing(store, &layers[..base_layers.min(layers.len())])?;
+        let result = if stack.dirs.len() == 1 {
+            stack.dirs[0].clone()
+        } else {
+            flat_snapshot_reusing(store, layers)?
+        };
+        let layer = layer_from_tree(store, &base, &result, None, &[], timestamp, true)?
+            .ok_or_else(|| other("an empty layer was not written"))?;
+        layers.truncate(base_layers);
+        layers.push(layer);
+        config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id).collect();
+        config.history.truncate(base_history);
+        config.history.push(History {
+            created: Some(created.to_string()),
+            created_by,
+            author: config.author.clone(),
+            empty_layer: false,
+            ..Default::default()
+        });
+        *stack = LayerStack {
+            dirs: vec![flat_snapshot_reusing(store, layers)?],
+        };
+        return Ok(());
+    }
     if stack.dirs.len() < new {
         return Err(other(format!(
             "stage {hint}: {new} step layers but only {} directories",
