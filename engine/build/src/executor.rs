@@ -795,7 +795,10 @@ impl<'a> Builder<'a> {
                 let Some(snap) = snap.filter(|_| self.store.has_blob(&l.digest)) else {
                     return false;
                 };
-                if v["snapshot"].as_str().is_some_and(|k| k.starts_with("flat-")) {
+                if v["snapshot"]
+                    .as_str()
+                    .is_some_and(|k| k.starts_with("flat-"))
+                {
                     // Made by the vfs driver: the whole filesystem up to this layer.
                     st.stack = LayerStack { dirs: vec![snap] };
                 } else {

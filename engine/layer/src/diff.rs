@@ -324,7 +324,12 @@ impl<W: Write> Emitter<W> {
     }
 
     /// The tar node of `c` (not for whiteouts); `None` for sockets.
-    pub(crate) fn node_of(&mut self, dir: BorrowedFd<'_>, rel: &[u8], c: &Child) -> Result<Option<Node>> {
+    pub(crate) fn node_of(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        rel: &[u8],
+        c: &Child,
+    ) -> Result<Option<Node>> {
         let st = &c.st;
         let kind = match c.ftype() {
             libc::S_IFREG => Kind::File,
@@ -402,7 +407,12 @@ impl<W: Write> Emitter<W> {
     }
 
     /// Writes `c` and, for a directory, everything below it (an added subtree).
-    pub(crate) fn emit_subtree(&mut self, dir: BorrowedFd<'_>, rel: &[u8], c: &Child) -> Result<()> {
+    pub(crate) fn emit_subtree(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        rel: &[u8],
+        c: &Child,
+    ) -> Result<()> {
         let Some(node) = self.node_of(dir, rel, c)? else {
             return Ok(());
         };
