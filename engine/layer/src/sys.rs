@@ -521,3 +521,61 @@ pub fn btime_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<Timestamp
         nsecs: stx.stx_btime.tv_nsec as i64,
     }))
 }
+
+/// Lists the extended attribute names of an open file or directory.
+pub fn flistxattr(fd: BorrowedFd<'_>) -> io::Result<Vec<OsString>> {
+    loop {
+        let n = unsafe { libc::flistxattr(fd.as_raw_fd(), std::ptr::null_mut(), 0) };
+        let n = match cvt_size(n) {
+            Ok(n) => n,
+            Err(e) if is_unsupported(&e) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let mut buf = vec![0u8; n];
+        match cvt_size(unsafe {
+            libc::flistxattr(fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_char, n)
+        }) {
+            Ok(m) => {
+                buf.truncate(m);
+                return Ok(split_xattr_names(&buf));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Reads one extended attribute of an open file or directory; `Ok(None)` when it is absent.
+pub fn fgetxattr(fd: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
+    let cname = cstr(name)?;
+    loop {
+        let n = unsafe { libc::fgetxattr(fd.as_raw_fd(), cname.as_ptr(), std::ptr::null_mut(), 0) };
+        let n = match cvt_size(n) {
+            Ok(n) => n,
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) || is_unsupported(&e) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut buf = vec![0u8; n];
+        match cvt_size(unsafe {
+            libc::fgetxattr(
+                fd.as_raw_fd(),
+                cname.as_ptr(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                n,
+            )
+        }) {
+            Ok(m) => {
+                buf.truncate(m);
+                return Ok(Some(buf));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => continue,
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+}

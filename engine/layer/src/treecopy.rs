@@ -263,7 +263,7 @@ impl Copier {
                     .map_err(|e| self.derr(rel, "chown", e))?;
                 sys::fchmod(d.as_fd(), st.st_mode & 0o7777)
                     .map_err(|e| self.derr(rel, "chmod", e))?;
-                self.copy_xattrs(sdir, ddir, name, rel)?;
+                self.copy_xattrs_fd(s.as_fd(), d.as_fd(), rel)?;
                 sys::futimens2(d.as_fd(), sys::atime_of(st), sys::mtime_of(st))
                     .map_err(|e| self.derr(rel, "set times", e))
             }
@@ -324,8 +324,7 @@ impl Copier {
         self.own(sys::fchown(ddir, st.st_uid, st.st_gid))
             .map_err(|e| self.derr(rel, "chown", e))?;
         sys::fchmod(ddir, st.st_mode & 0o7777).map_err(|e| self.derr(rel, "chmod", e))?;
-        let here = c".";
-        self.copy_xattrs(sdir, ddir, here, rel)?;
+        self.copy_xattrs_fd(sdir, ddir, rel)?;
         sys::futimens2(ddir, sys::atime_of(st), sys::mtime_of(st))
             .map_err(|e| self.derr(rel, "set times", e))
     }
@@ -363,6 +362,24 @@ impl Copier {
                 continue;
             };
             if sys::lsetxattr(&dp, &n, &v).is_err() {
+                self.stats.xattr_failed += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Copier::copy_xattrs`] for open files and directories (no path lookups).
+    fn copy_xattrs_fd(&mut self, s: BorrowedFd<'_>, d: BorrowedFd<'_>, rel: &[u8]) -> Result<()> {
+        let names = sys::flistxattr(s).map_err(|e| self.serr(rel, "list xattrs", e))?;
+        for n in names {
+            if skip_xattr(n.as_bytes()) {
+                continue;
+            }
+            let Some(v) = sys::fgetxattr(s, &n).map_err(|e| self.serr(rel, "read xattr", e))?
+            else {
+                continue;
+            };
+            if sys::fsetxattr(d, &n, &v).is_err() {
                 self.stats.xattr_failed += 1;
             }
         }
