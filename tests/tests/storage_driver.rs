@@ -203,3 +203,104 @@ fn vfs_and_overlay_build_the_same_image() {
         "{err}"
     );
 }
+
+/// `kiln ARGS…` with its store on an overlayfs mount, made in a private mount namespace for this
+/// one command (`unshare -m`): overlayfs refuses an upper dir on overlayfs, so the probe fails
+/// there. The store's contents live on in `backing/upper` between commands.
+fn on_overlay_store(kiln: &Kiln, backing: &Path, args: &[&str]) -> std::process::Output {
+    let plain = kiln.cmd(args);
+    for d in ["lower", "upper", "work"] {
+        std::fs::create_dir_all(backing.join(d)).unwrap();
+    }
+    let mut c = std::process::Command::new("unshare");
+    c.args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount -t overlay overlay -o lowerdir={0}/lower,upperdir={0}/upper,workdir={0}/work \"$0\" && exec \"$@\"",
+            backing.display()
+        ))
+        .arg(kiln.root())
+        .arg(plain.get_program())
+        .args(plain.get_args());
+    for (k, v) in plain.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c.output().expect("running kiln under unshare")
+}
+
+#[test]
+fn without_overlay_the_vfs_driver_is_picked_and_said_once() {
+    let bases = Bases::start(false);
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    let base = bases.reg.reference("busybox:latest");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {base}\nRUN rm /bin/ls && mkdir -p /d/sub && echo hi > /d/sub/f\n\
+             RUN rm -rf /d/sub && mkdir /d/sub && echo again > /d/sub/g\n"
+        ),
+    )
+    .unwrap();
+    let before = mountinfo();
+
+    let kiln = Kiln::new();
+    let backing = tmp.path().join("backing");
+    let v_img = tmp.path().join("vfs.tar");
+    let dest = format!("oci-archive:{}", v_img.display());
+    let o = on_overlay_store(
+        &kiln,
+        &backing,
+        &[
+            "build",
+            "--tls-verify=false",
+            "--progress=plain",
+            "-t",
+            &dest,
+            ctx.to_str().unwrap(),
+        ],
+    );
+    let err = lossy(&o.stderr);
+    assert!(
+        o.status.success(),
+        "build on an overlayfs store failed:\n{}{err}",
+        lossy(&o.stdout)
+    );
+    assert_eq!(
+        err.matches("using the vfs storage driver").count(),
+        1,
+        "the fallback is said exactly once:\n{err}"
+    );
+    assert!(err.contains("mount overlay"), "the reason is given:\n{err}");
+    // There, asking for overlay fails at the RUN's mount, naming it.
+    let o = on_overlay_store(
+        &kiln,
+        &backing,
+        &[
+            "build",
+            "--tls-verify=false",
+            "--no-cache",
+            "--storage-driver",
+            "overlay",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        !o.status.success() && lossy(&o.stderr).contains("mount overlay"),
+        "{}",
+        lossy(&o.stderr)
+    );
+
+    // The same Dockerfile with overlay on a normal store: an equivalent image.
+    let overlay = Kiln::new();
+    let o_img = tmp.path().join("overlay.tar");
+    let log = build(&overlay, &ctx, &[], &o_img);
+    assert!(!log.contains("vfs"), "{log}");
+    let (same, report) = support::diff(&o_img, &v_img, &[], &[]);
+    assert!(same, "overlay and vfs images differ:\n{report}");
+    assert_eq!(layer_entries(&o_img), layer_entries(&v_img));
+    assert_eq!(mountinfo(), before, "a build changed the host's mounts");
+}
