@@ -1262,6 +1262,21 @@ impl<'a> Builder<'a> {
             stats.reflinked,
             t_copy.elapsed()
         );
+        if stats.chown_failed + stats.xattr_failed + stats.devices_skipped > 0 {
+            // Rootless: the copy is made outside the step's user namespace, so owners other
+            // than the caller's cannot be set. Untouched files keep the lower's owners in the
+            // layer (they are not written), but the step sees them as the caller's.
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::warn!(
+                    "vfs copy of {}: {} owners, {} xattrs and {} device nodes could not be kept                      (not root); the RUN step sees them as this user's",
+                    lower.display(),
+                    stats.chown_failed,
+                    stats.xattr_failed,
+                    stats.devices_skipped
+                )
+            });
+        }
         Ok(Working::Copy {
             lower,
             staging,

@@ -23,10 +23,11 @@ fn capability() -> Vec<u8> {
     v
 }
 
-/// Tar entries by name: (type, link target, uid, gid, mode, xattr keys).
-fn entries(
-    tar: &[u8],
-) -> BTreeMap<String, (EntryType, Option<String>, u64, u64, u32, Vec<String>)> {
+/// One tar entry: (type, link target, uid, gid, mode, xattr keys).
+type Entry = (EntryType, Option<String>, u64, u64, u32, Vec<String>);
+
+/// Tar entries by name.
+fn entries(tar: &[u8]) -> BTreeMap<String, Entry> {
     let mut out = BTreeMap::new();
     let mut ar = tar::Archive::new(tar);
     for e in ar.entries().unwrap() {
