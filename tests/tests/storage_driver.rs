@@ -304,3 +304,81 @@ fn without_overlay_the_vfs_driver_is_picked_and_said_once() {
     assert_eq!(layer_entries(&o_img), layer_entries(&v_img));
     assert_eq!(mountinfo(), before, "a build changed the host's mounts");
 }
+
+#[test]
+fn working_containers_honour_the_vfs_driver() {
+    let bases = Bases::start(false);
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("f.txt");
+    std::fs::write(&file, "copied in\n").unwrap();
+    let base = bases.reg.reference("busybox:latest");
+    let before = mountinfo();
+    let mut images = Vec::new();
+    for driver in ["overlay", "vfs"] {
+        let kiln = Kiln::new();
+        let c = kiln.run([
+            "--storage-driver",
+            driver,
+            "from",
+            "--tls-verify=false",
+            "-q",
+            &base,
+        ]);
+        let c = c.trim();
+        kiln.run([
+            "run",
+            c,
+            "--",
+            "sh",
+            "-c",
+            "rm -rf /home && mkdir /home && echo x > /home/new && rm /bin/ls",
+        ]);
+        kiln.run(["copy", c, file.to_str().unwrap(), "/copied.txt"]);
+        // The second run sees the first one's and the copy's changes.
+        kiln.run([
+            "run",
+            c,
+            "--",
+            "sh",
+            "-c",
+            "cat /home/new /copied.txt > /both",
+        ]);
+        let vfs_dir = std::fs::read_dir(kiln.root().join("containers"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| e.path().join("vfs-rootfs").is_dir());
+        assert_eq!(vfs_dir, driver == "vfs", "{driver}: a vfs-rootfs directory");
+        kiln.run(["commit", "-q", c, "localhost/out"]);
+        let out = tmp.path().join(format!("{driver}.tar"));
+        kiln.run([
+            "push",
+            "localhost/out",
+            &format!("oci-archive:{}", out.display()),
+        ]);
+        images.push(out);
+    }
+    assert_eq!(
+        mountinfo(),
+        before,
+        "working containers changed the host's mounts"
+    );
+    let s = support::summary(&images[1]);
+    support::assert_file(&s, "/both", b"x\ncopied in\n");
+    let (same, report) = support::diff(&images[0], &images[1], &[], &[]);
+    assert!(
+        same,
+        "overlay and vfs containers commit different images:\n{report}"
+    );
+    let (ol, vl) = (layer_entries(&images[0]), layer_entries(&images[1]));
+    assert_eq!(ol, vl, "layer entries differ");
+    let last = vl.last().unwrap();
+    for want in [
+        "bin/.wh.ls",
+        "home/.wh..wh..opq",
+        "home/new",
+        "copied.txt",
+        "both",
+    ] {
+        assert!(last.contains(&want.to_string()), "{want} not in {last:?}");
+    }
+}
