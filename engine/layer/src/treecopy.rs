@@ -10,6 +10,9 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 
 use crate::diff::{open_root, rel_join, skip_xattr};
 use crate::error::{LayerError, Result};
@@ -86,18 +89,46 @@ pub struct CopyStats {
     pub devices_skipped: u64,
 }
 
-struct Copier {
-    dst_root: OwnedFd,
+/// What the walking thread and the file-copying threads share.
+struct Shared {
     src_path: PathBuf,
     dst_path: PathBuf,
+    /// Whether FICLONE is worth trying (cleared after the first refusal).
+    try_clone: AtomicBool,
+    /// Whether copy_file_range is worth trying.
+    try_range: AtomicBool,
+    reflinked: AtomicU64,
+    chown_failed: AtomicU64,
+    xattr_failed: AtomicU64,
+    /// The first error of a file-copying thread.
+    error: Mutex<Option<LayerError>>,
+}
+
+/// A regular file created (empty) by the walk, to be filled and finished by a copying thread.
+struct FileJob {
+    src: OwnedFd,
+    dst: OwnedFd,
+    st: libc::stat,
+    rel: Vec<u8>,
+}
+
+struct Copier<'s> {
+    dst_root: OwnedFd,
+    sh: &'s Shared,
+    /// Where regular files go to be filled (none: filled by the walking thread).
+    jobs: Option<SyncSender<FileJob>>,
     /// (dev, ino) of a source file linked more than once → its path in the copy.
     links: HashMap<(u64, u64), CString>,
     dir_inodes: HashSet<u64>,
     stats: CopyStats,
-    /// Whether FICLONE is worth trying (cleared after the first refusal).
-    try_clone: bool,
-    /// Whether copy_file_range is worth trying.
-    try_range: bool,
+}
+
+/// Threads filling regular files besides the walking one: the cores available, at most 4.
+fn copy_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4)
 }
 
 /// Copies the tree at `src` into `dst`, an existing empty directory on the file system the copy should live on
@@ -110,24 +141,59 @@ struct Copier {
 pub fn copy_tree(src: &Path, dst: &Path) -> Result<(CopyStamp, CopyStats)> {
     let sroot = open_root(src)?;
     let droot = open_root(dst)?;
+    let sh = Shared {
+        src_path: src.to_path_buf(),
+        dst_path: dst.to_path_buf(),
+        try_clone: AtomicBool::new(true),
+        try_range: AtomicBool::new(true),
+        reflinked: AtomicU64::new(0),
+        chown_failed: AtomicU64::new(0),
+        xattr_failed: AtomicU64::new(0),
+        error: Mutex::new(None),
+    };
     let mut c = Copier {
         dst_root: droot.try_clone().map_err(|source| LayerError::Path {
             path: dst.to_path_buf(),
             op: "duplicate descriptor",
             source,
         })?,
-        src_path: src.to_path_buf(),
-        dst_path: dst.to_path_buf(),
+        sh: &sh,
+        jobs: None,
         links: HashMap::new(),
         dir_inodes: HashSet::new(),
         stats: CopyStats::default(),
-        try_clone: true,
-        try_range: true,
     };
     if let Ok(st) = sys::fstat(droot.as_fd()) {
         c.dir_inodes.insert(st.st_ino);
     }
-    c.copy_dir(sroot.as_fd(), droot.as_fd(), b"")?;
+    let threads = copy_threads();
+    let walked = std::thread::scope(|scope| {
+        if threads > 1 {
+            let (tx, rx) = sync_channel::<FileJob>(64);
+            let rx = Arc::new(Mutex::new(rx));
+            for i in 0..threads {
+                let rx = rx.clone();
+                let sh = &sh;
+                std::thread::Builder::new()
+                    .name(format!("kiln-copy-{i}"))
+                    .spawn_scoped(scope, move || fill_files(sh, &rx))
+                    .map_err(|source| LayerError::Path {
+                        path: dst.to_path_buf(),
+                        op: "start a copying thread",
+                        source,
+                    })?;
+            }
+            c.jobs = Some(tx);
+        }
+        let r = c.copy_dir(sroot.as_fd(), droot.as_fd(), b"");
+        // Closing the queue ends the copying threads; the scope waits for them.
+        c.jobs = None;
+        r
+    });
+    walked?;
+    if let Some(e) = sh.error.lock().expect("no panics while held").take() {
+        return Err(e);
+    }
     let sst = sys::fstat(sroot.as_fd()).map_err(|s| c.serr(b"", "stat", s))?;
     c.finish_dir(sroot.as_fd(), droot.as_fd(), &sst, b"")?;
     let boundary = boundary_after(droot.as_fd()).map_err(|source| LayerError::Path {
@@ -135,13 +201,38 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<(CopyStamp, CopyStats)> {
         op: "take a ctime stamp",
         source,
     })?;
+    let mut stats = c.stats;
+    stats.reflinked = sh.reflinked.load(Ordering::Relaxed);
+    stats.chown_failed += sh.chown_failed.load(Ordering::Relaxed);
+    stats.xattr_failed += sh.xattr_failed.load(Ordering::Relaxed);
     Ok((
         CopyStamp {
             boundary,
             dir_inodes: c.dir_inodes,
         },
-        c.stats,
+        stats,
     ))
+}
+
+/// A copying thread: fills and finishes the files of the queue until it is closed. After an
+/// error (the first is kept) the rest of the queue is only drained.
+fn fill_files(sh: &Shared, rx: &Mutex<Receiver<FileJob>>) {
+    loop {
+        let job = match rx.lock().expect("no panics while held").recv() {
+            Ok(j) => j,
+            Err(_) => return,
+        };
+        let failed = sh.error.lock().expect("no panics while held").is_some();
+        if failed {
+            continue;
+        }
+        if let Err(e) = sh.fill_file(&job) {
+            let mut slot = sh.error.lock().expect("no panics while held");
+            if slot.is_none() {
+                *slot = Some(e);
+            }
+        }
+    }
 }
 
 /// A ctime of `dir`'s file system later than every ctime already handed out there: an unnamed temporary file is
@@ -181,7 +272,7 @@ fn boundary_after(dir: BorrowedFd<'_>) -> io::Result<Timestamp> {
     }
 }
 
-impl Copier {
+impl Shared {
     fn serr(&self, rel: &[u8], op: &'static str, source: io::Error) -> LayerError {
         LayerError::Path {
             path: self.src_path.join(OsStr::from_bytes(rel)),
@@ -196,6 +287,121 @@ impl Copier {
             op,
             source,
         }
+    }
+
+    /// Content, owner, mode, xattrs and times of a regular file the walk created.
+    fn fill_file(&self, j: &FileJob) -> Result<()> {
+        let (s, d, st, rel) = (j.src.as_fd(), j.dst.as_fd(), &j.st, &j.rel[..]);
+        self.copy_data(&j.src, &j.dst, st.st_size as u64)
+            .map_err(|e| self.derr(rel, "copy content", e))?;
+        self.own(sys::fchown(d, st.st_uid, st.st_gid))
+            .map_err(|e| self.derr(rel, "chown", e))?;
+        sys::fchmod(d, st.st_mode & 0o7777).map_err(|e| self.derr(rel, "chmod", e))?;
+        self.copy_xattrs_fd(s, d, rel)?;
+        sys::futimens2(d, sys::atime_of(st), sys::mtime_of(st))
+            .map_err(|e| self.derr(rel, "set times", e))
+    }
+
+    fn own(&self, r: io::Result<()>) -> io::Result<()> {
+        match r {
+            Err(e) if sys::is_permission(&e) => {
+                self.chown_failed.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            r => r,
+        }
+    }
+
+    /// [`Copier::copy_xattrs`] for open files and directories (no path lookups).
+    fn copy_xattrs_fd(&self, s: BorrowedFd<'_>, d: BorrowedFd<'_>, rel: &[u8]) -> Result<()> {
+        let names = sys::flistxattr(s).map_err(|e| self.serr(rel, "list xattrs", e))?;
+        for n in names {
+            if skip_xattr(n.as_bytes()) {
+                continue;
+            }
+            let Some(v) = sys::fgetxattr(s, &n).map_err(|e| self.serr(rel, "read xattr", e))?
+            else {
+                continue;
+            };
+            if sys::fsetxattr(d, &n, &v).is_err() {
+                self.xattr_failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    fn copy_data(&self, src: &OwnedFd, dst: &OwnedFd, size: u64) -> io::Result<()> {
+        if size == 0 {
+            return Ok(());
+        }
+        if self.try_clone.load(Ordering::Relaxed) {
+            match sys::ficlone(dst.as_fd(), src.as_fd()) {
+                Ok(()) => {
+                    self.reflinked.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(_) => self.try_clone.store(false, Ordering::Relaxed),
+            }
+        }
+        let mut done = 0u64;
+        if self.try_range.load(Ordering::Relaxed) {
+            loop {
+                match sys::copy_file_range(
+                    src.as_fd(),
+                    dst.as_fd(),
+                    size.saturating_sub(done).max(1 << 20),
+                ) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => done += n as u64,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e)
+                        if done == 0
+                            && matches!(
+                                e.raw_os_error(),
+                                Some(libc::EXDEV)
+                                    | Some(libc::ENOSYS)
+                                    | Some(libc::EOPNOTSUPP)
+                                    | Some(libc::EINVAL)
+                            ) =>
+                    {
+                        self.try_range.store(false, Ordering::Relaxed);
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        // Plain read/write from where copy_file_range stopped (offsets of both files are at `done`).
+        let mut s = File::from(src.try_clone()?);
+        let mut d = File::from(dst.try_clone()?);
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match s.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            d.write_all(&buf[..n])?;
+        }
+    }
+}
+
+impl Copier<'_> {
+    fn serr(&self, rel: &[u8], op: &'static str, source: io::Error) -> LayerError {
+        self.sh.serr(rel, op, source)
+    }
+
+    fn derr(&self, rel: &[u8], op: &'static str, source: io::Error) -> LayerError {
+        self.sh.derr(rel, op, source)
+    }
+
+    fn own(&mut self, r: io::Result<()>) -> io::Result<()> {
+        self.sh.own(r)
+    }
+
+    fn copy_xattrs_fd(&mut self, s: BorrowedFd<'_>, d: BorrowedFd<'_>, rel: &[u8]) -> Result<()> {
+        self.sh.copy_xattrs_fd(s, d, rel)
     }
 
     fn copy_dir(&mut self, sdir: BorrowedFd<'_>, ddir: BorrowedFd<'_>, rel: &[u8]) -> Result<()> {
@@ -255,17 +461,20 @@ impl Copier {
                     0o600,
                 )
                 .map_err(|e| self.derr(rel, "create", e))?;
-                self.copy_data(&s, &d, st.st_size as u64)
-                    .map_err(|e| self.derr(rel, "copy content", e))?;
                 self.stats.files += 1;
                 self.stats.bytes += st.st_size as u64;
-                self.own(sys::fchown(d.as_fd(), st.st_uid, st.st_gid))
-                    .map_err(|e| self.derr(rel, "chown", e))?;
-                sys::fchmod(d.as_fd(), st.st_mode & 0o7777)
-                    .map_err(|e| self.derr(rel, "chmod", e))?;
-                self.copy_xattrs_fd(s.as_fd(), d.as_fd(), rel)?;
-                sys::futimens2(d.as_fd(), sys::atime_of(st), sys::mtime_of(st))
-                    .map_err(|e| self.derr(rel, "set times", e))
+                let job = FileJob {
+                    src: s,
+                    dst: d,
+                    st: *st,
+                    rel: rel.to_vec(),
+                };
+                match &self.jobs {
+                    Some(tx) => tx.send(job).map_err(|_| {
+                        self.derr(rel, "hand to a copying thread", io::Error::other("stopped"))
+                    }),
+                    None => self.sh.fill_file(&job),
+                }
             }
             libc::S_IFLNK => {
                 let target =
@@ -329,16 +538,6 @@ impl Copier {
             .map_err(|e| self.derr(rel, "set times", e))
     }
 
-    fn own(&mut self, r: io::Result<()>) -> io::Result<()> {
-        match r {
-            Err(e) if sys::is_permission(&e) => {
-                self.stats.chown_failed += 1;
-                Ok(())
-            }
-            r => r,
-        }
-    }
-
     fn copy_xattrs(
         &mut self,
         sdir: BorrowedFd<'_>,
@@ -362,83 +561,9 @@ impl Copier {
                 continue;
             };
             if sys::lsetxattr(&dp, &n, &v).is_err() {
-                self.stats.xattr_failed += 1;
+                self.sh.xattr_failed.fetch_add(1, Ordering::Relaxed);
             }
         }
         Ok(())
-    }
-
-    /// [`Copier::copy_xattrs`] for open files and directories (no path lookups).
-    fn copy_xattrs_fd(&mut self, s: BorrowedFd<'_>, d: BorrowedFd<'_>, rel: &[u8]) -> Result<()> {
-        let names = sys::flistxattr(s).map_err(|e| self.serr(rel, "list xattrs", e))?;
-        for n in names {
-            if skip_xattr(n.as_bytes()) {
-                continue;
-            }
-            let Some(v) = sys::fgetxattr(s, &n).map_err(|e| self.serr(rel, "read xattr", e))?
-            else {
-                continue;
-            };
-            if sys::fsetxattr(d, &n, &v).is_err() {
-                self.stats.xattr_failed += 1;
-            }
-        }
-        Ok(())
-    }
-
-    fn copy_data(&mut self, src: &OwnedFd, dst: &OwnedFd, size: u64) -> io::Result<()> {
-        if size == 0 {
-            return Ok(());
-        }
-        if self.try_clone {
-            match sys::ficlone(dst.as_fd(), src.as_fd()) {
-                Ok(()) => {
-                    self.stats.reflinked += 1;
-                    return Ok(());
-                }
-                Err(_) => self.try_clone = false,
-            }
-        }
-        let mut done = 0u64;
-        if self.try_range {
-            loop {
-                match sys::copy_file_range(
-                    src.as_fd(),
-                    dst.as_fd(),
-                    size.saturating_sub(done).max(1 << 20),
-                ) {
-                    Ok(0) => return Ok(()),
-                    Ok(n) => done += n as u64,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e)
-                        if done == 0
-                            && matches!(
-                                e.raw_os_error(),
-                                Some(libc::EXDEV)
-                                    | Some(libc::ENOSYS)
-                                    | Some(libc::EOPNOTSUPP)
-                                    | Some(libc::EINVAL)
-                            ) =>
-                    {
-                        self.try_range = false;
-                        break;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        // Plain read/write from where copy_file_range stopped (offsets of both files are at `done`).
-        let mut s = File::from(src.try_clone()?);
-        let mut d = File::from(dst.try_clone()?);
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = match s.read(&mut buf) {
-                Ok(0) => return Ok(()),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            d.write_all(&buf[..n])?;
-        }
     }
 }

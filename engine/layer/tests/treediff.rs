@@ -70,18 +70,21 @@ fn make_lower(lower: &Path) {
          && echo del > del.txt && echo chm > chm.txt && echo own > chown.txt && printf abc > same_size.txt \
          && echo cap > cap.bin && echo hl > hl1 && ln hl1 hl2 && ln -s /etc/hostname link \
          && mkfifo fifo && mknod null c 1 3 && chown 7:8 keep/deep/k && chmod 4755 usr/bin/tool \
-         && touch -d @1600000000 same_size.txt",
+         && touch -d @1600000000 same_size.txt && head -c 3000001 /dev/urandom > big.bin \
+         && mkdir many && for i in $(seq 1 300); do head -c $((i * 37)) /dev/urandom > many/f$i; done",
         lower.display()
     ));
     set_xattr(&lower.join("keep/deep/k"), "user.kiln", b"lower");
 }
 
-/// Changes made the same way on the overlay mount and on the copy.
+/// Changes made the same way on the overlay mount and on the copy (new files get a fixed mtime, so that the two
+/// runs compare equal when a second passes between them).
 const COMMON_CHANGES: &str = "echo added > added.txt && mkdir -p newdir/sub && echo n > newdir/sub/n \
      && printf MOD > same_size.txt && touch -d @1600000000 same_size.txt \
      && chmod 0600 chm.txt && chown 123:456 chown.txt && rm del.txt && rm -rf gone \
      && rm -rf re && mkdir re && echo new > re/new \
-     && ln -sfn /etc/passwd link && echo pair > p1 && ln p1 p2 && touch etc/resolv.conf";
+     && ln -sfn /etc/passwd link && echo pair > p1 && ln p1 p2 && touch etc/resolv.conf \
+     && touch -d @1700000000 added.txt newdir/sub/n re/new p1";
 
 fn changes(root: &Path, extra: &str) {
     sh(&format!("cd {} && {COMMON_CHANGES}{extra}", root.display()));
