@@ -123,8 +123,15 @@ struct Copier<'s> {
     stats: CopyStats,
 }
 
-/// Threads filling regular files besides the walking one: the cores available, at most 4.
+/// Threads filling regular files while the walk goes on: `KILN_COPY_THREADS` when set (0 or 1:
+/// the walking thread fills them itself), else the cores available, at most 4.
 fn copy_threads() -> usize {
+    if let Some(n) = std::env::var("KILN_COPY_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        return n.min(16);
+    }
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
