@@ -80,7 +80,7 @@ fn shared_dir(prefix: &str) -> tempfile::TempDir {
 }
 
 /// Build `dockerfile` as `user` into an oci-archive in its home; returns the archive's summary.
-fn build_as(user: &TestUser, bin: &Path, bases: &Bases, dockerfile: &str) -> serde_json::Value {
+fn build_as(user: &TestUser, bin: &Path, bases: &Bases, dockerfile: &str, flags: &[&str]) -> serde_json::Value {
     let ctx = shared_dir("kiln-rootless-ctx.");
     let text = dockerfile.replace("BASE", &bases.reg.reference("busybox:latest"));
     std::fs::write(ctx.path().join("Containerfile"), text).unwrap();
@@ -90,7 +90,10 @@ fn build_as(user: &TestUser, bin: &Path, bases: &Bases, dockerfile: &str) -> ser
     let dest = format!("oci-archive:{}", out.display());
     let ctxs = ctx.path().to_str().unwrap();
     let file = format!("{ctxs}/Containerfile");
-    let o = user.kiln(bin, &["build", "--tls-verify=false", "-t", &dest, "-f", &file, ctxs]);
+    let mut args = vec!["build", "--tls-verify=false"];
+    args.extend_from_slice(flags);
+    args.extend(["-t", &dest, "-f", &file, ctxs]);
+    let o = user.kiln(bin, &args);
     assert!(
         o.status.success(),
         "rootless build as {} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
@@ -118,12 +121,23 @@ fn an_unprivileged_user_builds_with_and_without_subordinate_ids() {
     let user = TestUser::create("rl");
 
     // No subordinate ids: RUN is root inside (the caller mapped to 0) and the layer says 0:0.
-    let s = build_as(&user, &bin, &bases, "FROM BASE\nRUN id -u > /uid && echo hi > /f && mkdir /d\n");
-    support::assert_file(&s, "/uid", b"0\n");
-    support::assert_file(&s, "/f", b"hi\n");
-    assert_eq!(owner(&s, "/f"), (0, 0), "a file root wrote in a rootless RUN");
-    assert_eq!(owner(&s, "/d"), (0, 0), "a directory root made in a rootless RUN");
-    assert_eq!(owner(&s, "/bin/busybox"), (0, 0), "a base image file");
+    // The same with the copy-based vfs driver (its copies are made by the user, outside any
+    // namespace), over two RUN steps so that the second copies the first's result.
+    for flags in [&[][..], &["--storage-driver", "vfs"][..]] {
+        let s = build_as(
+            &user,
+            &bin,
+            &bases,
+            "FROM BASE\nRUN id -u > /uid && echo hi > /f && mkdir /d\nRUN rm /bin/ls && echo more >> /f\n",
+            flags,
+        );
+        support::assert_file(&s, "/uid", b"0\n");
+        support::assert_file(&s, "/f", b"hi\nmore\n");
+        assert!(support::file(&s, "/bin/ls").is_none(), "{flags:?}");
+        assert_eq!(owner(&s, "/f"), (0, 0), "a file root wrote in a rootless RUN ({flags:?})");
+        assert_eq!(owner(&s, "/d"), (0, 0), "a directory root made in a rootless RUN ({flags:?})");
+        assert_eq!(owner(&s, "/bin/busybox"), (0, 0), "a base image file ({flags:?})");
+    }
 
     // With a subordinate range (newuidmap/newgidmap from uidmap): other owners work and are kept.
     if Path::new("/usr/bin/newuidmap").exists() {
@@ -134,6 +148,7 @@ fn an_unprivileged_user_builds_with_and_without_subordinate_ids() {
             &bin,
             &bases,
             "FROM BASE\nRUN echo hi > /f && chown 1000:1001 /f && mkdir /d && chown 7:8 /d && id -u > /uid\n",
+            &[],
         );
         support::assert_file(&s, "/uid", b"0\n");
         assert_eq!(owner(&s, "/f"), (1000, 1001), "chown inside a rootless RUN with subordinate ids");

@@ -5,9 +5,9 @@ use crate::config;
 use crate::copy::{self, Attrs, SourceRoot};
 use crate::error::{BuildError, Result};
 use crate::ignore::IgnoreRules;
-use crate::layers::{LayerRef, LayerStack, flat_snapshot};
+use crate::layers::{LayerRef, LayerStack, flat_key, flat_snapshot, flat_snapshot_reusing};
 use crate::progress::{Reporter, StepRef, Stream};
-use crate::{BuildOptions, Format, PullPolicy, SecretSource};
+use crate::{BuildOptions, Format, PullPolicy, SecretSource, StorageDriver};
 use kiln_core::spec::{Descriptor, History, ImageConfig, Manifest};
 use kiln_core::{Digest, Platform, media_types};
 use kiln_plugin_host::plan::{self, BuildPlan, CopyFrom, MountType, StepKind};
@@ -54,6 +54,33 @@ struct StageState {
     /// What config steps set besides the image config: the commit's history text and comment,
     /// manifest annotations.
     commit: crate::working::WorkingState,
+}
+
+/// Where a step's writes land and how they become a layer.
+enum Working {
+    /// An overlay upper directory (`upper/`, with overlayfs's `work/` beside it) in a staging
+    /// directory: diffed as an upper dir, kept as a snapshot of the stage's stack.
+    Upper(kiln_store::Staging),
+    /// A copy of `lower`, the stage's flattened filesystem, in a staging directory (the `vfs`
+    /// driver): diffed against `lower`, kept as the flattened snapshot of the new layer chain.
+    Copy {
+        lower: PathBuf,
+        staging: kiln_store::Staging,
+        stamp: kiln_layer::CopyStamp,
+    },
+}
+
+impl Working {
+    fn rootfs(&self, stack: &LayerStack) -> Rootfs {
+        match self {
+            Working::Upper(staging) => Rootfs::Overlay {
+                lowers: stack.dirs.clone(),
+                upper: staging.path().join("upper"),
+                work: staging.path().join("work"),
+            },
+            Working::Copy { staging, .. } => Rootfs::Dir(staging.path().to_path_buf()),
+        }
+    }
 }
 
 struct Ctx<'b> {
@@ -789,7 +816,15 @@ impl<'a> Builder<'a> {
                 let Some(snap) = snap.filter(|_| self.store.has_blob(&l.digest)) else {
                     return false;
                 };
-                st.stack.dirs.insert(0, snap.join("upper"));
+                if v["snapshot"]
+                    .as_str()
+                    .is_some_and(|k| k.starts_with("flat-"))
+                {
+                    // Made by the vfs driver: the whole filesystem up to this layer.
+                    st.stack = LayerStack { dirs: vec![snap] };
+                } else {
+                    st.stack.dirs.insert(0, snap.join("upper"));
+                }
                 st.config.rootfs.diff_ids.push(l.diff_id);
                 st.layers.push(l);
                 push_history(&mut st.config, &ctx.created, created_by, false);
@@ -801,35 +836,70 @@ impl<'a> Builder<'a> {
         true
     }
 
-    /// Turn a filled upper dir into a layer (if it holds changes) and record the step.
+    /// Turn a step's writes into a layer (if there are changes) and record the step.
     fn commit_step(
         &self,
         ctx: &mut Ctx<'_>,
         st: &mut StageState,
         key: &str,
-        staging: kiln_store::Staging,
+        working: Working,
         exclude: &[PathBuf],
         created_by: &str,
     ) -> Result<()> {
-        let upper = staging.path().join("upper");
-        let _ = std::fs::remove_dir_all(staging.path().join("work"));
         let t_commit = Instant::now();
-        let layer = layer_from_upper(
-            self.store,
-            &upper,
-            exclude,
-            &st.stack.dirs,
-            ctx.opts.timestamp,
-            false,
-        )?;
+        let (layer, staging, flat) = match working {
+            Working::Upper(staging) => {
+                let upper = staging.path().join("upper");
+                let _ = std::fs::remove_dir_all(staging.path().join("work"));
+                let layer = layer_from_upper(
+                    self.store,
+                    &upper,
+                    exclude,
+                    &st.stack.dirs,
+                    ctx.opts.timestamp,
+                    false,
+                )?;
+                (layer, staging, false)
+            }
+            Working::Copy {
+                lower,
+                staging,
+                stamp,
+            } => {
+                let layer = layer_from_tree(
+                    self.store,
+                    &lower,
+                    staging.path(),
+                    Some(&stamp),
+                    exclude,
+                    ctx.opts.timestamp,
+                    false,
+                )?;
+                (layer, staging, true)
+            }
+        };
         tracing::debug!("{created_by}: layer committed in {:?}", t_commit.elapsed());
-        let snapshot_key = layer.as_ref().map(|l| format!("upper-{}", l.diff_id.hex()));
+        let snapshot_key = layer.as_ref().map(|l| {
+            if flat {
+                let mut chain = st.layers.clone();
+                chain.push(l.clone());
+                flat_key(&chain)
+            } else {
+                format!("upper-{}", l.diff_id.hex())
+            }
+        });
         if let (Some(l), Some(k)) = (&layer, &snapshot_key) {
             let snap = match self.store.snapshot(k) {
                 Some(p) => p,
                 None => self.store.publish_snapshot(k, staging)?,
             };
-            st.stack.dirs.insert(0, snap.join("upper"));
+            if flat {
+                // The changed copy is the flattened filesystem of the new chain (the mount points
+                // the sandbox made are gone from it again).
+                st.stack = LayerStack { dirs: vec![snap] };
+            } else {
+                st.stack.dirs.insert(0, snap.join("upper"));
+            }
             st.config.rootfs.diff_ids.push(l.diff_id);
             st.layers.push(l.clone());
         }
@@ -966,7 +1036,7 @@ impl<'a> Builder<'a> {
             c.parents,
             location,
         )?;
-        self.commit_step(ctx, st, &key, staging, &[], &created_by)
+        self.commit_step(ctx, st, &key, Working::Upper(staging), &[], &created_by)
     }
 
     fn resolve_owner(
@@ -1141,8 +1211,10 @@ impl<'a> Builder<'a> {
             }
         }
         env.extend(secret_env);
-        let staging = self.new_staging()?;
-        let upper = staging.path().join("upper");
+        let working = match ctx.opts.storage_driver {
+            StorageDriver::Overlay => Working::Upper(self.new_staging()?),
+            StorageDriver::Vfs => self.vfs_working(st)?,
+        };
         // A script's `buildah run` sees the config's volumes as buildah's does.
         let volumes: Vec<String> = st
             .config
@@ -1161,29 +1233,32 @@ impl<'a> Builder<'a> {
                     what: "creating a scratch dir".into(),
                     source: e,
                 })?;
+            // The directories are made where the step writes: the upper dir over the stack,
+            // or the vfs copy, which is a whole filesystem by itself.
+            let (view, target) = match &working {
+                Working::Upper(staging) => (st.stack.clone(), staging.path().join("upper")),
+                Working::Copy { staging, .. } => (
+                    LayerStack {
+                        dirs: vec![staging.path().to_path_buf()],
+                    },
+                    staging.path().to_path_buf(),
+                ),
+            };
             mounts.extend(crate::working::volume_mounts(
-                &st.stack,
-                &upper,
+                &view,
+                &target,
                 &volumes,
                 tmp.path(),
                 location,
             )?);
             volume_copies = Some(tmp);
         }
-        let work = staging.path().join("work");
         let progress = ctx.progress.clone();
         let sref = ctx.step_ref();
         let mut tail = LineTail::new(20);
         let tail_ref = std::cell::RefCell::new(&mut tail);
         let outcome = {
-            let mut spec = RunSpec::new(
-                Rootfs::Overlay {
-                    lowers: st.stack.dirs.clone(),
-                    upper: upper.clone(),
-                    work,
-                },
-                argv.clone(),
-            );
+            let mut spec = RunSpec::new(working.rootfs(&st.stack), argv.clone());
             spec.env = env;
             spec.cwd = cwd;
             spec.user = UserSpec::parse(&user).map_err(|e| BuildError::Step {
@@ -1221,7 +1296,53 @@ impl<'a> Builder<'a> {
             });
         }
         drop(volume_copies);
-        self.commit_step(ctx, st, &key, staging, &outcome.created_paths, created_by)
+        self.commit_step(ctx, st, &key, working, &outcome.created_paths, created_by)
+    }
+
+    /// A fresh copy of the stage's flattened filesystem for a RUN step (the `vfs` driver).
+    fn vfs_working(&self, st: &StageState) -> Result<Working> {
+        // One directory is a whole filesystem (a base, or an earlier vfs step's result); more
+        // are overlay-style uppers over one, flattened from the layers.
+        let lower = if st.stack.dirs.len() == 1 {
+            st.stack.dirs[0].clone()
+        } else {
+            flat_snapshot_reusing(self.store, &st.layers)?
+        };
+        let staging = self.store.snapshot_staging()?;
+        crate::layers::spread_subdirs(staging.path());
+        let t_copy = Instant::now();
+        let (stamp, stats) =
+            kiln_layer::copy_tree(&lower, staging.path()).map_err(|e| BuildError::Layer {
+                what: format!("copying {} for a vfs rootfs", lower.display()),
+                source: e,
+            })?;
+        tracing::debug!(
+            "vfs: copied {} entries ({} bytes, {} reflinked) in {:?}",
+            stats.entries,
+            stats.bytes,
+            stats.reflinked,
+            t_copy.elapsed()
+        );
+        if stats.chown_failed + stats.xattr_failed + stats.devices_skipped > 0 {
+            // Rootless: the copy is made outside the step's user namespace, so owners other
+            // than the caller's cannot be set. Untouched files keep the lower's owners in the
+            // layer (they are not written), but the step sees them as the caller's.
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::warn!(
+                    "vfs copy of {}: {} owners, {} xattrs and {} device nodes could not be kept                      (not root); the RUN step sees them as this user's",
+                    lower.display(),
+                    stats.chown_failed,
+                    stats.xattr_failed,
+                    stats.devices_skipped
+                )
+            });
+        }
+        Ok(Working::Copy {
+            lower,
+            staging,
+            stamp,
+        })
     }
 
     /// What a bind mount shows, for the cache key: the content of a context directory, the key
@@ -1658,6 +1779,45 @@ pub(crate) fn layer_from_upper(
     timestamp: Option<i64>,
     keep_empty: bool,
 ) -> Result<Option<LayerRef>> {
+    let dopts = kiln_layer::DiffOptions {
+        source_date_epoch: timestamp,
+        lower: lower.to_vec(),
+        owners: image_owners(),
+        ..Default::default()
+    };
+    write_layer(store, upper, keep_empty, |w| {
+        kiln_layer::diff_overlay_upper(upper, exclude, &dopts, w)
+    })
+}
+
+/// Like [`layer_from_upper`] for a changed copy `tree` of `lower` (the `vfs` driver, see
+/// [`kiln_layer::diff_tree`]); `None` when nothing changed.
+pub(crate) fn layer_from_tree(
+    store: &Store,
+    lower: &std::path::Path,
+    tree: &std::path::Path,
+    stamp: Option<&kiln_layer::CopyStamp>,
+    exclude: &[PathBuf],
+    timestamp: Option<i64>,
+    keep_empty: bool,
+) -> Result<Option<LayerRef>> {
+    let dopts = kiln_layer::DiffOptions {
+        source_date_epoch: timestamp,
+        owners: image_owners(),
+        ..Default::default()
+    };
+    write_layer(store, tree, keep_empty, |w| {
+        kiln_layer::diff_tree(lower, tree, stamp, exclude, &dopts, w)
+    })
+}
+
+/// Stream the tar `diff` writes through a gzip [`kiln_layer::LayerWriter`] into a new blob.
+fn write_layer(
+    store: &Store,
+    what: &std::path::Path,
+    keep_empty: bool,
+    diff: impl FnOnce(&mut dyn std::io::Write) -> kiln_layer::Result<kiln_layer::DiffStats>,
+) -> Result<Option<LayerRef>> {
     let blob = store.blob_writer()?;
     let mut lw =
         kiln_layer::LayerWriter::new(blob, kiln_layer::Compression::Gzip).map_err(|e| {
@@ -1666,17 +1826,9 @@ pub(crate) fn layer_from_upper(
                 source: e,
             }
         })?;
-    let dopts = kiln_layer::DiffOptions {
-        source_date_epoch: timestamp,
-        lower: lower.to_vec(),
-        owners: image_owners(),
-        ..Default::default()
-    };
-    let stats = kiln_layer::diff_overlay_upper(upper, exclude, &dopts, &mut lw).map_err(|e| {
-        BuildError::Layer {
-            what: format!("committing {}", upper.display()),
-            source: e,
-        }
+    let stats = diff(&mut lw).map_err(|e| BuildError::Layer {
+        what: format!("committing {}", what.display()),
+        source: e,
     })?;
     if stats.is_empty() && !keep_empty {
         return Ok(None);

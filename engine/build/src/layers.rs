@@ -178,6 +178,35 @@ pub fn flat_snapshot(store: &Store, layers: &[LayerRef]) -> Result<PathBuf> {
     }
     let staging = store.snapshot_staging()?;
     spread_subdirs(staging.path());
+    apply_blobs(store, staging.path(), layers)?;
+    Ok(store.publish_snapshot(&key, staging)?)
+}
+
+/// Like [`flat_snapshot`], but starting from a copy of the snapshot of the longest prefix of
+/// `layers` the store already has (a stage's base, or the result of an earlier `vfs` RUN), so
+/// only the layers after it are applied.
+pub fn flat_snapshot_reusing(store: &Store, layers: &[LayerRef]) -> Result<PathBuf> {
+    let key = flat_key(layers);
+    if let Some(p) = store.snapshot(&key) {
+        return Ok(p);
+    }
+    let prefix = (1..layers.len())
+        .rev()
+        .find_map(|k| store.snapshot(&flat_key(&layers[..k])).map(|p| (k, p)));
+    let Some((k, base)) = prefix else {
+        return flat_snapshot(store, layers);
+    };
+    let staging = store.snapshot_staging()?;
+    kiln_layer::copy_tree(&base, staging.path()).map_err(|e| BuildError::Layer {
+        what: format!("copying {}", base.display()),
+        source: e,
+    })?;
+    apply_blobs(store, staging.path(), &layers[k..])?;
+    Ok(store.publish_snapshot(&key, staging)?)
+}
+
+/// Apply the blobs of `layers`, in order, onto `dest`.
+fn apply_blobs(store: &Store, dest: &Path, layers: &[LayerRef]) -> Result<()> {
     for l in layers {
         let blob = store.open_blob(&l.digest)?;
         // Decompression runs ahead in its own thread while this one creates the files (mostly
@@ -198,7 +227,7 @@ pub fn flat_snapshot(store: &Store, layers: &[LayerRef]) -> Result<PathBuf> {
                     cur: Vec::new(),
                     pos: 0,
                 },
-                staging.path(),
+                dest,
                 &kiln_layer::ApplyOptions::default(),
             )
         })
@@ -207,7 +236,7 @@ pub fn flat_snapshot(store: &Store, layers: &[LayerRef]) -> Result<PathBuf> {
             source: e,
         })?;
     }
-    Ok(store.publish_snapshot(&key, staging)?)
+    Ok(())
 }
 
 /// Ask ext4 to place the subdirectories of `dir` as it places those of a filesystem's root

@@ -3,7 +3,8 @@
 //! [`build`] asks a frontend plugin for the plan, then executes the stages the target needs,
 //! independent ones in parallel (`--jobs`), reporting progress as plain lines, JSON events or a
 //! live terminal view: bases come from the store (pulled when missing), RUN steps run in the
-//! sandbox on an overlay of the stage's layers, COPY/ADD write into a fresh upper directory, and
+//! sandbox on an overlay of the stage's layers (or, with the `vfs` [`StorageDriver`], on a copy of
+//! them), COPY/ADD write into a fresh upper directory, and
 //! every filesystem change becomes a layer blob in the store. A build cache keyed on the parent state,
 //! the step and the content of its sources lets an unchanged rebuild only look things up.
 
@@ -25,6 +26,57 @@ pub use progress::ProgressMode;
 pub use runmount::{RunMountError, parse_run_mount};
 
 use std::path::PathBuf;
+
+/// How RUN steps get a writable root filesystem (buildah's `--storage-driver`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum StorageDriver {
+    /// overlayfs over the stage's layer directories; the upper directory becomes the layer.
+    #[default]
+    Overlay,
+    /// A fresh copy of the stage's flattened filesystem; its differences from the original become the
+    /// layer. Works where the kernel refuses overlay mounts (old kernels in user namespaces, an
+    /// upper directory on a file system overlayfs cannot use).
+    Vfs,
+}
+
+impl StorageDriver {
+    /// The driver's name as given to `--storage-driver`.
+    pub fn name(self) -> &'static str {
+        match self {
+            StorageDriver::Overlay => "overlay",
+            StorageDriver::Vfs => "vfs",
+        }
+    }
+}
+
+impl std::str::FromStr for StorageDriver {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "overlay" | "overlay2" => Ok(StorageDriver::Overlay),
+            "vfs" => Ok(StorageDriver::Vfs),
+            other => Err(format!("storage driver {other:?}: use overlay or vfs")),
+        }
+    }
+}
+
+impl std::fmt::Display for StorageDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The driver to use when none was asked for: `overlay` when a probe overlay mount with its upper
+/// directory in the store's file system works (as RUN steps mount it: in a user namespace), else
+/// `vfs`, with the kernel's refusal as the reason.
+pub fn detect_storage_driver(store: &kiln_store::Store) -> (StorageDriver, Option<String>) {
+    let dir = store.tmp_dir();
+    match kiln_sandbox::probe_overlay(&dir, kiln_sandbox::UserNs::Auto) {
+        Ok(()) => (StorageDriver::Overlay, None),
+        Err(e) => (StorageDriver::Vfs, Some(e.to_string())),
+    }
+}
 
 /// Image format written to the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -123,4 +175,6 @@ pub struct BuildOptions {
     /// `--ssh ID[=SOCKET|KEY[,KEY…]]`: agent sockets (or keys to load into a fresh agent) for
     /// `RUN --mount=type=ssh`; no path means `$SSH_AUTH_SOCK`.
     pub ssh: Vec<(String, Vec<PathBuf>)>,
+    /// How RUN steps get their writable root filesystem.
+    pub storage_driver: StorageDriver,
 }

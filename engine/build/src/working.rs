@@ -14,9 +14,9 @@
 use crate::config;
 use crate::copy::{self, Attrs, SourceRoot};
 use crate::error::{BuildError, Result};
-use crate::executor::{find_or_pull, layer_from_upper, owner_in, write_image};
+use crate::executor::{find_or_pull, layer_from_tree, layer_from_upper, owner_in, write_image};
 use crate::ignore::IgnoreRules;
-use crate::layers::{LayerRef, LayerStack, Lookup, flat_key, flat_snapshot};
+use crate::layers::{LayerRef, LayerStack, Lookup, flat_key, flat_snapshot, flat_snapshot_reusing};
 use crate::{Format, PullPolicy};
 use kiln_core::Platform;
 use kiln_core::spec::{HealthConfig, History, ImageConfig};
@@ -58,6 +58,10 @@ pub struct WorkingState {
     /// Host binds (`from -v`) added to every `run`: (source, target, read-only).
     #[serde(default)]
     pub run_binds: Vec<(PathBuf, String, bool)>,
+    /// Made with the vfs storage driver: the container's filesystem is a full copy of the lower
+    /// directory (`vfs-rootfs/`, with its copy stamp in `vfs-stamp`) instead of an upper dir.
+    #[serde(default)]
+    pub vfs: bool,
 }
 
 /// A working container: its store record, the image config being edited and kiln's state.
@@ -120,6 +124,18 @@ impl WorkingContainer {
             .upper
             .clone()
             .unwrap_or_else(|| self.dir().join("upper"))
+    }
+
+    /// The container's whole filesystem when it was made with the vfs driver.
+    pub fn vfs_rootfs(&self) -> PathBuf {
+        self.dir().join("vfs-rootfs")
+    }
+
+    fn vfs_stamp(&self) -> Result<kiln_layer::CopyStamp> {
+        let p = self.dir().join("vfs-stamp");
+        let b = std::fs::read(&p).map_err(io_err(format!("reading {}", p.display())))?;
+        kiln_layer::CopyStamp::from_bytes(&b)
+            .ok_or_else(|| other(format!("{}: not a copy stamp", p.display())))
     }
 
     /// overlayfs's work directory (same filesystem as the upper one).
@@ -316,6 +332,8 @@ pub struct Containers<'a> {
     pub registry: ClientOptions,
     /// No progress output.
     pub quiet: bool,
+    /// The storage driver of containers made by [`Containers::from`].
+    pub driver: crate::StorageDriver,
 }
 
 fn other(msg: impl Into<String>) -> BuildError {
@@ -333,6 +351,7 @@ impl<'a> Containers<'a> {
             store,
             registry,
             quiet: false,
+            driver: crate::StorageDriver::Overlay,
         }
     }
 
@@ -362,6 +381,7 @@ impl<'a> Containers<'a> {
             layers: layers.clone(),
             lower: flat_key(&layers),
             run_binds: opts.run_binds.clone(),
+            vfs: self.driver == crate::StorageDriver::Vfs,
             ..Default::default()
         };
         let mut extra = BTreeMap::new();
@@ -379,6 +399,26 @@ impl<'a> Containers<'a> {
         let c = WorkingContainer::from_record(rec)?;
         std::fs::create_dir_all(c.work())
             .map_err(io_err(format!("creating {}", c.work().display())))?;
+        if c.state.vfs {
+            let dir = c.vfs_rootfs();
+            let made = std::fs::create_dir(&dir)
+                .map_err(io_err(format!("creating {}", dir.display())))
+                .and_then(|()| {
+                    kiln_layer::copy_tree(&lower, &dir).map_err(|e| BuildError::Layer {
+                        what: format!("copying {} for container {}", lower.display(), c.name()),
+                        source: e,
+                    })
+                })
+                .and_then(|(stamp, _)| {
+                    let p = c.dir().join("vfs-stamp");
+                    std::fs::write(&p, stamp.to_bytes())
+                        .map_err(io_err(format!("writing {}", p.display())))
+                });
+            if let Err(e) = made {
+                let _ = self.remove(c.id());
+                return Err(e);
+            }
+        }
         tracing::debug!("container {} over {}", c.name(), lower.display());
         Ok(c)
     }
@@ -429,6 +469,15 @@ impl<'a> Containers<'a> {
                 m,
             ));
         }
+        if c.state.vfs {
+            let dir = c.vfs_rootfs();
+            return Ok((
+                LayerStack {
+                    dirs: vec![dir.clone()],
+                },
+                dir,
+            ));
+        }
         let upper = c.upper();
         Ok((
             LayerStack {
@@ -443,6 +492,7 @@ impl<'a> Containers<'a> {
     pub fn rootfs(&self, c: &WorkingContainer) -> Result<Rootfs> {
         Ok(match c.mounted_at() {
             Some(m) => Rootfs::Dir(m),
+            None if c.state.vfs => Rootfs::Dir(c.vfs_rootfs()),
             None => Rootfs::Overlay {
                 lowers: vec![self.lower(c)?],
                 upper: c.upper(),
@@ -502,6 +552,19 @@ impl<'a> Containers<'a> {
         timestamp: Option<i64>,
     ) -> Result<LayerRef> {
         let lower = self.lower(c)?;
+        if c.state.vfs {
+            let stamp = c.vfs_stamp()?;
+            return layer_from_tree(
+                self.store,
+                &lower,
+                &c.vfs_rootfs(),
+                Some(&stamp),
+                exclude,
+                timestamp,
+                true,
+            )?
+            .ok_or_else(|| other("an empty layer was not written"));
+        }
         layer_from_upper(
             self.store,
             &c.upper(),
@@ -620,6 +683,9 @@ impl<'a> Containers<'a> {
         if let Ok(src) = self.get(from) {
             if let Some(m) = src.mounted_at() {
                 return Ok(m);
+            }
+            if src.state.vfs {
+                return Ok(src.vfs_rootfs());
             }
             let mut layers = src.state.layers.clone();
             if let Some(l) = layer_from_upper(
@@ -774,6 +840,42 @@ impl<'a> Containers<'a> {
             .map_err(io_err(format!("creating {}", target.display())))?;
         std::fs::create_dir_all(c.work())
             .map_err(io_err(format!("creating {}", c.work().display())))?;
+        if c.state.vfs {
+            let src = c.vfs_rootfs();
+            let (s_c, t_c) = (
+                CString::new(src.as_os_str().as_bytes())
+                    .map_err(|_| other("path holds a NUL byte"))?,
+                CString::new(target.as_os_str().as_bytes())
+                    .map_err(|_| other("path holds a NUL byte"))?,
+            );
+            // SAFETY: NUL-terminated strings that outlive the call.
+            let r = unsafe {
+                libc::mount(
+                    s_c.as_ptr(),
+                    t_c.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                )
+            };
+            if r != 0 {
+                return Err(BuildError::Io {
+                    what: format!(
+                        "kiln mount {}: bind {} on {}",
+                        c.name(),
+                        src.display(),
+                        target.display()
+                    ),
+                    source: std::io::Error::last_os_error(),
+                });
+            }
+            c.state.mount_point = Some(target.clone());
+            if let Err(e) = self.save(c) {
+                let _ = unmount(&target);
+                return Err(e);
+            }
+            return Ok(target);
+        }
         let lower = self.lower(c)?;
         let data = format!(
             "lowerdir={},upperdir={},workdir={},userxattr",
@@ -1000,10 +1102,27 @@ pub fn fold_stage(
     timestamp: Option<i64>,
     made: Option<LayerRef>,
 ) -> Result<LayerRef> {
+    let new = layers.len().saturating_sub(base_layers);
+    // With the vfs driver, steps leave the whole filesystem instead of an upper dir per layer:
+    // the folded layer is then the difference between the base's and the result's filesystems.
+    let uppers_on_top = stack.dirs.len() > new
+        && stack.dirs[..new]
+            .iter()
+            .all(|d| d.file_name().is_some_and(|n| n == "upper"));
     let layer = match made {
         Some(l) => l,
+        None if new > 0 && !uppers_on_top => {
+            let store = containers.store;
+            let base = flat_snapshot_reusing(store, &layers[..base_layers.min(layers.len())])?;
+            let result = if stack.dirs.len() == 1 {
+                stack.dirs[0].clone()
+            } else {
+                flat_snapshot_reusing(store, layers)?
+            };
+            layer_from_tree(store, &base, &result, None, &[], timestamp, true)?
+                .ok_or_else(|| other("an empty layer was not written"))?
+        }
         None => {
-            let new = layers.len().saturating_sub(base_layers);
             if stack.dirs.len() < new {
                 return Err(other(format!(
                     "stage {hint}: {new} step layers but only {} directories",
@@ -1033,7 +1152,7 @@ pub fn fold_stage(
         ..Default::default()
     });
     *stack = LayerStack {
-        dirs: vec![flat_snapshot(containers.store, layers)?],
+        dirs: vec![flat_snapshot_reusing(containers.store, layers)?],
     };
     Ok(layer)
 }

@@ -13,6 +13,11 @@ pub struct Global {
     /// error, warn, info, debug or trace.
     #[arg(long, global = true, default_value = "warn", env = "KILN_LOG")]
     pub log_level: String,
+
+    /// How RUN steps get a writable rootfs: overlay (overlayfs over the layers) or vfs (a copy of
+    /// them). Default: overlay when this kernel allows the mount, else vfs.
+    #[arg(long, global = true, env = "KILN_STORAGE_DRIVER", value_name = "DRIVER")]
+    pub storage_driver: Option<String>,
 }
 
 impl Global {
@@ -41,6 +46,24 @@ impl Global {
         }
         let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
         home.join(".cache/kiln/plugins")
+    }
+}
+
+impl Global {
+    /// The storage driver in effect: `--storage-driver`/`KILN_STORAGE_DRIVER`, else detected once
+    /// per process with a probe overlay mount; falling back to vfs is said once on stderr.
+    pub fn storage_driver(&self, store: &kiln_store::Store) -> anyhow::Result<kiln_build::StorageDriver> {
+        static DETECTED: std::sync::OnceLock<kiln_build::StorageDriver> = std::sync::OnceLock::new();
+        if let Some(name) = self.storage_driver.as_deref().filter(|s| !s.is_empty()) {
+            return name.parse().map_err(|e: String| anyhow::anyhow!("--storage-driver: {e}"));
+        }
+        Ok(*DETECTED.get_or_init(|| {
+            let (driver, why) = kiln_build::detect_storage_driver(store);
+            if let Some(why) = why {
+                eprintln!("kiln: overlay mounts are not available here ({why}); using the vfs storage driver (copies, slower)");
+            }
+            driver
+        }))
     }
 }
 

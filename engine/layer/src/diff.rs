@@ -100,7 +100,7 @@ impl DiffStats {
 }
 
 /// Xattr names never written: overlay bookkeeping and host SELinux labels.
-fn skip_xattr(name: &[u8]) -> bool {
+pub(crate) fn skip_xattr(name: &[u8]) -> bool {
     name.starts_with(b"trusted.overlay.")
         || name.starts_with(b"user.overlay.")
         || name == b"security.selinux"
@@ -117,18 +117,18 @@ fn overlay_xattr(xattrs: &[(Vec<u8>, Vec<u8>)], suffix: &str) -> Option<Vec<u8>>
 }
 
 /// A directory entry: its name, stat and all its xattrs (overlay ones included), read without following symlinks.
-struct Child {
-    name: OsString,
-    st: libc::stat,
-    all_xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+pub(crate) struct Child {
+    pub(crate) name: OsString,
+    pub(crate) st: libc::stat,
+    pub(crate) all_xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Child {
-    fn ftype(&self) -> u32 {
+    pub(crate) fn ftype(&self) -> u32 {
         sys::file_type(self.st.st_mode)
     }
 
-    fn kept_xattrs(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+    pub(crate) fn kept_xattrs(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
         self.all_xattrs
             .iter()
             .filter(|(k, _)| !skip_xattr(k))
@@ -166,7 +166,7 @@ fn read_xattrs(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Vec<(Vec<u8>, Ve
 }
 
 /// Reads and stats the entries of an open directory, sorted by name.
-fn list_dir(dir: BorrowedFd<'_>, abs: &Path) -> Result<Vec<Child>> {
+pub(crate) fn list_dir(dir: BorrowedFd<'_>, abs: &Path) -> Result<Vec<Child>> {
     let names = sys::read_dir_names(dir).map_err(|source| LayerError::Path {
         path: abs.to_path_buf(),
         op: "read directory",
@@ -194,7 +194,7 @@ fn list_dir(dir: BorrowedFd<'_>, abs: &Path) -> Result<Vec<Child>> {
     Ok(out)
 }
 
-fn rel_join(rel: &[u8], name: &OsStr) -> Vec<u8> {
+pub(crate) fn rel_join(rel: &[u8], name: &OsStr) -> Vec<u8> {
     let mut p = rel.to_vec();
     if !p.is_empty() {
         p.push(b'/');
@@ -203,7 +203,7 @@ fn rel_join(rel: &[u8], name: &OsStr) -> Vec<u8> {
     p
 }
 
-fn normalize_excludes(exclude: &[PathBuf]) -> Vec<Vec<u8>> {
+pub(crate) fn normalize_excludes(exclude: &[PathBuf]) -> Vec<Vec<u8>> {
     exclude
         .iter()
         .map(|p| {
@@ -220,17 +220,17 @@ fn normalize_excludes(exclude: &[PathBuf]) -> Vec<Vec<u8>> {
 }
 
 /// Shared writer state of both diff kinds: the tar, pending directory headers, hardlink memory, statistics.
-struct Emitter<W: Write> {
-    tar: TarWriter<W>,
-    stats: DiffStats,
-    epoch: Option<i64>,
-    owners: OwnerMap,
+pub(crate) struct Emitter<W: Write> {
+    pub(crate) tar: TarWriter<W>,
+    pub(crate) stats: DiffStats,
+    pub(crate) epoch: Option<i64>,
+    pub(crate) owners: OwnerMap,
     /// One slot per directory level being walked: `Some` while its header waits for a first entry below it.
-    pending: Vec<Option<Node>>,
+    pub(crate) pending: Vec<Option<Node>>,
     /// (dev, ino) of multiply-linked files → the path a later link points at.
-    links: HashMap<(u64, u64), Vec<u8>>,
-    root: PathBuf,
-    excludes: Vec<Vec<u8>>,
+    pub(crate) links: HashMap<(u64, u64), Vec<u8>>,
+    pub(crate) root: PathBuf,
+    pub(crate) excludes: Vec<Vec<u8>>,
 }
 
 impl<W: Write> Emitter<W> {
@@ -241,7 +241,7 @@ impl<W: Write> Emitter<W> {
         }
     }
 
-    fn excluded(&self, rel: &[u8]) -> bool {
+    pub(crate) fn excluded(&self, rel: &[u8]) -> bool {
         self.excludes.iter().any(|e| e.as_slice() == rel)
     }
 
@@ -252,12 +252,12 @@ impl<W: Write> Emitter<W> {
         }
     }
 
-    fn abs(&self, rel: &[u8]) -> PathBuf {
+    pub(crate) fn abs(&self, rel: &[u8]) -> PathBuf {
         self.root.join(OsStr::from_bytes(rel))
     }
 
     /// Writes pending ancestor directories, then `node`.
-    fn emit(&mut self, node: &Node, data: Option<&mut dyn Read>) -> Result<()> {
+    pub(crate) fn emit(&mut self, node: &Node, data: Option<&mut dyn Read>) -> Result<()> {
         for i in 0..self.pending.len() {
             if let Some(dir) = self.pending[i].take() {
                 self.tar
@@ -287,7 +287,7 @@ impl<W: Write> Emitter<W> {
         }
     }
 
-    fn whiteout(&mut self, dir_rel: &[u8], name: &OsStr, mtime: i64) -> Result<()> {
+    pub(crate) fn whiteout(&mut self, dir_rel: &[u8], name: &OsStr, mtime: i64) -> Result<()> {
         let mut wname = OsString::from(WHITEOUT_PREFIX);
         wname.push(name);
         let node = Node {
@@ -306,7 +306,7 @@ impl<W: Write> Emitter<W> {
         Ok(())
     }
 
-    fn opaque_marker(&mut self, dir_rel: &[u8], dir: &libc::stat) -> Result<()> {
+    pub(crate) fn opaque_marker(&mut self, dir_rel: &[u8], dir: &libc::stat) -> Result<()> {
         let node = Node {
             path: rel_join(dir_rel, OsStr::new(OPAQUE_MARKER)),
             kind: Kind::File,
@@ -324,7 +324,12 @@ impl<W: Write> Emitter<W> {
     }
 
     /// The tar node of `c` (not for whiteouts); `None` for sockets.
-    fn node_of(&mut self, dir: BorrowedFd<'_>, rel: &[u8], c: &Child) -> Result<Option<Node>> {
+    pub(crate) fn node_of(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        rel: &[u8],
+        c: &Child,
+    ) -> Result<Option<Node>> {
         let st = &c.st;
         let kind = match c.ftype() {
             libc::S_IFREG => Kind::File,
@@ -365,7 +370,7 @@ impl<W: Write> Emitter<W> {
         }))
     }
 
-    fn perr(&self, rel: &[u8], op: &'static str, source: io::Error) -> LayerError {
+    pub(crate) fn perr(&self, rel: &[u8], op: &'static str, source: io::Error) -> LayerError {
         LayerError::Path {
             path: self.abs(rel),
             op,
@@ -374,7 +379,7 @@ impl<W: Write> Emitter<W> {
     }
 
     /// Writes a non-directory node: a hardlink to an earlier path of the same inode, or the node with its content.
-    fn emit_leaf(
+    pub(crate) fn emit_leaf(
         &mut self,
         dir: BorrowedFd<'_>,
         rel: &[u8],
@@ -402,7 +407,12 @@ impl<W: Write> Emitter<W> {
     }
 
     /// Writes `c` and, for a directory, everything below it (an added subtree).
-    fn emit_subtree(&mut self, dir: BorrowedFd<'_>, rel: &[u8], c: &Child) -> Result<()> {
+    pub(crate) fn emit_subtree(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        rel: &[u8],
+        c: &Child,
+    ) -> Result<()> {
         let Some(node) = self.node_of(dir, rel, c)? else {
             return Ok(());
         };
@@ -425,7 +435,7 @@ impl<W: Write> Emitter<W> {
     }
 }
 
-fn open_dir(dir: BorrowedFd<'_>, name: &OsStr, abs: &Path) -> Result<OwnedFd> {
+pub(crate) fn open_dir(dir: BorrowedFd<'_>, name: &OsStr, abs: &Path) -> Result<OwnedFd> {
     let perr = |source| LayerError::Path {
         path: abs.to_path_buf(),
         op: "open directory",
@@ -435,7 +445,7 @@ fn open_dir(dir: BorrowedFd<'_>, name: &OsStr, abs: &Path) -> Result<OwnedFd> {
     sys::open_subdir_read(dir, &c).map_err(perr)
 }
 
-fn open_root(path: &Path) -> Result<OwnedFd> {
+pub(crate) fn open_root(path: &Path) -> Result<OwnedFd> {
     let dot = sys::cstr(OsStr::new(".")).expect("no NUL");
     let p = sys::open_dir_path(path).map_err(|source| LayerError::Path {
         path: path.to_path_buf(),
@@ -449,7 +459,7 @@ fn open_root(path: &Path) -> Result<OwnedFd> {
     })
 }
 
-fn lookup(dir: Option<BorrowedFd<'_>>, name: &OsStr) -> io::Result<Option<Child>> {
+pub(crate) fn lookup(dir: Option<BorrowedFd<'_>>, name: &OsStr) -> io::Result<Option<Child>> {
     let Some(dir) = dir else { return Ok(None) };
     let cname = sys::cstr(name)?;
     let Some(st) = sys::lstat_at(dir, &cname)? else {
@@ -463,7 +473,7 @@ fn lookup(dir: Option<BorrowedFd<'_>>, name: &OsStr) -> io::Result<Option<Child>
     }))
 }
 
-fn same_dir_meta(a: &Child, b: &Child) -> bool {
+pub(crate) fn same_dir_meta(a: &Child, b: &Child) -> bool {
     a.st.st_mode == b.st.st_mode
         && a.st.st_uid == b.st.st_uid
         && a.st.st_gid == b.st.st_gid
@@ -771,7 +781,7 @@ fn unchanged(
     }
 }
 
-fn same_content(
+pub(crate) fn same_content(
     ldir: BorrowedFd<'_>,
     lname: &OsStr,
     udir: BorrowedFd<'_>,

@@ -2,6 +2,8 @@
 //!
 //! * [`apply_layer`] extracts a layer tar onto a flattened rootfs directory, safely (nothing outside it is touched).
 //! * [`diff_overlay_upper`] and [`diff_dirs`] turn file-system changes into a reproducible layer tar.
+//! * [`copy_tree`] and [`diff_tree`] are the copy-based (`vfs`) working rootfs: a fresh copy of a flattened rootfs
+//!   for a step, and the layer of what the step changed in it.
 //! * [`LayerWriter`] compresses a layer tar and computes its diff_id, digest and size in one pass.
 //! * [`decompress`] opens a gzip, zstd or plain layer blob by its magic bytes.
 
@@ -11,6 +13,8 @@ mod diff;
 mod error;
 mod sys;
 mod tarw;
+mod treecopy;
+mod treediff;
 mod writer;
 
 pub use apply::{ApplyOptions, ApplyStats, OPAQUE_MARKER, WHITEOUT_PREFIX, apply_layer};
@@ -18,4 +22,7 @@ pub use compress::{decompress, decompress_detect};
 pub use diff::{DiffOptions, DiffStats, OwnerMap, diff_dirs, diff_overlay_upper};
 pub use error::{LayerError, Result};
 pub use kiln_core::{Compression, Digest};
+pub use sys::Timestamp;
+pub use treecopy::{CopyStamp, CopyStats, copy_tree};
+pub use treediff::diff_tree;
 pub use writer::{GZIP_BLOCK_SIZE, LayerDigests, LayerWriter, LayerWriterOptions};

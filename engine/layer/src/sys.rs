@@ -432,3 +432,150 @@ pub fn makedev(major: u32, minor: u32) -> u64 {
 pub fn major_minor(dev: u64) -> (u32, u32) {
     (libc::major(dev), libc::minor(dev))
 }
+
+/// `fstat(2)`.
+pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    Ok(st)
+}
+
+/// The ctime of a `stat` result.
+pub fn ctime_of(st: &libc::stat) -> Timestamp {
+    Timestamp {
+        secs: st.st_ctime,
+        nsecs: st.st_ctime_nsec,
+    }
+}
+
+/// The atime of a `stat` result.
+pub fn atime_of(st: &libc::stat) -> Timestamp {
+    Timestamp {
+        secs: st.st_atime,
+        nsecs: st.st_atime_nsec,
+    }
+}
+
+/// Sets atime and mtime of an open file separately.
+pub fn futimens2(fd: BorrowedFd<'_>, atime: Timestamp, mtime: Timestamp) -> io::Result<()> {
+    let ts = [atime.to_timespec(), mtime.to_timespec()];
+    cvt(unsafe { libc::futimens(fd.as_raw_fd(), ts.as_ptr()) }).map(drop)
+}
+
+/// Sets atime and mtime of `dir/name` separately, without following a symlink.
+pub fn lutimens2_at(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    atime: Timestamp,
+    mtime: Timestamp,
+) -> io::Result<()> {
+    let ts = [atime.to_timespec(), mtime.to_timespec()];
+    cvt(unsafe {
+        libc::utimensat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(drop)
+}
+
+/// `ioctl(dst, FICLONE, src)`: makes `dst` share all of `src`'s extents (btrfs, XFS with reflink).
+pub fn ficlone(dst: BorrowedFd<'_>, src: BorrowedFd<'_>) -> io::Result<()> {
+    const FICLONE: libc::c_ulong = 0x4004_9409;
+    cvt(unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE as _, src.as_raw_fd()) }).map(drop)
+}
+
+/// `copy_file_range(2)` from the current offset of `src` to the current offset of `dst`, at most `len` bytes.
+pub fn copy_file_range(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, len: u64) -> io::Result<usize> {
+    cvt_size(unsafe {
+        libc::copy_file_range(
+            src.as_raw_fd(),
+            std::ptr::null_mut(),
+            dst.as_raw_fd(),
+            std::ptr::null_mut(),
+            len as usize,
+            0,
+        )
+    })
+}
+
+/// The birth time of `dir/name` (not following a symlink), when the file system records one.
+pub fn btime_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<Timestamp>> {
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    cvt(unsafe {
+        libc::statx(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_BTIME,
+            &mut stx,
+        )
+    })?;
+    if stx.stx_mask & libc::STATX_BTIME == 0 {
+        return Ok(None);
+    }
+    Ok(Some(Timestamp {
+        secs: stx.stx_btime.tv_sec,
+        nsecs: stx.stx_btime.tv_nsec as i64,
+    }))
+}
+
+/// Lists the extended attribute names of an open file or directory.
+pub fn flistxattr(fd: BorrowedFd<'_>) -> io::Result<Vec<OsString>> {
+    loop {
+        let n = unsafe { libc::flistxattr(fd.as_raw_fd(), std::ptr::null_mut(), 0) };
+        let n = match cvt_size(n) {
+            Ok(n) => n,
+            Err(e) if is_unsupported(&e) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let mut buf = vec![0u8; n];
+        match cvt_size(unsafe {
+            libc::flistxattr(fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_char, n)
+        }) {
+            Ok(m) => {
+                buf.truncate(m);
+                return Ok(split_xattr_names(&buf));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Reads one extended attribute of an open file or directory; `Ok(None)` when it is absent.
+pub fn fgetxattr(fd: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
+    let cname = cstr(name)?;
+    loop {
+        let n = unsafe { libc::fgetxattr(fd.as_raw_fd(), cname.as_ptr(), std::ptr::null_mut(), 0) };
+        let n = match cvt_size(n) {
+            Ok(n) => n,
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) || is_unsupported(&e) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut buf = vec![0u8; n];
+        match cvt_size(unsafe {
+            libc::fgetxattr(
+                fd.as_raw_fd(),
+                cname.as_ptr(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                n,
+            )
+        }) {
+            Ok(m) => {
+                buf.truncate(m);
+                return Ok(Some(buf));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => continue,
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+}

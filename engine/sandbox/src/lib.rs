@@ -81,6 +81,7 @@ mod cleanup;
 mod idmap;
 mod parent;
 mod plan;
+mod probe;
 mod sys;
 mod user;
 
@@ -91,6 +92,7 @@ use std::sync::Arc;
 
 pub use idmap::{IdMap, IdMapKind, IdRange};
 pub use parent::terminate_all;
+pub use probe::probe_overlay;
 pub use user::{ResolvedUser, UserSpec, resolve_user};
 
 /// The root filesystem of a step.

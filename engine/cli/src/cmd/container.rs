@@ -401,6 +401,7 @@ fn from(store: &Store, a: FromArgs, g: &Global) -> Result<()> {
         ),
     );
     v.quiet = a.quiet;
+    v.driver = g.storage_driver(store)?;
     let c = v.from(
         &a.image,
         &FromOptions {
