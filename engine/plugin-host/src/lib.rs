@@ -17,7 +17,7 @@ mod state;
 pub use cache::{CacheOutcome, CompileCache};
 pub use catalog::{Catalog, CatalogEntry, PluginSource};
 pub use error::{HostError, Result};
-pub use state::{BlobReaderRes, FinishedBlob, ImageConfigFn, RootfsReadFn};
+pub use state::{BlobReaderRes, FinishedBlob, ImageConfigFn, MAX_CODEC_PENDING, RootfsReadFn};
 
 /// The build plan types a frontend returns (generated from the WIT).
 pub use bindings::frontend::kiln::plugin::plan;
