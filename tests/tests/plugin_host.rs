@@ -402,7 +402,7 @@ fn exporter_moves_bytes_through_handles_intact() {
     std::io::Write::write_all(&mut enc, &data).unwrap();
     enc.finish().unwrap();
     for (mode, src, chunk) in
-        [("write", &layer, "65536"), ("write", &layer, "4000000"), ("copy-from", &layer, ""), ("stream", &gz, "100000")]
+        [("write", &layer, "65536"), ("write", &layer, "4000000"), ("copy-from", &layer, ""), ("copy-from-split", &layer, ""), ("stream", &gz, "100000")]
     {
         let out = dir.path().join(format!("out-{mode}-{chunk}"));
         let opts = vec![("mode".to_string(), mode.to_string()), ("chunk".to_string(), chunk.to_string())];
@@ -422,6 +422,33 @@ fn exporter_moves_bytes_through_handles_intact() {
     let (desc, _) = host.export(&plugin, &image(&layer), "x", &opts, &out).unwrap();
     assert!(desc.annotations.contains(&("kiln.test.seen".into(), data.len().to_string())), "{:?}", desc.annotations);
     assert_eq!(desc.size, 0);
+}
+
+#[test]
+fn background_compression_agrees_and_is_bounded() {
+    let host = hostile_host();
+    let plugin = host.load("test-exporter.wasm", TEST_EXPORTER).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..1_000_003u32).map(|i| (i / 7 % 251) as u8 ^ (i >> 13) as u8).collect();
+    let layer = dir.path().join("layer");
+    std::fs::write(&layer, &data).unwrap();
+    let out = dir.path().join("out");
+    let opts = vec![("mode".to_string(), "codec".to_string()), ("chunk".to_string(), "1048576".to_string())];
+    let (desc, _) = host.export(&plugin, &image(&layer), "x", &opts, &out).unwrap_or_else(|e| panic!("{e}"));
+    let note = |k: &str| desc.annotations.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    assert_eq!(note("kiln.test.codec-refused-after").as_deref(), Some(kiln_plugin_host::MAX_CODEC_PENDING.to_string().as_str()));
+    // The blocks are zlib streams of the layer's 64 KiB pieces, in order.
+    let written = std::fs::read(&out).unwrap();
+    let (mut at, mut back) = (0, Vec::new());
+    while at < written.len() {
+        let n = u32::from_le_bytes(written[at..at + 4].try_into().unwrap()) as usize;
+        let mut d = flate2::read::ZlibDecoder::new(&written[at + 4..at + 4 + n]);
+        let before = back.len();
+        std::io::Read::read_to_end(&mut d, &mut back).unwrap();
+        assert!(back.len() - before <= 64 << 10);
+        at += 4 + n;
+    }
+    assert!(back == data, "{} bytes back of {}", back.len(), data.len());
 }
 
 #[test]

@@ -117,8 +117,8 @@ fn throughput_table(size: u64) {
     println!("{:<48} {:>9} {:>10} {:>18}", "PATH", "SECONDS", "GB/s", "TARGET >= 5 GB/s");
     let modes = [
         ("read", "read-at into the plugin"),
-        ("write", "read-at + write (host hashes)"),
-        ("copy-from", "copy-from (host copies and hashes)"),
+        ("write", "read-at + write (host hashes at finish)"),
+        ("copy-from", "copy-from (host copies, hashes at finish)"),
     ];
     for (mode, what) in modes {
         let out = dir.path().join(format!("out-{mode}"));

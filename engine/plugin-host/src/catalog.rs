@@ -150,7 +150,13 @@ impl Catalog {
     /// Every exporter with the schemes it serves (for transports such as `sif:`).
     pub fn exporter_for_scheme(&self, host: &PluginHost, scheme: &str) -> Result<Option<Plugin>> {
         let mut names: Vec<String> = self.index()?.plugins.into_iter().filter(|e| e.kind == PluginKind::Exporter).map(|e| e.name).collect();
-        names.extend(self.builtins.iter().map(|(p, _)| Self::builtin_name(p).to_string()));
+        // Built-ins whose top-level exports show they are no exporter are not loaded at all.
+        names.extend(
+            self.builtins
+                .iter()
+                .filter(|(_, bytes)| top_level_exports(bytes).is_none_or(|e| e.iter().any(|n| crate::interface_name(n) == Some("exporter"))))
+                .map(|(p, _)| Self::builtin_name(p).to_string()),
+        );
         for n in names {
             let (p, _) = match self.load(host, PluginKind::Exporter, &n) {
                 Ok(p) => p,
@@ -219,6 +225,29 @@ impl Catalog {
         }
         Ok(e)
     }
+}
+
+/// The names a component exports at its top level, read without compiling it; `None` when the
+/// bytes are not a component that parses (the caller then loads it to find out).
+fn top_level_exports(bytes: &[u8]) -> Option<Vec<String>> {
+    use wasmparser::{Parser, Payload};
+    let mut names = Vec::new();
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload.ok()? {
+            Payload::Version { encoding: wasmparser::Encoding::Component, .. } if depth == 0 => {}
+            Payload::Version { .. } if depth == 0 => return None,
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) if depth > 0 => depth -= 1,
+            Payload::ComponentExportSection(r) if depth == 0 => {
+                for e in r {
+                    names.push(e.ok()?.name.name.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(names)
 }
 
 fn entry(p: &Plugin, source: PluginSource) -> CatalogEntry {

@@ -17,7 +17,7 @@ mod state;
 pub use cache::{CacheOutcome, CompileCache};
 pub use catalog::{Catalog, CatalogEntry, PluginSource};
 pub use error::{HostError, Result};
-pub use state::{BlobReaderRes, FinishedBlob, ImageConfigFn, RootfsReadFn};
+pub use state::{BlobReaderRes, FinishedBlob, ImageConfigFn, MAX_CODEC_PENDING, RootfsReadFn};
 
 /// The build plan types a frontend returns (generated from the WIT).
 pub use bindings::frontend::kiln::plugin::plan;
@@ -462,7 +462,8 @@ impl PluginHost {
     }
 
     /// Run an exporter: write `image` to a new file `out_path` (created, then filled by the plugin).
-    /// Returns the plugin's descriptor and what the host measured of the written file.
+    /// Returns the plugin's descriptor and, when the plugin finished its writer, what the host
+    /// measured of the written file (a writer left open is closed without hashing it).
     pub fn export(
         &self,
         plugin: &Plugin,
@@ -506,11 +507,15 @@ impl PluginHost {
         let w = store.data_mut().table.get_mut(&writer).map_err(|e| HostError::Engine(e.to_string()))?;
         let finished = match w.finished.clone() {
             Some(f) => Some(f),
-            None => Some(w.finish("application/octet-stream").map_err(|e| HostError::Plugin {
-                plugin: plugin.info.name.clone(),
-                doing,
-                reason: plugin_error_text(&e),
-            })?),
+            None => {
+                // Left open by the plugin: closed, and nobody asked for its digest.
+                w.close_unhashed().map_err(|e| HostError::Plugin {
+                    plugin: plugin.info.name.clone(),
+                    doing,
+                    reason: plugin_error_text(&e),
+                })?;
+                None
+            }
         };
         Ok((desc, finished))
     }
@@ -522,7 +527,7 @@ impl PluginHost {
 }
 
 /// `kiln:plugin/frontend@0.1.0` → `frontend`.
-fn interface_name(full: &str) -> Option<&str> {
+pub(crate) fn interface_name(full: &str) -> Option<&str> {
     let rest = full.strip_prefix("kiln:plugin/")?;
     let name = rest.split('@').next()?;
     let version = rest.split('@').nth(1).unwrap_or("");

@@ -100,10 +100,20 @@ pub trait Layers {
 /// Compresses independent blocks with an algorithm (the host's `codec.compress-blocks`).
 pub type Codec<'a> = dyn FnMut(Compression, &[Vec<u8>]) -> Result<Vec<Vec<u8>>> + 'a;
 
+/// Compression in the background (the host's `submit-blocks` / `collect-blocks`).
+pub trait Background {
+    /// Start compressing `blocks` with `algo`; returns a ticket for [`Background::collect`].
+    fn submit(&mut self, algo: Compression, blocks: &[Vec<u8>]) -> Result<u64>;
+    /// Wait for the results of `ticket` (one compressed block per input, in order).
+    fn collect(&mut self, ticket: u64) -> Result<Vec<Vec<u8>>>;
+}
+
 /// Callbacks into the host.
 pub struct Hooks<'a> {
     /// Compress blocks with an algorithm.
     pub codec: &'a mut Codec<'a>,
+    /// Compress data blocks in the background while layers are read (`None`: wait for `codec`).
+    pub background: Option<&'a mut dyn Background>,
     /// True when the user asked to stop.
     pub cancelled: &'a dyn Fn() -> bool,
     /// Report something worth a warning.
@@ -171,6 +181,33 @@ fn meta_of(h: &Header, clock: &Clock) -> Result<Meta> {
         gid: id(h.gid, "gid")?,
         mtime: clock.squash(h.mtime),
     })
+}
+
+/// [`Compress`] with one algorithm over the hooks.
+struct AlgoCompress<'a> {
+    codec: &'a mut Codec<'a>,
+    background: Option<&'a mut dyn Background>,
+    algo: Compression,
+}
+
+impl Compress for AlgoCompress<'_> {
+    fn compress(&mut self, blocks: &[Vec<u8>]) -> Result<Vec<Vec<u8>>> {
+        (self.codec)(self.algo, blocks)
+    }
+
+    fn submit(&mut self, blocks: &[Vec<u8>]) -> Result<crate::sink::Pending> {
+        match self.background.as_mut() {
+            Some(b) => b.submit(self.algo, blocks).map(crate::sink::Pending::Ticket),
+            None => self.compress(blocks).map(crate::sink::Pending::Done),
+        }
+    }
+
+    fn collect(&mut self, ticket: u64) -> Result<Vec<Vec<u8>>> {
+        match self.background.as_mut() {
+            Some(b) => b.collect(ticket),
+            None => Err(Error::Internal(format!("no compression batch has ticket {ticket}"))),
+        }
+    }
 }
 
 /// Copy one file's contents from the tar stream into the data area.
@@ -245,9 +282,18 @@ pub fn export(req: &Request, layers: &mut dyn Layers, sink: &mut dyn Sink, hooks
     );
     let oci_config = apptainer::oci_config_json(&cfg.config);
 
-    let Hooks { codec, cancelled, warn } = hooks;
+    let Hooks {
+        codec,
+        background,
+        cancelled,
+        warn,
+    } = hooks;
+    let mut comp = AlgoCompress {
+        codec,
+        background,
+        algo: settings.compression,
+    };
     let algo = settings.compression;
-    let mut comp = move |blocks: &[Vec<u8>]| codec(algo, blocks);
 
     let mut sif = SifWriter::begin(
         sink,

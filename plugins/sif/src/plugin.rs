@@ -51,17 +51,14 @@ impl Guest for Plugin {
             flushed: 0,
         };
         let mut codec = |algo: Compression, blocks: &[Vec<u8>]| -> Result<Vec<Vec<u8>>> {
-            let a = match algo {
-                Compression::Gzip => codec::Algorithm::Zlib,
-                Compression::Zstd => codec::Algorithm::Zstd,
-                Compression::Xz => codec::Algorithm::Xz,
-            };
-            codec::compress_blocks(a, None, blocks).map_err(from_plugin_error)
+            codec::compress_blocks(algorithm(algo), None, blocks).map_err(from_plugin_error)
         };
+        let mut background = HostBackground;
         let cancelled = || kiln_sdk::cancelled();
         let mut warn = |m: &str| kiln_sdk::log(kiln_sdk::Level::Warn, m);
         let hooks = export::Hooks {
             codec: &mut codec,
+            background: Some(&mut background),
             cancelled: &cancelled,
             warn: &mut warn,
         };
@@ -81,6 +78,28 @@ impl Guest for Plugin {
 
 fn request_compression(options: &[(String, String)]) -> &'static str {
     export::parse_options(options).map(|s| s.compression.name()).unwrap_or("gzip")
+}
+
+/// The host codec's algorithm for a squashfs compression (squashfs "gzip" is zlib streams).
+fn algorithm(c: Compression) -> codec::Algorithm {
+    match c {
+        Compression::Gzip => codec::Algorithm::Zlib,
+        Compression::Zstd => codec::Algorithm::Zstd,
+        Compression::Xz => codec::Algorithm::Xz,
+    }
+}
+
+/// Batches compressed on the host's threads while the plugin reads on.
+struct HostBackground;
+
+impl export::Background for HostBackground {
+    fn submit(&mut self, algo: Compression, blocks: &[Vec<u8>]) -> Result<u64> {
+        codec::submit_blocks(algorithm(algo), None, blocks).map_err(from_plugin_error)
+    }
+
+    fn collect(&mut self, ticket: u64) -> Result<Vec<Vec<u8>>> {
+        codec::collect_blocks(ticket).map_err(from_plugin_error)
+    }
 }
 
 /// Layers as host-decompressed tar streams.

@@ -62,12 +62,41 @@ impl Sink for VecSink {
 pub trait Compress {
     /// Compress each of `blocks` on its own.
     fn compress(&mut self, blocks: &[Vec<u8>]) -> Result<Vec<Vec<u8>>>;
+
+    /// Start compressing `blocks` and return without waiting when the implementation can (the
+    /// host's `submit-blocks`): [`Pending::Ticket`] is then redeemed with [`Compress::collect`].
+    /// By default the blocks are compressed at once.
+    fn submit(&mut self, blocks: &[Vec<u8>]) -> Result<Pending> {
+        self.compress(blocks).map(Pending::Done)
+    }
+
+    /// The results of a batch [`Compress::submit`] answered with a ticket (waits for them).
+    fn collect(&mut self, ticket: u64) -> Result<Vec<Vec<u8>>> {
+        Err(Error::Internal(format!("no compression batch has ticket {ticket}")))
+    }
+}
+
+/// What [`Compress::submit`] answered.
+#[derive(Debug)]
+pub enum Pending {
+    /// The compressed blocks.
+    Done(Vec<Vec<u8>>),
+    /// A batch being compressed in the background.
+    Ticket(u64),
 }
 
 impl<F: FnMut(&[Vec<u8>]) -> Result<Vec<Vec<u8>>>> Compress for F {
     fn compress(&mut self, blocks: &[Vec<u8>]) -> Result<Vec<Vec<u8>>> {
         self(blocks)
     }
+}
+
+/// Checks a batch's results hold one block per input.
+pub(crate) fn check_count(out: &[Vec<u8>], inputs: usize) -> Result<()> {
+    if out.len() != inputs {
+        return Err(Error::Internal(format!("the compressor returned {} blocks for {inputs}", out.len())));
+    }
+    Ok(())
 }
 
 /// Calls `compress` and checks the host returned one block per input.

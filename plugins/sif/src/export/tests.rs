@@ -145,6 +145,7 @@ fn run_export(layers: Vec<Vec<u8>>, cfg: &[u8], timestamp: Option<i64>, options:
         &mut sink,
         Hooks {
             codec: &mut codec,
+            background: None,
             cancelled: &|| false,
             warn: &mut warn,
         },
@@ -484,6 +485,92 @@ fn reproducible_with_timestamp() {
     assert!(c.bytes != a.bytes);
 }
 
+/// A stand-in compressor, cheap and deterministic: a block whose first byte is even "shrinks"
+/// to its first half, any other stays as it is (and is then stored raw).
+fn fake_compress(blocks: &[Vec<u8>]) -> Result<Vec<Vec<u8>>> {
+    Ok(blocks
+        .iter()
+        .map(|b| if b[0] % 2 == 0 { b[..b.len() / 2 + 1].to_vec() } else { b.clone() })
+        .collect())
+}
+
+/// Background compression as the host does it: batches are kept by ticket and compressed only
+/// when collected, so anything written before its batch is collected would land out of place.
+#[derive(Default)]
+struct DeferredCodec {
+    waiting: BTreeMap<u64, Vec<Vec<u8>>>,
+    next: u64,
+    most_waiting: usize,
+}
+
+impl Background for DeferredCodec {
+    fn submit(&mut self, _: Compression, blocks: &[Vec<u8>]) -> Result<u64> {
+        self.next += 1;
+        self.waiting.insert(self.next, blocks.to_vec());
+        self.most_waiting = self.most_waiting.max(self.waiting.len());
+        Ok(self.next)
+    }
+
+    fn collect(&mut self, ticket: u64) -> Result<Vec<Vec<u8>>> {
+        assert_eq!(self.waiting.keys().next(), Some(&ticket), "batches are collected oldest first");
+        fake_compress(&self.waiting.remove(&ticket).expect("a submitted ticket"))
+    }
+}
+
+#[test]
+fn background_compression_writes_the_same_bytes() {
+    // Enough data for more batches than may be in flight, small files for fragments, a sparse
+    // stretch, blocks that shrink and blocks that do not.
+    let big: Vec<u8> = (0..30usize << 20).map(|i| if (i >> 17) % 5 == 3 { 0 } else { (i >> 17) as u8 ^ (i as u8 & 1) }).collect();
+    let mut l = Layer::new().file("big", &big);
+    for i in 0..200 {
+        l = l.file(&format!("small/{i}"), &noise(100 + i * 37, i as u64));
+    }
+    let layer = l.build();
+    let cfg = config(&[], &[], &["sh"]);
+    let digests = vec![format!("sha256:{:064x}", 1)];
+    let names = vec!["registry.example/kiln/test:1".to_string()];
+    let req = Request {
+        names: &names,
+        config_json: &cfg,
+        manifest_digest: "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        layer_digests: &digests,
+        timestamp: Some(0),
+        options: &[],
+    };
+    let mut outputs = Vec::new();
+    let mut deferred = DeferredCodec::default();
+    for background in [false, true] {
+        let mut src = MemLayers {
+            layers: vec![layer.clone()],
+            opened: Vec::new(),
+        };
+        let mut sink = VecSink::default();
+        let mut codec = |_: Compression, b: &[Vec<u8>]| fake_compress(b);
+        export(
+            &req,
+            &mut src,
+            &mut sink,
+            Hooks {
+                codec: &mut codec,
+                background: if background { Some(&mut deferred) } else { None },
+                cancelled: &|| false,
+                warn: &mut |_| {},
+            },
+        )
+        .unwrap();
+        outputs.push(sink.bytes);
+    }
+    assert!(deferred.waiting.is_empty(), "batches left uncollected");
+    assert_eq!(
+        deferred.most_waiting,
+        crate::squashfs::data::MAX_IN_FLIGHT + 1,
+        "batches waiting at once (the oldest is collected when one more is out)"
+    );
+    assert_eq!(outputs[0].len(), outputs[1].len());
+    assert!(outputs[0] == outputs[1], "background compression changed the SIF");
+}
+
 #[test]
 fn options_select_compression_and_block_size() {
     if !have("unsquashfs") {
@@ -557,6 +644,7 @@ fn warns_about_xz_streams_linux_cannot_read() {
         &mut sink,
         Hooks {
             codec: &mut codec,
+            background: None,
             cancelled: &|| false,
             warn: &mut |m| warnings.push(m.to_string()),
         },
@@ -635,6 +723,7 @@ fn cancellation_stops_the_export() {
         &mut sink,
         Hooks {
             codec: &mut codec,
+            background: None,
             cancelled: &|| true,
             warn: &mut |_| {},
         },
@@ -671,6 +760,7 @@ fn image_without_names_uses_the_digest_and_merges_root_metadata() {
         &mut sink,
         Hooks {
             codec: &mut codec,
+            background: None,
             cancelled: &|| false,
             warn: &mut |_| {},
         },
@@ -716,6 +806,7 @@ fn export_a_layer_given_by_path() {
             &mut sink,
             Hooks {
                 codec: &mut codec,
+                background: None,
                 cancelled: &|| false,
                 warn: &mut |_| {},
             },

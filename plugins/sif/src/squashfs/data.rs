@@ -1,8 +1,17 @@
 //! The squashfs data area: file contents cut into blocks, small files packed into fragment
-//! blocks, compressed in batches through [`Compress`] and appended to the sink as they come.
+//! blocks, compressed in batches through [`Compress`] and appended to the sink in order.
+//!
+//! Batches are submitted without waiting where the compressor can ([`Compress::submit`]): up
+//! to [`MAX_IN_FLIGHT`] are compressed in the background while the next ones are packed, and
+//! each is written (and its blocks' places recorded) when it is collected, oldest first.
+
+use std::collections::VecDeque;
 
 use crate::error::{Error, Result};
-use crate::sink::{Compress, Sink, compress_checked};
+use crate::sink::{Compress, Pending, Sink, check_count};
+
+/// Batches compressed in the background at once, at most.
+pub const MAX_IN_FLIGHT: usize = 4;
 
 /// Bit set in a block size word when the block is stored uncompressed.
 pub const UNCOMPRESSED_BIT: u32 = 1 << 24;
@@ -45,6 +54,17 @@ enum Item {
     Fragment(u32, Vec<u8>),
 }
 
+/// Where one item of a batch goes: a file's block, a fragment block, or a sparse block of a
+/// file (its length).
+type Shape = (Option<FileId>, Option<u32>, u64);
+
+/// A batch handed to the compressor and not written yet.
+struct Batch {
+    shapes: Vec<Shape>,
+    raw: Vec<Vec<u8>>,
+    pending: Pending,
+}
+
 struct Current {
     id: FileId,
     size: u64,
@@ -64,6 +84,7 @@ pub struct DataWriter {
     fragment_count: u32,
     pending: Vec<Item>,
     pending_bytes: usize,
+    in_flight: VecDeque<Batch>,
     current: Option<Current>,
     xz: super::XzFacts,
 }
@@ -82,6 +103,7 @@ impl DataWriter {
             fragment_count: 0,
             pending: Vec::new(),
             pending_bytes: 0,
+            in_flight: VecDeque::new(),
             current: None,
             xz: super::XzFacts::default(),
         }
@@ -202,33 +224,72 @@ impl DataWriter {
         self.fragment_count += 1;
     }
 
-    /// Compress and write everything queued.
+    /// Hand everything queued to the compressor; write the batches that are done, and wait for
+    /// the oldest while more than [`MAX_IN_FLIGHT`] are out.
     pub fn flush(&mut self, sink: &mut dyn Sink, comp: &mut dyn Compress) -> Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let items = std::mem::take(&mut self.pending);
-        self.pending_bytes = 0;
-        let mut raw = Vec::new();
-        let mut shapes = Vec::with_capacity(items.len());
-        for item in items {
-            match item {
-                Item::Block(id, data) => {
-                    shapes.push((Some(id), None, 0));
-                    raw.push(data);
+        if !self.pending.is_empty() {
+            let items = std::mem::take(&mut self.pending);
+            self.pending_bytes = 0;
+            let mut raw = Vec::new();
+            let mut shapes = Vec::with_capacity(items.len());
+            for item in items {
+                match item {
+                    Item::Block(id, data) => {
+                        shapes.push((Some(id), None, 0));
+                        raw.push(data);
+                    }
+                    Item::Fragment(index, data) => {
+                        shapes.push((None, Some(index), 0));
+                        raw.push(data);
+                    }
+                    Item::Sparse(id, len) => shapes.push((Some(id), None, len)),
                 }
-                Item::Fragment(index, data) => {
-                    shapes.push((None, Some(index), 0));
-                    raw.push(data);
-                }
-                Item::Sparse(id, len) => shapes.push((Some(id), None, len)),
             }
+            let pending = if raw.is_empty() {
+                Pending::Done(Vec::new())
+            } else {
+                let mut probe = super::Probing {
+                    inner: &mut *comp,
+                    xz: &mut self.xz,
+                };
+                probe.submit(&raw)?
+            };
+            self.in_flight.push_back(Batch { shapes, raw, pending });
         }
-        let mut probe = super::Probing {
-            inner: comp,
-            xz: &mut self.xz,
+        while let Some(front) = self.in_flight.front() {
+            if matches!(front.pending, Pending::Ticket(_)) && self.in_flight.len() <= MAX_IN_FLIGHT {
+                break;
+            }
+            self.write_oldest(sink, comp)?;
+        }
+        Ok(())
+    }
+
+    /// Hand everything queued to the compressor and write every batch.
+    fn drain(&mut self, sink: &mut dyn Sink, comp: &mut dyn Compress) -> Result<()> {
+        self.flush(sink, comp)?;
+        while !self.in_flight.is_empty() {
+            self.write_oldest(sink, comp)?;
+        }
+        Ok(())
+    }
+
+    /// Collect the oldest batch and append its blocks (compressed when that made them smaller).
+    fn write_oldest(&mut self, sink: &mut dyn Sink, comp: &mut dyn Compress) -> Result<()> {
+        let Some(Batch { shapes, raw, pending }) = self.in_flight.pop_front() else {
+            return Ok(());
         };
-        let compressed = compress_checked(&mut probe, &raw)?;
+        let compressed = match pending {
+            Pending::Done(c) => c,
+            Pending::Ticket(t) => {
+                let mut probe = super::Probing {
+                    inner: comp,
+                    xz: &mut self.xz,
+                };
+                probe.collect(t)?
+            }
+        };
+        check_count(&compressed, raw.len())?;
         let mut blocks = raw.into_iter().zip(compressed);
         for (file, fragment, sparse_len) in shapes {
             let pos = sink.position() - self.base;
@@ -273,7 +334,7 @@ impl DataWriter {
             return Err(Error::Internal("a squashfs file is still being written".into()));
         }
         self.close_fragment();
-        self.flush(sink, comp)?;
+        self.drain(sink, comp)?;
         Ok(Finished {
             files: self.files,
             fragments: self.fragments,

@@ -212,10 +212,9 @@ pub(crate) struct Probing<'a> {
     pub(crate) xz: &'a mut XzFacts,
 }
 
-impl Compress for Probing<'_> {
-    fn compress(&mut self, blocks: &[Vec<u8>]) -> Result<Vec<Vec<u8>>> {
-        let out = self.inner.compress(blocks)?;
-        for b in &out {
+impl Probing<'_> {
+    fn probe(&mut self, out: &[Vec<u8>]) {
+        for b in out {
             if let Some(d) = xz_dictionary_size(b) {
                 self.xz.dictionary = Some(self.xz.dictionary.map_or(d, |m| m.max(d)));
                 if !matches!(b[7] & 0x0f, 0 | 1) {
@@ -223,6 +222,27 @@ impl Compress for Probing<'_> {
                 }
             }
         }
+    }
+}
+
+impl Compress for Probing<'_> {
+    fn compress(&mut self, blocks: &[Vec<u8>]) -> Result<Vec<Vec<u8>>> {
+        let out = self.inner.compress(blocks)?;
+        self.probe(&out);
+        Ok(out)
+    }
+
+    fn submit(&mut self, blocks: &[Vec<u8>]) -> Result<crate::sink::Pending> {
+        let p = self.inner.submit(blocks)?;
+        if let crate::sink::Pending::Done(out) = &p {
+            self.probe(out);
+        }
+        Ok(p)
+    }
+
+    fn collect(&mut self, ticket: u64) -> Result<Vec<Vec<u8>>> {
+        let out = self.inner.collect(ticket)?;
+        self.probe(&out);
         Ok(out)
     }
 }
