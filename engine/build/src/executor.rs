@@ -234,8 +234,18 @@ pub fn frontend_for_file(name: &str) -> Option<&'static str> {
 }
 
 impl<'a> Builder<'a> {
-    /// Run a build.
+    /// Run a build. The store makes the build's blobs and cache entries durable together when
+    /// it ends (also when it fails), not one fsync at a time.
     pub fn build(&self, opts: &BuildOptions) -> Result<BuildOutcome> {
+        let batch = self.store.sync_batch();
+        let outcome = self.build_steps(opts);
+        let synced = batch.finish();
+        let outcome = outcome?;
+        synced?;
+        Ok(outcome)
+    }
+
+    fn build_steps(&self, opts: &BuildOptions) -> Result<BuildOutcome> {
         let platform = match &opts.platform {
             Some(p) => Platform::parse(p).map_err(|e| BuildError::Other(e.to_string()))?,
             None => Platform::host(),
@@ -791,7 +801,7 @@ impl<'a> Builder<'a> {
         created_by: &str,
     ) -> Result<()> {
         let upper = staging.path().join("upper");
-        let _ = std::fs::remove_dir_all(staging.path().join("work"));
+        let _ = self.store.remove_later(&staging.path().join("work"));
         let t_commit = Instant::now();
         let layer = layer_from_upper(
             self.store,
