@@ -778,6 +778,18 @@ impl<'a> Builder<'a> {
                 let Some(snap) = snap.filter(|_| self.store.has_blob(&l.digest)) else {
                     return false;
                 };
+                // Made by a stage whose layers were not exported: compress it now.
+                let l = if l.media_type == media_types::OCI_LAYER_TAR && layers_exported(ctx) {
+                    match gzip_layer(self.store, &l) {
+                        Ok(g) => g,
+                        Err(e) => {
+                            tracing::debug!("compressing cached layer {}: {e}", l.digest);
+                            return false;
+                        }
+                    }
+                } else {
+                    l
+                };
                 st.stack.dirs.insert(0, snap.join("upper"));
                 st.config.rootfs.diff_ids.push(l.diff_id);
                 st.layers.push(l);
@@ -803,13 +815,19 @@ impl<'a> Builder<'a> {
         let upper = staging.path().join("upper");
         let _ = self.store.remove_later(&staging.path().join("work"));
         let t_commit = Instant::now();
-        let layer = layer_from_upper(
+        let compression = if layers_exported(ctx) {
+            kiln_layer::Compression::Gzip
+        } else {
+            kiln_layer::Compression::None
+        };
+        let layer = layer_from_upper_as(
             self.store,
             &upper,
             exclude,
             &st.stack.dirs,
             ctx.opts.timestamp,
             false,
+            compression,
         )?;
         tracing::debug!("{created_by}: layer committed in {:?}", t_commit.elapsed());
         let snapshot_key = layer.as_ref().map(|l| format!("upper-{}", l.diff_id.hex()));
@@ -1154,6 +1172,8 @@ impl<'a> Builder<'a> {
             spec.network = net;
             spec.mounts = mounts;
             spec.hostname = "kiln".into();
+            // The upper dir becomes a layer (or is deleted) right after the run.
+            spec.volatile = true;
             spec.stdout = Output::Callback(Box::new(|b: &[u8]| {
                 tail_ref.borrow_mut().push(b);
                 progress.output(&sref, Stream::Stdout, b);
@@ -1618,14 +1638,33 @@ pub(crate) fn layer_from_upper(
     timestamp: Option<i64>,
     keep_empty: bool,
 ) -> Result<Option<LayerRef>> {
+    layer_from_upper_as(
+        store,
+        upper,
+        exclude,
+        lower,
+        timestamp,
+        keep_empty,
+        kiln_layer::Compression::Gzip,
+    )
+}
+
+/// [`layer_from_upper`] with a choice of compression: `None` gives a plain tar blob
+/// ([`media_types::OCI_LAYER_TAR`]), for layers that never go into an image as they are.
+pub(crate) fn layer_from_upper_as(
+    store: &Store,
+    upper: &std::path::Path,
+    exclude: &[PathBuf],
+    lower: &[PathBuf],
+    timestamp: Option<i64>,
+    keep_empty: bool,
+    compression: kiln_layer::Compression,
+) -> Result<Option<LayerRef>> {
     let blob = store.blob_writer()?;
-    let mut lw =
-        kiln_layer::LayerWriter::new(blob, kiln_layer::Compression::Gzip).map_err(|e| {
-            BuildError::Io {
-                what: "starting a layer".into(),
-                source: e,
-            }
-        })?;
+    let mut lw = kiln_layer::LayerWriter::new(blob, compression).map_err(|e| BuildError::Io {
+        what: "starting a layer".into(),
+        source: e,
+    })?;
     let dopts = kiln_layer::DiffOptions {
         source_date_epoch: timestamp,
         lower: lower.to_vec(),
@@ -1650,8 +1689,65 @@ pub(crate) fn layer_from_upper(
         digest: d.digest,
         diff_id: d.diff_id,
         size: d.size,
-        media_type: media_types::OCI_LAYER_GZIP.to_string(),
+        media_type: match compression {
+            kiln_layer::Compression::None => media_types::OCI_LAYER_TAR,
+            _ => media_types::OCI_LAYER_GZIP,
+        }
+        .to_string(),
     }))
+}
+
+/// Whether the layers the current stage commits can end up in the built image: those of the
+/// target and of the stages it is based on (`FROM stage`), and those of stages that are not
+/// built step by step (folded into one layer afterwards). Other stages are only read through
+/// their snapshots (`COPY --from`, `RUN --mount=from=`), so their layers are stored as plain
+/// tars: compressing a large layer nobody exports was most of such a step's commit time, and
+/// buildah does not compress local layers either.
+fn layers_exported(ctx: &Ctx<'_>) -> bool {
+    let plan = ctx.plan;
+    if plan.stages[ctx.stage as usize].layering != plan::Layering::PerStep {
+        return true;
+    }
+    let mut s = plan.target;
+    for _ in 0..=plan.stages.len() {
+        if s == ctx.stage {
+            return true;
+        }
+        match plan.stages[s as usize].base {
+            plan::Base::Stage(i) => s = i,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// A gzip copy of the plain-tar layer `l` in the store (same diff_id).
+fn gzip_layer(store: &Store, l: &LayerRef) -> Result<LayerRef> {
+    let mut src = store.open_blob(&l.digest)?;
+    let blob = store.blob_writer()?;
+    let io_err = |what: &str| {
+        let what = format!("{what} {}", l.digest);
+        move |e| BuildError::Io { what, source: e }
+    };
+    let mut lw = kiln_layer::LayerWriter::new(blob, kiln_layer::Compression::Gzip)
+        .map_err(io_err("compressing layer"))?;
+    std::io::copy(&mut src, &mut lw).map_err(io_err("compressing layer"))?;
+    let (d, blob) = lw
+        .finish_into_inner()
+        .map_err(io_err("compressing layer"))?;
+    if d.diff_id != l.diff_id {
+        return Err(BuildError::Other(format!(
+            "layer {} does not hash to its diff_id {}",
+            l.digest, l.diff_id
+        )));
+    }
+    blob.commit(Some(&d.digest))?;
+    Ok(LayerRef {
+        digest: d.digest,
+        diff_id: d.diff_id,
+        size: d.size,
+        media_type: media_types::OCI_LAYER_GZIP.to_string(),
+    })
 }
 
 /// Write `config` (its diff_ids set from `layers`) and a manifest in `format` into the store and

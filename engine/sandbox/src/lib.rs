@@ -316,6 +316,11 @@ pub struct RunSpec<'a> {
     pub userns: UserNs,
     /// Optional canceller.
     pub cancel: Option<Canceller>,
+    /// Mount an overlay rootfs with `volatile`: the step's fsync/sync calls skip the upper dir
+    /// (as buildah's build containers do). For upper dirs that are committed or thrown away
+    /// right after the run; overlayfs refuses to mount that work dir again, so not for a
+    /// working container's persistent upper. Ignored where the kernel lacks the option.
+    pub volatile: bool,
 }
 
 impl<'a> RunSpec<'a> {
@@ -336,6 +341,7 @@ impl<'a> RunSpec<'a> {
             stderr: Output::Inherit,
             userns: UserNs::Auto,
             cancel: None,
+            volatile: false,
         }
     }
 }
