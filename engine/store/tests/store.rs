@@ -579,7 +579,11 @@ fn fsck_finds_a_flipped_byte_and_repairs() {
 fn sync_batch_publishes_at_its_end() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let blobs_on_disk = || std::fs::read_dir(dir.path().join("blobs/sha256")).unwrap().count();
+    let blobs_on_disk = || {
+        std::fs::read_dir(dir.path().join("blobs/sha256"))
+            .unwrap()
+            .count()
+    };
     let cache_on_disk = || std::fs::read_dir(dir.path().join("cache")).unwrap().count();
     let batch = store.sync_batch();
     let data = vec![3u8; 50_000];
@@ -588,7 +592,11 @@ fn sync_batch_publishes_at_its_end() {
     assert!(store.has_blob(&d));
     assert_eq!(store.read_blob(&d).unwrap(), data);
     assert!(Store::open(dir.path()).unwrap().has_blob(&d));
-    assert_eq!(store.put_blob_bytes(&data).unwrap(), d, "same content again");
+    assert_eq!(
+        store.put_blob_bytes(&data).unwrap(),
+        d,
+        "same content again"
+    );
     // ...but not published under its digest before the batch ends.
     assert_eq!(blobs_on_disk(), 0);
     store
@@ -627,7 +635,10 @@ fn an_image_record_in_a_batch_publishes_its_blobs_first() {
     let (_, cfg_d, layer_d) = make_image(&store, b"layer bytes", &["batched:1"]);
     // images.json names them: they are in blobs/sha256/ already.
     let listed = store.list_blobs().unwrap();
-    assert!(listed.contains(&cfg_d) && listed.contains(&layer_d), "{listed:?}");
+    assert!(
+        listed.contains(&cfg_d) && listed.contains(&layer_d),
+        "{listed:?}"
+    );
     drop(batch);
     assert!(store.fsck(false).unwrap().is_clean());
 }
