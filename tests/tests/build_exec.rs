@@ -1,6 +1,6 @@
 //! `kiln build`'s executor features beyond the conformance corpus: independent stages in
 //! parallel (`--jobs`), `--progress=plain|json|auto`, `RUN --mount=type=ssh` with `--ssh`, and
-//! BuildKit's automatic platform ARGs.
+//! BuildKit's automatic platform ARGs, and plain-tar layers for stages no image exports.
 //!
 //! Parallelism is checked by ordering evidence, never by timings: two independent stages record
 //! the host's uptime when their RUN starts and ends, and the final stage prints both intervals.
@@ -495,4 +495,81 @@ fn automatic_platform_args_when_declared() {
             "{out}"
         );
     }
+}
+
+/// The layer blobs of the store image `name` (the manifest's descriptors, media type and bytes).
+fn image_layers(kiln: &Kiln, name: &str) -> Vec<(String, Vec<u8>)> {
+    let index: Value = serde_json::from_slice(
+        &std::fs::read(kiln.root().join("images.json")).expect("reading images.json"),
+    )
+    .expect("images.json parses");
+    let want = format!("localhost/{name}:latest");
+    let rec = index["images"]
+        .as_array()
+        .expect("an image list")
+        .iter()
+        .find(|r| {
+            r["names"]
+                .as_array()
+                .is_some_and(|n| n.iter().any(|n| n == &want))
+        })
+        .unwrap_or_else(|| panic!("no image {want} in {index}"));
+    let blob = |d: &str| {
+        let hex = d.strip_prefix("sha256:").expect("a sha256 digest");
+        std::fs::read(kiln.root().join("blobs/sha256").join(hex)).expect("reading a blob")
+    };
+    let manifest: Value =
+        serde_json::from_slice(&blob(rec["manifest_digest"].as_str().unwrap())).unwrap();
+    manifest["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| {
+            let bytes = blob(l["digest"].as_str().unwrap());
+            (l["mediaType"].as_str().unwrap().to_string(), bytes)
+        })
+        .collect()
+}
+
+fn is_gzip(b: &[u8]) -> bool {
+    b.starts_with(&[0x1f, 0x8b])
+}
+
+#[test]
+fn layers_of_unexported_stages_are_plain_until_a_build_exports_them() {
+    let df = "FROM {REG}/busybox:latest AS a\nRUN echo hi > /x\n\
+              FROM {REG}/busybox:latest\nCOPY --from=a /x /y\n";
+    let bases = Bases::start(false);
+    let ctx = context(&bases, df, &[]);
+    let kiln = Kiln::new();
+    kiln.mark_insecure(&bases.reg);
+    build_ok(&kiln, ctx.path(), &["-q", "-t", "final"]);
+    let layers = image_layers(&kiln, "final");
+    assert!(layers.len() >= 2, "{}", layers.len());
+    for (mt, bytes) in &layers {
+        assert!(mt.ends_with("tar+gzip") && is_gzip(bytes), "{mt}");
+    }
+    // Stage a's RUN layer is in the store as a plain tar (no image names it).
+    let plain = std::fs::read_dir(kiln.root().join("blobs/sha256"))
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .filter(|b| b.len() > 262 && &b[257..262] == b"ustar")
+        .count();
+    assert_eq!(plain, 1, "one plain-tar layer blob");
+    // Exporting stage a reuses its cached step, and its image gets a gzip layer of it.
+    let out = build_ok(
+        &kiln,
+        ctx.path(),
+        &["--progress=plain", "--target", "a", "-t", "stage-a"],
+    );
+    assert!(out.contains("Using cache"), "{out}");
+    let layers = image_layers(&kiln, "stage-a");
+    let (mt, top) = layers.last().unwrap();
+    assert!(mt.ends_with("tar+gzip") && is_gzip(top), "{mt}");
+    let mut tar = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&top[..]), &mut tar).unwrap();
+    assert!(
+        tar.windows(2).any(|w| w == b"hi"),
+        "the RUN's file is in the layer"
+    );
 }

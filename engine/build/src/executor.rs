@@ -261,8 +261,18 @@ pub fn frontend_for_file(name: &str) -> Option<&'static str> {
 }
 
 impl<'a> Builder<'a> {
-    /// Run a build.
+    /// Run a build. The store makes the build's blobs and cache entries durable together when
+    /// it ends (also when it fails), not one fsync at a time.
     pub fn build(&self, opts: &BuildOptions) -> Result<BuildOutcome> {
+        let batch = self.store.sync_batch();
+        let outcome = self.build_steps(opts);
+        let synced = batch.finish();
+        let outcome = outcome?;
+        synced?;
+        Ok(outcome)
+    }
+
+    fn build_steps(&self, opts: &BuildOptions) -> Result<BuildOutcome> {
         let platform = match &opts.platform {
             Some(p) => Platform::parse(p).map_err(|e| BuildError::Other(e.to_string()))?,
             None => Platform::host(),
@@ -816,6 +826,18 @@ impl<'a> Builder<'a> {
                 let Some(snap) = snap.filter(|_| self.store.has_blob(&l.digest)) else {
                     return false;
                 };
+                // Made by a stage whose layers were not exported: compress it now.
+                let l = if l.media_type == media_types::OCI_LAYER_TAR && layers_exported(ctx) {
+                    match gzip_layer(self.store, &l) {
+                        Ok(g) => g,
+                        Err(e) => {
+                            tracing::debug!("compressing cached layer {}: {e}", l.digest);
+                            return false;
+                        }
+                    }
+                } else {
+                    l
+                };
                 if v["snapshot"]
                     .as_str()
                     .is_some_and(|k| k.starts_with("flat-"))
@@ -847,17 +869,23 @@ impl<'a> Builder<'a> {
         created_by: &str,
     ) -> Result<()> {
         let t_commit = Instant::now();
+        let compression = if layers_exported(ctx) {
+            kiln_layer::Compression::Gzip
+        } else {
+            kiln_layer::Compression::None
+        };
         let (layer, staging, flat) = match working {
             Working::Upper(staging) => {
                 let upper = staging.path().join("upper");
-                let _ = std::fs::remove_dir_all(staging.path().join("work"));
-                let layer = layer_from_upper(
+                let _ = self.store.remove_later(&staging.path().join("work"));
+                let layer = layer_from_upper_as(
                     self.store,
                     &upper,
                     exclude,
                     &st.stack.dirs,
                     ctx.opts.timestamp,
                     false,
+                    compression,
                 )?;
                 (layer, staging, false)
             }
@@ -874,6 +902,7 @@ impl<'a> Builder<'a> {
                     exclude,
                     ctx.opts.timestamp,
                     false,
+                    compression,
                 )?;
                 (layer, staging, true)
             }
@@ -1268,6 +1297,8 @@ impl<'a> Builder<'a> {
             spec.network = net;
             spec.mounts = mounts;
             spec.hostname = "kiln".into();
+            // The upper dir becomes a layer (or is deleted) right after the run.
+            spec.volatile = true;
             spec.stdout = Output::Callback(Box::new(|b: &[u8]| {
                 tail_ref.borrow_mut().push(b);
                 progress.output(&sref, Stream::Stdout, b);
@@ -1779,19 +1810,42 @@ pub(crate) fn layer_from_upper(
     timestamp: Option<i64>,
     keep_empty: bool,
 ) -> Result<Option<LayerRef>> {
+    layer_from_upper_as(
+        store,
+        upper,
+        exclude,
+        lower,
+        timestamp,
+        keep_empty,
+        kiln_layer::Compression::Gzip,
+    )
+}
+
+/// [`layer_from_upper`] with a choice of compression: `None` gives a plain tar blob
+/// ([`media_types::OCI_LAYER_TAR`]), for layers that never go into an image as they are.
+pub(crate) fn layer_from_upper_as(
+    store: &Store,
+    upper: &std::path::Path,
+    exclude: &[PathBuf],
+    lower: &[PathBuf],
+    timestamp: Option<i64>,
+    keep_empty: bool,
+    compression: kiln_layer::Compression,
+) -> Result<Option<LayerRef>> {
     let dopts = kiln_layer::DiffOptions {
         source_date_epoch: timestamp,
         lower: lower.to_vec(),
         owners: image_owners(),
         ..Default::default()
     };
-    write_layer(store, upper, keep_empty, |w| {
+    write_layer(store, upper, keep_empty, compression, |w| {
         kiln_layer::diff_overlay_upper(upper, exclude, &dopts, w)
     })
 }
 
-/// Like [`layer_from_upper`] for a changed copy `tree` of `lower` (the `vfs` driver, see
+/// Like [`layer_from_upper_as`] for a changed copy `tree` of `lower` (the `vfs` driver, see
 /// [`kiln_layer::diff_tree`]); `None` when nothing changed.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn layer_from_tree(
     store: &Store,
     lower: &std::path::Path,
@@ -1800,32 +1854,31 @@ pub(crate) fn layer_from_tree(
     exclude: &[PathBuf],
     timestamp: Option<i64>,
     keep_empty: bool,
+    compression: kiln_layer::Compression,
 ) -> Result<Option<LayerRef>> {
     let dopts = kiln_layer::DiffOptions {
         source_date_epoch: timestamp,
         owners: image_owners(),
         ..Default::default()
     };
-    write_layer(store, tree, keep_empty, |w| {
+    write_layer(store, tree, keep_empty, compression, |w| {
         kiln_layer::diff_tree(lower, tree, stamp, exclude, &dopts, w)
     })
 }
 
-/// Stream the tar `diff` writes through a gzip [`kiln_layer::LayerWriter`] into a new blob.
+/// Stream the tar `diff` writes through a [`kiln_layer::LayerWriter`] into a new blob.
 fn write_layer(
     store: &Store,
     what: &std::path::Path,
     keep_empty: bool,
+    compression: kiln_layer::Compression,
     diff: impl FnOnce(&mut dyn std::io::Write) -> kiln_layer::Result<kiln_layer::DiffStats>,
 ) -> Result<Option<LayerRef>> {
     let blob = store.blob_writer()?;
-    let mut lw =
-        kiln_layer::LayerWriter::new(blob, kiln_layer::Compression::Gzip).map_err(|e| {
-            BuildError::Io {
-                what: "starting a layer".into(),
-                source: e,
-            }
-        })?;
+    let mut lw = kiln_layer::LayerWriter::new(blob, compression).map_err(|e| BuildError::Io {
+        what: "starting a layer".into(),
+        source: e,
+    })?;
     let stats = diff(&mut lw).map_err(|e| BuildError::Layer {
         what: format!("committing {}", what.display()),
         source: e,
@@ -1842,8 +1895,65 @@ fn write_layer(
         digest: d.digest,
         diff_id: d.diff_id,
         size: d.size,
-        media_type: media_types::OCI_LAYER_GZIP.to_string(),
+        media_type: match compression {
+            kiln_layer::Compression::None => media_types::OCI_LAYER_TAR,
+            _ => media_types::OCI_LAYER_GZIP,
+        }
+        .to_string(),
     }))
+}
+
+/// Whether the layers the current stage commits can end up in the built image: those of the
+/// target and of the stages it is based on (`FROM stage`), and those of stages that are not
+/// built step by step (folded into one layer afterwards). Other stages are only read through
+/// their snapshots (`COPY --from`, `RUN --mount=from=`), so their layers are stored as plain
+/// tars: compressing a large layer nobody exports was most of such a step's commit time, and
+/// buildah does not compress local layers either.
+fn layers_exported(ctx: &Ctx<'_>) -> bool {
+    let plan = ctx.plan;
+    if plan.stages[ctx.stage as usize].layering != plan::Layering::PerStep {
+        return true;
+    }
+    let mut s = plan.target;
+    for _ in 0..=plan.stages.len() {
+        if s == ctx.stage {
+            return true;
+        }
+        match plan.stages[s as usize].base {
+            plan::Base::Stage(i) => s = i,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// A gzip copy of the plain-tar layer `l` in the store (same diff_id).
+fn gzip_layer(store: &Store, l: &LayerRef) -> Result<LayerRef> {
+    let mut src = store.open_blob(&l.digest)?;
+    let blob = store.blob_writer()?;
+    let io_err = |what: &str| {
+        let what = format!("{what} {}", l.digest);
+        move |e| BuildError::Io { what, source: e }
+    };
+    let mut lw = kiln_layer::LayerWriter::new(blob, kiln_layer::Compression::Gzip)
+        .map_err(io_err("compressing layer"))?;
+    std::io::copy(&mut src, &mut lw).map_err(io_err("compressing layer"))?;
+    let (d, blob) = lw
+        .finish_into_inner()
+        .map_err(io_err("compressing layer"))?;
+    if d.diff_id != l.diff_id {
+        return Err(BuildError::Other(format!(
+            "layer {} does not hash to its diff_id {}",
+            l.digest, l.diff_id
+        )));
+    }
+    blob.commit(Some(&d.digest))?;
+    Ok(LayerRef {
+        digest: d.digest,
+        diff_id: d.diff_id,
+        size: d.size,
+        media_type: media_types::OCI_LAYER_GZIP.to_string(),
+    })
 }
 
 /// Write `config` (its diff_ids set from `layers`) and a manifest in `format` into the store and

@@ -562,6 +562,7 @@ impl<'a> Containers<'a> {
                 exclude,
                 timestamp,
                 true,
+                kiln_layer::Compression::Gzip,
             )?
             .ok_or_else(|| other("an empty layer was not written"));
         }
@@ -1119,7 +1120,16 @@ pub fn fold_stage(
             } else {
                 flat_snapshot_reusing(store, layers)?
             };
-            layer_from_tree(store, &base, &result, None, &[], timestamp, true)?
+            layer_from_tree(
+                store,
+                &base,
+                &result,
+                None,
+                &[],
+                timestamp,
+                true,
+                kiln_layer::Compression::Gzip,
+            )?
                 .ok_or_else(|| other("an empty layer was not written"))?
         }
         None => {

@@ -36,20 +36,30 @@ impl Global {
         home.join(".local/share/kiln")
     }
 
-    /// Where compiled plugins are cached: $XDG_CACHE_HOME/kiln/plugins, or under the store for root.
+    /// Where compiled plugins are cached. Entries are derived code keyed by the component's
+    /// digest and the engine (see `kiln_plugin_host::CompileCache`), so one cache serves every
+    /// store and a new `--root` does not recompile: `$KILN_PLUGIN_CACHE`, else
+    /// `/var/cache/kiln/plugins` for root and `$XDG_CACHE_HOME/kiln/plugins` (or
+    /// `~/.cache/kiln/plugins`) for others; the store's `plugin-cache/` when that cannot be made.
     pub fn plugin_cache_dir(&self) -> PathBuf {
-        if self.root.is_some() || nix_is_root() {
+        if let Some(d) = std::env::var_os("KILN_PLUGIN_CACHE").filter(|d| !d.is_empty()) {
+            return PathBuf::from(d);
+        }
+        let shared = if nix_is_root() {
+            PathBuf::from("/var/cache/kiln/plugins")
+        } else if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+            PathBuf::from(d).join("kiln/plugins")
+        } else if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+            PathBuf::from(h).join(".cache/kiln/plugins")
+        } else {
             return self.store_root().join("plugin-cache");
+        };
+        if std::fs::create_dir_all(&shared).is_ok() && writable(&shared) {
+            return shared;
         }
-        if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-            return PathBuf::from(d).join("kiln/plugins");
-        }
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
-        home.join(".cache/kiln/plugins")
+        self.store_root().join("plugin-cache")
     }
-}
 
-impl Global {
     /// The storage driver in effect: `--storage-driver`/`KILN_STORAGE_DRIVER`, else detected once
     /// per process with a probe overlay mount; falling back to vfs is said once on stderr.
     pub fn storage_driver(&self, store: &kiln_store::Store) -> anyhow::Result<kiln_build::StorageDriver> {
@@ -65,6 +75,16 @@ impl Global {
             driver
         }))
     }
+}
+
+/// Whether this process may create files in `dir`.
+fn writable(dir: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a NUL-terminated path; access(2) only reads it.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
 }
 
 fn nix_is_root() -> bool {

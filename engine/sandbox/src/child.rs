@@ -486,8 +486,16 @@ fn setup_before_pivot(p: &Plan, fds: &mut [RawFd]) -> RawFd {
             upper,
             work,
             userxattr,
+            volatile,
             legacy,
-        } => mount_overlay(p, lowers, upper, work, *userxattr, legacy.as_deref()),
+        } => mount_overlay(
+            p,
+            lowers,
+            upper,
+            work,
+            (*userxattr, *volatile),
+            legacy.as_deref(),
+        ),
         RootPlan::Bind(dir) => ck(
             p,
             mount(
@@ -551,7 +559,7 @@ fn mount_overlay(
     lowers: &[std::ffi::CString],
     upper: &CStr,
     work: &CStr,
-    userxattr: bool,
+    (userxattr, volatile): (bool, bool),
     legacy: Option<&CStr>,
 ) {
     let ctx = match sys::fsopen(c"overlay") {
@@ -586,6 +594,10 @@ fn mount_overlay(
             sys::fsconfig_flag(ctx, c"userxattr"),
             step::id(step::OVERLAY_OPT, 2),
         );
+    }
+    // Kernels before 5.10 do not know it: the mount is then just not volatile.
+    if volatile {
+        let _ = sys::fsconfig_flag(ctx, c"volatile");
     }
     let mnt = ck(
         p,

@@ -62,19 +62,27 @@ pub(crate) fn clean(rootfs: &Rootfs, created: &[Created], copyups: &[Vec<u8>]) -
     }
     listed.reverse();
 
-    if let Rootfs::Overlay { lowers, upper, .. } = rootfs {
+    if let Rootfs::Overlay {
+        lowers,
+        upper,
+        work,
+    } = rootfs
+    {
         let mut dirs: Vec<&Vec<u8>> = copyups.iter().collect();
         dirs.sort_by_key(|d| std::cmp::Reverse(d.iter().filter(|b| **b == b'/').count()));
         dirs.dedup();
         for d in dirs {
-            undo_copy_up(upper, lowers, d);
+            undo_copy_up(upper, lowers, work, d);
         }
     }
     listed
 }
 
-/// Removes `upper/dir` if it is an unchanged, empty copy of the lower directory.
-fn undo_copy_up(upper: &Path, lowers: &[PathBuf], dir: &[u8]) {
+/// Removes `upper/dir` if it is an unchanged, empty copy of the lower directory. It is renamed
+/// into the work directory (same filesystem; overlayfs ignores entries there other than its own
+/// `work` and `index`), which its owner deletes: deleting a directory can wait for the disk
+/// (online discard), renaming one does not.
+fn undo_copy_up(upper: &Path, lowers: &[PathBuf], work: &Path, dir: &[u8]) {
     let p = host_path(upper, dir);
     let Ok(m) = fs::symlink_metadata(&p) else {
         return;
@@ -97,6 +105,12 @@ fn undo_copy_up(upper: &Path, lowers: &[PathBuf], dir: &[u8]) {
         .find_map(|l| fs::symlink_metadata(l).ok());
     let Some(lm) = lower else { return };
     if !lm.is_dir() || lm.mode() != m.mode() || lm.uid() != m.uid() || lm.gid() != m.gid() {
+        return;
+    }
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let aside = work.join(format!("kiln-undone-{}-{seq}", std::process::id()));
+    if fs::rename(&p, &aside).is_ok() {
         return;
     }
     if let Err(e) = fs::remove_dir(&p) {

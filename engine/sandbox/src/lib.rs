@@ -33,7 +33,7 @@
 //! # Mount tree
 //!
 //! G makes `/` recursively private, mounts a private tmpfs on a per-run scratch directory
-//! (created empty in the host's temp dir and removed after the run), mounts the rootfs on
+//! (created empty in `/dev/shm`, else the host's temp dir, and removed after the run), mounts the rootfs on
 //! `scratch/root` (overlayfs through `fsopen`/`fsconfig` with `lowerdir+`, falling back to
 //! `mount(2)`; `userxattr` inside a user namespace, the normal `trusted.*` options without one; a
 //! plain directory is bind-mounted), writes every file mount (secrets, CA bundles,
@@ -54,7 +54,8 @@
 //! directory (the overlay upper dir, or the rootfs dir) when it is still an empty stub; a
 //! whiteout that the stub replaced is restored, and a parent directory that creating the stub
 //! copied up into the upper dir is removed again when it is still empty, not opaque, and has the
-//! lower directory's mode and owner. [`RunOutcome::created_paths`] lists the created paths that
+//! lower directory's mode and owner (it is moved into the overlay's work directory, whose owner
+//! deletes it with the rest of that directory). [`RunOutcome::created_paths`] lists the created paths that
 //! do not belong to the step's result so a layer differ can also exclude them. A directory the
 //! sandbox created but the step then put files in is left in place and not listed. `cwd` is
 //! created (owned by the step's user) when missing and is part of the result.
@@ -317,6 +318,11 @@ pub struct RunSpec<'a> {
     pub userns: UserNs,
     /// Optional canceller.
     pub cancel: Option<Canceller>,
+    /// Mount an overlay rootfs with `volatile`: the step's fsync/sync calls skip the upper dir
+    /// (as buildah's build containers do). For upper dirs that are committed or thrown away
+    /// right after the run; overlayfs refuses to mount that work dir again, so not for a
+    /// working container's persistent upper. Ignored where the kernel lacks the option.
+    pub volatile: bool,
 }
 
 impl<'a> RunSpec<'a> {
@@ -337,6 +343,7 @@ impl<'a> RunSpec<'a> {
             stderr: Output::Inherit,
             userns: UserNs::Auto,
             cancel: None,
+            volatile: false,
         }
     }
 }

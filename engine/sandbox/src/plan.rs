@@ -69,6 +69,8 @@ pub(crate) enum RootPlan {
         upper: CString,
         work: CString,
         userxattr: bool,
+        /// Try the `volatile` option (see [`crate::RunSpec::volatile`]).
+        volatile: bool,
         /// `mount(2)` option string for kernels without `lowerdir+` (None if it would not fit).
         legacy: Option<CString>,
     },
@@ -250,6 +252,7 @@ pub(crate) fn build(spec: &RunSpec<'_>, prep: Prepared<'_>) -> Result<Plan, Erro
                 upper: cpath(upper, "upper dir")?,
                 work: cpath(work, "work dir")?,
                 userxattr: userns,
+                volatile: spec.volatile,
                 legacy: if legacy.len() < 4000 {
                     Some(cstr(&legacy, "overlay options")?)
                 } else {

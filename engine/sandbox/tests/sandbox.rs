@@ -203,6 +203,32 @@ fn overlay_writes_land_in_upper_and_stubs_do_not() {
 }
 
 #[test]
+fn volatile_overlay_skips_syncs_and_keeps_writes() {
+    let f = Fixture::new();
+    let mut spec = RunSpec::new(
+        f.overlay(),
+        sh("echo data > /root/new && sync && grep ' / / ' /proc/self/mountinfo"),
+    );
+    spec.volatile = true;
+    let (_, out) = run_ok(spec);
+    assert!(out.contains("overlay") && out.contains("volatile"), "{out}");
+    assert_eq!(
+        fs::read_to_string(f.upper().join("root/new")).unwrap(),
+        "data\n"
+    );
+    // The default stays durable: no volatile option.
+    let f = Fixture::new();
+    let (_, out) = run_ok(RunSpec::new(
+        f.overlay(),
+        sh("grep ' / / ' /proc/self/mountinfo"),
+    ));
+    assert!(
+        out.contains("overlay") && !out.contains("volatile"),
+        "{out}"
+    );
+}
+
+#[test]
 fn existing_etc_files_are_shadowed_not_copied_up() {
     let f = Fixture::new();
     fs::write(f.lower().join("etc/hosts"), "ORIGINAL\n").unwrap();

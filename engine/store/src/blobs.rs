@@ -58,6 +58,18 @@ impl BlobWriter {
             touch(&dest);
             return Ok((digest, size));
         }
+        if self.store.batching() {
+            // Published (fsync, rename) when the batch ends; until then readable at its temp path.
+            fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644))
+                .ctx("chmod", tmp.path().to_path_buf())?;
+            let path = tmp
+                .into_temp_path()
+                .keep()
+                .map_err(|e| e.error)
+                .ctx("keep temp file", self.store.tmp_dir())?;
+            self.store.pending_lock().blobs.insert(digest, path);
+            return Ok((digest, size));
+        }
         tmp.as_file()
             .sync_all()
             .ctx("fsync", tmp.path().to_path_buf())?;
@@ -87,8 +99,12 @@ fn touch(path: &std::path::Path) {
 }
 
 impl Store {
-    /// Where the blob with this digest lives (whether or not it exists).
+    /// Where the blob with this digest lives (whether or not it exists). A blob written in an
+    /// open [`crate::SyncBatch`] is under a temp name until the batch ends.
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        if let Some(p) = self.pending_lock().blobs.get(digest) {
+            return p.clone();
+        }
         self.root.join("blobs/sha256").join(digest.hex())
     }
 
@@ -188,6 +204,9 @@ impl Store {
 
     /// Remove a blob (no reference checks: see `prune`).
     pub fn remove_blob(&self, digest: &Digest) -> Result<()> {
+        if let Some(tmp) = self.pending_lock().blobs.remove(digest) {
+            let _ = fs::remove_file(tmp);
+        }
         let p = self.blob_path(digest);
         match fs::remove_file(&p) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e).ctx("remove", p),

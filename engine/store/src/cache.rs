@@ -25,7 +25,12 @@ impl Store {
 
     /// The value stored under `key`, if any. An unreadable or corrupt entry is a miss.
     pub fn cache_get(&self, key: &str) -> Option<Value> {
-        let bytes = fs::read(self.cache_path(key)).ok()?;
+        let path = self.cache_path(key);
+        let pending = self.pending_lock().cache.get(&path).cloned();
+        let bytes = match pending {
+            Some(b) => b,
+            None => fs::read(path).ok()?,
+        };
         let e: CacheEntry = serde_json::from_slice(&bytes).ok()?;
         (e.key == key).then_some(e.value)
     }
@@ -38,14 +43,25 @@ impl Store {
             value: value.clone(),
         };
         let bytes = serde_json::to_vec(&e).expect("cache entry serializes");
-        write_atomic(&self.tmp_dir(), &self.cache_path(key), &bytes)
+        let path = self.cache_path(key);
+        {
+            let mut p = self.pending_lock();
+            if p.depth() > 0 {
+                // Written when the batch ends, after what the entry names is durable.
+                p.cache.insert(path, bytes);
+                return Ok(());
+            }
+        }
+        write_atomic(&self.tmp_dir(), &path, &bytes)
     }
 
     /// Forget `key`. Returns whether it was there.
     pub fn cache_remove(&self, key: &str) -> Result<bool> {
         let p = self.cache_path(key);
+        let was_pending = self.pending_lock().cache.remove(&p).is_some();
         match fs::remove_file(&p) {
             Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && was_pending => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e).ctx("remove", p),
         }
@@ -55,9 +71,16 @@ impl Store {
     pub fn cache_entries(&self) -> Result<Vec<(String, Value)>> {
         let dir = self.root.join("cache");
         let mut out = Vec::new();
+        let pending = self.pending_lock().cache.clone();
+        for b in pending.values() {
+            if let Ok(c) = serde_json::from_slice::<CacheEntry>(b) {
+                out.push((c.key, c.value));
+            }
+        }
         for e in fs::read_dir(&dir).ctx("read directory", &dir)? {
             let e = e.ctx("read directory", &dir)?;
             if e.path().extension().is_some_and(|x| x == "json")
+                && !pending.contains_key(&e.path())
                 && let Ok(b) = fs::read(e.path())
                 && let Ok(c) = serde_json::from_slice::<CacheEntry>(&b)
             {
@@ -71,6 +94,11 @@ impl Store {
     pub fn cache_clear(&self) -> Result<usize> {
         let dir = self.root.join("cache");
         let mut n = 0;
+        for path in std::mem::take(&mut self.pending_lock().cache).into_keys() {
+            if !path.exists() {
+                n += 1;
+            }
+        }
         for e in fs::read_dir(&dir).ctx("read directory", &dir)? {
             let e = e.ctx("read directory", &dir)?;
             if e.path().extension().is_some_and(|x| x == "json") {

@@ -95,6 +95,8 @@ impl Store {
     }
 
     fn write_containers(&self, idx: &ContainerIndex) -> Result<()> {
+        // Records name blobs and snapshots: those of an open batch become durable first.
+        self.flush_pending()?;
         let bytes = serde_json::to_vec_pretty(idx).expect("container index serializes");
         write_atomic(&self.tmp_dir(), &self.containers_path(), &bytes)
     }

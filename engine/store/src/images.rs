@@ -88,6 +88,8 @@ impl Store {
     }
 
     pub(crate) fn write_images(&self, idx: &ImageIndex) -> Result<()> {
+        // Records name blobs: those of an open batch become durable first.
+        self.flush_pending()?;
         let bytes = serde_json::to_vec_pretty(idx).expect("image index serializes");
         write_atomic(&self.tmp_dir(), &self.images_path(), &bytes)
     }

@@ -15,12 +15,17 @@
 //!
 //! Several kiln processes may share one store: blobs and snapshots appear by atomic rename, and
 //! the JSON indexes are read-modify-written under the lock and replaced by rename.
+//!
+//! Each blob, index and cache entry is fsynced before it is published, except inside a
+//! [`SyncBatch`] (a build), which makes its blobs and cache entries durable together at its end;
+//! see the `durable` module for how that stays crash-safe.
 
 #![warn(missing_docs)]
 
 mod blobs;
 mod cache;
 mod containers;
+mod durable;
 mod error;
 mod fsutil;
 mod gc;
@@ -29,6 +34,7 @@ mod snapshots;
 
 pub use blobs::BlobWriter;
 pub use containers::{ContainerRecord, NewContainer};
+pub use durable::SyncBatch;
 pub use error::{Result, StoreError};
 pub use gc::{BadBlob, FsckReport, PruneOptions, PruneReport};
 pub use images::{ImageRecord, Removed};
@@ -42,6 +48,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// Writes of an open [`SyncBatch`] not yet durable (shared by every `Store` on this root).
+    pending: durable::Shared,
 }
 
 /// Held while a store-wide exclusive section runs; the lock is released on drop.
@@ -63,7 +71,8 @@ impl Store {
             .append(true)
             .open(&lock)
             .ctx("create", &lock)?;
-        Ok(Store { root })
+        let pending = durable::shared_for(&root);
+        Ok(Store { root, pending })
     }
 
     /// The store's root directory.

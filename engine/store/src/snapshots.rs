@@ -83,7 +83,13 @@ impl Store {
         match fs::rename(&staging.path, &dest) {
             Ok(()) => {
                 staging.published = true;
-                crate::fsutil::sync_dir(&self.root.join("snapshots"))?;
+                let mut p = self.pending_lock();
+                if p.depth() > 0 {
+                    p.snapshots_dirty = true;
+                } else {
+                    drop(p);
+                    crate::fsutil::sync_dir(&self.root.join("snapshots"))?;
+                }
                 Ok(dest)
             }
             Err(e) if dest.is_dir() => {
