@@ -123,6 +123,10 @@ impl<W: Write> LayerWriter<W> {
                 let mut enc = zstd::stream::write::Encoder::new(counted, level)?;
                 // Always in worker mode (at least one worker) so the frame does not depend on the thread count.
                 enc.multithread(threads as u32)?;
+                // Fixed job and overlap sizes: zstd otherwise sizes jobs from the level and the
+                // workers' progress, and the frame would depend on timing.
+                enc.set_parameter(zstd::stream::raw::CParameter::JobSize(4 << 20))?;
+                enc.set_parameter(zstd::stream::raw::CParameter::OverlapSizeLog(6))?;
                 Sink::Zstd(enc)
             }
             Compression::Gzip => {
@@ -220,8 +224,59 @@ struct BlockGzip<W: Write> {
     header_written: bool,
 }
 
+/// Bytes of each probe of [`incompressible`].
+const PROBE: usize = 4096;
+
+/// Whether deflate would gain nothing on `data` (already compressed or random content): three
+/// samples, from its start, middle and end, each shrink by less than 2%. Deterministic, so the
+/// output still depends only on the input.
+fn incompressible(c: &mut Compress, data: &[u8]) -> io::Result<bool> {
+    if data.len() < 4 * PROBE {
+        return Ok(false);
+    }
+    let err = |e: flate2::CompressError| io::Error::other(format!("deflate: {e}"));
+    let mid = data.len() / 2;
+    let end = data.len() - PROBE;
+    let mut out = Vec::with_capacity(2 * PROBE);
+    for at in [0, mid, end] {
+        c.reset();
+        out.clear();
+        c.compress_vec(&data[at..at + PROBE], &mut out, FlushCompress::Sync)
+            .map_err(err)?;
+        if out.len() * 100 < PROBE * 98 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// `data` as stored (uncompressed) deflate blocks, byte-aligned as a sync flush leaves the
+/// stream; with `last`, the final block of the stream.
+fn stored_blocks(data: &[u8], last: bool) -> Vec<u8> {
+    const MAX: usize = 65_535;
+    let mut out = Vec::with_capacity(data.len() + data.len() / MAX * 5 + 10);
+    let mut chunks = data.chunks(MAX).peekable();
+    if chunks.peek().is_none() && last {
+        out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
+    }
+    while let Some(chunk) = chunks.next() {
+        let fin = last && chunks.peek().is_none();
+        let len = chunk.len() as u16;
+        out.push(fin as u8);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(chunk);
+    }
+    out
+}
+
 fn compress_block(c: &mut Compress, dict: &[u8], data: &[u8], last: bool) -> io::Result<Vec<u8>> {
     let err = |e: flate2::CompressError| io::Error::other(format!("deflate: {e}"));
+    // Random or already-compressed data: deflating costs most of a commit's time and saves
+    // nothing, so the block is stored as it is (still one valid gzip stream).
+    if incompressible(c, data)? {
+        return Ok(stored_blocks(data, last));
+    }
     c.reset();
     if !dict.is_empty() {
         c.set_dictionary(dict).map_err(err)?;
@@ -501,6 +556,58 @@ mod tests {
                 "len {len}: output differs between thread counts"
             );
         }
+    }
+
+    #[test]
+    fn incompressible_blocks_are_stored_and_still_gzip() {
+        // Random bytes, then text, then random again: stored and deflated blocks in one stream.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut random = |n: usize| {
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> 32) as u8
+                })
+                .collect::<Vec<u8>>()
+        };
+        let mut data = random(2 * GZIP_BLOCK_SIZE + 100);
+        data.extend(sample(GZIP_BLOCK_SIZE));
+        data.extend(random(GZIP_BLOCK_SIZE / 2));
+        let mut outs = Vec::new();
+        for threads in [1, 2] {
+            let opts = LayerWriterOptions {
+                compression: Compression::Gzip,
+                level: None,
+                threads,
+            };
+            let mut w = LayerWriter::with_options(Vec::new(), &opts).unwrap();
+            w.write_all(&data).unwrap();
+            let (d, blob) = w.finish_into_inner().unwrap();
+            assert_eq!(gunzip(&blob), data);
+            assert_eq!(
+                d.digest.to_string(),
+                format!("sha256:{}", hex::encode(Sha256::digest(&blob)))
+            );
+            outs.push(blob);
+        }
+        assert_eq!(outs[0], outs[1], "output differs between thread counts");
+        // The random parts cost their size plus framing; the text part still shrinks.
+        let random_len = 2 * GZIP_BLOCK_SIZE + 100 + GZIP_BLOCK_SIZE / 2;
+        assert!(outs[0].len() < random_len + GZIP_BLOCK_SIZE / 2, "{}", outs[0].len());
+        assert!(outs[0].len() > random_len);
+        // The probe tells the two kinds apart.
+        let mut c = Compress::new(flate2::Compression::new(1), false);
+        assert!(incompressible(&mut c, &data[..GZIP_BLOCK_SIZE]).unwrap());
+        assert!(!incompressible(&mut c, &sample(GZIP_BLOCK_SIZE)).unwrap());
+        // A stored block by itself, final or not, is a valid stream.
+        assert_eq!(stored_blocks(&[], true), vec![1, 0, 0, 0xff, 0xff]);
+        let stored = stored_blocks(b"abc", true);
+        let mut d = flate2::read::DeflateDecoder::new(&stored[..]);
+        let mut out = Vec::new();
+        d.read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"abc");
     }
 
     #[test]
