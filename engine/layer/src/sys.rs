@@ -343,9 +343,15 @@ pub fn llistxattr(path: &CStr) -> io::Result<Vec<OsString>> {
 /// Reads one extended attribute of `path` without following a final symlink; `Ok(None)` when it is absent.
 pub fn lgetxattr(path: &CStr, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
     let cname = cstr(name)?;
+    // SAFETY: NUL-terminated path and name; the buffer is `len` bytes (or null with 0).
+    read_xattr(|buf, len| unsafe { libc::lgetxattr(path.as_ptr(), cname.as_ptr(), buf, len) })
+}
+
+/// The size-then-read dance of the getxattr calls: `get(buf, len)` is one call; a value that grew
+/// in between is read again; absent (or unsupported) is `Ok(None)`.
+fn read_xattr(mut get: impl FnMut(*mut libc::c_void, usize) -> isize) -> io::Result<Option<Vec<u8>>> {
     loop {
-        let n = unsafe { libc::lgetxattr(path.as_ptr(), cname.as_ptr(), std::ptr::null_mut(), 0) };
-        let n = match cvt_size(n) {
+        let n = match cvt_size(get(std::ptr::null_mut(), 0)) {
             Ok(n) => n,
             Err(e) if e.raw_os_error() == Some(libc::ENODATA) || is_unsupported(&e) => {
                 return Ok(None);
@@ -353,14 +359,7 @@ pub fn lgetxattr(path: &CStr, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
             Err(e) => return Err(e),
         };
         let mut buf = vec![0u8; n];
-        match cvt_size(unsafe {
-            libc::lgetxattr(
-                path.as_ptr(),
-                cname.as_ptr(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                n,
-            )
-        }) {
+        match cvt_size(get(buf.as_mut_ptr() as *mut libc::c_void, n)) {
             Ok(m) => {
                 buf.truncate(m);
                 return Ok(Some(buf));
@@ -551,31 +550,6 @@ pub fn flistxattr(fd: BorrowedFd<'_>) -> io::Result<Vec<OsString>> {
 /// Reads one extended attribute of an open file or directory; `Ok(None)` when it is absent.
 pub fn fgetxattr(fd: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
     let cname = cstr(name)?;
-    loop {
-        let n = unsafe { libc::fgetxattr(fd.as_raw_fd(), cname.as_ptr(), std::ptr::null_mut(), 0) };
-        let n = match cvt_size(n) {
-            Ok(n) => n,
-            Err(e) if e.raw_os_error() == Some(libc::ENODATA) || is_unsupported(&e) => {
-                return Ok(None);
-            }
-            Err(e) => return Err(e),
-        };
-        let mut buf = vec![0u8; n];
-        match cvt_size(unsafe {
-            libc::fgetxattr(
-                fd.as_raw_fd(),
-                cname.as_ptr(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                n,
-            )
-        }) {
-            Ok(m) => {
-                buf.truncate(m);
-                return Ok(Some(buf));
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => continue,
-            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => return Ok(None),
-            Err(e) => return Err(e),
-        }
-    }
+    // SAFETY: an open descriptor and a NUL-terminated name; the buffer is `len` bytes.
+    read_xattr(|buf, len| unsafe { libc::fgetxattr(fd.as_raw_fd(), cname.as_ptr(), buf, len) })
 }
