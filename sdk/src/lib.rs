@@ -101,7 +101,9 @@ use frontend as world;
 #[cfg(all(feature = "injector", not(any(feature = "exporter", feature = "frontend"))))]
 use injector as world;
 
-/// `std::io` adapters over host handles, per world (`io::exporter::BlobWrite`, ...).
+/// `std::io` adapters over host handles, per world (`io::exporter::BlobWrite`, ...); the
+/// injector world has no byte handles.
+#[cfg(any(feature = "exporter", feature = "frontend"))]
 pub mod io;
 
 /// Log levels, shared by all worlds.
