@@ -870,12 +870,7 @@ impl<'a> Containers<'a> {
                     source: std::io::Error::last_os_error(),
                 });
             }
-            c.state.mount_point = Some(target.clone());
-            if let Err(e) = self.save(c) {
-                let _ = unmount(&target);
-                return Err(e);
-            }
-            return Ok(target);
+            return self.record_mount(c, target);
         }
         let lower = self.lower(c)?;
         let data = format!(
@@ -909,6 +904,11 @@ impl<'a> Containers<'a> {
                 source: std::io::Error::last_os_error(),
             });
         }
+        self.record_mount(c, target)
+    }
+
+    /// Remember where `c` is mounted; a record that cannot be saved undoes the mount.
+    fn record_mount(&self, c: &mut WorkingContainer, target: PathBuf) -> Result<PathBuf> {
         c.state.mount_point = Some(target.clone());
         if let Err(e) = self.save(c) {
             let _ = unmount(&target);

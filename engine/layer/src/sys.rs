@@ -316,9 +316,15 @@ fn split_xattr_names(buf: &[u8]) -> Vec<OsString> {
 
 /// Lists the extended attribute names of the file at `path` without following a final symlink.
 pub fn llistxattr(path: &CStr) -> io::Result<Vec<OsString>> {
+    // SAFETY: a NUL-terminated path; the buffer is `len` bytes (or null with 0).
+    list_xattrs(|buf, len| unsafe { libc::llistxattr(path.as_ptr(), buf, len) })
+}
+
+/// The size-then-read dance of the listxattr calls: `list(buf, len)` is one call; a list that
+/// grew in between is read again; unsupported means no names.
+fn list_xattrs(mut list: impl FnMut(*mut libc::c_char, usize) -> isize) -> io::Result<Vec<OsString>> {
     loop {
-        let n = unsafe { libc::llistxattr(path.as_ptr(), std::ptr::null_mut(), 0) };
-        let n = match cvt_size(n) {
+        let n = match cvt_size(list(std::ptr::null_mut(), 0)) {
             Ok(n) => n,
             Err(e) if is_unsupported(&e) => return Ok(Vec::new()),
             Err(e) => return Err(e),
@@ -327,9 +333,7 @@ pub fn llistxattr(path: &CStr) -> io::Result<Vec<OsString>> {
             return Ok(Vec::new());
         }
         let mut buf = vec![0u8; n];
-        match cvt_size(unsafe {
-            libc::llistxattr(path.as_ptr(), buf.as_mut_ptr() as *mut libc::c_char, n)
-        }) {
+        match cvt_size(list(buf.as_mut_ptr() as *mut libc::c_char, n)) {
             Ok(m) => {
                 buf.truncate(m);
                 return Ok(split_xattr_names(&buf));
@@ -523,28 +527,8 @@ pub fn btime_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<Timestamp
 
 /// Lists the extended attribute names of an open file or directory.
 pub fn flistxattr(fd: BorrowedFd<'_>) -> io::Result<Vec<OsString>> {
-    loop {
-        let n = unsafe { libc::flistxattr(fd.as_raw_fd(), std::ptr::null_mut(), 0) };
-        let n = match cvt_size(n) {
-            Ok(n) => n,
-            Err(e) if is_unsupported(&e) => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        if n == 0 {
-            return Ok(Vec::new());
-        }
-        let mut buf = vec![0u8; n];
-        match cvt_size(unsafe {
-            libc::flistxattr(fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_char, n)
-        }) {
-            Ok(m) => {
-                buf.truncate(m);
-                return Ok(split_xattr_names(&buf));
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => continue,
-            Err(e) => return Err(e),
-        }
-    }
+    // SAFETY: an open descriptor; the buffer is `len` bytes (or null with 0).
+    list_xattrs(|buf, len| unsafe { libc::flistxattr(fd.as_raw_fd(), buf, len) })
 }
 
 /// Reads one extended attribute of an open file or directory; `Ok(None)` when it is absent.
