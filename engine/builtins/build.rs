@@ -1,6 +1,7 @@
 //! Builds the built-in plugins (../../plugins) for wasm32, encodes them as components and
 //! writes them to OUT_DIR, where `src/lib.rs` embeds them.
 
+use sha2::Digest as _;
 use std::path::PathBuf;
 
 /// The built-in plugins, by cargo package.
@@ -30,12 +31,25 @@ fn main() {
         .unwrap_or_else(|| root.join("target/wasm-guests"));
     let built = kiln_wasm_build::build_components(&guests, PLUGINS, &target_dir)
         .unwrap_or_else(|e| panic!("building built-in plugins: {e:#}"));
-    let mut list = String::from("/// Built-in plugins: (package, component bytes).\npub static BUILTINS: &[(&str, &[u8])] = &[\n");
+    let mut list = String::from(
+        "/// Built-in plugins: (package, component bytes).\npub static BUILTINS: &[(&str, &[u8])] = &[\n",
+    );
+    let mut digests = String::from(
+        "/// Built-in plugins: (package, sha256 of the component, hex).\npub static DIGESTS: &[(&str, &str)] = &[\n",
+    );
     for b in built {
         let file = out.join(format!("{}.component.wasm", b.package));
         std::fs::write(&file, &b.component).unwrap();
-        list.push_str(&format!("    ({:?}, include_bytes!({:?})),\n", b.package, file.display().to_string()));
+        list.push_str(&format!(
+            "    ({:?}, include_bytes!({:?})),\n",
+            b.package,
+            file.display().to_string()
+        ));
+        let hex = hex::encode(sha2::Sha256::digest(&b.component));
+        digests.push_str(&format!("    ({:?}, {hex:?}),\n", b.package));
     }
     list.push_str("];\n");
+    digests.push_str("];\n");
+    list.push_str(&digests);
     std::fs::write(out.join("builtins.rs"), list).unwrap();
 }

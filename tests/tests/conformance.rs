@@ -270,6 +270,18 @@ fn unchanged_rebuild_hits_the_cache() {
         m1["layer_digests"], m2["layer_digests"],
         "the cache gives the same layers"
     );
+    // ... and the same image: as buildah reuses the image of a build whose steps all hit, the
+    // rebuild does not write a copy that differs only in its timestamps.
+    let image_id = |out: &str| out.lines().last().unwrap_or_default().trim().to_string();
+    assert!(
+        image_id(&out1).len() >= 64,
+        "no image id at the end of:\n{out1}"
+    );
+    assert_eq!(
+        image_id(&out1),
+        image_id(&out2),
+        "an unchanged rebuild gives the same image"
+    );
     std::fs::write(case.ctx().join("notes.tmp"), "ignored edit\n").expect("editing the context");
     let (_, out3) = case.build("third.tar", &[]);
     assert!(

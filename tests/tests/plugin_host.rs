@@ -490,7 +490,7 @@ fn compile_cache_hits_and_repairs_damaged_entries() {
     let len = good.len();
     let damaged: Vec<(&str, Vec<u8>)> = vec![
         ("truncated", good[..len / 2].to_vec()),
-        ("truncated to its header", good[..40].to_vec()),
+        ("truncated to a trailer's size", good[..20].to_vec()),
         ("empty", vec![]),
         ("flipped in the code", {
             let mut b = good.clone();
@@ -498,10 +498,17 @@ fn compile_cache_hits_and_repairs_damaged_entries() {
             b
         }),
         ("flipped in the checksum", {
+            // The trailer: CRC-32 (4 bytes), code length (8), magic (8).
             let mut b = good.clone();
-            b[12] ^= 0x01;
+            b[len - 20] ^= 0x01;
             b
         }),
+        ("flipped in the length", {
+            let mut b = good.clone();
+            b[len - 16] ^= 0x01;
+            b
+        }),
+        ("trailer missing", good[..len - 20].to_vec()),
         ("longer", {
             let mut b = good.clone();
             b.extend_from_slice(b"trailing");

@@ -94,7 +94,7 @@ struct Ctx<'b> {
     step_no: usize,
     steps_run: usize,
     steps_cached: usize,
-    scratch: std::sync::Arc<tempfile::TempDir>,
+    scratch: std::sync::Arc<Scratch>,
     progress: std::sync::Arc<Reporter>,
     stage: u32,
     ssh: std::sync::Arc<std::collections::BTreeMap<String, PathBuf>>,
@@ -336,14 +336,11 @@ impl<'a> Builder<'a> {
             .iter()
             .map(|&i| plan.stages[i as usize].steps.len() + 1)
             .sum();
-        let scratch = tempfile::Builder::new()
-            .prefix("build-")
-            .tempdir_in(self.store.tmp_dir())
-            .map_err(|e| BuildError::Io {
-                what: "creating a scratch dir".into(),
-                source: e,
-            })?;
-        let ssh_agents = SshAgents::start(&opts.ssh, scratch.path())?;
+        let scratch = Scratch {
+            parent: self.store.tmp_dir(),
+            dir: Default::default(),
+        };
+        let ssh_agents = SshAgents::start(&opts.ssh, &scratch)?;
         let mut ctx = Ctx {
             opts,
             plan: &plan,
@@ -1022,7 +1019,7 @@ impl<'a> Builder<'a> {
                 c.is_add,
                 c.checksum.as_deref(),
                 location,
-                ctx.scratch.path(),
+                ctx.scratch.path()?,
             )?,
         };
         if !c.excludes.is_empty() {
@@ -1078,7 +1075,7 @@ impl<'a> Builder<'a> {
         owner_in(
             &st.stack,
             spec,
-            &ctx.scratch.path().join("owner-upper"),
+            &ctx.scratch.path()?.join("owner-upper"),
             location,
         )
     }
@@ -1240,7 +1237,10 @@ impl<'a> Builder<'a> {
             }
         }
         env.extend(secret_env);
-        let working = match ctx.opts.storage_driver {
+        let driver = ctx.opts.storage_driver.unwrap_or_else(|| {
+            crate::detected_storage_driver(self.store, |m| ctx.progress.warning(m))
+        });
+        let working = match driver {
             StorageDriver::Overlay => Working::Upper(self.new_staging()?),
             StorageDriver::Vfs => self.vfs_working(st)?,
         };
@@ -1257,7 +1257,7 @@ impl<'a> Builder<'a> {
         {
             let tmp = tempfile::Builder::new()
                 .prefix("volumes-")
-                .tempdir_in(ctx.scratch.path())
+                .tempdir_in(ctx.scratch.path()?)
                 .map_err(|e| BuildError::Io {
                     what: "creating a scratch dir".into(),
                     source: e,
@@ -1629,7 +1629,7 @@ impl<'a> Builder<'a> {
                 let src = if m.read_write {
                     let copy = tempfile::Builder::new()
                         .prefix("rw-bind-")
-                        .tempdir_in(ctx.scratch.path())
+                        .tempdir_in(ctx.scratch.path()?)
                         .map_err(|e| err(format!("bind mount source {src_rel:?}: {e}")))?
                         .keep();
                     let dst = copy.join("src");
@@ -1703,15 +1703,79 @@ impl<'a> Builder<'a> {
         let mut annotations: Vec<(String, String)> =
             st.commit.annotations.clone().into_iter().collect();
         annotations.extend(opts.annotations.iter().cloned());
-        write_image(
+        // An image that differs from one this store already has only in this build's timestamps
+        // is that image (as buildah tags the cached image of a build whose steps all hit).
+        let use_cache = opts.layers && !opts.no_cache;
+        let key = format!(
+            "commit-{}",
+            commit_key(&config, &ctx.created, &st.layers, opts.format, &annotations)
+        );
+        if use_cache
+            && let Some(manifest) = self.store.cache_get(&key).and_then(|v| {
+                v["manifest"]
+                    .as_str()
+                    .and_then(|d| d.parse::<Digest>().ok())
+            })
+            && let Ok(bytes) = self.store.read_blob(&manifest)
+        {
+            match self.store.put_image(&bytes, &names) {
+                Ok(rec) => return Ok(rec),
+                Err(e) => tracing::debug!("reusing image {manifest}: {e}"),
+            }
+        }
+        let rec = write_image(
             self.store,
             config,
             &st.layers,
             opts.format,
             &annotations,
             &names,
-        )
+        )?;
+        if opts.layers {
+            self.store.cache_put(
+                &key,
+                &serde_json::json!({ "manifest": rec.manifest_digest.to_string() }),
+            )?;
+        }
+        Ok(rec)
     }
+}
+
+/// The cache key of an image commit: its config with this build's timestamps (`created`) left
+/// out, its layers, format and manifest annotations.
+fn commit_key(
+    config: &ImageConfig,
+    created: &str,
+    layers: &[LayerRef],
+    format: Format,
+    annotations: &[(String, String)],
+) -> String {
+    let mut c = config.clone();
+    let this_build = |t: &Option<String>| t.as_deref() == Some(created);
+    if this_build(&c.created) {
+        c.created = None;
+    }
+    for h in &mut c.history {
+        if this_build(&h.created) {
+            h.created = None;
+        }
+    }
+    let layers: Vec<String> = layers
+        .iter()
+        .map(|l| format!("{}:{}", l.digest, l.diff_id))
+        .collect();
+    let annotations: Vec<String> = annotations
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    hash_key(&[
+        CACHE_EPOCH,
+        "commit",
+        &String::from_utf8_lossy(&c.to_vec()),
+        &layers.join(","),
+        &format!("{format:?}"),
+        &annotations.join("\n"),
+    ])
 }
 
 /// Find `reference` in the store, or pull it (for `platform`) as `pull` allows; returns the image
@@ -2024,13 +2088,37 @@ pub(crate) fn owner_in(
 
 /// The SSH agents of a build (`--ssh`): forwarded sockets, and agents kiln started itself for
 /// key files (stopped when the build ends).
+/// The build's scratch directory in the store's `tmp/`, made when a step first needs it (a build
+/// whose steps all come from the cache makes none) and removed when the build ends.
+struct Scratch {
+    parent: PathBuf,
+    dir: std::sync::OnceLock<tempfile::TempDir>,
+}
+
+impl Scratch {
+    fn path(&self) -> Result<&std::path::Path> {
+        if let Some(d) = self.dir.get() {
+            return Ok(d.path());
+        }
+        let made = tempfile::Builder::new()
+            .prefix("build-")
+            .tempdir_in(&self.parent)
+            .map_err(|e| BuildError::Io {
+                what: "creating a scratch dir".into(),
+                source: e,
+            })?;
+        // Another stage's thread may have made one first: then `made` is removed unused.
+        Ok(self.dir.get_or_init(|| made).path())
+    }
+}
+
 struct SshAgents {
     sockets: std::collections::BTreeMap<String, PathBuf>,
     started: Vec<std::process::Child>,
 }
 
 impl SshAgents {
-    fn start(ssh: &[(String, Vec<PathBuf>)], scratch: &std::path::Path) -> Result<SshAgents> {
+    fn start(ssh: &[(String, Vec<PathBuf>)], scratch: &Scratch) -> Result<SshAgents> {
         use std::os::unix::fs::FileTypeExt;
         let mut agents = SshAgents {
             sockets: Default::default(),
@@ -2052,7 +2140,7 @@ impl SshAgents {
                 }
                 [p] if is_socket(p) => p.clone(),
                 keys => {
-                    let sock = scratch.join(format!("ssh-agent.{n}.sock"));
+                    let sock = scratch.path()?.join(format!("ssh-agent.{n}.sock"));
                     let child = std::process::Command::new("ssh-agent")
                         .arg("-D")
                         .arg("-a")

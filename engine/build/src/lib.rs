@@ -78,6 +78,21 @@ pub fn detect_storage_driver(store: &kiln_store::Store) -> (StorageDriver, Optio
     }
 }
 
+/// [`detect_storage_driver`], once per process: the first caller's store decides, and a fallback
+/// to vfs is told to `say` that once.
+pub fn detected_storage_driver(store: &kiln_store::Store, say: impl FnOnce(&str)) -> StorageDriver {
+    static DETECTED: std::sync::OnceLock<StorageDriver> = std::sync::OnceLock::new();
+    *DETECTED.get_or_init(|| {
+        let (driver, why) = detect_storage_driver(store);
+        if let Some(why) = why {
+            say(&format!(
+                "kiln: overlay mounts are not available here ({why}); using the vfs storage driver (copies, slower)"
+            ));
+        }
+        driver
+    })
+}
+
 /// Image format written to the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Format {
@@ -175,6 +190,7 @@ pub struct BuildOptions {
     /// `--ssh ID[=SOCKET|KEY[,KEY…]]`: agent sockets (or keys to load into a fresh agent) for
     /// `RUN --mount=type=ssh`; no path means `$SSH_AUTH_SOCK`.
     pub ssh: Vec<(String, Vec<PathBuf>)>,
-    /// How RUN steps get their writable root filesystem.
-    pub storage_driver: StorageDriver,
+    /// How RUN steps get their writable root filesystem; `None`: detected when a RUN step first
+    /// needs one (a build whose steps all come from the cache never probes).
+    pub storage_driver: Option<StorageDriver>,
 }

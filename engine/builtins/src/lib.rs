@@ -8,3 +8,9 @@ include!(concat!(env!("OUT_DIR"), "/builtins.rs"));
 pub fn components() -> &'static [(&'static str, &'static [u8])] {
     BUILTINS
 }
+
+/// The sha256 (hex) of each embedded component, computed when the crate was built:
+/// (cargo package name, digest).
+pub fn digests() -> &'static [(&'static str, &'static str)] {
+    DIGESTS
+}

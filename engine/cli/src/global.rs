@@ -60,20 +60,21 @@ impl Global {
         self.store_root().join("plugin-cache")
     }
 
-    /// The storage driver in effect: `--storage-driver`/`KILN_STORAGE_DRIVER`, else detected once
-    /// per process with a probe overlay mount; falling back to vfs is said once on stderr.
-    pub fn storage_driver(&self, store: &kiln_store::Store) -> anyhow::Result<kiln_build::StorageDriver> {
-        static DETECTED: std::sync::OnceLock<kiln_build::StorageDriver> = std::sync::OnceLock::new();
-        if let Some(name) = self.storage_driver.as_deref().filter(|s| !s.is_empty()) {
-            return name.parse().map_err(|e: String| anyhow::anyhow!("--storage-driver: {e}"));
+    /// The storage driver asked for with `--storage-driver`/`KILN_STORAGE_DRIVER`, if any.
+    pub fn requested_storage_driver(&self) -> anyhow::Result<Option<kiln_build::StorageDriver>> {
+        match self.storage_driver.as_deref().filter(|s| !s.is_empty()) {
+            Some(name) => Ok(Some(name.parse().map_err(|e: String| anyhow::anyhow!("--storage-driver: {e}"))?)),
+            None => Ok(None),
         }
-        Ok(*DETECTED.get_or_init(|| {
-            let (driver, why) = kiln_build::detect_storage_driver(store);
-            if let Some(why) = why {
-                eprintln!("kiln: overlay mounts are not available here ({why}); using the vfs storage driver (copies, slower)");
-            }
-            driver
-        }))
+    }
+
+    /// The storage driver in effect: the one asked for, else detected once per process with a
+    /// probe overlay mount; falling back to vfs is said once on stderr.
+    pub fn storage_driver(&self, store: &kiln_store::Store) -> anyhow::Result<kiln_build::StorageDriver> {
+        Ok(match self.requested_storage_driver()? {
+            Some(d) => d,
+            None => kiln_build::detected_storage_driver(store, |m| eprintln!("{m}")),
+        })
     }
 }
 

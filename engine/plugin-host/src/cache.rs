@@ -1,7 +1,8 @@
 //! The on-disk cache of compiled plugins. Entries are keyed by the component's sha256 and the
-//! engine's compatibility hash, carry a CRC-32 of their own bytes and their length, and are
-//! written only by kiln (temp file + rename). A truncated or altered entry fails its check and is
-//! recompiled: cached code is never deserialized without that check. (The check is against
+//! engine's compatibility hash, end with a trailer holding a CRC-32 of the code and its length,
+//! and are written only by kiln (temp file + rename). A truncated or altered entry fails its check
+//! and is recompiled: cached code is never deserialized without that check. A valid entry is
+//! mapped, not read: its pages come straight from the page cache, so loading costs no copy. (The check is against
 //! damage, not tampering: whoever can write the cache directory can write a matching checksum of
 //! any kind, so a cryptographic hash would buy nothing over CRC-32, which costs a tenth as much
 //! per load.)
@@ -13,7 +14,9 @@ use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-const MAGIC: &[u8; 8] = b"KILNCWA2";
+const MAGIC: &[u8; 8] = b"KILNCWA3";
+/// Trailer after the code: CRC-32 (u32 LE), code length (u64 LE), MAGIC.
+const TRAILER: usize = 4 + 8 + 8;
 
 /// Where compiled components live.
 pub struct CompileCache {
@@ -42,8 +45,8 @@ impl CompileCache {
 
     /// The entry path for a component digest (hex).
     pub fn entry_path(&self, component_sha256: &str) -> Option<PathBuf> {
-        // `v2`: the entry layout of MAGIC (entries of another layout are simply not found).
-        self.dir.as_ref().map(|d| d.join(format!("{component_sha256}-{}-v2.cwasm", self.engine_hash)))
+        // `v3`: the entry layout of MAGIC (entries of another layout are simply not found).
+        self.dir.as_ref().map(|d| d.join(format!("{component_sha256}-{}-v3.cwasm", self.engine_hash)))
     }
 
     /// Load the compiled component for `bytes`, compiling (and caching) it when needed.
@@ -52,21 +55,18 @@ impl CompileCache {
             return Ok((compile(engine, plugin, bytes)?, CacheOutcome::Compiled));
         };
         let mut outcome = CacheOutcome::Compiled;
-        if let Ok(data) = std::fs::read(&path) {
-            match verify(&data) {
-                Some(code) => {
-                    // SAFETY: the bytes were written by `store` below (kiln itself) and their
-                    // length and CRC match, so they are what `precompile_component` produced.
-                    if let Ok(c) = unsafe { Component::deserialize(engine, code) } {
-                        return Ok((c, CacheOutcome::Hit));
-                    }
-                    outcome = CacheOutcome::Repaired;
+        if let Ok(file) = std::fs::File::open(&path) {
+            if verify(&file) {
+                // SAFETY: the entry was written by `store` below (kiln itself) and its length and
+                // CRC match, so it is what `precompile_component` produced; the trailer after
+                // the ELF image is outside every section and ignored by the loader.
+                if let Ok(c) = unsafe { Component::deserialize_file(engine, &path) } {
+                    return Ok((c, CacheOutcome::Hit));
                 }
-                None => {
-                    tracing::warn!(plugin, path = %path.display(), "compiled-plugin cache entry is corrupt; recompiling");
-                    outcome = CacheOutcome::Repaired;
-                }
+            } else {
+                tracing::warn!(plugin, path = %path.display(), "compiled-plugin cache entry is corrupt; recompiling");
             }
+            outcome = CacheOutcome::Repaired;
         }
         let code = engine
             .precompile_component(bytes)
@@ -85,29 +85,40 @@ fn compile(engine: &Engine, plugin: &str, bytes: &[u8]) -> Result<Component> {
     Component::new(engine, bytes).map_err(|e| HostError::Invalid { plugin: plugin.into(), reason: format!("{e:#}") })
 }
 
-/// Layout: MAGIC, CRC-32 of the code (u32 LE), 28 zero bytes, code length (u64 LE), code.
-fn verify(data: &[u8]) -> Option<&[u8]> {
-    if data.len() < 48 || &data[..8] != MAGIC {
-        return None;
+/// Whether `file` is a whole entry: code, then the trailer with the code's CRC-32 and length.
+/// The file is mapped read-only for the check (its pages are the page cache's: nothing copied).
+fn verify(file: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(meta) = file.metadata() else { return false };
+    let Ok(size) = usize::try_from(meta.len()) else { return false };
+    if size <= TRAILER {
+        return false;
     }
-    let crc = u32::from_le_bytes(data[8..12].try_into().ok()?);
-    let len = u64::from_le_bytes(data[40..48].try_into().ok()?) as usize;
-    let code = data.get(48..)?;
-    if code.len() != len || data[12..40].iter().any(|b| *b != 0) || crc32fast::hash(code) != crc {
-        return None;
+    // SAFETY: a fresh read-only private mapping of `size` bytes of an open file; it is only
+    // read through the slice below and unmapped before returning.
+    let map = unsafe { libc::mmap(std::ptr::null_mut(), size, libc::PROT_READ, libc::MAP_PRIVATE, file.as_raw_fd(), 0) };
+    if map == libc::MAP_FAILED {
+        return false;
     }
-    Some(code)
+    // SAFETY: `map` is a readable mapping of `size` bytes (see above), alive until munmap.
+    let data = unsafe { std::slice::from_raw_parts(map as *const u8, size) };
+    let (code, trailer) = data.split_at(size - TRAILER);
+    let crc = u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes"));
+    let len = u64::from_le_bytes(trailer[4..12].try_into().expect("8 bytes"));
+    let ok = &trailer[12..] == MAGIC && len == code.len() as u64 && crc32fast::hash(code) == crc;
+    // SAFETY: unmapping the mapping made above; `data` is not used after this.
+    unsafe { libc::munmap(map, size) };
+    ok
 }
 
 fn store(path: &Path, code: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(MAGIC)?;
-    tmp.write_all(&crc32fast::hash(code).to_le_bytes())?;
-    tmp.write_all(&[0u8; 28])?;
-    tmp.write_all(&(code.len() as u64).to_le_bytes())?;
     tmp.write_all(code)?;
+    tmp.write_all(&crc32fast::hash(code).to_le_bytes())?;
+    tmp.write_all(&(code.len() as u64).to_le_bytes())?;
+    tmp.write_all(MAGIC)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())

@@ -56,6 +56,7 @@ struct Index {
 pub struct Catalog {
     dir: PathBuf,
     builtins: &'static [(&'static str, &'static [u8])],
+    builtin_digests: &'static [(&'static str, &'static str)],
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> HostError + 'a {
@@ -65,7 +66,20 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
 impl Catalog {
     /// A catalog keeping installed plugins in `dir`, with `builtins` as (package, bytes).
     pub fn new(dir: PathBuf, builtins: &'static [(&'static str, &'static [u8])]) -> Self {
-        Self { dir, builtins }
+        Self { dir, builtins, builtin_digests: &[] }
+    }
+
+    /// The built-ins' sha256 digests (hex) as (package, digest), known when kiln was built: a
+    /// built-in listed here is not hashed again on every load.
+    pub fn with_builtin_digests(mut self, digests: &'static [(&'static str, &'static str)]) -> Self {
+        self.builtin_digests = digests;
+        self
+    }
+
+    /// Load the built-in of `package`.
+    fn load_builtin(&self, host: &PluginHost, package: &str, bytes: &[u8]) -> Result<Plugin> {
+        let known = self.builtin_digests.iter().find(|(p, _)| *p == package).map(|(_, d)| *d);
+        host.load_digested(Self::builtin_name(package), bytes, known)
     }
 
     fn builtin_name(package: &str) -> &str {
@@ -99,7 +113,7 @@ impl Catalog {
     pub fn list(&self, host: &PluginHost) -> Result<Vec<CatalogEntry>> {
         let mut out = Vec::new();
         for (pkg, bytes) in self.builtins {
-            let p = host.load(Self::builtin_name(pkg), bytes)?;
+            let p = self.load_builtin(host, pkg, bytes)?;
             out.push(entry(&p, PluginSource::Builtin));
         }
         out.extend(self.index()?.plugins);
@@ -125,7 +139,7 @@ impl Catalog {
         }
         for (pkg, bytes) in self.builtins {
             if Self::builtin_name(pkg) == name {
-                let p = host.load(name, bytes)?;
+                let p = self.load_builtin(host, pkg, bytes)?;
                 if p.kind != kind {
                     return Err(not_found());
                 }

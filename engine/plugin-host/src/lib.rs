@@ -272,6 +272,12 @@ impl PluginHost {
     /// Load a plugin from component (or core module) bytes. `label` names it in errors until it
     /// has told its own name.
     pub fn load(&self, label: &str, bytes: &[u8]) -> Result<Plugin> {
+        self.load_digested(label, bytes, None)
+    }
+
+    /// [`PluginHost::load`] for component bytes whose sha256 (`sha256_hex`) is already known,
+    /// such as a built-in's, computed when kiln was built; `None` computes it.
+    pub fn load_digested(&self, label: &str, bytes: &[u8], sha256_hex: Option<&str>) -> Result<Plugin> {
         let encoded;
         let bytes = if is_component(bytes) {
             bytes
@@ -284,8 +290,14 @@ impl PluginHost {
         } else {
             return Err(HostError::Invalid { plugin: label.into(), reason: "not a WebAssembly binary".into() });
         };
-        let hex = hex::encode(sha2::Sha256::digest(bytes));
+        let started = std::time::Instant::now();
+        let hex = match sha256_hex {
+            Some(h) if is_component(bytes) => h.to_string(),
+            _ => hex::encode(sha2::Sha256::digest(bytes)),
+        };
+        let hashed = started.elapsed();
         let (component, cache) = self.cache.load(&self.engine, label, bytes, &hex)?;
+        let code = started.elapsed();
         let ty = component.component_type();
         let imports: Vec<String> = ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect();
         let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
@@ -329,7 +341,15 @@ impl PluginHost {
             cache,
             pre,
         };
+        let linked = started.elapsed();
         plugin.info = self.about(&plugin)?;
+        tracing::debug!(
+            plugin = label,
+            "loaded: digest {hashed:?}, code {:?} ({cache:?}), linking {:?}, about {:?}",
+            code - hashed,
+            linked - code,
+            started.elapsed() - linked
+        );
         Ok(plugin)
     }
 

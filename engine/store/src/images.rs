@@ -153,17 +153,26 @@ impl Store {
             }
             self.put_blob_bytes(manifest)?;
             let mut idx = self.read_images()?;
+            // Nothing is written when the record is already as asked (a rebuild that reuses its
+            // image and keeps its names).
+            let mut changed = false;
             for other in idx.images.iter_mut().filter(|r| r.id != id) {
+                let before = other.names.len();
                 other.names.retain(|n| !names.contains(n));
+                changed |= other.names.len() != before;
             }
             let rec = match idx.images.iter_mut().find(|r| r.id == id) {
                 Some(r) => {
+                    changed |= r.manifest_digest != mdigest
+                        || r.manifest_media_type != media_type
+                        || r.size != size;
                     r.manifest_digest = mdigest;
                     r.manifest_media_type = media_type;
                     r.size = size;
                     for n in names {
                         if !r.names.contains(&n) {
                             r.names.push(n);
+                            changed = true;
                         }
                     }
                     r.clone()
@@ -179,10 +188,13 @@ impl Store {
                         extra: BTreeMap::new(),
                     };
                     idx.images.push(r.clone());
+                    changed = true;
                     r
                 }
             };
-            self.write_images(&idx)?;
+            if changed {
+                self.write_images(&idx)?;
+            }
             Ok(rec)
         })
     }

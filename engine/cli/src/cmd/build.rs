@@ -281,7 +281,7 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
         jobs: a.jobs.unwrap_or(0),
         progress,
         ssh: a.ssh.iter().map(|s| parse_ssh(s)).collect::<Result<_>>()?,
-        storage_driver: g.storage_driver(&store)?,
+        storage_driver: g.requested_storage_driver()?,
     };
     let registry = crate::cmd::registry_options(g, a.tls_verify, a.authfile.clone(), a.cert_dir.clone(), a.quiet);
     let builder = Builder { store: &store, host: &host, catalog: &catalog, registry };

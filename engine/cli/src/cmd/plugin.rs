@@ -41,7 +41,8 @@ pub enum PluginCommand {
 /// The plugin host and catalog for this invocation.
 pub fn open(g: &Global) -> Result<(PluginHost, Catalog)> {
     let host = PluginHost::new(kiln_plugin_host::HostConfig::from_env(Some(g.plugin_cache_dir())))?;
-    let catalog = Catalog::new(g.store_root().join("plugins"), kiln_builtins::components());
+    let catalog = Catalog::new(g.store_root().join("plugins"), kiln_builtins::components())
+        .with_builtin_digests(kiln_builtins::digests());
     Ok((host, catalog))
 }
 
