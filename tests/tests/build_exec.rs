@@ -249,6 +249,80 @@ fn progress_json_is_one_event_per_line() {
     assert!(!events.iter().any(|e| e["event"] == "output"), "{out}");
 }
 
+// A build whose steps all come from the cache only looks things up: it gives the image it gave
+// before (no new image for new timestamps, as buildah), and loads no plugin a step would need
+// (the `secrets` injector here) because no step runs.
+#[test]
+fn cached_rebuild_reuses_its_image_and_loads_only_the_frontend() {
+    let bases = Bases::start(false);
+    let ctx = context(
+        &bases,
+        "FROM {REG}/busybox:latest\n\
+         RUN --mount=type=secret,id=tok test -s /run/secrets/tok && echo used > /used\n\
+         LABEL stage=one\n",
+        &[("tok.txt", "token\n")],
+    );
+    let kiln = Kiln::new();
+    kiln.mark_insecure(&bases.reg);
+    let secret = format!("id=tok,src={}", ctx.path().join("tok.txt").display());
+    let flags = ["--progress=json", "--secret", &secret, "-t", "reused"];
+    let calls = |events: &[Value]| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["event"] == "plugin")
+            .map(|e| e["call"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let image = |events: &[Value]| events.last().expect("events")["image"].clone();
+
+    let first = json_events(&build_ok(&kiln, ctx.path(), &flags));
+    let first_calls = calls(&first);
+    assert!(
+        first_calls.iter().any(|c| c == "secrets: load")
+            && first_calls.iter().any(|c| c == "secrets: inject"),
+        "the secret step ran through the injector: {first_calls:?}"
+    );
+    let images_before = kiln.run(["images", "-a", "-q", "--no-trunc"]);
+
+    // Later: the same inputs, another second on the clock.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = build_ok(&kiln, ctx.path(), &flags);
+    let again = json_events(&out);
+    assert_eq!(statuses(&again, "cached"), vec![2, 3], "{out}");
+    assert_eq!(
+        image(&again),
+        image(&first),
+        "an unchanged rebuild gives the same image:\n{out}"
+    );
+    assert_eq!(
+        calls(&again),
+        vec![
+            "dockerfile: load".to_string(),
+            "dockerfile: parse".to_string()
+        ],
+        "a cached build loads no injector:\n{out}"
+    );
+    assert_eq!(
+        kiln.run(["images", "-a", "-q", "--no-trunc"]),
+        images_before,
+        "no image was added"
+    );
+    // A new label is a new image; --no-cache builds a new one too (its own timestamps).
+    let labelled = json_events(&build_ok(
+        &kiln,
+        ctx.path(),
+        &[&flags[..], &["--label", "x=y"]].concat(),
+    ));
+    assert_ne!(image(&labelled), image(&first));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let fresh = json_events(&build_ok(
+        &kiln,
+        ctx.path(),
+        &[&flags[..], &["--no-cache"]].concat(),
+    ));
+    assert_ne!(image(&fresh), image(&first));
+}
+
 #[test]
 fn progress_plain_marks_cache_hits_and_durations() {
     let bases = Bases::start(false);

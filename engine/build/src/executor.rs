@@ -105,7 +105,11 @@ struct Ctx<'b> {
 /// `secrets` injector that places secret mounts.
 struct RunExtras {
     mounts: Vec<plan::RunMount>,
-    secrets: Option<Plugin>,
+    /// Whether any RUN asks for a secret (then the `secrets` injector serves them).
+    wants_secrets: bool,
+    /// The `secrets` injector, loaded when a step first needs it (a build whose secret steps
+    /// all come from the cache never loads it).
+    secrets: std::sync::OnceLock<Plugin>,
 }
 
 /// The build's injector plugins, shared by the threads running stages.
@@ -330,7 +334,7 @@ impl<'a> Builder<'a> {
             progress.plugin_call(&format!("{}: load", inj.name), t_load.elapsed());
             injectors.push((p, inj.clone()));
         }
-        let run_extras = self.run_extras(opts, &plan, &progress)?;
+        let run_extras = self.run_extras(opts, &plan)?;
         let needed = needed_stages(&plan);
         let total_steps = needed
             .iter()
@@ -1424,14 +1428,8 @@ impl<'a> Builder<'a> {
         }
     }
 
-    /// The `--run-mount` mounts (checked against the plan) and, when any RUN asks for a secret,
-    /// the `secrets` injector.
-    fn run_extras(
-        &self,
-        opts: &BuildOptions,
-        plan: &BuildPlan,
-        progress: &Reporter,
-    ) -> Result<RunExtras> {
+    /// The `--run-mount` mounts (checked against the plan), and whether any RUN asks for a secret.
+    fn run_extras(&self, opts: &BuildOptions, plan: &BuildPlan) -> Result<RunExtras> {
         for m in &opts.run_mounts {
             if let Some(CopyFrom::Image(r)) = &m.from
                 && plan
@@ -1453,20 +1451,28 @@ impl<'a> Builder<'a> {
                 StepKind::Run(r) => r.mounts.iter().any(is_secret),
                 _ => false,
             });
-        let secrets = if in_plan || opts.run_mounts.iter().any(is_secret) {
-            let started = Instant::now();
-            let (p, _) = self
-                .catalog
-                .load(self.host, PluginKind::Injector, "secrets")?;
-            progress.plugin_call("secrets: load", started.elapsed());
-            Some(p)
-        } else {
-            None
-        };
         Ok(RunExtras {
             mounts: opts.run_mounts.clone(),
-            secrets,
+            wants_secrets: in_plan || opts.run_mounts.iter().any(is_secret),
+            secrets: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The `secrets` injector (loaded on first use).
+    fn secrets_injector<'c>(&self, ctx: &'c Ctx<'_>) -> Result<Option<&'c Plugin>> {
+        let extras = &ctx.run_extras;
+        if let Some(p) = extras.secrets.get() {
+            return Ok(Some(p));
+        }
+        if !extras.wants_secrets {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        let (p, _) = self
+            .catalog
+            .load(self.host, PluginKind::Injector, "secrets")?;
+        ctx.progress.plugin_call("secrets: load", started.elapsed());
+        Ok(Some(extras.secrets.get_or_init(|| p)))
     }
 
     /// Secret mounts and `env=` secrets of a RUN (its own and `--run-mount`'s), placed by the
@@ -1494,7 +1500,7 @@ impl<'a> Builder<'a> {
             location: location.into(),
             message,
         };
-        let plugin = ctx.run_extras.secrets.as_ref().ok_or_else(|| {
+        let plugin = self.secrets_injector(ctx)?.ok_or_else(|| {
             step_err("secret mounts need the secrets injector, which was not loaded".into())
         })?;
         let info = StepInfo {
