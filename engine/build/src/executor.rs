@@ -5,7 +5,9 @@ use crate::config;
 use crate::copy::{self, Attrs, SourceRoot};
 use crate::error::{BuildError, Result};
 use crate::ignore::IgnoreRules;
-use crate::layers::{LayerRef, LayerStack, flat_key, flat_snapshot, flat_snapshot_reusing};
+use crate::layers::{
+    EarlyUnpack, LayerRef, LayerStack, flat_key, flat_snapshot, flat_snapshot_reusing,
+};
 use crate::progress::{Reporter, StepRef, Stream};
 use crate::{BuildOptions, Format, PullPolicy, SecretSource, StorageDriver};
 use kiln_core::spec::{Descriptor, History, ImageConfig, Manifest};
@@ -535,6 +537,16 @@ impl<'a> Builder<'a> {
         ctx: &Ctx<'_>,
         reference: &str,
     ) -> Result<(ImageConfig, Vec<LayerRef>, Digest)> {
+        self.base_image_teeing(ctx, reference, &|_| None)
+    }
+
+    /// [`Builder::base_image`], handing a pulled layer's bytes to `tee` as they arrive.
+    fn base_image_teeing(
+        &self,
+        ctx: &Ctx<'_>,
+        reference: &str,
+        tee: &kiln_registry::LayerTee<'_>,
+    ) -> Result<(ImageConfig, Vec<LayerRef>, Digest)> {
         let (img, config, layers) = find_or_pull(
             self.store,
             &self.registry,
@@ -542,6 +554,7 @@ impl<'a> Builder<'a> {
             &ctx.platform,
             ctx.opts.pull,
             ctx.opts.quiet || !ctx.progress.is_plain(),
+            tee,
         )?;
         Ok((config, layers, img.manifest_digest))
     }
@@ -790,12 +803,18 @@ impl<'a> Builder<'a> {
                 }
             }
             plan::Base::Image(r) => {
-                let (config, layers, manifest) =
-                    self.base_image(ctx, r).map_err(|e| BuildError::Step {
-                        location: format!("{file}:{}", stage.location.line),
-                        message: format!("FROM {r}: {e}"),
-                    })?;
-                let flat = flat_snapshot(self.store, &layers)?;
+                // A base pulled now is unpacked while it downloads.
+                let early = EarlyUnpack::new(self.store);
+                let pulled = self.base_image_teeing(ctx, r, &|l| early.tee(l));
+                let unpacked = early.finish(pulled.as_ref().ok().map(|(_, l, _)| &l[..]));
+                let (config, layers, manifest) = pulled.map_err(|e| BuildError::Step {
+                    location: format!("{file}:{}", stage.location.line),
+                    message: format!("FROM {r}: {e}"),
+                })?;
+                let flat = match unpacked {
+                    Some(p) => p,
+                    None => flat_snapshot(self.store, &layers)?,
+                };
                 StageState {
                     key: hash_key(&[CACHE_EPOCH, "image", &manifest.to_string()]),
                     config,
@@ -1793,6 +1812,7 @@ pub(crate) fn find_or_pull(
     platform: &Platform,
     pull: PullPolicy,
     quiet: bool,
+    tee: &kiln_registry::LayerTee<'_>,
 ) -> Result<(ImageRecord, ImageConfig, Vec<LayerRef>)> {
     let local = store.resolve_image(reference).ok();
     let img = match (local, pull) {
@@ -1809,7 +1829,9 @@ pub(crate) fn find_or_pull(
                 o.progress = kiln_registry::Progress::Quiet;
             }
             let client = RegistryClient::new(o)?;
-            client.pull_platform(store, reference, platform)?.record
+            client
+                .pull_platform_teeing(store, reference, platform, tee)?
+                .record
         }
     };
     let manifest = store.image_manifest(&img)?;

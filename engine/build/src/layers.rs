@@ -209,34 +209,42 @@ pub fn flat_snapshot_reusing(store: &Store, layers: &[LayerRef]) -> Result<PathB
 fn apply_blobs(store: &Store, dest: &Path, layers: &[LayerRef]) -> Result<()> {
     for l in layers {
         let blob = store.open_blob(&l.digest)?;
-        // Decompression runs ahead in its own thread while this one creates the files (mostly
-        // kernel time), so the two overlap.
-        std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(16);
-            scope.spawn(
-                move || match kiln_layer::decompress(std::io::BufReader::new(blob)) {
-                    Ok(tar) => read_ahead(tar, tx),
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                    }
-                },
-            );
-            kiln_layer::apply_layer(
-                ChunkReader {
-                    rx,
-                    cur: Vec::new(),
-                    pos: 0,
-                },
-                dest,
-                &kiln_layer::ApplyOptions::default(),
-            )
-        })
-        .map_err(|e| BuildError::Layer {
+        apply_stream(blob, dest).map_err(|e| BuildError::Layer {
             what: format!("applying layer {}", l.digest),
             source: e,
         })?;
     }
     Ok(())
+}
+
+/// Apply one layer read from `blob` (gzip, zstd or plain tar) onto `dest`. Decompression runs
+/// ahead in its own thread while this one creates the files (mostly kernel time), so the two
+/// overlap.
+pub(crate) fn apply_stream(
+    blob: impl std::io::Read + Send,
+    dest: &Path,
+) -> std::result::Result<(), kiln_layer::LayerError> {
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(16);
+        scope.spawn(
+            move || match kiln_layer::decompress(std::io::BufReader::new(blob)) {
+                Ok(tar) => read_ahead(tar, tx),
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            },
+        );
+        kiln_layer::apply_layer(
+            ChunkReader {
+                rx,
+                cur: Vec::new(),
+                pos: 0,
+            },
+            dest,
+            &kiln_layer::ApplyOptions::default(),
+        )
+        .map(|_| ())
+    })
 }
 
 /// Ask ext4 to place the subdirectories of `dir` as it places those of a filesystem's root
@@ -315,5 +323,328 @@ impl std::io::Read for ChunkReader {
         out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
+    }
+}
+
+/// Unpacks the only layer of a base image while the pull downloads it (a [`BlobTee`] on the
+/// layer), into a staging snapshot that becomes the image's flattened filesystem only when the
+/// pull succeeded and the unpacker was handed exactly the bytes of the verified blob, once each;
+/// otherwise it is removed and [`flat_snapshot`] unpacks from the stored blob as usual. Images of
+/// several layers are not unpacked early (their layers download in parallel, out of order).
+pub(crate) struct EarlyUnpack<'s> {
+    store: &'s Store,
+    job: std::sync::Mutex<Option<EarlyJob>>,
+}
+
+struct EarlyJob {
+    staging: kiln_store::Staging,
+    unpacker: std::thread::JoinHandle<std::result::Result<(), kiln_layer::LayerError>>,
+    teed: std::sync::Arc<TeeCount>,
+}
+
+/// What a tee handed on.
+#[derive(Default)]
+struct TeeCount {
+    bytes: std::sync::atomic::AtomicU64,
+    /// The download started over, or the unpacker stopped taking bytes.
+    void: std::sync::atomic::AtomicBool,
+}
+
+impl<'s> EarlyUnpack<'s> {
+    pub(crate) fn new(store: &'s Store) -> Self {
+        Self {
+            store,
+            job: Default::default(),
+        }
+    }
+
+    /// The tee for a layer the pull is about to download: one for the only layer of an image.
+    pub(crate) fn tee(
+        &self,
+        layer: kiln_registry::LayerToPull<'_>,
+    ) -> Option<Box<dyn kiln_registry::BlobTee>> {
+        if layer.layers.len() != 1 {
+            return None;
+        }
+        let staging = self.store.snapshot_staging().ok()?;
+        spread_subdirs(staging.path());
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(32);
+        let dest = staging.path().to_path_buf();
+        let unpacker = std::thread::Builder::new()
+            .name("kiln-early-unpack".into())
+            .spawn(move || {
+                let mut from_net = NetReader {
+                    rx,
+                    cur: Vec::new(),
+                    pos: 0,
+                };
+                let applied = apply_stream(&mut from_net, &dest);
+                // Take the rest (a tar's trailing padding; or everything, after a failure) so
+                // the download never waits on an unpacker that is done.
+                while from_net.rx.recv().is_ok() {}
+                applied
+            })
+            .ok()?;
+        let teed = std::sync::Arc::new(TeeCount::default());
+        *self.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(EarlyJob {
+            staging,
+            unpacker,
+            teed: teed.clone(),
+        });
+        Some(Box::new(Tee { tx: Some(tx), teed }))
+    }
+
+    /// After the pull: `layers` (the pulled image's, `None` when the pull failed) → the
+    /// flattened snapshot made while downloading, if it can stand for them.
+    pub(crate) fn finish(self, layers: Option<&[LayerRef]>) -> Option<PathBuf> {
+        use std::sync::atomic::Ordering;
+        let job = self.job.into_inner().unwrap_or_else(|e| e.into_inner())?;
+        let applied = job.unpacker.join();
+        let layers = layers?;
+        let [layer] = layers else { return None };
+        let whole = !job.teed.void.load(Ordering::SeqCst)
+            && job.teed.bytes.load(Ordering::SeqCst) == layer.size;
+        match applied {
+            Ok(Ok(())) if whole => {}
+            Ok(Err(e)) => {
+                tracing::debug!("unpacking {} while downloading: {e}", layer.digest);
+                return None;
+            }
+            _ => return None,
+        }
+        tracing::debug!("unpacked {} while downloading it", layer.digest);
+        let key = flat_key(layers);
+        if let Some(p) = self.store.snapshot(&key) {
+            return Some(p);
+        }
+        self.store.publish_snapshot(&key, job.staging).ok()
+    }
+}
+
+/// The download side of [`EarlyUnpack`].
+struct Tee {
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    teed: std::sync::Arc<TeeCount>,
+}
+
+impl kiln_registry::BlobTee for Tee {
+    fn data(&mut self, bytes: &[u8]) {
+        use std::sync::atomic::Ordering;
+        let Some(tx) = &self.tx else { return };
+        if tx.send(bytes.to_vec()).is_err() {
+            self.teed.void.store(true, Ordering::SeqCst);
+            self.tx = None;
+            return;
+        }
+        self.teed
+            .bytes
+            .fetch_add(bytes.len() as u64, Ordering::SeqCst);
+    }
+
+    fn restart(&mut self) {
+        self.teed
+            .void
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.tx = None;
+    }
+}
+
+/// The unpacker's side of [`EarlyUnpack`]: the downloaded bytes, in order; the end when the
+/// download is over.
+struct NetReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl std::io::Read for NetReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(chunk) => {
+                    self.cur = chunk;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.cur.len() - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod early_unpack_tests {
+    use super::*;
+    use kiln_core::media_types;
+    use kiln_core::spec::Descriptor;
+    use kiln_registry::LayerToPull;
+
+    /// A plain tar layer: a directory, a file, a symlink.
+    fn layer_tar() -> Vec<u8> {
+        let header = || {
+            let mut h = tar::Header::new_gnu();
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(1_700_000_000);
+            h.set_mode(0o777);
+            h
+        };
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = header();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        b.append_data(&mut h, "etc/", std::io::empty()).unwrap();
+        let body = b"hello from the layer\n".repeat(20_000);
+        let mut h = header();
+        h.set_mode(0o640);
+        h.set_uid(7);
+        h.set_size(body.len() as u64);
+        b.append_data(&mut h, "etc/hello", &body[..]).unwrap();
+        let mut h = header();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "bin", "usr/bin").unwrap();
+        b.into_inner().unwrap()
+    }
+
+    fn stored_layer(store: &Store, tar: &[u8]) -> (LayerRef, Vec<Descriptor>) {
+        let digest = store.put_blob_bytes(tar).unwrap();
+        let l = LayerRef {
+            digest,
+            diff_id: digest,
+            size: tar.len() as u64,
+            media_type: media_types::OCI_LAYER_TAR.into(),
+        };
+        let d = vec![Descriptor::new(media_types::OCI_LAYER_TAR, digest, l.size)];
+        (l, d)
+    }
+
+    /// Paths with mode, owner, content or link target.
+    fn listing(root: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                let m = fs::symlink_metadata(&p).unwrap();
+                let what = if m.is_dir() {
+                    stack.push(p.clone());
+                    String::new()
+                } else if m.file_type().is_symlink() {
+                    fs::read_link(&p).unwrap().display().to_string()
+                } else {
+                    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+                        fs::read(&p).unwrap(),
+                    ))
+                };
+                let rel = p.strip_prefix(root).unwrap().display().to_string();
+                out.push(format!(
+                    "{rel} {:o} {}:{} {what}",
+                    m.mode(),
+                    m.uid(),
+                    m.gid()
+                ));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn tmp_entries(store: &Store) -> usize {
+        fs::read_dir(store.tmp_dir()).unwrap().count()
+    }
+
+    #[test]
+    fn a_layer_unpacked_while_it_downloads_is_the_one_unpacked_from_the_store() {
+        let tar = layer_tar();
+        let early_store = tempfile::tempdir().unwrap();
+        let store = Store::open(early_store.path()).unwrap();
+        let (layer, descs) = stored_layer(&store, &tar);
+        let early = EarlyUnpack::new(&store);
+        let mut tee = early
+            .tee(LayerToPull {
+                layers: &descs,
+                index: 0,
+            })
+            .expect("a one-layer image is teed");
+        for chunk in tar.chunks(64 * 1024 + 7) {
+            tee.data(chunk);
+        }
+        drop(tee);
+        let snap = early
+            .finish(Some(std::slice::from_ref(&layer)))
+            .expect("the snapshot made while downloading is used");
+        assert_eq!(
+            Some(snap.clone()),
+            store.snapshot(&flat_key(&[layer.clone()]))
+        );
+
+        let usual_store = tempfile::tempdir().unwrap();
+        let usual = Store::open(usual_store.path()).unwrap();
+        let (layer2, _) = stored_layer(&usual, &tar);
+        let unpacked = flat_snapshot(&usual, &[layer2]).unwrap();
+        let (a, b) = (listing(&snap), listing(&unpacked));
+        assert_eq!(a.len(), 3, "{a:?}");
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_restarted_short_or_failed_download_leaves_nothing() {
+        let tar = layer_tar();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (layer, descs) = stored_layer(&store, &tar);
+        let to_pull = LayerToPull {
+            layers: &descs,
+            index: 0,
+        };
+        let before = tmp_entries(&store);
+        let half = tar.len() / 2;
+
+        // Restarted: the bytes before the restart are void, whatever follows.
+        let early = EarlyUnpack::new(&store);
+        let mut tee = early.tee(to_pull).unwrap();
+        tee.data(&tar[..half]);
+        tee.restart();
+        tee.data(&tar);
+        drop(tee);
+        assert_eq!(early.finish(Some(std::slice::from_ref(&layer))), None);
+
+        // Short: fewer bytes than the layer has.
+        let early = EarlyUnpack::new(&store);
+        let mut tee = early.tee(to_pull).unwrap();
+        tee.data(&tar[..half]);
+        drop(tee);
+        assert_eq!(early.finish(Some(std::slice::from_ref(&layer))), None);
+
+        // The pull failed.
+        let early = EarlyUnpack::new(&store);
+        let mut tee = early.tee(to_pull).unwrap();
+        tee.data(&tar);
+        drop(tee);
+        assert_eq!(early.finish(None), None);
+
+        // Several layers are not unpacked early.
+        let two = [descs[0].clone(), descs[0].clone()];
+        let early = EarlyUnpack::new(&store);
+        assert!(
+            early
+                .tee(LayerToPull {
+                    layers: &two,
+                    index: 0
+                })
+                .is_none()
+        );
+
+        assert_eq!(store.snapshot(&flat_key(&[layer])), None);
+        assert_eq!(
+            tmp_entries(&store),
+            before,
+            "staging directories were left behind"
+        );
     }
 }

@@ -16,7 +16,9 @@ use crate::copy::{self, Attrs, SourceRoot};
 use crate::error::{BuildError, Result};
 use crate::executor::{find_or_pull, layer_from_tree, layer_from_upper, owner_in, write_image};
 use crate::ignore::IgnoreRules;
-use crate::layers::{LayerRef, LayerStack, Lookup, flat_key, flat_snapshot, flat_snapshot_reusing};
+use crate::layers::{
+    EarlyUnpack, LayerRef, LayerStack, Lookup, flat_key, flat_snapshot, flat_snapshot_reusing,
+};
 use crate::{Format, PullPolicy};
 use kiln_core::Platform;
 use kiln_core::spec::{HealthConfig, History, ImageConfig};
@@ -359,24 +361,32 @@ impl<'a> Containers<'a> {
     /// when the store lacks it.
     pub fn from(&self, image: &str, opts: &FromOptions) -> Result<WorkingContainer> {
         let platform = opts.platform.clone().unwrap_or_else(Platform::host);
+        let mut unpacked = None;
         let (img, config, layers): (Option<ImageRecord>, ImageConfig, Vec<LayerRef>) =
             if image == "scratch" {
                 let mut c = ImageConfig::new(&platform);
                 c.created = None;
                 (None, c, Vec::new())
             } else {
-                let (img, config, layers) = find_or_pull(
+                let early = EarlyUnpack::new(self.store);
+                let pulled = find_or_pull(
                     self.store,
                     &self.registry,
                     image,
                     &platform,
                     opts.pull,
                     self.quiet,
-                )
-                .map_err(|e| other(format!("kiln from {image}: {e}")))?;
+                    &|l| early.tee(l),
+                );
+                unpacked = early.finish(pulled.as_ref().ok().map(|(_, _, l)| &l[..]));
+                let (img, config, layers) =
+                    pulled.map_err(|e| other(format!("kiln from {image}: {e}")))?;
                 (Some(img), config, layers)
             };
-        let lower = flat_snapshot(self.store, &layers)?;
+        let lower = match unpacked {
+            Some(p) => p,
+            None => flat_snapshot(self.store, &layers)?,
+        };
         let state = WorkingState {
             layers: layers.clone(),
             lower: flat_key(&layers),
@@ -702,16 +712,22 @@ impl<'a> Containers<'a> {
             return flat_snapshot(self.store, &layers);
         }
         let platform = Platform::host();
-        let (_, _, layers) = find_or_pull(
+        let early = EarlyUnpack::new(self.store);
+        let pulled = find_or_pull(
             self.store,
             &self.registry,
             from,
             &platform,
             PullPolicy::Missing,
             self.quiet,
-        )
-        .map_err(|e| other(format!("--from {from}: {e}")))?;
-        flat_snapshot(self.store, &layers)
+            &|l| early.tee(l),
+        );
+        let unpacked = early.finish(pulled.as_ref().ok().map(|(_, _, l)| &l[..]));
+        let (_, _, layers) = pulled.map_err(|e| other(format!("--from {from}: {e}")))?;
+        match unpacked {
+            Some(p) => Ok(p),
+            None => flat_snapshot(self.store, &layers),
+        }
     }
 
     /// Copy (or, with `is_add`, add) sources into the container. Returns a digest of what was

@@ -33,8 +33,9 @@ pub use conf::RegistriesConf;
 pub use error::{Error, Result};
 pub use import::REF_NAME;
 pub use kiln_core::{Digest, ImageReference, Platform};
-pub use pull::PulledImage;
+pub use pull::{LayerTee, LayerToPull, PulledImage};
 pub use push::{DOCKER_LAYER_TAR, PushFormat, PushedImage, convert_manifest};
+pub use remote::BlobTee;
 
 use http::{Session, Settings};
 use std::collections::HashMap;

@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 use crate::locations::Locations;
 use crate::progress::Reporter;
-use crate::remote::{Fetched, MAX_CONFIG, Remote, store_err};
+use crate::remote::{BlobTee, Fetched, MAX_CONFIG, Remote, store_err};
 use crate::{RegistryClient, conf};
 use kiln_core::{Digest, ImageReference, Index, Manifest, Platform, Transport, media_types};
 use kiln_store::{ImageRecord, Store};
@@ -23,6 +23,18 @@ pub struct PulledImage {
     /// The store's record (names, size, creation time).
     pub record: ImageRecord,
 }
+
+/// A layer a pull is about to download, for [`RegistryClient::pull_platform_teeing`].
+#[derive(Debug, Clone, Copy)]
+pub struct LayerToPull<'a> {
+    /// The manifest's layers, bottom first.
+    pub layers: &'a [kiln_core::Descriptor],
+    /// Which of them this is.
+    pub index: usize,
+}
+
+/// Asked, for each layer a pull is about to download, for a [`BlobTee`] to hand its bytes to.
+pub type LayerTee<'a> = dyn Fn(LayerToPull<'_>) -> Option<Box<dyn BlobTee>> + Sync + 'a;
 
 /// Run `f` on every item with up to `jobs` threads; the first error is returned (items already
 /// started finish, later ones are skipped).
@@ -135,6 +147,20 @@ impl RegistryClient {
         src: &str,
         platform: &Platform,
     ) -> Result<PulledImage> {
+        self.pull_platform_teeing(store, src, platform, &|_| None)
+    }
+
+    /// [`RegistryClient::pull_platform`], handing the bytes of each layer downloaded from a
+    /// registry to the [`BlobTee`] `tee` returns for it (`tee` is asked with the layers of the
+    /// manifest, bottom first, and the index of the one starting). Layers already stored, and
+    /// sources other than registries, are not teed.
+    pub fn pull_platform_teeing(
+        &self,
+        store: &Store,
+        src: &str,
+        platform: &Platform,
+        tee: &LayerTee<'_>,
+    ) -> Result<PulledImage> {
         let t = Transport::parse(src).map_err(|e| Error::InvalidReference {
             reference: src.into(),
             reason: e.to_string(),
@@ -148,7 +174,7 @@ impl RegistryClient {
         let rep = Reporter::new(self.opts.progress);
         let (r, img) = self.first_candidate(src, |c| {
             rep.line(&format!("Trying to pull {c}..."));
-            self.pull_ref(store, c, platform, &rep)
+            self.pull_ref(store, c, platform, &rep, tee)
         })?;
         Ok(PulledImage {
             reference: Some(r),
@@ -163,30 +189,35 @@ impl RegistryClient {
         r: &ImageReference,
         platform: &Platform,
         rep: &Reporter,
+        tee: &LayerTee<'_>,
     ) -> Result<PulledImage> {
         let remote = self.remote(r)?;
         let top = remote.get_manifest(&r.tag_or_digest())?;
         let m = self.platform_manifest(&remote, &r.to_string(), top, platform)?;
         let manifest = parse_manifest(&m)?;
         rep.line("Getting image source signatures");
-        let mut blobs: Vec<(Digest, u64, &'static str)> = Vec::new();
-        for l in &manifest.layers {
+        let mut blobs: Vec<(Digest, u64, usize)> = Vec::new();
+        for (i, l) in manifest.layers.iter().enumerate() {
             if !media_types::is_layer(&l.media_type) {
                 return Err(Error::Unsupported(format!(
                     "{r}: layer {} has media type {:?}, which is not a filesystem layer kiln can unpack",
                     l.digest, l.media_type
                 )));
             }
-            blobs.push((l.digest, l.size, "blob"));
+            blobs.push((l.digest, l.size, i));
         }
         let retries = self.opts.retries;
-        parallel(self.opts.jobs, &blobs, |(d, size, what)| {
-            let item = rep.item(what, &d.to_string(), Some(*size));
+        parallel(self.opts.jobs, &blobs, |(d, size, index)| {
+            let item = rep.item("blob", &d.to_string(), Some(*size));
             if store.has_blob(d) {
                 item.finish("skipped: already exists");
                 return Ok(());
             }
-            match remote.download_blob(store, d, *size, retries, &item) {
+            let mut teed = tee(LayerToPull {
+                layers: &manifest.layers,
+                index: *index,
+            });
+            match remote.download_blob(store, d, *size, retries, &item, teed.as_deref_mut()) {
                 Ok(()) => {
                     item.finish("done");
                     Ok(())

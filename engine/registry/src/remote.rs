@@ -10,6 +10,16 @@ use std::io::Read;
 use std::sync::Arc;
 use ureq::http::Response;
 
+/// Receives a blob's bytes as they arrive from the registry, before the blob is verified (its
+/// digest is checked, and the blob stored, only when the download ends): whatever it makes of
+/// them is speculative until the pull succeeds.
+pub trait BlobTee: Send {
+    /// The next bytes of the blob.
+    fn data(&mut self, bytes: &[u8]);
+    /// The download started over from the beginning: the bytes given so far are void.
+    fn restart(&mut self);
+}
+
 /// Largest manifest or index accepted (distribution's own limit is 4 MiB).
 pub(crate) const MAX_MANIFEST: u64 = 4 << 20;
 /// Largest config read into memory.
@@ -198,9 +208,15 @@ impl Remote {
         size: u64,
         retries: u32,
         item: &Item,
+        mut tee: Option<&mut (dyn BlobTee + '_)>,
     ) -> Result<()> {
         let url = self.url(&format!("blobs/{digest}"));
         let mut writer: BlobWriter = store.blob_writer().map_err(store_err)?;
+        let restart = |tee: &mut Option<&mut (dyn BlobTee + '_)>| {
+            if let Some(t) = tee.as_deref_mut() {
+                t.restart();
+            }
+        };
         let mut written: u64 = 0;
         let mut failures = 0;
         let mut buf = vec![0u8; 256 * 1024];
@@ -217,6 +233,7 @@ impl Remote {
                         writer = store.blob_writer().map_err(store_err)?;
                         written = 0;
                         item.reset();
+                        restart(&mut tee);
                     }
                 }
                 206 if written > 0 => {
@@ -230,6 +247,7 @@ impl Remote {
                         writer = store.blob_writer().map_err(store_err)?;
                         written = 0;
                         item.reset();
+                        restart(&mut tee);
                         continue 'attempts;
                     }
                 }
@@ -255,6 +273,9 @@ impl Remote {
                         }
                         std::io::Write::write_all(&mut writer, &buf[..n])
                             .map_err(|e| Error::io(store.tmp_dir(), e))?;
+                        if let Some(t) = tee.as_deref_mut() {
+                            t.data(&buf[..n]);
+                        }
                         written += n as u64;
                         got += n as u64;
                         item.inc(n as u64);
