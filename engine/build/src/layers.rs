@@ -300,7 +300,8 @@ fn read_ahead(
     }
 }
 
-/// The reading end of [`read_ahead`]: an empty chunk is the end.
+/// The reading end of [`read_ahead`] (and of [`EarlyUnpack`]'s tee): an empty chunk, or the
+/// sender gone, is the end.
 struct ChunkReader {
     rx: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
     cur: Vec<u8>,
@@ -368,12 +369,12 @@ impl<'s> EarlyUnpack<'s> {
         }
         let staging = self.store.snapshot_staging().ok()?;
         spread_subdirs(staging.path());
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(32);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(32);
         let dest = staging.path().to_path_buf();
         let unpacker = std::thread::Builder::new()
             .name("kiln-early-unpack".into())
             .spawn(move || {
-                let mut from_net = NetReader {
+                let mut from_net = ChunkReader {
                     rx,
                     cur: Vec::new(),
                     pos: 0,
@@ -423,7 +424,7 @@ impl<'s> EarlyUnpack<'s> {
 
 /// The download side of [`EarlyUnpack`].
 struct Tee {
-    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    tx: Option<std::sync::mpsc::SyncSender<std::io::Result<Vec<u8>>>>,
     teed: std::sync::Arc<TeeCount>,
 }
 
@@ -431,7 +432,11 @@ impl kiln_registry::BlobTee for Tee {
     fn data(&mut self, bytes: &[u8]) {
         use std::sync::atomic::Ordering;
         let Some(tx) = &self.tx else { return };
-        if tx.send(bytes.to_vec()).is_err() {
+        // (An empty chunk would read as the end.)
+        if bytes.is_empty() {
+            return;
+        }
+        if tx.send(Ok(bytes.to_vec())).is_err() {
             self.teed.void.store(true, Ordering::SeqCst);
             self.tx = None;
             return;
@@ -446,32 +451,6 @@ impl kiln_registry::BlobTee for Tee {
             .void
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.tx = None;
-    }
-}
-
-/// The unpacker's side of [`EarlyUnpack`]: the downloaded bytes, in order; the end when the
-/// download is over.
-struct NetReader {
-    rx: std::sync::mpsc::Receiver<Vec<u8>>,
-    cur: Vec<u8>,
-    pos: usize,
-}
-
-impl std::io::Read for NetReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.cur.len() {
-            match self.rx.recv() {
-                Ok(chunk) => {
-                    self.cur = chunk;
-                    self.pos = 0;
-                }
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.cur.len() - self.pos);
-        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
     }
 }
 
