@@ -531,32 +531,22 @@ impl<'a> Builder<'a> {
         }))
     }
 
-    /// Find or pull a base image; returns its config, layers and manifest digest.
+    /// Find or pull a base image; returns its config, layers, manifest digest and flattened
+    /// filesystem.
     fn base_image(
         &self,
         ctx: &Ctx<'_>,
         reference: &str,
-    ) -> Result<(ImageConfig, Vec<LayerRef>, Digest)> {
-        self.base_image_teeing(ctx, reference, &|_| None)
-    }
-
-    /// [`Builder::base_image`], handing a pulled layer's bytes to `tee` as they arrive.
-    fn base_image_teeing(
-        &self,
-        ctx: &Ctx<'_>,
-        reference: &str,
-        tee: &kiln_registry::LayerTee<'_>,
-    ) -> Result<(ImageConfig, Vec<LayerRef>, Digest)> {
-        let (img, config, layers) = find_or_pull(
+    ) -> Result<(ImageConfig, Vec<LayerRef>, Digest, PathBuf)> {
+        let (img, config, layers, flat) = find_or_pull(
             self.store,
             &self.registry,
             reference,
             &ctx.platform,
             ctx.opts.pull,
             ctx.opts.quiet || !ctx.progress.is_plain(),
-            tee,
         )?;
-        Ok((config, layers, img.manifest_digest))
+        Ok((config, layers, img.manifest_digest, flat))
     }
 
     fn empty_lower(&self) -> Result<PathBuf> {
@@ -803,18 +793,11 @@ impl<'a> Builder<'a> {
                 }
             }
             plan::Base::Image(r) => {
-                // A base pulled now is unpacked while it downloads.
-                let early = EarlyUnpack::new(self.store);
-                let pulled = self.base_image_teeing(ctx, r, &|l| early.tee(l));
-                let unpacked = early.finish(pulled.as_ref().ok().map(|(_, l, _)| &l[..]));
-                let (config, layers, manifest) = pulled.map_err(|e| BuildError::Step {
-                    location: format!("{file}:{}", stage.location.line),
-                    message: format!("FROM {r}: {e}"),
-                })?;
-                let flat = match unpacked {
-                    Some(p) => p,
-                    None => flat_snapshot(self.store, &layers)?,
-                };
+                let (config, layers, manifest, flat) =
+                    self.base_image(ctx, r).map_err(|e| BuildError::Step {
+                        location: format!("{file}:{}", stage.location.line),
+                        message: format!("FROM {r}: {e}"),
+                    })?;
                 StageState {
                     key: hash_key(&[CACHE_EPOCH, "image", &manifest.to_string()]),
                     config,
@@ -991,10 +974,7 @@ impl<'a> Builder<'a> {
                     .ok_or_else(|| BuildError::Other(format!("stage {i} has not run")))?;
                 Some(flat_snapshot(self.store, &s.layers)?)
             }
-            CopyFrom::Image(r) => {
-                let (_, layers, _) = self.base_image(ctx, r)?;
-                Some(flat_snapshot(self.store, &layers)?)
-            }
+            CopyFrom::Image(r) => Some(self.base_image(ctx, r)?.3),
         })
     }
 
@@ -1804,8 +1784,32 @@ fn commit_key(
 }
 
 /// Find `reference` in the store, or pull it (for `platform`) as `pull` allows; returns the image
-/// record, its config and its layers. Shared by FROM, `COPY --from=IMAGE` and `kiln from`.
+/// record, its config, its layers and its flattened filesystem (unpacked while it downloads when
+/// it is pulled now and has one layer, see [`EarlyUnpack`]). Shared by FROM, `COPY --from=IMAGE`
+/// and `kiln from`.
 pub(crate) fn find_or_pull(
+    store: &Store,
+    registry: &ClientOptions,
+    reference: &str,
+    platform: &Platform,
+    pull: PullPolicy,
+    quiet: bool,
+) -> Result<(ImageRecord, ImageConfig, Vec<LayerRef>, PathBuf)> {
+    let early = EarlyUnpack::new(store);
+    let found = find_or_pull_teeing(store, registry, reference, platform, pull, quiet, &|l| {
+        early.tee(l)
+    });
+    let unpacked = early.finish(found.as_ref().ok().map(|(_, _, l)| &l[..]));
+    let (img, config, layers) = found?;
+    let flat = match unpacked {
+        Some(p) => p,
+        None => flat_snapshot(store, &layers)?,
+    };
+    Ok((img, config, layers, flat))
+}
+
+/// [`find_or_pull`] without the flattening: a pull hands each layer's bytes to `tee`.
+fn find_or_pull_teeing(
     store: &Store,
     registry: &ClientOptions,
     reference: &str,

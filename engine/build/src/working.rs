@@ -16,9 +16,7 @@ use crate::copy::{self, Attrs, SourceRoot};
 use crate::error::{BuildError, Result};
 use crate::executor::{find_or_pull, layer_from_tree, layer_from_upper, owner_in, write_image};
 use crate::ignore::IgnoreRules;
-use crate::layers::{
-    EarlyUnpack, LayerRef, LayerStack, Lookup, flat_key, flat_snapshot, flat_snapshot_reusing,
-};
+use crate::layers::{LayerRef, LayerStack, Lookup, flat_key, flat_snapshot, flat_snapshot_reusing};
 use crate::{Format, PullPolicy};
 use kiln_core::Platform;
 use kiln_core::spec::{HealthConfig, History, ImageConfig};
@@ -361,29 +359,26 @@ impl<'a> Containers<'a> {
     /// when the store lacks it.
     pub fn from(&self, image: &str, opts: &FromOptions) -> Result<WorkingContainer> {
         let platform = opts.platform.clone().unwrap_or_else(Platform::host);
-        let mut unpacked = None;
+        let mut pulled_flat = None;
         let (img, config, layers): (Option<ImageRecord>, ImageConfig, Vec<LayerRef>) =
             if image == "scratch" {
                 let mut c = ImageConfig::new(&platform);
                 c.created = None;
                 (None, c, Vec::new())
             } else {
-                let early = EarlyUnpack::new(self.store);
-                let pulled = find_or_pull(
+                let (img, config, layers, flat) = find_or_pull(
                     self.store,
                     &self.registry,
                     image,
                     &platform,
                     opts.pull,
                     self.quiet,
-                    &|l| early.tee(l),
-                );
-                unpacked = early.finish(pulled.as_ref().ok().map(|(_, _, l)| &l[..]));
-                let (img, config, layers) =
-                    pulled.map_err(|e| other(format!("kiln from {image}: {e}")))?;
+                )
+                .map_err(|e| other(format!("kiln from {image}: {e}")))?;
+                pulled_flat = Some(flat);
                 (Some(img), config, layers)
             };
-        let lower = match unpacked {
+        let lower = match pulled_flat {
             Some(p) => p,
             None => flat_snapshot(self.store, &layers)?,
         };
@@ -712,22 +707,16 @@ impl<'a> Containers<'a> {
             return flat_snapshot(self.store, &layers);
         }
         let platform = Platform::host();
-        let early = EarlyUnpack::new(self.store);
-        let pulled = find_or_pull(
+        let (_, _, _, flat) = find_or_pull(
             self.store,
             &self.registry,
             from,
             &platform,
             PullPolicy::Missing,
             self.quiet,
-            &|l| early.tee(l),
-        );
-        let unpacked = early.finish(pulled.as_ref().ok().map(|(_, _, l)| &l[..]));
-        let (_, _, layers) = pulled.map_err(|e| other(format!("--from {from}: {e}")))?;
-        match unpacked {
-            Some(p) => Ok(p),
-            None => flat_snapshot(self.store, &layers),
-        }
+        )
+        .map_err(|e| other(format!("--from {from}: {e}")))?;
+        Ok(flat)
     }
 
     /// Copy (or, with `is_add`, add) sources into the container. Returns a digest of what was
