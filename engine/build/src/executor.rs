@@ -1160,6 +1160,7 @@ impl<'a> Builder<'a> {
         if self.cached(ctx, &key, st, created_by) {
             return Ok(());
         }
+        let t_prep = Instant::now();
         let net = match network.as_str() {
             "host" | "default" => Network::Host,
             // Docker's and BuildKit's `none` is a private namespace whose loopback works.
@@ -1289,6 +1290,8 @@ impl<'a> Builder<'a> {
         let sref = ctx.step_ref();
         let mut tail = LineTail::new(20);
         let tail_ref = std::cell::RefCell::new(&mut tail);
+        let t_run = Instant::now();
+        tracing::debug!("{location}: RUN prepared in {:?}", t_prep.elapsed());
         let outcome = {
             let mut spec = RunSpec::new(working.rootfs(&st.stack), argv.clone());
             spec.env = env;
@@ -1315,6 +1318,7 @@ impl<'a> Builder<'a> {
                 source: e,
             })?
         };
+        tracing::debug!("{location}: process ran in {:?}", t_run.elapsed());
         if outcome.status != 0 {
             let lines = tail.lines();
             let tail = if lines.is_empty() {
@@ -1970,7 +1974,7 @@ fn write_layer(
     compression: kiln_layer::Compression,
     diff: impl FnOnce(&mut dyn std::io::Write) -> kiln_layer::Result<kiln_layer::DiffStats>,
 ) -> Result<Option<LayerRef>> {
-    let blob = store.blob_writer()?;
+    let blob = store.layer_blob_writer()?;
     let mut lw = kiln_layer::LayerWriter::new(blob, compression).map_err(|e| BuildError::Io {
         what: "starting a layer".into(),
         source: e,
@@ -1986,7 +1990,7 @@ fn write_layer(
         what: "finishing a layer".into(),
         source: e,
     })?;
-    blob.commit(Some(&d.digest))?;
+    blob.commit(&d.digest)?;
     Ok(Some(LayerRef {
         digest: d.digest,
         diff_id: d.diff_id,
@@ -2026,7 +2030,7 @@ fn layers_exported(ctx: &Ctx<'_>) -> bool {
 /// A gzip copy of the plain-tar layer `l` in the store (same diff_id).
 fn gzip_layer(store: &Store, l: &LayerRef) -> Result<LayerRef> {
     let mut src = store.open_blob(&l.digest)?;
-    let blob = store.blob_writer()?;
+    let blob = store.layer_blob_writer()?;
     let io_err = |what: &str| {
         let what = format!("{what} {}", l.digest);
         move |e| BuildError::Io { what, source: e }
@@ -2043,7 +2047,7 @@ fn gzip_layer(store: &Store, l: &LayerRef) -> Result<LayerRef> {
             l.digest, l.diff_id
         )));
     }
-    blob.commit(Some(&d.digest))?;
+    blob.commit(&d.digest)?;
     Ok(LayerRef {
         digest: d.digest,
         diff_id: d.diff_id,

@@ -72,7 +72,10 @@ impl std::fmt::Display for StorageDriver {
 /// `vfs`, with the kernel's refusal as the reason.
 pub fn detect_storage_driver(store: &kiln_store::Store) -> (StorageDriver, Option<String>) {
     let dir = store.tmp_dir();
-    match kiln_sandbox::probe_overlay(&dir, kiln_sandbox::UserNs::Auto) {
+    let t = std::time::Instant::now();
+    let r = kiln_sandbox::probe_overlay(&dir, kiln_sandbox::UserNs::Auto);
+    tracing::debug!("overlay probe took {:?}", t.elapsed());
+    match r {
         Ok(()) => (StorageDriver::Overlay, None),
         Err(e) => (StorageDriver::Vfs, Some(e.to_string())),
     }

@@ -60,17 +60,20 @@ fn finish_digest(h: Sha256) -> Digest {
     Digest::from_bytes(h.finalize().into())
 }
 
-/// A writer that hashes and counts what passes through it.
+/// A writer that hashes and counts what passes through it (a plain tar is not hashed here: its
+/// digest is its diff_id).
 struct Counted<W: Write> {
     inner: W,
-    hasher: Sha256,
+    hasher: Option<Sha256>,
     size: u64,
 }
 
 impl<W: Write> Write for Counted<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         self.size += n as u64;
         Ok(n)
     }
@@ -113,7 +116,7 @@ impl<W: Write> LayerWriter<W> {
         };
         let counted = Counted {
             inner,
-            hasher: Sha256::new(),
+            hasher: (opts.compression != Compression::None).then(Sha256::new),
             size: 0,
         };
         let sink = match opts.compression {
@@ -160,9 +163,10 @@ impl<W: Write> LayerWriter<W> {
             Sink::Gzip(g) => g.finish()?,
         };
         counted.flush()?;
+        let diff_id = finish_digest(self.diff);
         let digests = LayerDigests {
-            diff_id: finish_digest(self.diff),
-            digest: finish_digest(counted.hasher),
+            diff_id,
+            digest: counted.hasher.map_or(diff_id, finish_digest),
             size: counted.size,
             uncompressed_size: self.uncompressed,
             compression: self.compression,

@@ -66,21 +66,78 @@ fn probe_in(base: &Path, userns: UserNs) -> Result<(), Errno> {
     }
     let legacy = CString::new(legacy).map_err(|_| Errno::EINVAL)?;
 
+    // The child reports through a pipe before it exits: tearing its mount down on exit waits
+    // for an RCU grace period (up to a few hundred ms on an idle machine), which nobody needs to
+    // wait for.
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two descriptors into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(Errno::last());
+    }
+    let (report_rd, report_wr) = (fds[0], fds[1]);
     // SAFETY: the child below only makes async-signal-safe syscalls on data prepared above, then _exits.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        return Err(Errno::last());
+        let e = Errno::last();
+        // SAFETY: closing our own descriptors.
+        unsafe {
+            libc::close(report_rd);
+            libc::close(report_wr);
+        }
+        return Err(e);
     }
     if pid == 0 {
         let code = match child(
             in_userns, &uid_map, &gid_map, &lower, &upper, &work, &merged, &legacy,
         ) {
             Ok(()) => 0,
-            Err(e) => (e as i32).clamp(1, 255),
+            Err(e) => e as i32,
         };
-        // SAFETY: ending the forked child without running the parent's destructors.
-        unsafe { libc::_exit(code) };
+        // SAFETY: writing a live 4-byte buffer, then ending the forked child without running the
+        // parent's destructors.
+        unsafe {
+            libc::write(report_wr, code.to_ne_bytes().as_ptr().cast(), 4);
+            libc::_exit(code)
+        };
     }
+    // SAFETY: the parent's copy of the write end; the read end is ours.
+    unsafe { libc::close(report_wr) };
+    let mut report = [0u8; 4];
+    let mut got = 0;
+    while got < report.len() {
+        // SAFETY: reading into the live remainder of `report`.
+        let n = unsafe {
+            libc::read(
+                report_rd,
+                report[got..].as_mut_ptr().cast(),
+                report.len() - got,
+            )
+        };
+        if n > 0 {
+            got += n as usize;
+        } else if n == 0 || Errno::last() != Errno::EINTR {
+            break;
+        }
+    }
+    // SAFETY: closing our own descriptor.
+    unsafe { libc::close(report_rd) };
+    if got == report.len() {
+        // Reaped in the background: the child may still be dismantling its namespaces.
+        let _ = std::thread::Builder::new()
+            .name("overlay-probe-reaper".into())
+            .spawn(move || {
+                let mut status = 0;
+                // SAFETY: reaping our own child.
+                while unsafe { libc::waitpid(pid, &mut status, 0) } < 0
+                    && Errno::last() == Errno::EINTR
+                {}
+            });
+        return match i32::from_ne_bytes(report) {
+            0 => Ok(()),
+            e => Err(Errno::from_raw(e)),
+        };
+    }
+    // The child died before it could report: its exit status says why.
     let mut status = 0;
     loop {
         // SAFETY: reaping our own child.
@@ -157,11 +214,8 @@ fn child(
                     }
                 })
                 .and_then(|()| sys::fs_create_and_mount(ctx, 0));
-            // SAFETY: closing descriptors this child owns.
-            unsafe { libc::close(ctx) };
-            set.map(|mnt| unsafe {
-                libc::close(mnt);
-            })
+            // The mount's descriptor is left to the child's exit (see `probe_in`).
+            set.map(|_mnt| ())
         }
         Err(Errno::ENOSYS) => {
             // SAFETY: mount calls on NUL-terminated strings; the namespace is this child's own.

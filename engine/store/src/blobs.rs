@@ -2,21 +2,24 @@
 //! by rename, so a blob file always holds exactly the bytes its name says.
 
 use crate::Store;
+use crate::direct::DirectFile;
 use crate::error::{IoContext, Result, StoreError};
 use crate::fsutil::{sync_dir, tmp_prefix};
 use kiln_core::{Digest, HashingWriter};
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-/// A blob being written. Bytes go to a temp file in the store while they are hashed;
-/// [`BlobWriter::commit`] checks the digest and publishes the blob. Dropping a writer without
-/// committing deletes the temp file: nothing becomes visible.
+/// A blob being written. Bytes go to a temp file in the store while they are hashed (large
+/// blobs with direct I/O, see [`LayerBlobWriter`]); [`BlobWriter::commit`] checks the digest and
+/// publishes the blob. Dropping a writer without committing deletes the temp file: nothing
+/// becomes visible.
 pub struct BlobWriter {
     store: Store,
-    inner: HashingWriter<BufWriter<tempfile::NamedTempFile>>,
+    inner: HashingWriter<DirectFile>,
+    path: tempfile::TempPath,
 }
 
 impl BlobWriter {
@@ -34,15 +37,9 @@ impl BlobWriter {
     /// On a mismatch the temp file is deleted and the error names both digests. Returns the
     /// digest and size. Committing content the store already has is cheap and succeeds.
     pub fn commit(self, expected: Option<&Digest>) -> Result<(Digest, u64)> {
-        let (buf, digest, size) = self.inner.finish();
-        let tmp = buf.into_inner().map_err(|e| {
-            let (source, w) = e.into_parts();
-            StoreError::Io {
-                op: "flush",
-                path: w.get_ref().path().to_path_buf(),
-                source,
-            }
-        })?;
+        let (file, digest, size) = self.inner.finish();
+        let file = file.finish().ctx("write", self.path.to_path_buf())?;
+        let tmp = tempfile::NamedTempFile::from_parts(file, self.path);
         if let Some(want) = expected
             && *want != digest
         {
@@ -52,13 +49,59 @@ impl BlobWriter {
                 size,
             });
         }
-        let dest = self.store.blob_path(&digest);
+        self.store.publish_blob(tmp, digest, size)
+    }
+}
+
+/// A layer blob being written by a caller that hashes it itself (kiln-layer's `LayerWriter`
+/// computes the digest of exactly the bytes it writes), so the bytes are not hashed again here.
+/// Large blobs go to the device with direct I/O: a new layer is synced before its build ends
+/// anyway, and passing it through the page cache would evict the files the build works on.
+/// Dropping the writer without committing deletes the temp file.
+pub struct LayerBlobWriter {
+    store: Store,
+    file: DirectFile,
+    path: tempfile::TempPath,
+    size: u64,
+}
+
+impl LayerBlobWriter {
+    /// Finish and publish the blob as `digest`, which the caller computed over every byte it
+    /// wrote. Returns the digest and size.
+    pub fn commit(self, digest: &Digest) -> Result<(Digest, u64)> {
+        let file = self.file.finish().ctx("write", self.path.to_path_buf())?;
+        let tmp = tempfile::NamedTempFile::from_parts(file, self.path);
+        self.store.publish_blob(tmp, *digest, self.size)
+    }
+}
+
+impl Write for LayerBlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.size += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Store {
+    /// Publish the written temp file `tmp` as blob `digest`: fsync and rename into
+    /// `blobs/sha256/`, or hand it to the open sync batch.
+    fn publish_blob(
+        &self,
+        tmp: tempfile::NamedTempFile,
+        digest: Digest,
+        size: u64,
+    ) -> Result<(Digest, u64)> {
+        let dest = self.blob_path(&digest);
         if dest.exists() {
             // Same content is already there (another writer won); refresh its age for prune's grace.
             touch(&dest);
             return Ok((digest, size));
         }
-        if self.store.batching() {
+        if self.batching() {
             // Published (fsync, rename) when the batch ends; until then readable at its temp path.
             fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644))
                 .ctx("chmod", tmp.path().to_path_buf())?;
@@ -66,8 +109,8 @@ impl BlobWriter {
                 .into_temp_path()
                 .keep()
                 .map_err(|e| e.error)
-                .ctx("keep temp file", self.store.tmp_dir())?;
-            self.store.pending_lock().blobs.insert(digest, path);
+                .ctx("keep temp file", self.tmp_dir())?;
+            self.pending_lock().blobs.insert(digest, path);
             return Ok((digest, size));
         }
         tmp.as_file()
@@ -148,9 +191,27 @@ impl Store {
             .prefix(&tmp_prefix())
             .tempfile_in(&dir)
             .ctx("create temp file in", &dir)?;
+        let (file, path) = tmp.into_parts();
         Ok(BlobWriter {
             store: self.clone(),
-            inner: HashingWriter::new(BufWriter::with_capacity(256 * 1024, tmp)),
+            inner: HashingWriter::new(DirectFile::new(file)),
+            path,
+        })
+    }
+
+    /// Start writing a layer blob whose digest the caller computes (see [`LayerBlobWriter`]).
+    pub fn layer_blob_writer(&self) -> Result<LayerBlobWriter> {
+        let dir = self.tmp_dir();
+        let tmp = tempfile::Builder::new()
+            .prefix(&tmp_prefix())
+            .tempfile_in(&dir)
+            .ctx("create temp file in", &dir)?;
+        let (file, path) = tmp.into_parts();
+        Ok(LayerBlobWriter {
+            store: self.clone(),
+            file: DirectFile::new(file),
+            path,
+            size: 0,
         })
     }
 

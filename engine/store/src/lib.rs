@@ -25,6 +25,7 @@
 mod blobs;
 mod cache;
 mod containers;
+mod direct;
 mod durable;
 mod error;
 mod fsutil;
@@ -32,7 +33,7 @@ mod gc;
 mod images;
 mod snapshots;
 
-pub use blobs::BlobWriter;
+pub use blobs::{BlobWriter, LayerBlobWriter};
 pub use containers::{ContainerRecord, NewContainer};
 pub use durable::SyncBatch;
 pub use error::{Result, StoreError};

@@ -67,6 +67,34 @@ fn dropped_writer_leaves_nothing() {
 }
 
 #[test]
+fn a_layer_blob_is_stored_whole_under_the_digest_its_writer_computed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // Large enough for whole direct-I/O chunks and an unaligned tail; and one under a chunk.
+    for size in [9 * 1024 * 1024 + 1234, 5000] {
+        let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let digest = Digest::of_bytes(&data);
+        let mut w = store.layer_blob_writer().unwrap();
+        for piece in data.chunks(65_537) {
+            w.write_all(piece).unwrap();
+        }
+        assert_eq!(w.commit(&digest).unwrap(), (digest, size as u64));
+        assert!(
+            store.read_blob(&digest).unwrap() == data,
+            "{size} bytes read back"
+        );
+        assert!(tmp_entries(&store).is_empty(), "{:?}", tmp_entries(&store));
+    }
+    // Dropped before its commit: nothing stays.
+    {
+        let mut w = store.layer_blob_writer().unwrap();
+        w.write_all(&vec![1u8; 5 * 1024 * 1024]).unwrap();
+    }
+    assert_eq!(store.list_blobs().unwrap().len(), 2);
+    assert!(tmp_entries(&store).is_empty(), "{:?}", tmp_entries(&store));
+}
+
+#[test]
 fn digest_mismatch_names_both_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
