@@ -609,10 +609,35 @@ fn is_gzip(b: &[u8]) -> bool {
     b.starts_with(&[0x1f, 0x8b])
 }
 
+/// Layer blobs in the store that are plain tars.
+fn plain_tar_blobs(kiln: &Kiln) -> usize {
+    std::fs::read_dir(kiln.root().join("blobs/sha256"))
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .filter(|b| b.len() > 262 && &b[257..262] == b"ustar")
+        .count()
+}
+
+/// The uncompressed tar of a gzip layer.
+fn gunzip(gz: &[u8]) -> Vec<u8> {
+    let mut tar = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(gz), &mut tar).unwrap();
+    tar
+}
+
+/// Entry paths of a tar.
+fn tar_paths(tar: &[u8]) -> Vec<String> {
+    tar::Archive::new(tar)
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
 #[test]
-fn layers_of_unexported_stages_are_plain_until_a_build_exports_them() {
-    let df = "FROM {REG}/busybox:latest AS a\nRUN echo hi > /x\n\
-              FROM {REG}/busybox:latest\nCOPY --from=a /x /y\n";
+fn layers_of_unexported_stages_are_made_when_something_reads_them() {
+    let df = "FROM {REG}/busybox:latest AS a\nRUN mkdir /o && echo hi > /o/x\n\
+              FROM {REG}/busybox:latest\nCOPY --from=a /o/ /y/\n";
     let bases = Bases::start(false);
     let ctx = context(&bases, df, &[]);
     let kiln = Kiln::new();
@@ -623,13 +648,9 @@ fn layers_of_unexported_stages_are_plain_until_a_build_exports_them() {
     for (mt, bytes) in &layers {
         assert!(mt.ends_with("tar+gzip") && is_gzip(bytes), "{mt}");
     }
-    // Stage a's RUN layer is in the store as a plain tar (no image names it).
-    let plain = std::fs::read_dir(kiln.root().join("blobs/sha256"))
-        .unwrap()
-        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
-        .filter(|b| b.len() > 262 && &b[257..262] == b"ustar")
-        .count();
-    assert_eq!(plain, 1, "one plain-tar layer blob");
+    // A directory copied from stage a is read from its flattened filesystem, which is made
+    // from its layers: the RUN's layer is made then, as a plain tar (no image names it).
+    assert_eq!(plain_tar_blobs(&kiln), 1, "one plain-tar layer blob");
     // Exporting stage a reuses its cached step, and its image gets a gzip layer of it.
     let out = build_ok(
         &kiln,
@@ -640,10 +661,78 @@ fn layers_of_unexported_stages_are_plain_until_a_build_exports_them() {
     let layers = image_layers(&kiln, "stage-a");
     let (mt, top) = layers.last().unwrap();
     assert!(mt.ends_with("tar+gzip") && is_gzip(top), "{mt}");
-    let mut tar = Vec::new();
-    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&top[..]), &mut tar).unwrap();
+    let tar = gunzip(top);
     assert!(
         tar.windows(2).any(|w| w == b"hi"),
         "the RUN's file is in the layer"
     );
+    assert_eq!(
+        tar_paths(&tar),
+        ["o/", "o/x"],
+        "the layer holds the RUN's change only"
+    );
+}
+
+#[test]
+fn a_layer_made_later_is_the_layer_the_step_would_have_committed() {
+    let df = "FROM {REG}/busybox:latest AS build\n\
+              RUN mkdir -p /out/d && echo built > /out/a && echo gone > /out/b && ln -s a /out/l\n\
+              RUN rm -r /out/b /out/d /etc/group && echo more > /out/c\n\
+              FROM {REG}/busybox:latest\n\
+              COPY --from=build /out/a /a\n";
+    let bases = Bases::start(false);
+    let ctx = context(&bases, df, &[]);
+    let kiln = Kiln::new();
+    kiln.mark_insecure(&bases.reg);
+    // A file copied from the stage is read through its snapshots: no layer of it is made.
+    build_ok(
+        &kiln,
+        ctx.path(),
+        &["-q", "--timestamp", "0", "-t", "final"],
+    );
+    assert_eq!(plain_tar_blobs(&kiln), 0, "no layer blob for the stage");
+    let layers = image_layers(&kiln, "final");
+    assert_eq!(tar_paths(&gunzip(&layers.last().unwrap().1)), ["a"]);
+    // Exporting the stage makes its layers from the snapshots of its cached steps: they are
+    // the layers a build without the cache commits.
+    let out = build_ok(
+        &kiln,
+        ctx.path(),
+        &[
+            "--progress=plain",
+            "--timestamp",
+            "0",
+            "--target",
+            "build",
+            "-t",
+            "cached",
+        ],
+    );
+    assert_eq!(out.matches("Using cache").count(), 2, "{out}");
+    build_ok(
+        &kiln,
+        ctx.path(),
+        &[
+            "-q",
+            "--no-cache",
+            "--timestamp",
+            "0",
+            "--target",
+            "build",
+            "-t",
+            "direct",
+        ],
+    );
+    let (cached, direct) = (image_layers(&kiln, "cached"), image_layers(&kiln, "direct"));
+    assert_eq!(cached.len(), direct.len());
+    for (i, (c, d)) in cached.iter().zip(&direct).enumerate() {
+        assert!(
+            c == d,
+            "layer {i} differs between the cached and the direct build"
+        );
+    }
+    let top = tar_paths(&gunzip(&cached.last().unwrap().1));
+    for whiteout in ["etc/.wh.group", "out/.wh.b", "out/.wh.d"] {
+        assert!(top.iter().any(|p| p == whiteout), "{whiteout} in {top:?}");
+    }
 }

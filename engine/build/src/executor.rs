@@ -51,11 +51,34 @@ pub struct Builder<'a> {
 struct StageState {
     key: String,
     config: ImageConfig,
+    /// The stage's layers, base first; followed by `lazy` ones.
     layers: Vec<LayerRef>,
+    /// Layers committed by a stage no image of this build exports, kept only as snapshots
+    /// (see [`LazyLayer`]); always after `layers`.
+    lazy: Vec<LazyLayer>,
     stack: LayerStack,
     /// What config steps set besides the image config: the commit's history text and comment,
     /// manifest annotations.
     commit: crate::working::WorkingState,
+}
+
+/// A layer of a stage whose layers no image of the build exports (see [`layers_exported`]):
+/// such a stage is only read through its snapshots (`COPY --from`, `RUN --mount=from=`, later
+/// steps), so its commit keeps the step's upper directory and skips the tar, its hash and its
+/// blob. The layer is made from the snapshot when something needs it (a flattened copy of the
+/// stage, or a later build that exports the stage), with the same inputs a commit would use.
+#[derive(Clone)]
+struct LazyLayer {
+    /// The snapshot holding the step's upper directory.
+    snapshot: String,
+    /// The stage's stack below the step when it ran, topmost first.
+    lower: Vec<PathBuf>,
+    /// Paths the sandbox created that are not the step's (mount points).
+    exclude: Vec<PathBuf>,
+    /// The step's cache entry, updated when the layer is made.
+    cache_key: Option<String>,
+    /// The layer once made (`None`: the step changed nothing).
+    made: std::sync::Arc<std::sync::OnceLock<Option<LayerRef>>>,
 }
 
 /// Where a step's writes land and how they become a layer.
@@ -171,7 +194,7 @@ impl<'b> Ctx<'b> {
 
 /// Part of every build cache key: bumped whenever a step's result for the same inputs changes
 /// (a fix in COPY semantics, say), so caches made by older executors are not reused.
-const CACHE_EPOCH: &str = "kiln-build-cache/2";
+const CACHE_EPOCH: &str = "kiln-build-cache/3";
 
 fn hash_key(parts: &[&str]) -> String {
     let mut h = Sha256::new();
@@ -600,6 +623,9 @@ impl<'a> Builder<'a> {
         // A committed working container keeps its base's config as is (no default PATH).
         if stage.layering == plan::Layering::PerStep {
             config::start_stage(&mut st.config);
+        } else {
+            // Folded into one layer from the layers it starts with.
+            self.settle_lazy(ctx, &mut st)?;
         }
         let (base_layers, base_history) = (st.layers.len(), st.config.history.len());
         let mut cmd_set = false;
@@ -786,6 +812,7 @@ impl<'a> Builder<'a> {
                     key: hash_key(&[CACHE_EPOCH, "scratch", &ctx.platform.to_string()]),
                     config: c,
                     layers: vec![],
+                    lazy: vec![],
                     stack: LayerStack {
                         dirs: vec![self.empty_lower()?],
                     },
@@ -802,6 +829,7 @@ impl<'a> Builder<'a> {
                     key: hash_key(&[CACHE_EPOCH, "image", &manifest.to_string()]),
                     config,
                     layers,
+                    lazy: vec![],
                     stack: LayerStack { dirs: vec![flat] },
                     commit: Default::default(),
                 }
@@ -816,16 +844,49 @@ impl<'a> Builder<'a> {
         if ctx.opts.no_cache {
             return false;
         }
-        let Some(v) = self.store.cache_get(&format!("step-{key}")) else {
+        let entry_key = format!("step-{key}");
+        let Some(v) = self.store.cache_get(&entry_key) else {
             return false;
         };
-        let layer: Option<LayerRef> = serde_json::from_value(v["layer"].clone()).ok();
+        let mut snapshot_key = v["snapshot"].as_str().map(str::to_string);
+        let layer: Option<LayerRef> = if v["lazy"].is_object() {
+            let Some(lazy) = self.lazy_from_cache(&v["lazy"], &entry_key, st) else {
+                return false;
+            };
+            if !layers_exported(ctx) {
+                let Some(snap) = self.store.snapshot(&lazy.snapshot) else {
+                    return false;
+                };
+                st.stack.dirs.insert(0, snap.join("upper"));
+                st.lazy.push(lazy);
+                push_history(&mut st.config, &ctx.created, created_by, false);
+                st.key = key.to_string();
+                ctx.steps_cached += 1;
+                ctx.progress.cached(&ctx.step_ref());
+                return true;
+            }
+            // This build exports the stage: make the layer now.
+            snapshot_key = Some(lazy.snapshot.clone());
+            match self.make_lazy(ctx.opts.timestamp, &lazy, kiln_layer::Compression::Gzip) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::debug!("making the layer of snapshot {}: {e}", lazy.snapshot);
+                    return false;
+                }
+            }
+        } else {
+            serde_json::from_value(v["layer"].clone()).ok()
+        };
         match layer {
             None => {
                 push_history(&mut st.config, &ctx.created, created_by, true);
             }
             Some(l) => {
-                let snap = v["snapshot"].as_str().and_then(|s| self.store.snapshot(s));
+                // A layer cannot follow layers that are still only snapshots.
+                if !st.lazy.is_empty() {
+                    return false;
+                }
+                let snap = snapshot_key.as_deref().and_then(|s| self.store.snapshot(s));
                 let Some(snap) = snap.filter(|_| self.store.has_blob(&l.digest)) else {
                     return false;
                 };
@@ -841,8 +902,8 @@ impl<'a> Builder<'a> {
                 } else {
                     l
                 };
-                if v["snapshot"]
-                    .as_str()
+                if snapshot_key
+                    .as_deref()
                     .is_some_and(|k| k.starts_with("flat-"))
                 {
                     // Made by the vfs driver: the whole filesystem up to this layer.
@@ -861,6 +922,135 @@ impl<'a> Builder<'a> {
         true
     }
 
+    /// The lazy layer a cache entry's `lazy` object describes, over the stage's current stack;
+    /// `None` when it is malformed.
+    fn lazy_from_cache(
+        &self,
+        v: &serde_json::Value,
+        entry_key: &str,
+        st: &StageState,
+    ) -> Option<LazyLayer> {
+        Some(LazyLayer {
+            snapshot: v["snapshot"].as_str()?.to_string(),
+            lower: st.stack.dirs.clone(),
+            exclude: serde_json::from_value(v["exclude"].clone()).ok()?,
+            cache_key: Some(entry_key.to_string()),
+            made: Default::default(),
+        })
+    }
+
+    /// Make the layer of a lazy step from its snapshot (once per build), and record it in the
+    /// step's cache entry so later builds find a layer.
+    fn make_lazy(
+        &self,
+        timestamp: Option<i64>,
+        lazy: &LazyLayer,
+        compression: kiln_layer::Compression,
+    ) -> Result<Option<LayerRef>> {
+        if let Some(l) = lazy.made.get() {
+            return Ok(l.clone());
+        }
+        let t = Instant::now();
+        let snap = self.store.snapshot(&lazy.snapshot).ok_or_else(|| {
+            BuildError::Other(format!("snapshot {} is gone from the store", lazy.snapshot))
+        })?;
+        let layer = layer_from_upper_as(
+            self.store,
+            &snap.join("upper"),
+            &lazy.exclude,
+            &lazy.lower,
+            timestamp,
+            false,
+            compression,
+        )?;
+        tracing::debug!(
+            "layer of snapshot {} made in {:?}",
+            lazy.snapshot,
+            t.elapsed()
+        );
+        let _ = lazy.made.set(layer.clone());
+        if let Some(k) = &lazy.cache_key {
+            self.store.cache_put(
+                k,
+                &serde_json::json!({
+                    "layer": layer,
+                    "snapshot": layer.as_ref().map(|_| lazy.snapshot.clone()),
+                }),
+            )?;
+        }
+        Ok(layer)
+    }
+
+    /// Every layer of stage `s`, its lazy ones made (as plain tars: the stage is not exported).
+    fn layers_of(&self, ctx: &Ctx<'_>, s: &StageState) -> Result<Vec<LayerRef>> {
+        let mut layers = s.layers.clone();
+        for lazy in &s.lazy {
+            layers.extend(self.make_lazy(
+                ctx.opts.timestamp,
+                lazy,
+                kiln_layer::Compression::None,
+            )?);
+        }
+        Ok(layers)
+    }
+
+    /// Turn the lazy layers of `st` into layers, for code that reads a stage by its layers.
+    fn settle_lazy(&self, ctx: &Ctx<'_>, st: &mut StageState) -> Result<()> {
+        if st.lazy.is_empty() {
+            return Ok(());
+        }
+        st.layers = self.layers_of(ctx, st)?;
+        st.lazy.clear();
+        st.config.rootfs.diff_ids = st.layers.iter().map(|l| l.diff_id).collect();
+        Ok(())
+    }
+
+    /// Keep a step's upper directory as a snapshot without making its layer (a stage no image
+    /// of this build exports; see [`LazyLayer`]).
+    fn commit_lazy(
+        &self,
+        ctx: &mut Ctx<'_>,
+        st: &mut StageState,
+        key: &str,
+        staging: kiln_store::Staging,
+        exclude: &[PathBuf],
+        created_by: &str,
+    ) -> Result<()> {
+        let _ = self.store.remove_later(&staging.path().join("work"));
+        // Named after this run of the step, not its cache key: a `--no-cache` rebuild of the
+        // same step must not find the snapshot of an earlier run.
+        let snapshot = format!(
+            "lazy-{}",
+            hash_key(&[key, &staging.path().to_string_lossy(), &ctx.created])
+        );
+        let snap = self.store.publish_snapshot(&snapshot, staging)?;
+        let use_cache = ctx.opts.layers && !ctx.opts.no_cache;
+        let cache_key = use_cache.then(|| format!("step-{key}"));
+        st.lazy.push(LazyLayer {
+            snapshot: snapshot.clone(),
+            lower: st.stack.dirs.clone(),
+            exclude: exclude.to_vec(),
+            cache_key: cache_key.clone(),
+            made: Default::default(),
+        });
+        st.stack.dirs.insert(0, snap.join("upper"));
+        push_history(&mut st.config, &ctx.created, created_by, false);
+        if let Some(k) = cache_key {
+            self.store.cache_put(
+                &k,
+                &serde_json::json!({
+                    "layer": null,
+                    "snapshot": null,
+                    "lazy": { "snapshot": snapshot, "exclude": exclude },
+                }),
+            )?;
+        }
+        tracing::debug!("{created_by}: kept as snapshot {snapshot}, layer not made");
+        st.key = key.to_string();
+        ctx.steps_run += 1;
+        Ok(())
+    }
+
     /// Turn a step's writes into a layer (if there are changes) and record the step.
     fn commit_step(
         &self,
@@ -871,8 +1061,17 @@ impl<'a> Builder<'a> {
         exclude: &[PathBuf],
         created_by: &str,
     ) -> Result<()> {
+        let exported = layers_exported(ctx);
+        let working = match working {
+            Working::Upper(staging)
+                if !exported && exclude.iter().all(|p| p.to_str().is_some()) =>
+            {
+                return self.commit_lazy(ctx, st, key, staging, exclude, created_by);
+            }
+            w => w,
+        };
         let t_commit = Instant::now();
-        let compression = if layers_exported(ctx) {
+        let compression = if exported {
             kiln_layer::Compression::Gzip
         } else {
             kiln_layer::Compression::None
@@ -972,7 +1171,7 @@ impl<'a> Builder<'a> {
                 let s = results[*i as usize]
                     .as_ref()
                     .ok_or_else(|| BuildError::Other(format!("stage {i} has not run")))?;
-                Some(flat_snapshot(self.store, &s.layers)?)
+                Some(flat_snapshot(self.store, &self.layers_of(ctx, s)?)?)
             }
             CopyFrom::Image(r) => Some(self.base_image(ctx, r)?.3),
         })
@@ -1246,7 +1445,11 @@ impl<'a> Builder<'a> {
         });
         let working = match driver {
             StorageDriver::Overlay => Working::Upper(self.new_staging()?),
-            StorageDriver::Vfs => self.vfs_working(st)?,
+            StorageDriver::Vfs => {
+                // The vfs copy is made from the stage's layers.
+                self.settle_lazy(ctx, st)?;
+                self.vfs_working(st)?
+            }
         };
         // A script's `buildah run` sees the config's volumes as buildah's does.
         let volumes: Vec<String> = st
@@ -1688,8 +1891,9 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    fn commit_image(&self, ctx: &Ctx<'_>, st: StageState) -> Result<ImageRecord> {
+    fn commit_image(&self, ctx: &Ctx<'_>, mut st: StageState) -> Result<ImageRecord> {
         let opts = ctx.opts;
+        self.settle_lazy(ctx, &mut st)?;
         let mut config = st.config.clone();
         for (k, v) in &opts.labels {
             config
