@@ -10,6 +10,7 @@
 #   RUNS=1              (median of RUNS cold and warm runs per case)
 #   CORPUS=dir          (default: /work/shared/conformance/dockerfile)
 #   BENCH_DIR=dir       where both tools' stores go (default: /var/tmp; same filesystem for both)
+#   SETTLE=65           seconds to wait before each cold build (see settle below)
 # Base images come from the test harness cache (run `cargo test -p kiln-tests --test conformance`
 # once): busybox always, debian and debian-py (08, which also needs HTTPS egress) when cached.
 set -euo pipefail
@@ -77,13 +78,16 @@ if [ -f "${DEBIAN_PY:-}/index.json" ]; then
 fi
 
 now() { date +%s.%N; }
-# Before a cold build: flush the previous build's writes. No store is deleted until the script
-# ends: on ext4 without a journal every inode allocation skips inodes freed in the last 60 s
-# (300 s while their inode table block is dirty), one candidate at a time, so a build that
-# unpacks a rootfs right after another store was deleted spends most of its time in that scan
-# (measured here: unpacking debian 0.35 s on a quiet filesystem, 1.6-2.3 s within a minute
-# of deleting a store). Deleting between runs would measure the deletion, not the tool.
-settle() { sync; sleep "${SETTLE:-2}"; }
+# Before a cold build: flush the previous build's writes and wait out ext4's window for freed
+# inodes. On ext4 without a journal every inode allocation skips, one candidate at a time, the
+# inodes freed in the last 60 s (300 s while their inode table block is dirty, hence the sync),
+# so a build that unpacks a rootfs right after many inodes were freed spends most of its time
+# in that scan (measured here: unpacking debian 0.3 s on a quiet filesystem, 1.0-2.3 s within a
+# minute of freeing a few thousand inodes). Without the wait, each cold build would pay for
+# the inodes the other tool's build just freed (buildah's build containers, apt's lists) and
+# the ratio would depend on which tool runs second. No store is deleted until the script ends
+# for the same reason. SETTLE=2 gives a quick, noisier run.
+settle() { sync; sleep "${SETTLE:-65}"; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ratio() { echo "$1 $2" | awk '{ if ($2 > 0) printf "%.2f", $1 / $2; else print "-" }'; }
 
