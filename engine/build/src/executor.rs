@@ -2210,9 +2210,9 @@ fn write_layer(
 /// Whether the layers the current stage commits can end up in the built image: those of the
 /// target and of the stages it is based on (`FROM stage`), and those of stages that are not
 /// built step by step (folded into one layer afterwards). Other stages are only read through
-/// their snapshots (`COPY --from`, `RUN --mount=from=`), so their layers are stored as plain
-/// tars: compressing a large layer nobody exports was most of such a step's commit time, and
-/// buildah does not compress local layers either.
+/// their snapshots (`COPY --from`, `RUN --mount=from=`), so their steps make no layer until one
+/// is needed ([`LazyLayer`]), and then a plain tar: making (and compressing) a large layer
+/// nobody exports was most of such a step's commit time.
 fn layers_exported(ctx: &Ctx<'_>) -> bool {
     let plan = ctx.plan;
     if plan.stages[ctx.stage as usize].layering != plan::Layering::PerStep {

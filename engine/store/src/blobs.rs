@@ -184,32 +184,33 @@ impl Store {
         Ok(v)
     }
 
-    /// Start writing a blob.
-    pub fn blob_writer(&self) -> Result<BlobWriter> {
+    /// A new temp file for a blob: its direct-I/O writer and its path.
+    fn blob_temp(&self) -> Result<(DirectFile, tempfile::TempPath)> {
         let dir = self.tmp_dir();
-        let tmp = tempfile::Builder::new()
+        let (file, path) = tempfile::Builder::new()
             .prefix(&tmp_prefix())
             .tempfile_in(&dir)
-            .ctx("create temp file in", &dir)?;
-        let (file, path) = tmp.into_parts();
+            .ctx("create temp file in", &dir)?
+            .into_parts();
+        Ok((DirectFile::new(file), path))
+    }
+
+    /// Start writing a blob.
+    pub fn blob_writer(&self) -> Result<BlobWriter> {
+        let (file, path) = self.blob_temp()?;
         Ok(BlobWriter {
             store: self.clone(),
-            inner: HashingWriter::new(DirectFile::new(file)),
+            inner: HashingWriter::new(file),
             path,
         })
     }
 
     /// Start writing a layer blob whose digest the caller computes (see [`LayerBlobWriter`]).
     pub fn layer_blob_writer(&self) -> Result<LayerBlobWriter> {
-        let dir = self.tmp_dir();
-        let tmp = tempfile::Builder::new()
-            .prefix(&tmp_prefix())
-            .tempfile_in(&dir)
-            .ctx("create temp file in", &dir)?;
-        let (file, path) = tmp.into_parts();
+        let (file, path) = self.blob_temp()?;
         Ok(LayerBlobWriter {
             store: self.clone(),
-            file: DirectFile::new(file),
+            file,
             path,
             size: 0,
         })
