@@ -192,6 +192,14 @@ impl<'b> Ctx<'b> {
     }
 }
 
+/// Count the step as answered by the cache entry `key` and report it; `true`.
+fn record_hit(ctx: &mut Ctx<'_>, st: &mut StageState, key: &str) -> bool {
+    st.key = key.to_string();
+    ctx.steps_cached += 1;
+    ctx.progress.cached(&ctx.step_ref());
+    true
+}
+
 /// Part of every build cache key: bumped whenever a step's result for the same inputs changes
 /// (a fix in COPY semantics, say), so caches made by older executors are not reused.
 const CACHE_EPOCH: &str = "kiln-build-cache/3";
@@ -860,10 +868,7 @@ impl<'a> Builder<'a> {
                 st.stack.dirs.insert(0, snap.join("upper"));
                 st.lazy.push(lazy);
                 push_history(&mut st.config, &ctx.created, created_by, false);
-                st.key = key.to_string();
-                ctx.steps_cached += 1;
-                ctx.progress.cached(&ctx.step_ref());
-                return true;
+                return record_hit(ctx, st, key);
             }
             // This build exports the stage: make the layer now.
             snapshot_key = Some(lazy.snapshot.clone());
@@ -916,10 +921,7 @@ impl<'a> Builder<'a> {
                 push_history(&mut st.config, &ctx.created, created_by, false);
             }
         }
-        st.key = key.to_string();
-        ctx.steps_cached += 1;
-        ctx.progress.cached(&ctx.step_ref());
-        true
+        record_hit(ctx, st, key)
     }
 
     /// The lazy layer a cache entry's `lazy` object describes, over the stage's current stack;
@@ -2062,10 +2064,6 @@ fn find_or_pull_teeing(
     Ok((img, config, layers))
 }
 
-/// Diff an overlay `upper` directory (over `lower`, topmost first) into a gzip layer blob in the
-/// store; `None` when it holds no changes, unless `keep_empty` (an empty layer is written then, as
-/// buildah's commit does). `exclude` lists rootfs paths left out (mount-point stubs); `timestamp`
-/// clamps file times for reproducible layers.
 /// How owners on the host map back to the image's owners: the inverse of the user namespace RUN
 /// steps get. Real root writes owners unchanged; a rootless caller's own id is the image's root.
 fn image_owners() -> kiln_layer::OwnerMap {
@@ -2106,6 +2104,10 @@ pub(crate) fn copy_destination(working_dir: Option<&str>, dest: &str) -> String 
     out
 }
 
+/// Diff an overlay `upper` directory (over `lower`, topmost first) into a gzip layer blob in the
+/// store; `None` when it holds no changes, unless `keep_empty` (an empty layer is written then, as
+/// buildah's commit does). `exclude` lists rootfs paths left out (mount-point stubs); `timestamp`
+/// clamps file times for reproducible layers.
 pub(crate) fn layer_from_upper(
     store: &Store,
     upper: &std::path::Path,

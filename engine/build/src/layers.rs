@@ -235,11 +235,7 @@ pub(crate) fn apply_stream(
             },
         );
         kiln_layer::apply_layer(
-            ChunkReader {
-                rx,
-                cur: Vec::new(),
-                pos: 0,
-            },
+            ChunkReader::new(rx),
             dest,
             &kiln_layer::ApplyOptions::default(),
         )
@@ -308,6 +304,16 @@ struct ChunkReader {
     pos: usize,
 }
 
+impl ChunkReader {
+    fn new(rx: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>) -> Self {
+        ChunkReader {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
 impl std::io::Read for ChunkReader {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         if self.pos == self.cur.len() {
@@ -374,11 +380,7 @@ impl<'s> EarlyUnpack<'s> {
         let unpacker = std::thread::Builder::new()
             .name("kiln-early-unpack".into())
             .spawn(move || {
-                let mut from_net = ChunkReader {
-                    rx,
-                    cur: Vec::new(),
-                    pos: 0,
-                };
+                let mut from_net = ChunkReader::new(rx);
                 let applied = apply_stream(&mut from_net, &dest);
                 // Take the rest (a tar's trailing padding; or everything, after a failure) so
                 // the download never waits on an unpacker that is done.

@@ -97,7 +97,7 @@ fn probe_in(base: &Path, userns: UserNs) -> Result<(), Errno> {
         // parent's destructors.
         unsafe {
             libc::write(report_wr, code.to_ne_bytes().as_ptr().cast(), 4);
-            libc::_exit(code)
+            libc::_exit(if code == 0 { 0 } else { code.clamp(1, 255) })
         };
     }
     // SAFETY: the parent's copy of the write end; the read end is ours.
