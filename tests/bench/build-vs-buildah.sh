@@ -9,8 +9,13 @@
 #   CASES="02-metadata 03-copy-chown-chmod"   (default: every corpus case)
 #   RUNS=1              (median of RUNS cold and warm runs per case)
 #   CORPUS=dir          (default: /work/shared/conformance/dockerfile)
-#   BENCH_DIR=dir       where both tools' stores go (default: /var/tmp; same filesystem for both)
-#   SETTLE=65           seconds to wait before each cold build (see settle below)
+#   BENCH_DIR=dir       where both tools' stores go (default: /var/tmp)
+#   FRESH_FS=1          each tool's store on a new ext4 filesystem (a loop-mounted image in
+#                       BENCH_DIR) per case and run: both start from the same clean state, so
+#                       neither pays for what the other left behind (see fresh_fs below). Needs
+#                       root, mkfs.ext4 and a free loop device; FRESH_FS=0 (or none of those)
+#                       puts the stores straight in BENCH_DIR and waits SETTLE before each cold build.
+#   SETTLE=65           seconds to wait before each cold build when FRESH_FS=0 (see settle below)
 # Base images come from the test harness cache (run `cargo test -p kiln-tests --test conformance`
 # once): busybox always, debian and debian-py (08, which also needs HTTPS egress) when cached.
 set -euo pipefail
@@ -39,6 +44,7 @@ cleanup() {
   [ -n "$REG_PID" ] && { kill "$REG_PID" 2>/dev/null || true; wait "$REG_PID" 2>/dev/null || true; }
   # buildah's overlay driver keeps mounts below its root: unmount only ours, deepest first.
   awk -v w="$WORK" 'index($5, w) == 1 {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  for img in "$WORK"/*.ext4; do [ -f "$img" ] && losetup -j "$img" | cut -d: -f1 | xargs -r -n1 losetup -d 2>/dev/null; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -88,6 +94,31 @@ now() { date +%s.%N; }
 # the ratio would depend on which tool runs second. No store is deleted until the script ends
 # for the same reason. SETTLE=2 gives a quick, noisier run.
 settle() { sync; sleep "${SETTLE:-65}"; }
+# The same effect lasts longer than that window: allocating an inode dirties its inode table
+# block, and free inodes in a dirty block count as recently freed for 300 s, so a build that
+# follows the other tool's (which freed thousands of build-container inodes) can still pay for
+# them after the settle (kiln's FROM of debian: 0.95-1.3 s after buildah's 01 build and 65 s,
+# 0.41 s on a new filesystem). With FRESH_FS each timed tool run gets a new journaled ext4
+# instead: `fresh_fs DIR` mounts one at DIR, `drop_fs DIR` unmounts and deletes it.
+FRESH_FS=${FRESH_FS:-1}
+if [ "$FRESH_FS" = 1 ] && { [ "$(id -u)" != 0 ] || ! command -v mkfs.ext4 >/dev/null || ! losetup -f >/dev/null 2>&1; }; then
+  echo "FRESH_FS needs root, mkfs.ext4 and a loop device: using SETTLE instead" >&2
+  FRESH_FS=0
+fi
+fresh_fs() {
+  [ "$FRESH_FS" = 1 ] || { settle; return; }
+  truncate -s 16G "$1.ext4"
+  # Inode tables and journal written now, not by a background thread during the build.
+  mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$1.ext4"
+  mkdir -p "$1"; mount -o loop "$1.ext4" "$1"
+  sync
+}
+drop_fs() {
+  [ "$FRESH_FS" = 1 ] || return 0
+  # buildah's overlay driver leaves a private bind mount of its layer directory: deepest first.
+  awk -v d="$1" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do umount "$m" 2>/dev/null || umount -l "$m"; done
+  rm -f "$1.ext4"; rmdir "$1"
+}
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ratio() { echo "$1 $2" | awk '{ if ($2 > 0) printf "%.2f", $1 / $2; else print "-" }'; }
 
@@ -110,7 +141,8 @@ kiln_build() { "$KILN" --root "$1" build --tls-verify=false --progress=plain -t 
 # The warm build reports in JSON: its step events say what was cached, its summary the plugin time.
 kiln_build_json() { "$KILN" --root "$1" build --tls-verify=false --progress=json -t "localhost/bench/$2" -f "$CTX/Dockerfile" "${ARGS[@]}" "$CTX" >"$1.json" 2>"$1.log"; }
 
-echo "kiln: $KILN   buildah: $(buildah --version | awk '{print $3}')   runs: $RUNS   registry: $REG"
+fs_note="stores on a new ext4 per run"; [ "$FRESH_FS" = 1 ] || fs_note="stores in $WORK, ${SETTLE:-65} s settle"
+echo "kiln: $KILN   buildah: $(buildah --version | awk '{print $3}')   runs: $RUNS   registry: $REG   $fs_note"
 printf '%-22s %9s %9s %6s   %9s %9s %6s %9s   %s\n' case b-cold k-cold ratio b-warm k-warm ratio plugin-ms "kiln warm cache"
 for c in $CASES; do
   if grep -q '/debian' "$CORPUS/$c/Dockerfile" && [ ! -f "${DEBIAN:-}/index.json" ]; then
@@ -122,13 +154,16 @@ for c in $CASES; do
   prepare "$c"
   bc_=() kc_=() bw_=() kw_=() pm_=() cache_note=ok
   for i in $(seq 1 "$RUNS"); do
-    B=$WORK/buildah-$c-$i K=$WORK/kiln-$c-$i
+    BF=$WORK/fs-buildah-$c-$i KF=$WORK/fs-kiln-$c-$i B=$WORK/buildah-$c-$i K=$WORK/kiln-$c-$i
+    [ "$FRESH_FS" = 1 ] && B=$BF/store K=$KF/store
     # Each timed build starts with the page cache flushed of the previous one's writes.
-    settle; t0=$(now); buildah_bud "$B" "$c" || { echo "$c: buildah failed: $(tail -3 "$B.log")" >&2; break; }; t1=$(now)
+    fresh_fs "$BF"; t0=$(now); buildah_bud "$B" "$c" || { echo "$c: buildah failed: $(tail -3 "$B.log")" >&2; break; }; t1=$(now)
     bc_+=("$(echo "$t1 - $t0" | bc)")
     sync; t0=$(now); buildah_bud "$B" "$c"; t1=$(now)
     bw_+=("$(echo "$t1 - $t0" | bc)")
-    settle; t0=$(now); kiln_build "$K" "$c" || { echo "$c: kiln failed: $(tail -3 "$K.log")" >&2; break; }; t1=$(now)
+    buildah_in "$B" rm --all >/dev/null 2>&1 || true
+    drop_fs "$BF"
+    fresh_fs "$KF"; t0=$(now); kiln_build "$K" "$c" || { echo "$c: kiln failed: $(tail -3 "$K.log")" >&2; break; }; t1=$(now)
     kc_+=("$(echo "$t1 - $t0" | bc)")
     sync; t0=$(now); kiln_build_json "$K" "$c"; t1=$(now)
     kw_+=("$(echo "$t1 - $t0" | bc)")
@@ -137,6 +172,7 @@ for c in $CASES; do
     pm_+=("$(jq -s '[.[] | select(.event == "summary")][0].plugin_ms' "$K.json")")
     [ "$hits" -eq "$steps" ] || cache_note="MISSES: $hits of $steps steps cached"
     rm -f "$K.log" "$K.json"
+    drop_fs "$KF"
   done
   [ ${#kw_[@]} -gt 0 ] && [ ${#bw_[@]} -gt 0 ] || continue
   bc=$(printf '%s\n' "${bc_[@]}" | median) kc=$(printf '%s\n' "${kc_[@]}" | median)
