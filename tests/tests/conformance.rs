@@ -338,6 +338,35 @@ fn own_entrypoint_clears_inherited_cmd() {
     );
 }
 
+// ENV order in the config: the base's variables, then the stage's in the order it first set
+// them; equal to buildah's, for the first stage (PATH re-set) and for a stage built on it.
+#[test]
+fn own_env_order() {
+    let case = Case::own("env-order");
+    let last = summary(&case.check(&[], 0));
+    assert_eq!(
+        last["config"]["Env"],
+        serde_json::json!([
+            "A=4",
+            "C=3",
+            "PATH=/opt/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "D=8",
+            "B=6",
+            "E=7"
+        ])
+    );
+    let (first, _) = case.build("first.tar", &["--target", "first"]);
+    assert_eq!(
+        summary(&first)["config"]["Env"],
+        serde_json::json!([
+            "A=4",
+            "B=2",
+            "C=3",
+            "PATH=/opt/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        ])
+    );
+}
+
 // COPY --from=IMAGE (a reference that is no stage).
 #[test]
 fn own_copy_from_image() {

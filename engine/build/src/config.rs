@@ -37,17 +37,40 @@ pub fn start_stage(config: &mut ImageConfig) {
     }
 }
 
-/// Apply a metadata step. `cmd_set_in_stage` tracks the ENTRYPOINT/CMD rule: an ENTRYPOINT
-/// clears an inherited CMD unless this stage set CMD before it.
-pub fn apply(config: &mut ImageConfig, kind: &StepKind, cmd_set_in_stage: &mut bool) {
+/// What the metadata steps of one stage have set so far, for the rules that depend on it.
+#[derive(Debug, Default)]
+pub struct StageEdits {
+    /// CMD was set in this stage: a later ENTRYPOINT keeps it (otherwise it clears an
+    /// inherited CMD).
+    cmd_set: bool,
+    /// Variables an ENV of this stage set.
+    env_set: std::collections::HashSet<String>,
+}
+
+/// Apply a metadata step; `edits` is what earlier steps of the stage set.
+pub fn apply(config: &mut ImageConfig, kind: &StepKind, edits: &mut StageEdits) {
     let rc = &mut config.config;
     match kind {
         StepKind::Env(pairs) => {
-            // As buildah: a variable set again moves to the end.
+            // As buildah: the base's variables first, then the stage's in the order they were
+            // first set. A variable set again in the stage keeps its place; one inherited from
+            // the base moves behind the others when the stage sets it.
             let env = rc.env.get_or_insert_with(Vec::new);
             for (k, v) in pairs {
-                env.retain(|kv| kv.split_once('=').map(|(ek, _)| ek) != Some(k.as_str()));
-                env.push(format!("{k}={v}"));
+                let kv = format!("{k}={v}");
+                let at = env
+                    .iter()
+                    .position(|e| e.split_once('=').map_or(e.as_str(), |(ek, _)| ek) == k);
+                match at {
+                    Some(i) if edits.env_set.contains(k) => env[i] = kv,
+                    _ => {
+                        if let Some(i) = at {
+                            env.remove(i);
+                        }
+                        env.push(kv);
+                        edits.env_set.insert(k.clone());
+                    }
+                }
             }
         }
         StepKind::Label(pairs) => {
@@ -78,14 +101,14 @@ pub fn apply(config: &mut ImageConfig, kind: &StepKind, cmd_set_in_stage: &mut b
             let v = argv(config, c);
             let rc = &mut config.config;
             rc.entrypoint = Some(v);
-            if !*cmd_set_in_stage {
+            if !edits.cmd_set {
                 rc.cmd = None;
             }
         }
         StepKind::Cmd(c) => {
             let v = argv(config, c);
             config.config.cmd = Some(v);
-            *cmd_set_in_stage = true;
+            edits.cmd_set = true;
         }
         StepKind::Maintainer(m) => config.author = Some(m.clone()),
         // Config steps need the working state; the executor applies them.

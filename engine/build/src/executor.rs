@@ -636,7 +636,7 @@ impl<'a> Builder<'a> {
             self.settle_lazy(ctx, &mut st)?;
         }
         let (base_layers, base_history) = (st.layers.len(), st.config.history.len());
-        let mut cmd_set = false;
+        let mut edits = config::StageEdits::default();
         for (si, step) in stage.steps.iter().enumerate() {
             ctx.step_no += 1;
             let location = format!("{file}:{}", step.location.line);
@@ -682,7 +682,7 @@ impl<'a> Builder<'a> {
                     .copy_step(ctx, &mut st, c, &step.created_by, &location, results)
                     .map_err(|e| at(&location, e)),
                 other => self
-                    .meta_step(ctx, &mut st, other, &step.created_by, &mut cmd_set)
+                    .meta_step(ctx, &mut st, other, &step.created_by, &mut edits)
                     .map_err(|e| at(&location, e)),
             };
             let sref = ctx.step_ref();
@@ -776,7 +776,7 @@ impl<'a> Builder<'a> {
         st: &mut StageState,
         kind: &StepKind,
         created_by: &str,
-        cmd_set: &mut bool,
+        edits: &mut config::StageEdits,
     ) -> Result<()> {
         match kind {
             StepKind::Config(options) => {
@@ -786,7 +786,7 @@ impl<'a> Builder<'a> {
                 }
                 crate::working::apply_changes(&mut st.config, &mut st.commit, &changes)?;
             }
-            _ => config::apply(&mut st.config, kind, cmd_set),
+            _ => config::apply(&mut st.config, kind, edits),
         }
         let key = hash_key(&[&st.key, &format!("{kind:?}")]);
         if !self.cached(ctx, &key, st, created_by) {
