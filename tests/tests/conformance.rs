@@ -367,6 +367,28 @@ fn own_env_order() {
     );
 }
 
+// Setuid/setgid bits of build-context sources: dropped by COPY and ADD (sticky bits kept), set
+// by --chmod, kept in extracted archives and in copies from a stage; equal to buildah's.
+#[test]
+fn own_copy_setid() {
+    let case = Case::own("copy-setid");
+    let last = summary(&case.check(&[], 0));
+    let mode = |s: &Value, p: &str| file(s, p).unwrap()["mode"].as_str().unwrap().to_string();
+    assert_eq!(mode(&last, "/both"), "0750");
+    assert_eq!(mode(&last, "/from-stage/tdir/tsuid"), "6755");
+    assert_eq!(mode(&last, "/from-stage/chmodded"), "4755");
+    let (first, _) = case.build("ctx.tar", &["--target", "ctx"]);
+    let s = summary(&first);
+    for dir in ["/copied", "/added"] {
+        assert_eq!(mode(&s, &format!("{dir}/suid")), "0755");
+        assert_eq!(mode(&s, &format!("{dir}/sgid")), "0755");
+        assert_eq!(mode(&s, &format!("{dir}/sticky")), "1755");
+        assert_eq!(mode(&s, &format!("{dir}/sgid-dir")), "0775");
+        assert_eq!(mode(&s, &format!("{dir}/sticky-dir")), "1777");
+    }
+    assert_eq!(mode(&s, "/extracted/tdir"), "3775");
+}
+
 // COPY --from=IMAGE (a reference that is no stage).
 #[test]
 fn own_copy_from_image() {

@@ -272,6 +272,7 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
         Attrs {
             owner: None,
             chmod: None,
+            strip_setid: false,
         },
         &root,
     )
@@ -487,6 +488,9 @@ pub struct Attrs {
     pub owner: Option<(u32, u32)>,
     /// Mode bits for everything copied (`None`: keep the source's).
     pub chmod: Option<u32>,
+    /// Drop the setuid and setgid bits of the sources (not of an explicit `chmod`): what
+    /// `buildah bud` does to build-context files, which it treats as untrusted.
+    pub strip_setid: bool,
 }
 
 /// Write `items` into `upper` at `dest` (absolute, resolved through `stack` = the stage's
@@ -766,7 +770,8 @@ fn apply_attrs(src: &Path, dst: &Path, attrs: Attrs, root: &SourceRoot<'_>) -> R
     let md = fs::symlink_metadata(src).map_err(io(format!("reading {}", src.display())))?;
     let (uid, gid) = owner_for(&md, attrs, root);
     lchown(dst, uid, gid)?;
-    let mode = attrs.chmod.unwrap_or(md.mode() & 0o7777);
+    let kept = if attrs.strip_setid { 0o1777 } else { 0o7777 };
+    let mode = attrs.chmod.unwrap_or(md.mode() & kept);
     fs::set_permissions(dst, fs::Permissions::from_mode(mode))
         .map_err(io(format!("chmod {}", dst.display())))?;
     set_mtime(dst, md.mtime(), md.mtime_nsec());

@@ -202,7 +202,7 @@ fn record_hit(ctx: &mut Ctx<'_>, st: &mut StageState, key: &str) -> bool {
 
 /// Part of every build cache key: bumped whenever a step's result for the same inputs changes
 /// (a fix in COPY semantics, say), so caches made by older executors are not reused.
-const CACHE_EPOCH: &str = "kiln-build-cache/3";
+const CACHE_EPOCH: &str = "kiln-build-cache/4";
 
 fn hash_key(parts: &[&str]) -> String {
     let mut h = Sha256::new();
@@ -679,7 +679,15 @@ impl<'a> Builder<'a> {
                     )
                     .map_err(|e| at(&location, e)),
                 StepKind::Copy(c) => self
-                    .copy_step(ctx, &mut st, c, &step.created_by, &location, results)
+                    .copy_step(
+                        ctx,
+                        &mut st,
+                        c,
+                        stage.layering,
+                        &step.created_by,
+                        &location,
+                        results,
+                    )
                     .map_err(|e| at(&location, e)),
                 other => self
                     .meta_step(ctx, &mut st, other, &step.created_by, &mut edits)
@@ -1179,11 +1187,13 @@ impl<'a> Builder<'a> {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn copy_step(
         &self,
         ctx: &mut Ctx<'_>,
         st: &mut StageState,
         c: &plan::CopyStep,
+        layering: plan::Layering,
         created_by: &str,
         location: &str,
         results: &[Option<StageState>],
@@ -1261,7 +1271,13 @@ impl<'a> Builder<'a> {
             &dest,
             &st.stack,
             &upper,
-            Attrs { owner, chmod },
+            Attrs {
+                owner,
+                chmod,
+                // Build-context files lose setuid/setgid in a Dockerfile's COPY/ADD, as with
+                // `buildah bud`; a script's `buildah copy` keeps them, as buildah's verb does.
+                strip_setid: from_root.is_none() && layering == plan::Layering::PerStep,
+            },
             &root,
             c.parents,
             location,

@@ -814,7 +814,11 @@ impl<'a> Containers<'a> {
             &dest,
             &stack,
             &upper,
-            Attrs { owner, chmod },
+            Attrs {
+                owner,
+                chmod,
+                strip_setid: false,
+            },
             &root,
             false,
             &location,
