@@ -30,7 +30,8 @@ fn tmp_entries(kiln: &Kiln) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// A context with a file, a subdirectory, and a symlink pointing out of the context.
+/// A context with a file, a subdirectory, a symlink pointing out of the context, and a file its
+/// .dockerignore excludes.
 fn context() -> tempfile::TempDir {
     let dir = tempfile::Builder::new()
         .prefix("kiln-bad-ctx.")
@@ -41,6 +42,8 @@ fn context() -> tempfile::TempDir {
     std::fs::write(dir.path().join("sub/inner.txt"), "inner\n").unwrap();
     std::os::unix::fs::symlink("/etc/passwd", dir.path().join("outside")).unwrap();
     std::os::unix::fs::symlink("/etc", dir.path().join("sub/up")).unwrap();
+    std::fs::write(dir.path().join("ignored.txt"), "ignored\n").unwrap();
+    std::fs::write(dir.path().join(".dockerignore"), "ignored.txt\n").unwrap();
     dir
 }
 
@@ -129,6 +132,12 @@ fn broken_builds_fail_at_their_line_and_leave_the_store_alone() {
             "FROM BASE\nCOPY f.txt /f\n\nCOPY nothere.txt /y\n",
             4,
             "nothere.txt",
+        ),
+        (
+            "source excluded by .dockerignore",
+            "FROM BASE\nCOPY f.txt /f\nCOPY ignored.txt /y\n",
+            3,
+            "excluded by the build context's ignore file",
         ),
         (
             "failing RUN",

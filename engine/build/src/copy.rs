@@ -138,13 +138,19 @@ pub fn expand(
                     SourceRoot::Rootfs(dir) => rootfs_matches(dir, p, location)?,
                 };
                 if matches.is_empty() {
-                    return Err(step_err(format!(
-                        "COPY source {p:?}: no such file or directory in the {}",
-                        match root {
-                            SourceRoot::Context { .. } => "build context",
-                            SourceRoot::Rootfs(_) => "source stage",
+                    let why = match root {
+                        SourceRoot::Context { dir, .. }
+                            if !context_matches(dir, &IgnoreRules::default(), p, location)?
+                                .is_empty() =>
+                        {
+                            "excluded by the build context's ignore file"
                         }
-                    )));
+                        SourceRoot::Context { .. } => {
+                            "no such file or directory in the build context"
+                        }
+                        SourceRoot::Rootfs(_) => "no such file or directory in the source stage",
+                    };
+                    return Err(step_err(format!("COPY source {p:?}: {why}")));
                 }
                 // `a/./b/c` keeps `b/c` under the destination with --parents.
                 let pivot = p
