@@ -389,6 +389,31 @@ fn own_copy_setid() {
     assert_eq!(mode(&s, "/extracted/tdir"), "3775");
 }
 
+// `--layers=false` (buildah bud's default): one layer per stage, hard links kept across the
+// fold, every instruction in the history and only each stage's last one carrying its layer.
+// Equal to buildah's but for the metadata-only stage, which gets no (empty) layer in kiln.
+#[test]
+fn own_layers_false() {
+    let case = Case::own("layers-false");
+    let ours = case.check(&[], 1);
+    let config = archive_config(&ours);
+    let empty: Vec<bool> = config["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["empty_layer"].as_bool().unwrap_or(false))
+        .collect();
+    assert_eq!(
+        empty,
+        [false, true, true, false, true, true, true, false],
+        "{}",
+        config["history"]
+    );
+    let s = summary(&ours);
+    let linked = file(&s, "/copied/two").unwrap()["hardlinks"].clone();
+    assert_eq!(linked, serde_json::json!(["/copied/b/two", "/copied/two"]));
+}
+
 // COPY --from=IMAGE (a reference that is no stage).
 #[test]
 fn own_copy_from_image() {

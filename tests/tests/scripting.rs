@@ -228,14 +228,15 @@ fn script_02_busybox_tool() {
 // Beyond the corpus: what `run` deleted stays deleted under a copy into a re-created directory
 // (an opaque directory over the whiteout), `--chown` by name, `--chmod`, `add` of a directory,
 // `copy --from` another container, env expansion, volumes, stop signal, annotations, shell-form
-// entrypoint, and two commits of the same container (each one layer more than the base).
+// entrypoint, hard links a `run` made, and two commits of the same container (each one layer more
+// than the base).
 #[test]
 fn script_own_mixed_verbs() {
     let text = r#"
 src=$(buildah from 127.0.0.1:5000/busybox:latest)
 buildah run $src -- sh -c 'mkdir -p /data && echo payload > /data/p && chmod 600 /data/p'
 c=$(buildah from --name mixed 127.0.0.1:5000/busybox:latest)
-buildah run $c -- sh -c 'rm -rf /usr/sbin && mkdir -p /var/lib/x && echo 1 > /var/lib/x/one'
+buildah run $c -- sh -c 'rm -rf /usr/sbin && mkdir -p /var/lib/x && echo 1 > /var/lib/x/one && echo l > /var/lib/x/l1 && ln /var/lib/x/l1 /var/lib/x/l2'
 buildah copy --chmod 0751 $c ./runecho.sh /usr/sbin/runecho.sh
 buildah copy --chown nobody $c ./runecho.sh /home/
 buildah add $c . /ctx/

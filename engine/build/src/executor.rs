@@ -707,8 +707,36 @@ impl<'a> Builder<'a> {
         }
         if stage.layering != plan::Layering::PerStep {
             self.fold_stage(ctx, index, &mut st, base_layers, base_history)?;
+        } else if !ctx.opts.layers {
+            self.one_layer_per_stage(ctx, index, &mut st, base_layers, base_history)?;
         }
         Ok(st)
+    }
+
+    /// `--layers=false`, as `buildah bud` without `--layers`: what the stage's steps changed
+    /// becomes one layer on top of its base's, and every step keeps its history entry, the
+    /// last one carrying that layer.
+    fn one_layer_per_stage(
+        &self,
+        ctx: &Ctx<'_>,
+        index: u32,
+        st: &mut StageState,
+        base_layers: usize,
+        base_history: usize,
+    ) -> Result<()> {
+        self.settle_lazy(ctx, st)?;
+        if st.layers.len() == base_layers {
+            return Ok(());
+        }
+        let steps = st.config.history[base_history..].to_vec();
+        self.fold_stage(ctx, index, st, base_layers, base_history)?;
+        st.config.history.truncate(base_history);
+        st.config.history.extend(steps);
+        let last = st.config.history.len() - 1;
+        for (i, h) in st.config.history[base_history..].iter_mut().enumerate() {
+            h.empty_layer = base_history + i != last;
+        }
+        Ok(())
     }
 
     /// Make a one-per-stage or squashed stage's layers as `buildah commit` does: the layers

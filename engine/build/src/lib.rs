@@ -155,7 +155,8 @@ pub struct BuildOptions {
     pub target: Option<String>,
     /// `--no-cache`.
     pub no_cache: bool,
-    /// `--layers=false` turns the cache off too.
+    /// One layer per step and the build cache (`--layers`, the default); false: no cache, and
+    /// each Dockerfile stage's changes become one layer, as `buildah bud` without `--layers`.
     pub layers: bool,
     /// `--pull`.
     pub pull: PullPolicy,

@@ -25,7 +25,7 @@ use kiln_registry::ClientOptions;
 use kiln_sandbox::{ExtraMount, Input, Network, Output, Rootfs, RunSpec, UserSpec};
 use kiln_store::{ContainerRecord, ImageRecord, NewContainer, Store};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -1277,12 +1277,25 @@ fn remove_any(p: &Path) -> Result<()> {
     }
 }
 
+/// Where the files with several links of one upper directory went: a later link of the same
+/// source inode is made a hard link to the first copy.
+type CopiedLinks = HashMap<(u64, u64), PathBuf>;
+
 /// Make `dst` a copy of the single node `src` (no recursion): file content, symlink, whiteout
-/// or other device node, fifo, or an empty directory; owner, mode, times and xattrs kept.
-fn copy_node(src: &Path, dst: &Path, m: &std::fs::Metadata) -> Result<()> {
+/// or other device node, fifo, or an empty directory; owner, mode, times and xattrs kept. A file
+/// whose inode `links` has seen becomes a hard link to that copy.
+fn copy_node(src: &Path, dst: &Path, m: &std::fs::Metadata, links: &mut CopiedLinks) -> Result<()> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
     let ft = m.file_type();
     let io = |what: &str| io_err(format!("{what} {}", dst.display()));
+    if ft.is_file() && m.nlink() > 1 {
+        match links.get(&(m.dev(), m.ino())) {
+            Some(first) if std::fs::hard_link(first, dst).is_ok() => return Ok(()),
+            _ => {
+                links.insert((m.dev(), m.ino()), dst.to_path_buf());
+            }
+        }
+    }
     if ft.is_dir() {
         std::fs::create_dir(dst).map_err(io("creating"))?;
     } else if ft.is_symlink() {
@@ -1329,9 +1342,9 @@ fn copy_node(src: &Path, dst: &Path, m: &std::fs::Metadata) -> Result<()> {
 }
 
 /// Copy the tree `src` to the new path `dst` with [`copy_node`] for every node.
-fn copy_node_tree(src: &Path, dst: &Path) -> Result<()> {
+fn copy_node_tree(src: &Path, dst: &Path, links: &mut CopiedLinks) -> Result<()> {
     let m = std::fs::symlink_metadata(src).map_err(io_err(format!("reading {}", src.display())))?;
-    copy_node(src, dst, &m)?;
+    copy_node(src, dst, &m, links)?;
     if m.is_dir() {
         let mut names: Vec<_> = std::fs::read_dir(src)
             .map_err(io_err(format!("listing {}", src.display())))?
@@ -1340,7 +1353,7 @@ fn copy_node_tree(src: &Path, dst: &Path) -> Result<()> {
             .collect();
         names.sort();
         for n in names {
-            copy_node_tree(&src.join(&n), &dst.join(&n))?;
+            copy_node_tree(&src.join(&n), &dst.join(&n), links)?;
         }
         // The directory's times again, after its entries were written.
         copy_node_times(&m, dst);
@@ -1377,8 +1390,13 @@ fn copy_node_times(m: &std::fs::Metadata, dst: &Path) {
 /// Apply overlay upper directory `from` (made over `into` and the same lower) onto the upper
 /// directory `into`, so that `into` alone then holds both sets of changes: whiteouts and
 /// non-directories replace what `into` had, opaque directories replace its whole subtree, other
-/// directories merge (their own attributes taken from `from`).
+/// directories merge (their own attributes taken from `from`). Files linked to each other in
+/// `from` stay linked.
 pub fn absorb_upper(into: &Path, from: &Path) -> Result<()> {
+    absorb_dir(into, from, &mut CopiedLinks::new())
+}
+
+fn absorb_dir(into: &Path, from: &Path, links: &mut CopiedLinks) -> Result<()> {
     let mut names: Vec<_> = std::fs::read_dir(from)
         .map_err(io_err(format!("listing {}", from.display())))?
         .flatten()
@@ -1408,17 +1426,17 @@ pub fn absorb_upper(into: &Path, from: &Path) -> Result<()> {
                     // content must stay hidden.
                     let over_whiteout = matches!(&other, Ok(d) if is_whiteout(d));
                     remove_any(&dst)?;
-                    copy_node(&src, &dst, &m)?;
+                    copy_node(&src, &dst, &m, links)?;
                     if over_whiteout {
                         mark_opaque(&dst)?;
                     }
                 }
             }
-            absorb_upper(&dst, &src)?;
+            absorb_dir(&dst, &src, links)?;
             copy_node_times(&m, &dst);
         } else {
             remove_any(&dst)?;
-            copy_node_tree(&src, &dst)?;
+            copy_node_tree(&src, &dst, links)?;
         }
     }
     Ok(())

@@ -37,7 +37,8 @@ pub struct BuildArgs {
     /// Pull base images: always, missing (default), never (also true = always, false = missing).
     #[arg(long, default_value = "missing", num_args = 0..=1, default_missing_value = "always", require_equals = false)]
     pub pull: String,
-    /// Cache intermediate layers (on by default).
+    /// Cache intermediate layers, one layer per step (on by default). `--layers=false`, as
+    /// `buildah bud` without `--layers`: no build cache, and each stage's changes in one layer.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub layers: bool,
     /// Target platform os/arch[/variant].
