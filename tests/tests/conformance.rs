@@ -412,6 +412,9 @@ fn own_layers_false() {
     let s = summary(&ours);
     let linked = file(&s, "/copied/two").unwrap()["hardlinks"].clone();
     assert_eq!(linked, serde_json::json!(["/copied/b/two", "/copied/two"]));
+    // A flag given twice: the last one counts, as with buildah (here `--layers=false`).
+    let (twice, _) = case.build("twice.tar", &["--layers=true"]);
+    assert_eq!(summary(&twice)["layers"], s["layers"]);
 }
 
 // COPY --from=IMAGE (a reference that is no stage).

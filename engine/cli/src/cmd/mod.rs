@@ -16,7 +16,7 @@ pub mod store;
 
 /// kiln: build container images without a daemon, without root, with WebAssembly plugins.
 #[derive(Parser, Debug)]
-#[command(name = "kiln", version, about, propagate_version = true)]
+#[command(name = "kiln", version, about, propagate_version = true, args_override_self = true)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
