@@ -417,6 +417,36 @@ fn own_layers_false() {
     assert_eq!(summary(&twice)["layers"], s["layers"]);
 }
 
+// `--squash`: one layer with the whole filesystem and the last history entry, equal to
+// buildah's; `--omit-history` leaves the history out; buildah's `--rm`, `--force-rm`, `--os` and
+// `--arch` are accepted.
+#[test]
+fn own_squash() {
+    let case = Case::own("squash");
+    let ours = case.check(&[], 0);
+    let config = archive_config(&ours);
+    assert_eq!(summary(&ours)["layers"], 1);
+    let history = config["history"].as_array().unwrap();
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0]["created_by"], "/bin/sh -c #(nop) CMD [\"x\"]");
+    assert!(!history[0]["empty_layer"].as_bool().unwrap_or(false));
+    let (bare, _) = case.build(
+        "bare.tar",
+        &[
+            "--omit-history",
+            "--rm",
+            "--force-rm=false",
+            "--os",
+            "linux",
+            "--arch",
+            "amd64",
+        ],
+    );
+    let config = archive_config(&bare);
+    assert!(config.get("history").is_none_or(Value::is_null), "{config}");
+    assert_eq!(config["architecture"], "amd64");
+}
+
 // COPY --from=IMAGE (a reference that is no stage).
 #[test]
 fn own_copy_from_image() {

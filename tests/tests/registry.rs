@@ -190,6 +190,31 @@ fn login_logout_against_htpasswd() {
         &format!("{user}:{pass}"),
         &r,
     ]);
+    // `kiln build --creds` pulls its base with them.
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {r}\nLABEL a=b\n"),
+    )
+    .unwrap();
+    let ctx_path = ctx.path().to_str().unwrap();
+    let err = kiln.run_fail([
+        "build",
+        "-q",
+        "--pull=always",
+        "--tls-verify=false",
+        ctx_path,
+    ]);
+    assert!(err.contains("401"), "{err}");
+    kiln.run([
+        "build",
+        "-q",
+        "--pull=always",
+        "--tls-verify=false",
+        "--creds",
+        &format!("{user}:{pass}"),
+        ctx_path,
+    ]);
     // An explicit --authfile.
     let af = kiln.root().join("my-auth.json");
     kiln.run([

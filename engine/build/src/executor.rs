@@ -1937,10 +1937,32 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
+    /// `--squash`: the stage's whole filesystem as its only layer, and its last history entry
+    /// as the only one (carrying that layer).
+    fn squash(&self, ctx: &Ctx<'_>, st: &mut StageState) -> Result<()> {
+        let flat = flat_snapshot(self.store, &st.layers)?;
+        let one = layer_from_upper(self.store, &flat, &[], &[], ctx.opts.timestamp, true)?;
+        st.layers = one.into_iter().collect();
+        st.config.rootfs.diff_ids = st.layers.iter().map(|l| l.diff_id).collect();
+        let last = st.config.history.pop();
+        st.config.history = last.into_iter().collect();
+        for h in &mut st.config.history {
+            h.empty_layer = st.layers.is_empty();
+        }
+        st.stack = LayerStack { dirs: vec![flat] };
+        Ok(())
+    }
+
     fn commit_image(&self, ctx: &Ctx<'_>, mut st: StageState) -> Result<ImageRecord> {
         let opts = ctx.opts;
         self.settle_lazy(ctx, &mut st)?;
+        if opts.squash {
+            self.squash(ctx, &mut st)?;
+        }
         let mut config = st.config.clone();
+        if opts.omit_history {
+            config.history.clear();
+        }
         for (k, v) in &opts.labels {
             config
                 .config

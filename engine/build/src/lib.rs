@@ -164,6 +164,11 @@ pub struct BuildOptions {
     pub platform: Option<String>,
     /// `--format`.
     pub format: Format,
+    /// `--squash`: the final image is one layer holding its whole filesystem, with the last
+    /// history entry only (as `buildah bud --squash --layers`).
+    pub squash: bool,
+    /// `--omit-history`: the final image's config has no history.
+    pub omit_history: bool,
     /// `--label`s added to the final image.
     pub labels: Vec<(String, String)>,
     /// `--annotation`s added to the final manifest.

@@ -44,9 +44,37 @@ pub struct BuildArgs {
     /// Target platform os/arch[/variant].
     #[arg(long)]
     pub platform: Option<String>,
+    /// Target OS (over --platform or this host's).
+    #[arg(long)]
+    pub os: Option<String>,
+    /// Target architecture (over --platform or this host's).
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Target architecture variant.
+    #[arg(long)]
+    pub variant: Option<String>,
     /// Image format: oci (default) or docker.
     #[arg(long, default_value = "oci")]
     pub format: String,
+    /// One layer holding the image's whole filesystem, with the last history entry only.
+    #[arg(long)]
+    pub squash: bool,
+    /// No history in the image's config.
+    #[arg(long)]
+    pub omit_history: bool,
+    /// Remove intermediate containers (accepted for buildah compatibility: kiln keeps none).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub rm: bool,
+    /// Remove intermediate containers after a failed build too (accepted for buildah
+    /// compatibility: kiln keeps none).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub force_rm: bool,
+    /// `USER[:PASSWORD]` for pulling base images, instead of the credentials file.
+    #[arg(long)]
+    pub creds: Option<String>,
+    /// Retries after network errors when pulling.
+    #[arg(long)]
+    pub retry: Option<u32>,
     /// Write the image ID to this file.
     #[arg(long)]
     pub iidfile: Option<PathBuf>,
@@ -266,8 +294,14 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
         no_cache: a.no_cache,
         layers: a.layers,
         pull,
-        platform: a.platform.clone(),
+        platform: if a.os.is_some() || a.arch.is_some() || a.variant.is_some() {
+            Some(crate::cmd::registry::compose_platform(a.platform.as_deref(), a.os.as_deref(), a.arch.as_deref(), a.variant.as_deref())?.to_string())
+        } else {
+            a.platform.clone()
+        },
         format,
+        squash: a.squash,
+        omit_history: a.omit_history,
         labels: a.label.iter().map(|l| kv(l, "--label")).collect::<Result<_>>()?,
         annotations: a.annotation.iter().map(|l| kv(l, "--annotation")).collect::<Result<_>>()?,
         secrets: a.secret.iter().map(|s| parse_secret(s)).collect::<Result<_>>()?,
@@ -284,7 +318,11 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
         ssh: a.ssh.iter().map(|s| parse_ssh(s)).collect::<Result<_>>()?,
         storage_driver: g.requested_storage_driver()?,
     };
-    let registry = crate::cmd::registry_options(g, a.tls_verify, a.authfile.clone(), a.cert_dir.clone(), a.quiet);
+    let mut registry = crate::cmd::registry_options(g, a.tls_verify, a.authfile.clone(), a.cert_dir.clone(), a.quiet);
+    registry.credentials = a.creds.as_deref().map(crate::cmd::registry::parse_creds).transpose()?;
+    if let Some(n) = a.retry {
+        registry.retries = n;
+    }
     let builder = Builder { store: &store, host: &host, catalog: &catalog, registry };
     let outcome = match builder.build(&opts) {
         Ok(o) => o,

@@ -90,26 +90,42 @@ pub struct LogoutArgs {
 
 /// The platform asked for by `--platform`, `--os`, `--arch`, `--variant`.
 fn platform(a: &PullArgs) -> Result<Platform> {
-    let mut p = match &a.platform {
+    compose_platform(
+        a.platform.as_deref(),
+        a.os.as_deref(),
+        a.arch.as_deref(),
+        a.variant.as_deref(),
+    )
+}
+
+/// `--platform` (default: this host's) with `--os`, `--arch` and `--variant` applied over it.
+pub(crate) fn compose_platform(
+    platform: Option<&str>,
+    os: Option<&str>,
+    arch: Option<&str>,
+    variant: Option<&str>,
+) -> Result<Platform> {
+    let mut p = match platform {
         Some(s) => Platform::parse(s).with_context(|| format!("--platform {s}"))?,
         None => Platform::host(),
     };
-    if let Some(os) = &a.os {
-        p.os = os.clone();
+    if let Some(os) = os {
+        p.os = os.to_string();
     }
-    if let Some(arch) = &a.arch {
+    if let Some(arch) = arch {
         let parsed = Platform::parse(&format!("{}/{arch}", p.os))
             .with_context(|| format!("--arch {arch}"))?;
         p.architecture = parsed.architecture;
         p.variant = parsed.variant;
     }
-    if let Some(v) = &a.variant {
-        p.variant = Some(v.clone());
+    if let Some(v) = variant {
+        p.variant = Some(v.to_string());
     }
     Ok(p)
 }
 
-fn parse_creds(s: &str) -> Result<Credentials> {
+/// `--creds USER[:PASSWORD]` (the password is asked for when missing).
+pub(crate) fn parse_creds(s: &str) -> Result<Credentials> {
     match s.split_once(':') {
         Some((u, p)) if !u.is_empty() => Ok(Credentials::new(u, p)),
         None if !s.is_empty() => Ok(Credentials::new(s, &prompt_password()?)),
