@@ -447,6 +447,29 @@ fn own_squash() {
     assert_eq!(config["architecture"], "amd64");
 }
 
+// `--env`, `--unsetenv` and `--add-host`: equal to buildah's but for /hosts (each tool writes
+// its own /etc/hosts) and /a (buildah 1.28's first RUN after FROM does not see `--env` yet),
+// which are checked by hand.
+#[test]
+fn own_build_env() {
+    let case = Case::own("build-env");
+    let ours = case.check(&["/hosts", "/a"], 0);
+    let s = summary(&ours);
+    assert_file(&s, "/a", b"A=1\n");
+    assert_eq!(
+        s["config"]["Env"],
+        serde_json::json!([
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "A=1",
+            "C=3"
+        ])
+    );
+    assert_file(&s, "/b", b"A=1 B=2 C=3\n");
+    let hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+                 127.0.1.1\tkiln\n10.1.2.3\tmyhost\n";
+    assert_file(&s, "/hosts", hosts.as_bytes());
+}
+
 // COPY --from=IMAGE (a reference that is no stage).
 #[test]
 fn own_copy_from_image() {

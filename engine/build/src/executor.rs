@@ -631,6 +631,13 @@ impl<'a> Builder<'a> {
         // A committed working container keeps its base's config as is (no default PATH).
         if stage.layering == plan::Layering::PerStep {
             config::start_stage(&mut st.config);
+            // `--env`, as buildah applies it: set at the start of every stage.
+            if !ctx.opts.env.is_empty() {
+                for (k, v) in &ctx.opts.env {
+                    st.config.config.env_set(k, v);
+                }
+                st.key = hash_key(&[&st.key, "build-env", &format!("{:?}", ctx.opts.env)]);
+            }
         } else {
             // Folded into one layer from the layers it starts with.
             self.settle_lazy(ctx, &mut st)?;
@@ -1552,6 +1559,7 @@ impl<'a> Builder<'a> {
             spec.network = net;
             spec.mounts = mounts;
             spec.hostname = "kiln".into();
+            spec.extra_hosts = ctx.opts.add_hosts.clone();
             // The upper dir becomes a layer (or is deleted) right after the run.
             spec.volatile = true;
             spec.stdout = Output::Callback(Box::new(|b: &[u8]| {
@@ -1962,6 +1970,12 @@ impl<'a> Builder<'a> {
         let mut config = st.config.clone();
         if opts.omit_history {
             config.history.clear();
+        }
+        if let Some(env) = config.config.env.as_mut() {
+            env.retain(|kv| {
+                let k = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
+                !opts.unset_env.iter().any(|u| u == k)
+            });
         }
         for (k, v) in &opts.labels {
             config

@@ -169,6 +169,12 @@ pub struct BuildOptions {
     pub squash: bool,
     /// `--omit-history`: the final image's config has no history.
     pub omit_history: bool,
+    /// `--env`: variables set at the start of every stage (seen by RUN, kept in the image).
+    pub env: Vec<(String, String)>,
+    /// `--unsetenv`: variables removed from the final image's config.
+    pub unset_env: Vec<String>,
+    /// `--add-host`: `/etc/hosts` lines for every RUN, as (host name, address).
+    pub add_hosts: Vec<(String, String)>,
     /// `--label`s added to the final image.
     pub labels: Vec<(String, String)>,
     /// `--annotation`s added to the final manifest.

@@ -304,6 +304,8 @@ pub struct RunSpec<'a> {
     pub user: UserSpec,
     /// Hostname inside the step (also in `/etc/hostname` and `/etc/hosts`).
     pub hostname: String,
+    /// More `/etc/hosts` lines, as (host name, address).
+    pub extra_hosts: Vec<(String, String)>,
     /// Network mode.
     pub network: Network,
     /// Extra mounts, attached in order.
@@ -336,6 +338,7 @@ impl<'a> RunSpec<'a> {
             cwd: "/".into(),
             user: UserSpec::root(),
             hostname: "kiln".into(),
+            extra_hosts: Vec::new(),
             network: Network::Host,
             mounts: Vec::new(),
             stdin: Input::Null,

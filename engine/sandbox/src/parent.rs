@@ -192,11 +192,14 @@ fn resolv_conf(network: Network) -> Vec<u8> {
     b"nameserver 8.8.8.8\nnameserver 8.8.4.4\n".to_vec()
 }
 
-fn hosts_file(hostname: &str) -> Vec<u8> {
-    format!(
+fn hosts_file(hostname: &str, extra: &[(String, String)]) -> Vec<u8> {
+    let mut s = format!(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
-    )
-    .into_bytes()
+    );
+    for (host, addr) in extra {
+        s.push_str(&format!("{addr}\t{host}\n"));
+    }
+    s.into_bytes()
 }
 
 /// Checks that the step's ids exist in the mapping; returns the supplementary groups to set.
@@ -397,7 +400,7 @@ pub(crate) fn run(mut spec: RunSpec<'_>) -> Result<RunOutcome, Error> {
             stderr: out_plans[1],
             host_file_fds: host_files.iter().map(AsRawFd::as_raw_fd).collect(),
             resolv_conf: resolv_conf(spec.network),
-            hosts: hosts_file(&spec.hostname),
+            hosts: hosts_file(&spec.hostname, &spec.extra_hosts),
         },
     )?;
     let mut clone_fds: Vec<RawFd> = vec![-1; plan.clones.len()];

@@ -62,6 +62,16 @@ pub struct BuildArgs {
     /// No history in the image's config.
     #[arg(long)]
     pub omit_history: bool,
+    /// `KEY=VALUE` (or `KEY`, from the environment) set at the start of every stage: seen by RUN
+    /// and kept in the image, repeatable.
+    #[arg(long)]
+    pub env: Vec<String>,
+    /// Variable to remove from the final image's config, repeatable.
+    #[arg(long)]
+    pub unsetenv: Vec<String>,
+    /// `HOST:IP` line for `/etc/hosts` of every RUN, repeatable.
+    #[arg(long)]
+    pub add_host: Vec<String>,
     /// Remove intermediate containers (accepted for buildah compatibility: kiln keeps none).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub rm: bool,
@@ -302,6 +312,23 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
         format,
         squash: a.squash,
         omit_history: a.omit_history,
+        env: a
+            .env
+            .iter()
+            .filter_map(|e| match e.split_once('=') {
+                Some((k, v)) => Some((k.to_string(), v.to_string())),
+                None => std::env::var(e).ok().map(|v| (e.clone(), v)),
+            })
+            .collect(),
+        unset_env: a.unsetenv.clone(),
+        add_hosts: a
+            .add_host
+            .iter()
+            .map(|h| match h.split_once(':') {
+                Some((host, ip)) if !host.is_empty() && !ip.is_empty() => Ok((host.to_string(), ip.to_string())),
+                _ => bail!("--add-host {h:?} is not HOST:IP"),
+            })
+            .collect::<Result<_>>()?,
         labels: a.label.iter().map(|l| kv(l, "--label")).collect::<Result<_>>()?,
         annotations: a.annotation.iter().map(|l| kv(l, "--annotation")).collect::<Result<_>>()?,
         secrets: a.secret.iter().map(|s| parse_secret(s)).collect::<Result<_>>()?,
