@@ -743,3 +743,159 @@ fn a_layer_made_later_is_the_layer_the_step_would_have_committed() {
         assert!(top.iter().any(|p| p == whiteout), "{whiteout} in {top:?}");
     }
 }
+
+/// An OCI layout in `dir` whose one layer is zstd-compressed and holds `/base.txt` and a shell
+/// (busybox, so a RUN can use the image); returns the layout's path.
+fn zstd_base_layout(dir: &Path, busybox_rootfs: &Path) -> PathBuf {
+    use kiln_tests::util::sha256_bytes;
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.follow_symlinks(false);
+    tar.append_dir_all(".", busybox_rootfs)
+        .expect("busybox rootfs into the tar");
+    let mut h = tar::Header::new_gnu();
+    h.set_size(5);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_cksum();
+    tar.append_data(&mut h, "base.txt", &b"base\n"[..]).unwrap();
+    let plain = tar.into_inner().unwrap();
+    let diff_id = sha256_bytes(&plain);
+    let blob = zstd::encode_all(&plain[..], 3).unwrap();
+    let layout = dir.join("zstd-layout");
+    let blobs = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        let d = sha256_bytes(bytes);
+        std::fs::write(blobs.join(&d), bytes).unwrap();
+        (format!("sha256:{d}"), bytes.len())
+    };
+    let (layer, layer_size) = put(&blob);
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Env": ["PATH=/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{diff_id}")]},
+    });
+    let (config, config_size) = put(config.to_string().as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "digest": layer, "size": layer_size}],
+    });
+    let (manifest, manifest_size) = put(manifest.to_string().as_bytes());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest, "size": manifest_size,
+            "annotations": {"org.opencontainers.image.ref.name": "zbase"},
+        }],
+    });
+    std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    layout
+}
+
+// A base image with a zstd layer: the built image carries that layer unchanged and its OCI
+// manifest says zstd for it and gzip for the layer the build made; buildah runs the result.
+#[test]
+fn a_base_layer_keeps_its_own_compression() {
+    let bases = Bases::start(false);
+    let kiln = Kiln::new();
+    let work = tempfile::tempdir().unwrap();
+    let rootfs = work.path().join("busybox");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    kiln.run([
+        "pull",
+        "-q",
+        "--tls-verify=false",
+        &bases.reg.reference("busybox:latest"),
+    ]);
+    let c = kiln.run([
+        "from",
+        "-q",
+        "--tls-verify=false",
+        &bases.reg.reference("busybox:latest"),
+    ]);
+    let mnt = kiln.run(["mount", c.trim()]);
+    let copied = std::process::Command::new("cp")
+        .args(["-a", &format!("{}/.", mnt.trim())])
+        .arg(&rootfs)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    kiln.run(["rm", c.trim()]);
+    let layout = zstd_base_layout(work.path(), &rootfs);
+    let id = kiln.run(["pull", "-q", &format!("oci:{}:zbase", layout.display())]);
+    kiln.run(["tag", id.trim(), "localhost/zbase:1"]);
+    let ctx = context(
+        &bases,
+        "FROM localhost/zbase:1\nRUN cat /base.txt > /copy.txt\n",
+        &[],
+    );
+    let out = work.path().join("out.tar");
+    build_ok(
+        &kiln,
+        ctx.path(),
+        &[
+            "-q",
+            "--pull=never",
+            "-t",
+            &format!("oci-archive:{}", out.display()),
+        ],
+    );
+    let raw = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci-archive:{}", out.display()))
+        .output()
+        .unwrap();
+    assert!(raw.status.success(), "{}", lossy(&raw.stderr));
+    let manifest: Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let types: Vec<&str> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        ]
+    );
+    // buildah (containers/image) checks each blob against its media type when it reads them.
+    let root = work.path().join("buildah");
+    let b = |args: &[&str]| {
+        let o = std::process::Command::new("buildah")
+            .arg("--root")
+            .arg(root.join("root"))
+            .arg("--runroot")
+            .arg(root.join("run"))
+            .args(["--storage-driver", "vfs"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "buildah {args:?}: {}", lossy(&o.stderr));
+        lossy(&o.stdout)
+    };
+    let c = b(&["from", "-q", &format!("oci-archive:{}", out.display())]);
+    let got = b(&[
+        "run",
+        "--isolation",
+        "chroot",
+        c.trim(),
+        "--",
+        "cat",
+        "/copy.txt",
+        "/base.txt",
+    ]);
+    assert_eq!(got, "base\nbase\n");
+    b(&["rm", c.trim()]);
+}

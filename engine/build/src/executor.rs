@@ -2057,7 +2057,7 @@ fn commit_key(
     }
     let layers: Vec<String> = layers
         .iter()
-        .map(|l| format!("{}:{}", l.digest, l.diff_id))
+        .map(|l| format!("{}:{}:{}", l.digest, l.diff_id, l.media_type))
         .collect();
     let annotations: Vec<String> = annotations
         .iter()
@@ -2355,13 +2355,23 @@ pub(crate) fn write_image(
     config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id).collect();
     let config_bytes = config.to_vec();
     let config_digest = store.put_blob_bytes(&config_bytes)?;
-    let (config_mt, layer_mt) = match format {
-        Format::Oci => (media_types::OCI_CONFIG, media_types::OCI_LAYER_GZIP),
-        Format::Docker => (media_types::DOCKER_CONFIG, media_types::DOCKER_LAYER_GZIP),
+    let config_mt = match format {
+        Format::Oci => media_types::OCI_CONFIG,
+        Format::Docker => media_types::DOCKER_CONFIG,
     };
+    // Each layer keeps its own compression (a base image's may be zstd or plain), named as
+    // `format` names it.
     let descs: Vec<Descriptor> = layers
         .iter()
-        .map(|l| Descriptor::new(layer_mt, l.digest, l.size))
+        .map(|l| {
+            let c = media_types::layer_compression(&l.media_type)
+                .unwrap_or(kiln_core::Compression::Gzip);
+            let mt = match format {
+                Format::Oci => media_types::oci_layer_type(c),
+                Format::Docker => media_types::docker_layer_type(c),
+            };
+            Descriptor::new(mt, l.digest, l.size)
+        })
         .collect();
     let config_desc = Descriptor::new(config_mt, config_digest, config_bytes.len() as u64);
     let mut manifest = match format {
