@@ -418,8 +418,8 @@ fn own_layers_false() {
 }
 
 // `--squash`: one layer with the whole filesystem and the last history entry, equal to
-// buildah's; `--omit-history` leaves the history out; buildah's `--rm`, `--force-rm`, `--os` and
-// `--arch` are accepted.
+// buildah's; `--omit-history` leaves the history out; buildah's `--rm`, `--force-rm`, `-D`,
+// `--os` and `--arch` are accepted.
 #[test]
 fn own_squash() {
     let case = Case::own("squash");
@@ -436,6 +436,7 @@ fn own_squash() {
             "--omit-history",
             "--rm",
             "--force-rm=false",
+            "-D",
             "--os",
             "linux",
             "--arch",

@@ -72,6 +72,10 @@ pub struct BuildArgs {
     /// `HOST:IP` line for `/etc/hosts` of every RUN, repeatable.
     #[arg(long)]
     pub add_host: Vec<String>,
+    /// Accepted for buildah compatibility: kiln's store keeps layers compressed, as registries
+    /// and archives take them.
+    #[arg(short = 'D', long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub disable_compression: bool,
     /// Remove intermediate containers (accepted for buildah compatibility: kiln keeps none).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub rm: bool,
