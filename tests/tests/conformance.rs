@@ -448,13 +448,13 @@ fn own_squash() {
     assert_eq!(config["architecture"], "amd64");
 }
 
-// `--env`, `--unsetenv` and `--add-host`: equal to buildah's but for /hosts (each tool writes
-// its own /etc/hosts) and /a (buildah 1.28's first RUN after FROM does not see `--env` yet),
-// which are checked by hand.
+// `--env`, `--unsetenv`, `--add-host` and `--dns*`: equal to buildah's but for /hosts and
+// /resolv (each tool writes its own /etc/hosts and /etc/resolv.conf) and /a (buildah 1.28's
+// first RUN after FROM does not see `--env` yet), which are checked by hand.
 #[test]
 fn own_build_env() {
     let case = Case::own("build-env");
-    let ours = case.check(&["/hosts", "/a"], 0);
+    let ours = case.check(&["/hosts", "/a", "/resolv"], 0);
     let s = summary(&ours);
     assert_file(&s, "/a", b"A=1\n");
     assert_eq!(
@@ -469,6 +469,21 @@ fn own_build_env() {
     let hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
                  127.0.1.1\tkiln\n10.1.2.3\tmyhost\n";
     assert_file(&s, "/hosts", hosts.as_bytes());
+    // The host's resolv.conf (RUN shares its network) with its servers and search domains
+    // replaced and the option added.
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let mut resolv: String = host
+        .lines()
+        .filter(|l| {
+            !matches!(
+                l.split_whitespace().next(),
+                Some("nameserver" | "search" | "domain")
+            )
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    resolv.push_str("nameserver 192.0.2.53\nsearch corp.example\noptions ndots:2\n");
+    assert_file(&s, "/resolv", resolv.as_bytes());
 }
 
 // COPY --from=IMAGE (a reference that is no stage).

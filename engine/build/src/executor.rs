@@ -1560,6 +1560,7 @@ impl<'a> Builder<'a> {
             spec.mounts = mounts;
             spec.hostname = "kiln".into();
             spec.extra_hosts = ctx.opts.add_hosts.clone();
+            spec.dns = ctx.opts.dns.clone();
             // The upper dir becomes a layer (or is deleted) right after the run.
             spec.volatile = true;
             spec.stdout = Output::Callback(Box::new(|b: &[u8]| {

@@ -21,6 +21,7 @@ pub mod working;
 pub use error::{BuildError, Result};
 pub use executor::{BuildOutcome, Builder};
 pub use ignore::IgnoreRules;
+pub use kiln_sandbox::DnsSettings;
 pub use layers::{LayerRef, LayerStack};
 pub use progress::ProgressMode;
 pub use runmount::{RunMountError, parse_run_mount};
@@ -175,6 +176,8 @@ pub struct BuildOptions {
     pub unset_env: Vec<String>,
     /// `--add-host`: `/etc/hosts` lines for every RUN, as (host name, address).
     pub add_hosts: Vec<(String, String)>,
+    /// `--dns`, `--dns-search`, `--dns-option`: changes to every RUN's `/etc/resolv.conf`.
+    pub dns: DnsSettings,
     /// `--label`s added to the final image.
     pub labels: Vec<(String, String)>,
     /// `--annotation`s added to the final manifest.

@@ -135,6 +135,17 @@ pub enum Network {
     Private,
 }
 
+/// Changes to the step's `/etc/resolv.conf` (as `--dns`, `--dns-search`, `--dns-option`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// Name servers instead of the host's.
+    pub servers: Vec<String>,
+    /// Search domains instead of the host's.
+    pub search: Vec<String>,
+    /// Resolver options added to the host's.
+    pub options: Vec<String>,
+}
+
 /// Whether to create a user namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum UserNs {
@@ -306,6 +317,8 @@ pub struct RunSpec<'a> {
     pub hostname: String,
     /// More `/etc/hosts` lines, as (host name, address).
     pub extra_hosts: Vec<(String, String)>,
+    /// Changes to the generated `/etc/resolv.conf`.
+    pub dns: DnsSettings,
     /// Network mode.
     pub network: Network,
     /// Extra mounts, attached in order.
@@ -339,6 +352,7 @@ impl<'a> RunSpec<'a> {
             user: UserSpec::root(),
             hostname: "kiln".into(),
             extra_hosts: Vec::new(),
+            dns: DnsSettings::default(),
             network: Network::Host,
             mounts: Vec::new(),
             stdin: Input::Null,

@@ -192,6 +192,38 @@ fn resolv_conf(network: Network) -> Vec<u8> {
     b"nameserver 8.8.8.8\nnameserver 8.8.4.4\n".to_vec()
 }
 
+/// `conf` with `dns` applied: its name servers or search domains replaced when `dns` has some,
+/// its options added to.
+fn with_dns(conf: Vec<u8>, dns: &crate::DnsSettings) -> Vec<u8> {
+    if dns == &crate::DnsSettings::default() {
+        return conf;
+    }
+    let text = String::from_utf8_lossy(&conf);
+    let mut out = String::new();
+    for line in text.lines() {
+        let key = line.split_whitespace().next().unwrap_or("");
+        let replaced = match key {
+            "nameserver" => !dns.servers.is_empty(),
+            "search" | "domain" => !dns.search.is_empty(),
+            _ => false,
+        };
+        if !replaced {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    for s in &dns.servers {
+        out.push_str(&format!("nameserver {s}\n"));
+    }
+    if !dns.search.is_empty() {
+        out.push_str(&format!("search {}\n", dns.search.join(" ")));
+    }
+    if !dns.options.is_empty() {
+        out.push_str(&format!("options {}\n", dns.options.join(" ")));
+    }
+    out.into_bytes()
+}
+
 fn hosts_file(hostname: &str, extra: &[(String, String)]) -> Vec<u8> {
     let mut s = format!(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
@@ -399,7 +431,7 @@ pub(crate) fn run(mut spec: RunSpec<'_>) -> Result<RunOutcome, Error> {
             stdout: out_plans[0],
             stderr: out_plans[1],
             host_file_fds: host_files.iter().map(AsRawFd::as_raw_fd).collect(),
-            resolv_conf: resolv_conf(spec.network),
+            resolv_conf: with_dns(resolv_conf(spec.network), &spec.dns),
             hosts: hosts_file(&spec.hostname, &spec.extra_hosts),
         },
     )?;

@@ -72,6 +72,15 @@ pub struct BuildArgs {
     /// `HOST:IP` line for `/etc/hosts` of every RUN, repeatable.
     #[arg(long)]
     pub add_host: Vec<String>,
+    /// Name server for every RUN's `/etc/resolv.conf` (instead of the host's), repeatable.
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// Search domain for every RUN's `/etc/resolv.conf` (instead of the host's), repeatable.
+    #[arg(long)]
+    pub dns_search: Vec<String>,
+    /// Resolver option added to every RUN's `/etc/resolv.conf`, repeatable.
+    #[arg(long)]
+    pub dns_option: Vec<String>,
     /// Accepted for buildah compatibility: kiln's store keeps layers compressed, as registries
     /// and archives take them.
     #[arg(short = 'D', long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
@@ -325,6 +334,11 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
             })
             .collect(),
         unset_env: a.unsetenv.clone(),
+        dns: kiln_build::DnsSettings {
+            servers: a.dns.clone(),
+            search: a.dns_search.clone(),
+            options: a.dns_option.clone(),
+        },
         add_hosts: a
             .add_host
             .iter()
