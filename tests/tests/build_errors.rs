@@ -140,6 +140,12 @@ fn broken_builds_fail_at_their_line_and_leave_the_store_alone() {
             "excluded by the build context's ignore file",
         ),
         (
+            "RUN of a program the image lacks",
+            "FROM BASE\nRUN [\"/no/such/program\"]\n",
+            2,
+            "/no/such/program",
+        ),
+        (
             "failing RUN",
             "FROM BASE\nCOPY f.txt /f\nRUN echo about to fail >&2; exit 3\n",
             3,
@@ -165,6 +171,10 @@ fn broken_builds_fail_at_their_line_and_leave_the_store_alone() {
         assert!(
             err.contains(phrase),
             "{name}: stderr should mention {phrase:?}:\n{err}"
+        );
+        assert!(
+            !err.contains(&format!("Dockerfile:{line}: Dockerfile:{line}")),
+            "{name}: the location is named twice:\n{err}"
         );
         assert_eq!(
             images(&kiln),

@@ -1572,7 +1572,7 @@ impl<'a> Builder<'a> {
                 progress.output(&sref, Stream::Stderr, b);
             }));
             kiln_sandbox::run(spec).map_err(|e| BuildError::Sandbox {
-                what: format!("{location}: RUN"),
+                what: "RUN".into(),
                 source: e,
             })?
         };
