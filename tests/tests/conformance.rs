@@ -430,6 +430,37 @@ fn own_squash() {
     assert_eq!(history.len(), 1, "{history:?}");
     assert_eq!(history[0]["created_by"], "/bin/sh -c #(nop) CMD [\"x\"]");
     assert!(!history[0]["empty_layer"].as_bool().unwrap_or(false));
+    // An unchanged rebuild takes the squashed layer from the cache: of the flattened
+    // filesystems (all removed before it) it makes only its base's, which FROM always has, not
+    // the whole image's, and gives the same image.
+    let small = tempfile::tempdir().unwrap();
+    std::fs::write(
+        small.path().join("Dockerfile"),
+        format!("FROM {}/busybox:latest\nRUN echo x > /x\n", case.bases.host()),
+    )
+    .unwrap();
+    let squash_build = || {
+        let dir = small.path().to_str().unwrap();
+        case.kiln
+            .run(["build", "-q", "--tls-verify=false", "--squash", dir])
+            .trim()
+            .to_string()
+    };
+    let first = squash_build();
+    let snapshots = case.kiln.root().join("snapshots");
+    let flat = || -> Vec<String> {
+        std::fs::read_dir(&snapshots)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("flat-"))
+            .collect()
+    };
+    for n in flat() {
+        std::fs::remove_dir_all(snapshots.join(n)).unwrap();
+    }
+    assert_eq!(squash_build(), first);
+    assert_eq!(flat().len(), 1, "{:?}", flat());
     let (bare, _) = case.build(
         "bare.tar",
         &[

@@ -1947,10 +1947,39 @@ impl<'a> Builder<'a> {
     }
 
     /// `--squash`: the stage's whole filesystem as its only layer, and its last history entry
-    /// as the only one (carrying that layer).
+    /// as the only one (carrying that layer). The squashed layer is cached like a step.
     fn squash(&self, ctx: &Ctx<'_>, st: &mut StageState) -> Result<()> {
-        let flat = flat_snapshot(self.store, &st.layers)?;
-        let one = layer_from_upper(self.store, &flat, &[], &[], ctx.opts.timestamp, true)?;
+        let layers: Vec<String> = st.layers.iter().map(|l| l.digest.to_string()).collect();
+        let key = format!(
+            "squash-{}",
+            hash_key(&[
+                CACHE_EPOCH,
+                "squash",
+                &layers.join(","),
+                &format!("{:?}", ctx.opts.timestamp),
+            ])
+        );
+        let use_cache = ctx.opts.layers && !ctx.opts.no_cache;
+        let cached: Option<Option<LayerRef>> = use_cache
+            .then(|| self.store.cache_get(&key))
+            .flatten()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .filter(|l: &Option<LayerRef>| {
+                l.as_ref().is_none_or(|l| self.store.has_blob(&l.digest))
+            });
+        let one = match cached {
+            Some(one) => one,
+            None => {
+                let flat = flat_snapshot(self.store, &st.layers)?;
+                let one = layer_from_upper(self.store, &flat, &[], &[], ctx.opts.timestamp, true)?;
+                if use_cache {
+                    let v =
+                        serde_json::to_value(&one).map_err(|e| BuildError::Other(e.to_string()))?;
+                    self.store.cache_put(&key, &v)?;
+                }
+                one
+            }
+        };
         st.layers = one.into_iter().collect();
         st.config.rootfs.diff_ids = st.layers.iter().map(|l| l.diff_id).collect();
         let last = st.config.history.pop();
@@ -1958,7 +1987,6 @@ impl<'a> Builder<'a> {
         for h in &mut st.config.history {
             h.empty_layer = st.layers.is_empty();
         }
-        st.stack = LayerStack { dirs: vec![flat] };
         Ok(())
     }
 
