@@ -436,7 +436,10 @@ fn own_squash() {
     let small = tempfile::tempdir().unwrap();
     std::fs::write(
         small.path().join("Dockerfile"),
-        format!("FROM {}/busybox:latest\nRUN echo x > /x\n", case.bases.host()),
+        format!(
+            "FROM {}/busybox:latest\nRUN echo x > /x\n",
+            case.bases.host()
+        ),
     )
     .unwrap();
     let squash_build = || {
