@@ -899,3 +899,35 @@ fn a_base_layer_keeps_its_own_compression() {
     assert_eq!(got, "base\nbase\n");
     b(&["rm", c.trim()]);
 }
+
+// `--no-hosts`: RUN sees (and may change) the image's own /etc/hosts instead of a generated one;
+// the choice is part of the step's cache key.
+#[test]
+fn no_hosts_leaves_the_image_hosts_file() {
+    let bases = Bases::start(false);
+    let kiln = Kiln::new();
+    let ctx = context(
+        &bases,
+        "FROM {REG}/busybox:latest\nCOPY hosts /etc/hosts\nRUN cat /etc/hosts > /seen && echo x >> /etc/hosts\n",
+        &[("hosts", "10.9.9.9\tmine\n")],
+    );
+    let out = tempfile::tempdir().unwrap();
+    let image = |flags: &[&str]| {
+        let path = out.path().join(format!("{}.tar", flags.len()));
+        let dest = format!("oci-archive:{}", path.display());
+        let mut args = vec!["-q", "--tls-verify=false", "-t", &dest];
+        args.extend_from_slice(flags);
+        build_ok(&kiln, ctx.path(), &args);
+        summary(&path)
+    };
+    let own = image(&["--no-hosts"]);
+    assert_file(&own, "/seen", b"10.9.9.9\tmine\n");
+    assert_file(&own, "/etc/hosts", b"10.9.9.9\tmine\nx\n");
+    let generated = image(&[]);
+    assert_file(
+        &generated,
+        "/seen",
+        b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\tkiln\n",
+    );
+    assert_file(&generated, "/etc/hosts", b"10.9.9.9\tmine\n");
+}

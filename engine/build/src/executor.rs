@@ -1398,6 +1398,13 @@ impl<'a> Builder<'a> {
             .iter()
             .map(|(p, _)| p.digest.clone())
             .collect();
+        // What the step sees of /etc/hosts and /etc/resolv.conf, when the build changes them.
+        let o = ctx.opts;
+        let name_files = if o.no_hosts || !o.add_hosts.is_empty() || o.dns != Default::default() {
+            format!("{}{:?}{:?}", o.no_hosts, o.add_hosts, o.dns)
+        } else {
+            String::new()
+        };
         let key = hash_key(&[
             &st.key,
             "run",
@@ -1408,6 +1415,7 @@ impl<'a> Builder<'a> {
             &cwd,
             &mount_digests.join(";"),
             &injector_names.join(","),
+            &name_files,
         ]);
         if self.cached(ctx, &key, st, created_by) {
             return Ok(());
@@ -1561,6 +1569,7 @@ impl<'a> Builder<'a> {
             spec.hostname = "kiln".into();
             spec.extra_hosts = ctx.opts.add_hosts.clone();
             spec.dns = ctx.opts.dns.clone();
+            spec.no_hosts = ctx.opts.no_hosts;
             // The upper dir becomes a layer (or is deleted) right after the run.
             spec.volatile = true;
             spec.stdout = Output::Callback(Box::new(|b: &[u8]| {

@@ -178,6 +178,8 @@ pub struct BuildOptions {
     pub add_hosts: Vec<(String, String)>,
     /// `--dns`, `--dns-search`, `--dns-option`: changes to every RUN's `/etc/resolv.conf`.
     pub dns: DnsSettings,
+    /// `--no-hosts`: RUN sees the image's own `/etc/hosts`, none is generated.
+    pub no_hosts: bool,
     /// `--label`s added to the final image.
     pub labels: Vec<(String, String)>,
     /// `--annotation`s added to the final manifest.

@@ -317,6 +317,8 @@ pub struct RunSpec<'a> {
     pub hostname: String,
     /// More `/etc/hosts` lines, as (host name, address).
     pub extra_hosts: Vec<(String, String)>,
+    /// Leave the rootfs's own `/etc/hosts` (if any) instead of generating one.
+    pub no_hosts: bool,
     /// Changes to the generated `/etc/resolv.conf`.
     pub dns: DnsSettings,
     /// Network mode.
@@ -352,6 +354,7 @@ impl<'a> RunSpec<'a> {
             user: UserSpec::root(),
             hostname: "kiln".into(),
             extra_hosts: Vec::new(),
+            no_hosts: false,
             dns: DnsSettings::default(),
             network: Network::Host,
             mounts: Vec::new(),

@@ -380,6 +380,9 @@ pub(crate) fn build(spec: &RunSpec<'_>, prep: Prepared<'_>) -> Result<Plan, Erro
         ("/etc/hosts", prep.hosts),
         ("/etc/hostname", hostname),
     ] {
+        if target == "/etc/hosts" && spec.no_hosts {
+            continue;
+        }
         add_file(
             (&mut files, &mut clones, &mut targets),
             scratch,

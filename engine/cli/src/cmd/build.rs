@@ -81,6 +81,9 @@ pub struct BuildArgs {
     /// Resolver option added to every RUN's `/etc/resolv.conf`, repeatable.
     #[arg(long)]
     pub dns_option: Vec<String>,
+    /// RUN sees the image's own `/etc/hosts` instead of a generated one.
+    #[arg(long, conflicts_with = "add_host")]
+    pub no_hosts: bool,
     /// Accepted for buildah compatibility: kiln's store keeps layers compressed, as registries
     /// and archives take them.
     #[arg(short = 'D', long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
@@ -334,6 +337,7 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
             })
             .collect(),
         unset_env: a.unsetenv.clone(),
+        no_hosts: a.no_hosts,
         dns: kiln_build::DnsSettings {
             servers: a.dns.clone(),
             search: a.dns_search.clone(),
