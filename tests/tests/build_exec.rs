@@ -931,3 +931,53 @@ fn no_hosts_leaves_the_image_hosts_file() {
     );
     assert_file(&generated, "/etc/hosts", b"10.9.9.9\tmine\n");
 }
+
+// `--stdin`: RUN reads kiln's standard input (else /dev/null); `--logfile`: everything the build
+// prints goes to the file, standard output stays empty.
+#[test]
+fn stdin_reaches_run_and_logfile_takes_the_output() {
+    let bases = Bases::start(false);
+    let kiln = Kiln::new();
+    let ctx = context(
+        &bases,
+        "FROM {REG}/busybox:latest\nRUN cat > /in.txt\n",
+        &[],
+    );
+    let out = tempfile::tempdir().unwrap();
+    let archive = out.path().join("img.tar");
+    let log = out.path().join("build.log");
+    let dest = format!("oci-archive:{}", archive.display());
+    let printed = kiln.run_with_stdin(
+        [
+            "build",
+            "--no-cache",
+            "--tls-verify=false",
+            "--stdin",
+            "--logfile",
+            log.to_str().unwrap(),
+            "-t",
+            &dest,
+            ctx.path().to_str().unwrap(),
+        ],
+        b"from stdin\n",
+    );
+    assert_eq!(printed, "");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("STEP 2/2: RUN cat > /in.txt"), "{logged}");
+    let id = logged.lines().last().unwrap_or_default();
+    assert_eq!(id.len(), 64, "{logged}");
+    assert_file(&summary(&archive), "/in.txt", b"from stdin\n");
+    kiln.run_with_stdin(
+        [
+            "build",
+            "--no-cache",
+            "-q",
+            "--tls-verify=false",
+            "-t",
+            &dest,
+            ctx.path().to_str().unwrap(),
+        ],
+        b"not read\n",
+    );
+    assert_file(&summary(&archive), "/in.txt", b"");
+}

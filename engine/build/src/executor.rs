@@ -1570,6 +1570,9 @@ impl<'a> Builder<'a> {
             spec.extra_hosts = ctx.opts.add_hosts.clone();
             spec.dns = ctx.opts.dns.clone();
             spec.no_hosts = ctx.opts.no_hosts;
+            if ctx.opts.stdin {
+                spec.stdin = kiln_sandbox::Input::Inherit;
+            }
             // The upper dir becomes a layer (or is deleted) right after the run.
             spec.volatile = true;
             spec.stdout = Output::Callback(Box::new(|b: &[u8]| {

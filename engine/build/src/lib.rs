@@ -180,6 +180,8 @@ pub struct BuildOptions {
     pub dns: DnsSettings,
     /// `--no-hosts`: RUN sees the image's own `/etc/hosts`, none is generated.
     pub no_hosts: bool,
+    /// `--stdin`: RUN steps read kiln's standard input (else `/dev/null`).
+    pub stdin: bool,
     /// `--label`s added to the final image.
     pub labels: Vec<(String, String)>,
     /// `--annotation`s added to the final manifest.

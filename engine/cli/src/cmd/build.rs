@@ -84,6 +84,13 @@ pub struct BuildArgs {
     /// RUN sees the image's own `/etc/hosts` instead of a generated one.
     #[arg(long, conflicts_with = "add_host")]
     pub no_hosts: bool,
+    /// RUN steps read this standard input (else /dev/null).
+    #[arg(long)]
+    pub stdin: bool,
+    /// Write everything the build prints (progress, RUN output, the image ID) to this file
+    /// instead of standard output and standard error.
+    #[arg(long)]
+    pub logfile: Option<PathBuf>,
     /// Accepted for buildah compatibility: kiln's store keeps layers compressed, as registries
     /// and archives take them.
     #[arg(short = 'D', long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
@@ -211,6 +218,9 @@ fn parse_ssh(s: &str) -> Result<(String, Vec<PathBuf>)> {
 
 /// Run `kiln build`.
 pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
+    if let Some(f) = &a.logfile {
+        log_to(f)?;
+    }
     let store = open_store(g)?;
     let (host, catalog) = crate::cmd::plugin::open(g)?;
     let context = a.context.clone();
@@ -338,6 +348,7 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
             .collect(),
         unset_env: a.unsetenv.clone(),
         no_hosts: a.no_hosts,
+        stdin: a.stdin,
         dns: kiln_build::DnsSettings {
             servers: a.dns.clone(),
             search: a.dns_search.clone(),
@@ -404,6 +415,19 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
         }
     }
     println!("{}", image.id.hex());
+    Ok(())
+}
+
+/// `--logfile`: standard output and standard error go to `path` (appended to) from here on.
+fn log_to(path: &std::path::Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening --logfile {}", path.display()))?;
+    for fd in [1, 2] {
+        // SAFETY: dup2 onto the process's own standard descriptors; `f` stays open until then.
+        if unsafe { libc::dup2(f.as_raw_fd(), fd) } < 0 {
+            return Err(std::io::Error::last_os_error()).with_context(|| format!("redirecting output to {}", path.display()));
+        }
+    }
     Ok(())
 }
 
