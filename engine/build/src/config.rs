@@ -55,21 +55,11 @@ pub fn apply(config: &mut ImageConfig, kind: &StepKind, edits: &mut StageEdits) 
             // As buildah: the base's variables first, then the stage's in the order they were
             // first set. A variable set again in the stage keeps its place; one inherited from
             // the base moves behind the others when the stage sets it.
-            let env = rc.env.get_or_insert_with(Vec::new);
             for (k, v) in pairs {
-                let kv = format!("{k}={v}");
-                let at = env
-                    .iter()
-                    .position(|e| e.split_once('=').map_or(e.as_str(), |(ek, _)| ek) == k);
-                match at {
-                    Some(i) if edits.env_set.contains(k) => env[i] = kv,
-                    _ => {
-                        if let Some(i) = at {
-                            env.remove(i);
-                        }
-                        env.push(kv);
-                        edits.env_set.insert(k.clone());
-                    }
+                if edits.env_set.insert(k.clone()) {
+                    rc.env_append(k, v);
+                } else {
+                    rc.env_set(k, v);
                 }
             }
         }

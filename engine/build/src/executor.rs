@@ -2012,11 +2012,8 @@ impl<'a> Builder<'a> {
         if opts.omit_history {
             config.history.clear();
         }
-        if let Some(env) = config.config.env.as_mut() {
-            env.retain(|kv| {
-                let k = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
-                !opts.unset_env.iter().any(|u| u == k)
-            });
+        for k in &opts.unset_env {
+            config.config.env_unset(k);
         }
         for (k, v) in &opts.labels {
             config

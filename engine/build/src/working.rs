@@ -1722,17 +1722,12 @@ pub fn apply_changes(
                 continue;
             }
             None if e.ends_with('-') => {
-                let k = e.trim_end_matches('-');
-                if let Some(env) = rc.env.as_mut() {
-                    env.retain(|kv| kv.split_once('=').map(|(ek, _)| ek) != Some(k));
-                }
+                rc.env_unset(e.trim_end_matches('-'));
                 continue;
             }
             None => (e.clone(), std::env::var(e).unwrap_or_default()),
         };
-        let env = rc.env.get_or_insert_with(Vec::new);
-        env.retain(|kv| kv.split_once('=').map(|(ek, _)| ek) != Some(k.as_str()));
-        env.push(format!("{k}={v}"));
+        rc.env_append(&k, &v);
     }
     if let Some(e) = &ch.entrypoint {
         rc.entrypoint = if e.trim().is_empty() {

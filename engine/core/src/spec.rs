@@ -395,14 +395,31 @@ impl RuntimeConfig {
     pub fn env_set(&mut self, key: &str, value: &str) {
         let env = self.env.get_or_insert_with(Vec::new);
         let entry = format!("{key}={value}");
-        match env
-            .iter_mut()
-            .find(|e| e.split_once('=').map(|(k, _)| k).unwrap_or(e) == key)
-        {
+        match env.iter_mut().find(|e| env_key(e) == key) {
             Some(e) => *e = entry,
             None => env.push(entry),
         }
     }
+
+    /// Set `key=value` as the last entry, removing any earlier one (buildah's `SetEnv`).
+    pub fn env_append(&mut self, key: &str, value: &str) {
+        self.env_unset(key);
+        self.env
+            .get_or_insert_with(Vec::new)
+            .push(format!("{key}={value}"));
+    }
+
+    /// Remove every entry of `key`.
+    pub fn env_unset(&mut self, key: &str) {
+        if let Some(env) = self.env.as_mut() {
+            env.retain(|e| env_key(e) != key);
+        }
+    }
+}
+
+/// The variable name of an environment entry (`KEY=VALUE`; an entry without `=` is all name).
+fn env_key(entry: &str) -> &str {
+    entry.split_once('=').map_or(entry, |(k, _)| k)
 }
 
 /// `rootfs` of an image config.
@@ -656,5 +673,10 @@ mod tests {
         rc.env_set("B", "2");
         rc.env_set("A", "3");
         assert_eq!(rc.env.as_deref().unwrap(), ["A=3", "B=2"]);
+        rc.env_append("A", "4");
+        assert_eq!(rc.env.as_deref().unwrap(), ["B=2", "A=4"]);
+        rc.env.as_mut().unwrap().push("B".into());
+        rc.env_unset("B");
+        assert_eq!(rc.env.as_deref().unwrap(), ["A=4"]);
     }
 }
