@@ -250,6 +250,19 @@ buildah rm $c $src
     check_script_text("own-mixed-verbs", text);
 }
 
+// `commit --squash`: one layer holding the base's files too, through the verbs and through the
+// build file (whose squashed layer comes from the build cache when nothing changed).
+#[test]
+fn script_own_squash() {
+    let text = r#"
+c=$(buildah from 127.0.0.1:5000/busybox:latest)
+buildah run $c -- sh -c 'echo one > /one && rm /bin/ls'
+buildah commit --squash $c squashed
+buildah rm $c
+"#;
+    check_script_text("own-squash", text);
+}
+
 // The docker format keeps HEALTHCHECK, SHELL and ONBUILD set by `config`.
 #[test]
 fn script_own_docker_format() {

@@ -770,12 +770,8 @@ impl<'a> Builder<'a> {
             &base_layers.to_string(),
             &format!("{:?}", ctx.opts.timestamp),
         ]);
-        let use_cache = ctx.opts.layers && !ctx.opts.no_cache;
-        let cached: Option<LayerRef> = use_cache
-            .then(|| self.store.cache_get(&format!("fold-{key}")))
-            .flatten()
-            .and_then(|v| serde_json::from_value(v).ok())
-            .filter(|l: &LayerRef| self.store.has_blob(&l.digest));
+        let key = format!("fold-{key}");
+        let cached = self.cached_layer(ctx, &key).flatten();
         let hit = cached.is_some();
         let layer = crate::working::fold_stage(
             &containers,
@@ -790,20 +786,16 @@ impl<'a> Builder<'a> {
             ctx.opts.timestamp,
             cached,
         )?;
-        if use_cache && !hit {
-            self.store.cache_put(
-                &format!("fold-{key}"),
-                &serde_json::to_value(&layer).map_err(|e| BuildError::Other(e.to_string()))?,
-            )?;
+        if !hit {
+            self.cache_layer(ctx, &key, Some(&layer))?;
         }
         if stage.layering == plan::Layering::Squashed {
-            let flat = st.stack.dirs[0].clone();
-            let one = layer_from_upper(self.store, &flat, &[], &[], ctx.opts.timestamp, true)?
-                .ok_or_else(|| BuildError::Other(format!("stage {hint}: no squashed layer")))?;
-            let entry = st.config.history.pop();
-            st.config.history = entry.into_iter().collect();
-            st.layers = vec![one];
-            st.config.rootfs.diff_ids = st.layers.iter().map(|l| l.diff_id).collect();
+            self.squash(ctx, st)?;
+            if st.layers.is_empty() {
+                return Err(BuildError::Other(format!(
+                    "stage {hint}: no squashed layer"
+                )));
+            }
         }
         if let Some(h) = st.config.history.last_mut() {
             h.comment = st.commit.history_comment.clone();
@@ -1958,8 +1950,31 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    /// `--squash`: the stage's whole filesystem as its only layer, and its last history entry
-    /// as the only one (carrying that layer). The squashed layer is cached like a step.
+    /// The layer the build cache recorded under `key` (`Some(None)`: none was made), when the
+    /// cache is in use and the layer's blob is still in the store.
+    fn cached_layer(&self, ctx: &Ctx<'_>, key: &str) -> Option<Option<LayerRef>> {
+        if !ctx.opts.layers || ctx.opts.no_cache {
+            return None;
+        }
+        let layer: Option<LayerRef> = serde_json::from_value(self.store.cache_get(key)?).ok()?;
+        layer
+            .as_ref()
+            .is_none_or(|l| self.store.has_blob(&l.digest))
+            .then_some(layer)
+    }
+
+    /// Record `layer` under `key` in the build cache, when the cache is in use.
+    fn cache_layer(&self, ctx: &Ctx<'_>, key: &str, layer: Option<&LayerRef>) -> Result<()> {
+        if ctx.opts.layers && !ctx.opts.no_cache {
+            let v = serde_json::to_value(layer).map_err(|e| BuildError::Other(e.to_string()))?;
+            self.store.cache_put(key, &v)?;
+        }
+        Ok(())
+    }
+
+    /// The stage's whole filesystem as its only layer, and its last history entry as the only
+    /// one (carrying that layer): `--squash`, and a script's `commit --squash`. The squashed
+    /// layer is cached like a step.
     fn squash(&self, ctx: &Ctx<'_>, st: &mut StageState) -> Result<()> {
         let layers: Vec<String> = st.layers.iter().map(|l| l.digest.to_string()).collect();
         let key = format!(
@@ -1971,24 +1986,12 @@ impl<'a> Builder<'a> {
                 &format!("{:?}", ctx.opts.timestamp),
             ])
         );
-        let use_cache = ctx.opts.layers && !ctx.opts.no_cache;
-        let cached: Option<Option<LayerRef>> = use_cache
-            .then(|| self.store.cache_get(&key))
-            .flatten()
-            .and_then(|v| serde_json::from_value(v).ok())
-            .filter(|l: &Option<LayerRef>| {
-                l.as_ref().is_none_or(|l| self.store.has_blob(&l.digest))
-            });
-        let one = match cached {
+        let one = match self.cached_layer(ctx, &key) {
             Some(one) => one,
             None => {
                 let flat = flat_snapshot(self.store, &st.layers)?;
                 let one = layer_from_upper(self.store, &flat, &[], &[], ctx.opts.timestamp, true)?;
-                if use_cache {
-                    let v =
-                        serde_json::to_value(&one).map_err(|e| BuildError::Other(e.to_string()))?;
-                    self.store.cache_put(&key, &v)?;
-                }
+                self.cache_layer(ctx, &key, one.as_ref())?;
                 one
             }
         };
