@@ -883,3 +883,70 @@ fn own_copy_parents() {
         );
     }
 }
+
+// RUN's confinement: buildah's default capabilities and a seccomp filter (equal to buildah's
+// steps but for the open-files limit, which each tool sets its own way); then `--cap-add`,
+// `--cap-drop`, `--security-opt`, `--ulimit` and `--device`, checked by hand.
+#[test]
+fn own_confinement() {
+    let case = Case::own("confinement");
+    let ours = case.check(&["/nofile"], 0);
+    let s = summary(&ours);
+    assert_file(
+        &s,
+        "/status-root",
+        b"CapInh:\t0000000000000000\nCapPrm:\t00000000800405fb\nCapEff:\t00000000800405fb\n\
+          CapBnd:\t00000000800405fb\nCapAmb:\t0000000000000000\nNoNewPrivs:\t0\nSeccomp:\t2\n",
+    );
+    assert_file(
+        &s,
+        "/status-nobody",
+        b"CapInh:\t0000000000000000\nCapPrm:\t0000000000000000\nCapEff:\t0000000000000000\n\
+          CapBnd:\t00000000800405fb\nCapAmb:\t0000000000000000\n",
+    );
+    assert_file(&s, "/unshare", b"unshare-refused\n");
+    assert_file(&s, "/mount", b"mount-refused\n");
+    assert_file(&s, "/device", b"");
+
+    let (flagged, _) = case.build(
+        "flagged.tar",
+        &[
+            "--cap-add",
+            "NET_RAW,sys_admin",
+            "--cap-drop",
+            "CAP_CHOWN",
+            "--security-opt",
+            "seccomp=unconfined",
+            "--security-opt",
+            "no-new-privileges",
+            "--ulimit",
+            "nofile=512:1024",
+            "--device",
+            "/dev/null:/dev/kiln-null",
+        ],
+    );
+    let s = summary(&flagged);
+    assert_file(
+        &s,
+        "/status-root",
+        b"CapInh:\t0000000000000000\nCapPrm:\t00000000802425fa\nCapEff:\t00000000802425fa\n\
+          CapBnd:\t00000000802425fa\nCapAmb:\t0000000000000000\nNoNewPrivs:\t1\nSeccomp:\t0\n",
+    );
+    assert_file(&s, "/unshare", b"unshare-ok\n");
+    assert_file(&s, "/mount", b"mount-ok\n");
+    assert_file(&s, "/nofile", b"512\n1024\n");
+    assert_file(&s, "/device", b"1,3\n");
+    // The device is bound for RUN only.
+    assert!(file(&s, "/dev/kiln-null").is_none());
+
+    // Bad values are refused before anything is built.
+    for (flag, value, says) in [
+        ("--cap-add", "NET_RAWR", "unknown capability"),
+        ("--ulimit", "nofiles=1", "unknown limit type"),
+        ("--security-opt", "seccomp=/profile.json", "seccomp profiles"),
+        ("--device", "/etc/passwd", "is not a device"),
+    ] {
+        let err = case.kiln.run_fail(["build", flag, value, case.ctx().to_str().unwrap()]);
+        assert!(err.contains(says), "{flag} {value}: {err}");
+    }
+}

@@ -391,3 +391,79 @@ fn progress_bars_on_a_terminal_and_quiet_with_q() {
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), config_hex(&reg, "busybox:latest"));
     assert!(o.stderr.is_empty(), "-q printed progress: {}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// `skopeo` with its output as JSON.
+fn skopeo_json(args: &[&str]) -> Value {
+    let out = std::process::Command::new("skopeo")
+        .args(args)
+        .output()
+        .expect("running skopeo");
+    assert!(out.status.success(), "skopeo {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("skopeo prints JSON")
+}
+
+/// A build cache kept in a registry: one build pushes the steps it runs (`--cache-to`), a build
+/// on a machine with an empty store takes them from there (`--cache-from`) instead of running
+/// them — the RUN that writes random bytes gives the same layer — and a changed step runs again.
+#[test]
+fn a_build_cache_in_a_registry_serves_a_fresh_store() {
+    let reg = Registry::start(Variant::Plain);
+    bases::push_busybox(&reg);
+    let ctx = tempfile::tempdir().unwrap();
+    let dockerfile = |last: &str| {
+        format!(
+            "FROM {}\nENV A=1\nRUN head -c 16 /dev/urandom | od -An -tx1 > /random\n\
+             COPY f.txt /f.txt\nRUN {last}\n",
+            reg.reference("busybox:latest")
+        )
+    };
+    std::fs::write(ctx.path().join("Dockerfile"), dockerfile("echo one > /one")).unwrap();
+    std::fs::write(ctx.path().join("f.txt"), "f\n").unwrap();
+    let ctx_path = ctx.path().to_str().unwrap();
+    let cache = format!("{}/build-cache", reg.host());
+
+    let first = Kiln::new();
+    first.run([
+        "build",
+        "--tls-verify=false",
+        "--cache-to",
+        &cache,
+        "-t",
+        &reg.docker("out:first"),
+        ctx_path,
+    ]);
+    let tags = skopeo_json(&["list-tags", "--tls-verify=false", &format!("docker://{cache}")]);
+    assert_eq!(tags["Tags"].as_array().unwrap().len(), 4, "one cache image per step: {tags}");
+
+    let fresh = Kiln::new();
+    let out = fresh.run([
+        "build",
+        "--tls-verify=false",
+        "--cache-from",
+        &format!("docker://{cache}"),
+        "-t",
+        &reg.docker("out:second"),
+        ctx_path,
+    ]);
+    assert_eq!(out.matches("Using cache").count(), 4, "{out}");
+    let layers = |tag: &str| {
+        skopeo_json(&["inspect", "--tls-verify=false", &reg.docker(&format!("out:{tag}"))])["Layers"]
+            .clone()
+    };
+    assert_eq!(layers("first"), layers("second"));
+    assert_eq!(layers("first").as_array().unwrap().len(), 4);
+
+    // A changed last step runs; the steps before it still come from the registry.
+    std::fs::write(ctx.path().join("Dockerfile"), dockerfile("echo two > /two")).unwrap();
+    let other = Kiln::new();
+    let out = other.run(["build", "--tls-verify=false", "--cache-from", &cache, ctx_path]);
+    assert_eq!(out.matches("Using cache").count(), 3, "{out}");
+    assert!(out.contains("STEP 5/5: RUN echo two"), "{out}");
+
+    // A repository with a tag is refused; an unreachable one is a warning, not a failure.
+    let err = other.run_fail(["build", "--cache-to", &format!("{cache}:v1"), ctx_path]);
+    assert!(err.contains("without a tag"), "{err}");
+    let o = Kiln::new().output(["build", "--tls-verify=false", "--cache-from", "127.0.0.1:1/nothing", ctx_path]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stderr).matches("127.0.0.1:1/nothing").count(), 1);
+}

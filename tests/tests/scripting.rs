@@ -642,3 +642,52 @@ fn build_script_errors_name_their_line() {
         "no container is left"
     );
 }
+
+/// `from --cap-add/--cap-drop/--ulimit/--device` apply to every later `run` of the container,
+/// `run --cap-add/--cap-drop` to that command only, as with buildah; a bad value is refused.
+#[test]
+fn from_and_run_take_capabilities_limits_and_devices() {
+    let bases = Bases::start(false);
+    let kiln = Kiln::new();
+    kiln.mark_insecure(&bases.reg);
+    let busybox = bases.reg.reference("busybox:latest");
+    let c = kiln
+        .run([
+            "from",
+            "--cap-add",
+            "NET_RAW",
+            "--cap-drop",
+            "chown",
+            "--ulimit",
+            "nofile=256:512",
+            "--device",
+            "/dev/zero:/dev/kiln-zero",
+            &busybox,
+        ])
+        .trim()
+        .to_string();
+    let bounding = |extra: &[&str]| -> String {
+        let mut args = vec!["run"];
+        args.extend_from_slice(extra);
+        args.extend([c.as_str(), "--", "sh", "-c", "grep CapBnd /proc/self/status"]);
+        kiln.run(args).trim().to_string()
+    };
+    // buildah's 800405fb, CHOWN dropped and NET_RAW added.
+    assert_eq!(bounding(&[]), "CapBnd:\t00000000800425fa");
+    assert_eq!(bounding(&["--cap-drop", "NET_RAW"]), "CapBnd:\t00000000800405fa");
+    assert_eq!(bounding(&["--cap-add", "ALL"]).len(), "CapBnd:\t".len() + 16);
+    let out = kiln.run([
+        "run",
+        &c,
+        "--",
+        "sh",
+        "-c",
+        "ulimit -n; head -c 4 /dev/kiln-zero | od -An -tx1",
+    ]);
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["256", "00", "00", "00", "00"]);
+    let err = kiln.run_fail(["run", "--cap-add", "KILL", "--cap-drop", "kill", &c, "--", "true"]);
+    assert!(err.contains("both added and dropped"), "{err}");
+    let err = kiln.run_fail(["from", "--ulimit", "nofile=2:1", "scratch"]);
+    assert!(err.contains("--ulimit nofile=2:1"), "{err}");
+    kiln.run(["rm", &c]);
+}

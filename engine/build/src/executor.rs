@@ -124,6 +124,35 @@ struct Ctx<'b> {
     stage: u32,
     ssh: std::sync::Arc<std::collections::BTreeMap<String, PathBuf>>,
     run_extras: std::sync::Arc<RunExtras>,
+    /// The `--cache-from`/`--cache-to` repositories' client and state.
+    registry_cache: std::sync::Arc<RegistryCache>,
+}
+
+/// What a build keeps about its `--cache-from` and `--cache-to` repositories.
+#[derive(Default)]
+struct RegistryCache {
+    /// One client for the build (sessions and tokens are reused), made on first use.
+    client: std::sync::OnceLock<std::result::Result<RegistryClient, String>>,
+    /// `--cache-from` repositories that failed (unreachable, refused): not asked again.
+    failed: std::sync::Mutex<BTreeSet<String>>,
+    /// Steps this build ran, pushed to the `--cache-to` repositories when it succeeds.
+    pushes: std::sync::Mutex<Vec<CachePush>>,
+}
+
+impl RegistryCache {
+    fn client(&self, options: &ClientOptions) -> std::result::Result<&RegistryClient, String> {
+        self.client
+            .get_or_init(|| RegistryClient::new(options.clone()).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+/// A step's result as a `--cache-to` cache image: the stage's config and layers after it.
+struct CachePush {
+    key: String,
+    config: ImageConfig,
+    layers: Vec<LayerRef>,
 }
 
 /// What every RUN of the build gets besides its own mounts: the `--run-mount` mounts and the
@@ -178,6 +207,22 @@ impl<'b> Ctx<'b> {
             stage,
             ssh: self.ssh.clone(),
             run_extras: self.run_extras.clone(),
+            registry_cache: self.registry_cache.clone(),
+        }
+    }
+
+    /// Remember the step `key` just ran for `--cache-to`.
+    fn ran_step(&mut self, key: &str, st: &StageState) {
+        self.steps_run += 1;
+        if self.opts.cache_to.is_empty() || !self.opts.layers || self.opts.no_cache {
+            return;
+        }
+        if let Ok(mut pushes) = self.registry_cache.pushes.lock() {
+            pushes.push(CachePush {
+                key: key.to_string(),
+                config: st.config.clone(),
+                layers: st.layers.clone(),
+            });
         }
     }
 
@@ -202,7 +247,7 @@ fn record_hit(ctx: &mut Ctx<'_>, st: &mut StageState, key: &str) -> bool {
 
 /// Part of every build cache key: bumped whenever a step's result for the same inputs changes
 /// (a fix in COPY semantics, say), so caches made by older executors are not reused.
-const CACHE_EPOCH: &str = "kiln-build-cache/4";
+const CACHE_EPOCH: &str = "kiln-build-cache/5";
 
 fn hash_key(parts: &[&str]) -> String {
     let mut h = Sha256::new();
@@ -394,6 +439,7 @@ impl<'a> Builder<'a> {
             stage: plan.target,
             ssh: std::sync::Arc::new(ssh_agents.sockets.clone()),
             run_extras: std::sync::Arc::new(run_extras),
+            registry_cache: Default::default(),
         };
         let jobs = match opts.jobs {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -410,6 +456,7 @@ impl<'a> Builder<'a> {
             .take()
             .ok_or_else(|| BuildError::Other("target stage did not run".into()))?;
         let image = self.commit_image(&ctx, final_state)?;
+        self.push_cache_images(&ctx);
         progress.finish(Some(&image.id.to_string()), ctx.steps_run, ctx.steps_cached);
         Ok(BuildOutcome {
             image,
@@ -832,8 +879,8 @@ impl<'a> Builder<'a> {
                     &serde_json::json!({ "layer": null, "snapshot": null }),
                 )?;
             }
+            ctx.ran_step(&key, st);
             st.key = key;
-            ctx.steps_run += 1;
         }
         Ok(())
     }
@@ -889,7 +936,7 @@ impl<'a> Builder<'a> {
         }
         let entry_key = format!("step-{key}");
         let Some(v) = self.store.cache_get(&entry_key) else {
-            return false;
+            return self.remote_cached(ctx, key, st, created_by);
         };
         let mut snapshot_key = v["snapshot"].as_str().map(str::to_string);
         let layer: Option<LayerRef> = if v["lazy"].is_object() {
@@ -1179,7 +1226,7 @@ impl<'a> Builder<'a> {
             )?;
         }
         st.key = key.to_string();
-        ctx.steps_run += 1;
+        ctx.ran_step(key, st);
         Ok(())
     }
 
@@ -1392,11 +1439,15 @@ impl<'a> Builder<'a> {
             .collect();
         // What the step sees of /etc/hosts and /etc/resolv.conf, when the build changes them.
         let o = ctx.opts;
-        let name_files = if o.no_hosts || !o.add_hosts.is_empty() || o.dns != Default::default() {
+        let mut name_files = if o.no_hosts || !o.add_hosts.is_empty() || o.dns != Default::default() {
             format!("{}{:?}{:?}", o.no_hosts, o.add_hosts, o.dns)
         } else {
             String::new()
         };
+        // The process's capabilities, filter, limits and devices, when the build changes them.
+        if !o.process.is_default() {
+            name_files.push_str(&format!("{:?}", o.process));
+        }
         let key = hash_key(&[
             &st.key,
             "run",
@@ -1562,6 +1613,16 @@ impl<'a> Builder<'a> {
             spec.extra_hosts = ctx.opts.add_hosts.clone();
             spec.dns = ctx.opts.dns.clone();
             spec.no_hosts = ctx.opts.no_hosts;
+            spec.confinement = ctx.opts.process.confinement().map_err(|message| BuildError::Step {
+                location: location.into(),
+                message,
+            })?;
+            spec.mounts.extend(ctx.opts.process.device_mounts().map_err(|message| {
+                BuildError::Step {
+                    location: location.into(),
+                    message,
+                }
+            })?);
             if ctx.opts.stdin {
                 spec.stdin = kiln_sandbox::Input::Inherit;
             }
@@ -2005,6 +2066,134 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
+    /// A step the local cache does not have, answered by a `--cache-from` repository: its cache
+    /// image must hold this stage's layers and at most one more (the step's), which is fetched
+    /// and applied to a flattened copy of the stage's filesystem. The answer is kept in the
+    /// local cache. Any failure (unreachable registry, foreign entry) is a miss.
+    fn remote_cached(
+        &self,
+        ctx: &mut Ctx<'_>,
+        key: &str,
+        st: &mut StageState,
+        created_by: &str,
+    ) -> bool {
+        if ctx.opts.cache_from.is_empty() || !ctx.opts.layers || !st.lazy.is_empty() {
+            return false;
+        }
+        let cache = ctx.registry_cache.clone();
+        for repo in &ctx.opts.cache_from {
+            if cache.failed.lock().map_or(true, |f| f.contains(repo)) {
+                continue;
+            }
+            match self.remote_step(ctx, &cache, repo, key, st, created_by) {
+                Ok(true) => return record_hit(ctx, st, key),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!("--cache-from {repo}: {e} (not asked again in this build)");
+                    if let Ok(mut f) = cache.failed.lock() {
+                        f.insert(repo.clone());
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    fn remote_step(
+        &self,
+        ctx: &Ctx<'_>,
+        cache: &RegistryCache,
+        repo: &str,
+        key: &str,
+        st: &mut StageState,
+        created_by: &str,
+    ) -> Result<bool> {
+        let client = cache.client(&self.registry).map_err(BuildError::Other)?;
+        let Some(found) = client.find_cache_image(repo, key)? else {
+            return Ok(false);
+        };
+        let config: ImageConfig = serde_json::from_slice(&found.config)
+            .map_err(|e| BuildError::Other(format!("cache image {repo}:{key}: config: {e}")))?;
+        let diff_ids = &config.rootfs.diff_ids;
+        let n = st.layers.len();
+        let ours: Vec<Digest> = st.layers.iter().map(|l| l.diff_id).collect();
+        if diff_ids.len() != found.layers.len()
+            || !(n..=n + 1).contains(&found.layers.len())
+            || diff_ids[..n] != ours[..]
+        {
+            tracing::debug!("cache image {repo}:{key} does not continue this stage's layers");
+            return Ok(false);
+        }
+        let layer = match found.layers.get(n) {
+            None => None,
+            Some(desc) => {
+                if !media_types::is_layer(&desc.media_type) {
+                    return Ok(false);
+                }
+                client.fetch_cache_layer(self.store, repo, desc)?;
+                Some(LayerRef {
+                    digest: desc.digest,
+                    diff_id: diff_ids[n],
+                    size: desc.size,
+                    media_type: desc.media_type.clone(),
+                })
+            }
+        };
+        let snapshot = match &layer {
+            None => None,
+            Some(l) => {
+                let mut chain = st.layers.clone();
+                chain.push(l.clone());
+                let flat = crate::layers::flat_snapshot_reusing(self.store, &chain)?;
+                st.stack = LayerStack { dirs: vec![flat] };
+                st.config.rootfs.diff_ids.push(l.diff_id);
+                st.layers.push(l.clone());
+                Some(flat_key(&chain))
+            }
+        };
+        push_history(&mut st.config, &ctx.created, created_by, layer.is_none());
+        self.store.cache_put(
+            &format!("step-{key}"),
+            &serde_json::json!({ "layer": layer, "snapshot": snapshot }),
+        )?;
+        tracing::debug!("{created_by}: answered by cache image {repo}:{key}");
+        Ok(true)
+    }
+
+    /// Push the steps this build ran to the `--cache-to` repositories. A failure is reported
+    /// and does not fail the build (its image is made).
+    fn push_cache_images(&self, ctx: &Ctx<'_>) {
+        let pushes = match ctx.registry_cache.pushes.lock() {
+            Ok(mut p) => std::mem::take(&mut *p),
+            Err(_) => return,
+        };
+        if pushes.is_empty() {
+            return;
+        }
+        let client = match ctx.registry_cache.client(&self.registry) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("warning: --cache-to: {e}");
+                return;
+            }
+        };
+        for repo in &ctx.opts.cache_to {
+            for p in &pushes {
+                let pushed = image_manifest(self.store, p.config.clone(), &p.layers, Format::Oci, &[])
+                    .map_err(|e| e.to_string())
+                    .and_then(|m| {
+                        client
+                            .push_cache_image(self.store, repo, &p.key, &m.to_vec())
+                            .map_err(|e| e.to_string())
+                    });
+                if let Err(e) = pushed {
+                    eprintln!("warning: --cache-to {repo}: pushing the cache image of a step: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
     fn commit_image(&self, ctx: &Ctx<'_>, mut st: StageState) -> Result<ImageRecord> {
         let opts = ctx.opts;
         self.settle_lazy(ctx, &mut st)?;
@@ -2338,6 +2527,10 @@ fn write_layer(
 /// nobody exports was most of such a step's commit time.
 fn layers_exported(ctx: &Ctx<'_>) -> bool {
     let plan = ctx.plan;
+    // Cache images pushed to `--cache-to` carry every stage's layers.
+    if !ctx.opts.cache_to.is_empty() {
+        return true;
+    }
     if plan.stages[ctx.stage as usize].layering != plan::Layering::PerStep {
         return true;
     }
@@ -2387,12 +2580,26 @@ fn gzip_layer(store: &Store, l: &LayerRef) -> Result<LayerRef> {
 /// record the image under `names`. `annotations` go on an OCI manifest.
 pub(crate) fn write_image(
     store: &Store,
-    mut config: ImageConfig,
+    config: ImageConfig,
     layers: &[LayerRef],
     format: Format,
     annotations: &[(String, String)],
     names: &[&str],
 ) -> Result<ImageRecord> {
+    let manifest_bytes = image_manifest(store, config, layers, format, annotations)?.to_vec();
+    store.put_blob_bytes(&manifest_bytes)?;
+    Ok(store.put_image(&manifest_bytes, names)?)
+}
+
+/// The manifest of an image of `config` (its diff_ids set from `layers`) and `layers`; the config
+/// blob is stored.
+fn image_manifest(
+    store: &Store,
+    mut config: ImageConfig,
+    layers: &[LayerRef],
+    format: Format,
+    annotations: &[(String, String)],
+) -> Result<Manifest> {
     config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id).collect();
     let config_bytes = config.to_vec();
     let config_digest = store.put_blob_bytes(&config_bytes)?;
@@ -2425,9 +2632,7 @@ pub(crate) fn write_image(
             a.insert(k.clone(), v.clone());
         }
     }
-    let manifest_bytes = manifest.to_vec();
-    store.put_blob_bytes(&manifest_bytes)?;
-    Ok(store.put_image(&manifest_bytes, names)?)
+    Ok(manifest)
 }
 
 /// The (uid, gid) of a `--chown` spec in the filesystem `stack`: a bare numeric uid is also the

@@ -14,6 +14,7 @@ mod error;
 mod executor;
 mod ignore;
 mod layers;
+mod process;
 mod progress;
 mod runmount;
 pub mod working;
@@ -23,6 +24,7 @@ pub use executor::{BuildOutcome, Builder};
 pub use ignore::IgnoreRules;
 pub use kiln_sandbox::DnsSettings;
 pub use layers::{LayerRef, LayerStack};
+pub use process::{Device, ProcessOptions};
 pub use progress::ProgressMode;
 pub use runmount::{RunMountError, parse_run_mount};
 
@@ -182,6 +184,14 @@ pub struct BuildOptions {
     pub no_hosts: bool,
     /// `--stdin`: RUN steps read kiln's standard input (else `/dev/null`).
     pub stdin: bool,
+    /// `--cap-add`, `--cap-drop`, `--security-opt`, `--ulimit`, `--device` for every RUN.
+    pub process: ProcessOptions,
+    /// `--cache-from`: registry repositories (`host/path`) whose cache images answer steps the
+    /// local cache does not have.
+    pub cache_from: Vec<String>,
+    /// `--cache-to`: registry repositories the steps this build runs are pushed to as cache
+    /// images (tagged with their cache keys).
+    pub cache_to: Vec<String>,
     /// `--label`s added to the final image.
     pub labels: Vec<(String, String)>,
     /// `--annotation`s added to the final manifest.

@@ -17,7 +17,7 @@ use crate::error::{BuildError, Result};
 use crate::executor::{find_or_pull, layer_from_tree, layer_from_upper, owner_in, write_image};
 use crate::ignore::IgnoreRules;
 use crate::layers::{LayerRef, LayerStack, Lookup, flat_key, flat_snapshot, flat_snapshot_reusing};
-use crate::{Format, PullPolicy};
+use crate::{Format, ProcessOptions, PullPolicy};
 use kiln_core::Platform;
 use kiln_core::spec::{HealthConfig, History, ImageConfig};
 use kiln_plugin_host::plan::CopySource;
@@ -62,6 +62,9 @@ pub struct WorkingState {
     /// directory (`vfs-rootfs/`, with its copy stamp in `vfs-stamp`) instead of an upper dir.
     #[serde(default)]
     pub vfs: bool,
+    /// `from --cap-add/--cap-drop/--security-opt/--ulimit/--device`, for every `run`.
+    #[serde(default, skip_serializing_if = "ProcessOptions::is_default")]
+    pub process: ProcessOptions,
 }
 
 /// A working container: its store record, the image config being edited and kiln's state.
@@ -162,6 +165,8 @@ pub struct FromOptions {
     pub platform: Option<Platform>,
     /// Host binds for every later `run`: (source, target, read-only).
     pub run_binds: Vec<(PathBuf, String, bool)>,
+    /// Capabilities, security options, limits and devices for every later `run`.
+    pub process: ProcessOptions,
 }
 
 /// `kiln run` options.
@@ -181,6 +186,10 @@ pub struct RunOptions {
     pub hostname: Option<String>,
     /// Pass kiln's stdin to the command (else `/dev/null`).
     pub stdin: bool,
+    /// `--cap-add` for this run, on top of the container's capabilities.
+    pub cap_add: Vec<String>,
+    /// `--cap-drop` for this run.
+    pub cap_drop: Vec<String>,
 }
 
 /// `kiln copy`/`kiln add` options.
@@ -386,6 +395,7 @@ impl<'a> Containers<'a> {
             layers: layers.clone(),
             lower: flat_key(&layers),
             run_binds: opts.run_binds.clone(),
+            process: opts.process.clone(),
             vfs: self.driver == crate::StorageDriver::Vfs,
             ..Default::default()
         };
@@ -640,6 +650,15 @@ impl<'a> Containers<'a> {
         };
         spec.stdout = Output::Inherit;
         spec.stderr = Output::Inherit;
+        let process_err = |e: String| other(format!("kiln run {}: {e}", c.name()));
+        spec.confinement = c.state.process.confinement().map_err(process_err)?;
+        spec.confinement.capabilities = spec
+            .confinement
+            .capabilities
+            .with_changes(&opts.cap_add, &opts.cap_drop)
+            .map_err(|e| process_err(format!("--cap-add/--cap-drop: {e}")))?;
+        spec.mounts
+            .extend(c.state.process.device_mounts().map_err(process_err)?);
         for (src, target, ro) in c.state.run_binds.iter().chain(&opts.binds) {
             let m = if src.is_dir() {
                 ExtraMount::BindDir {

@@ -8,11 +8,14 @@
 //! - Images move between registries and the store with [`RegistryClient::pull`] and
 //!   [`RegistryClient::push`]; `oci:`, `oci-archive:` and `docker-archive:` sources are imported
 //!   with [`RegistryClient::import`].
+//! - A build cache in a repository (`--cache-to`/`--cache-from`) goes through
+//!   [`RegistryClient::push_cache_image`] and [`RegistryClient::find_cache_image`].
 //! - Plugin artifacts (the CNCF Wasm OCI layout) go through [`RegistryClient::pull_artifact`] and
 //!   [`RegistryClient::push_artifact`].
 
 mod artifact;
 pub mod auth;
+mod build_cache;
 pub mod challenge;
 pub mod conf;
 pub mod error;
@@ -29,6 +32,7 @@ pub mod tls;
 
 pub use artifact::MAX_ARTIFACT;
 pub use auth::{AuthFiles, Credentials};
+pub use build_cache::CacheImage;
 pub use conf::RegistriesConf;
 pub use error::{Error, Result};
 pub use import::REF_NAME;

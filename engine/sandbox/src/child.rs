@@ -226,6 +226,12 @@ pub(crate) unsafe fn middle(p: &Plan, fds: &mut [RawFd]) -> ! {
         exit(SETUP_FAILED);
     }
     close_others(&p.keep_fds);
+    // Before the user namespace: raising a hard limit needs kiln's own privileges.
+    for (k, (resource, limit)) in p.rlimits.iter().enumerate() {
+        // SAFETY: setrlimit with a pointer to a prepared struct.
+        let r = unsafe { libc::setrlimit(*resource as libc::__rlimit_resource_t, limit) };
+        ck(p, sys::check(r), step::id(step::RLIMIT, k));
+    }
     if let Some((go_r, ready_w)) = p.sync {
         ck(
             p,
@@ -966,6 +972,37 @@ fn open_null(p: &Plan, flags: libc::c_int) -> RawFd {
     ck(p, sys::check(fd), step::id(step::STDIO, 9))
 }
 
+/// Drops the capabilities the step does not keep from the bounding set and installs the seccomp
+/// filter, while S is still root in its namespace (installing a filter without `no_new_privs`
+/// needs `CAP_SYS_ADMIN` there); `setresuid` to another user then empties the other sets.
+fn confine(p: &Plan) {
+    for c in 0..=p.cap_last.min(63) {
+        if p.caps & (1 << c) != 0 {
+            continue;
+        }
+        // SAFETY: prctl with integer arguments.
+        let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, c as libc::c_ulong, 0, 0, 0) };
+        if r < 0 && Errno::last() != Errno::EINVAL {
+            ck(p, sys::check(r), step::id(step::CAPBSET, c as usize));
+        }
+    }
+    if !p.seccomp.is_empty() {
+        let prog = libc::sock_fprog {
+            len: p.seccomp.len() as libc::c_ushort,
+            filter: p.seccomp.as_ptr().cast_mut(),
+        };
+        // SAFETY: the program outlives the call (the kernel copies it).
+        let r = unsafe {
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+                &prog as *const libc::sock_fprog,
+            )
+        };
+        ck(p, sys::check(r), step::id(step::SECCOMP, 0));
+    }
+}
+
 /// Process S: becomes the step's command.
 unsafe fn run_step(p: &Plan, cwd: &CStr) -> ! {
     reset_signals(false);
@@ -987,6 +1024,7 @@ unsafe fn run_step(p: &Plan, cwd: &CStr) -> ! {
             }
         }
         ck(p, nix::unistd::chdir(cwd), step::id(step::CHDIR, 0));
+        confine(p);
         if p.set_groups {
             let r = libc::setgroups(p.groups.len(), p.groups.as_ptr());
             ck(p, sys::check(r), step::id(step::SETGROUPS, 0));
@@ -1001,6 +1039,10 @@ unsafe fn run_step(p: &Plan, cwd: &CStr) -> ! {
             sys::check(libc::setresuid(p.uid, p.uid, p.uid)),
             step::id(step::SETUID, 0),
         );
+        if p.no_new_privs {
+            let r = libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+            ck(p, sys::check(r), step::id(step::NO_NEW_PRIVS, 0));
+        }
         libc::umask(0o022);
         let _ = sys::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
         let mut err = Errno::ENOENT;

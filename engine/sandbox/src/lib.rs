@@ -26,9 +26,11 @@
 //!   SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH to S, and when S exits it
 //!   SIGKILLs everything left in the namespace (so `sleep 1000 &` does not survive) and exits
 //!   with S's status (exit code, or 128+signal).
-//! * **S** resets signal dispositions and mask, starts a new session, wires stdio, drops to the
-//!   step's user (`setgroups`, `setresgid`, `setresuid`) and `execve`s argv (searching the
-//!   step's `PATH` inside the rootfs).
+//! * **S** resets signal dispositions and mask, starts a new session, wires stdio, drops the
+//!   capabilities the step does not keep from its bounding set and installs the seccomp filter
+//!   (see [`Confinement`]), drops to the step's user (`setgroups`, `setresgid`, `setresuid`) and
+//!   `execve`s argv (searching the step's `PATH` inside the rootfs). Resource limits are set by M,
+//!   before it makes the user namespace.
 //!
 //! # Mount tree
 //!
@@ -77,12 +79,15 @@
 //! runs: the mount-point stubs stay in the upper dir (the run's layer is abandoned anyway) and the
 //! empty scratch directory is removed by the next run in any process.
 
+mod caps;
 mod child;
 mod cleanup;
+mod confine;
 mod idmap;
 mod parent;
 mod plan;
 mod probe;
+mod seccomp;
 mod sys;
 mod user;
 
@@ -91,6 +96,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use caps::{CapError, Capabilities};
+pub use confine::{Confinement, Rlimit};
 pub use idmap::{IdMap, IdMapKind, IdRange};
 pub use parent::terminate_all;
 pub use probe::probe_overlay;
@@ -333,6 +340,8 @@ pub struct RunSpec<'a> {
     pub stderr: Output<'a>,
     /// User-namespace policy.
     pub userns: UserNs,
+    /// Capabilities, seccomp filter, `no_new_privs` and resource limits of the step's process.
+    pub confinement: Confinement,
     /// Optional canceller.
     pub cancel: Option<Canceller>,
     /// Mount an overlay rootfs with `volatile`: the step's fsync/sync calls skip the upper dir
@@ -344,7 +353,8 @@ pub struct RunSpec<'a> {
 
 impl<'a> RunSpec<'a> {
     /// A spec with defaults: root, cwd `/`, hostname `kiln`, host network, no extra mounts,
-    /// stdin from `/dev/null`, inherited stdout and stderr.
+    /// stdin from `/dev/null`, inherited stdout and stderr, buildah's capabilities and kiln's
+    /// seccomp filter.
     pub fn new(rootfs: Rootfs, argv: Vec<String>) -> Self {
         RunSpec {
             rootfs,
@@ -362,6 +372,7 @@ impl<'a> RunSpec<'a> {
             stdout: Output::Inherit,
             stderr: Output::Inherit,
             userns: UserNs::Auto,
+            confinement: Confinement::default(),
             cancel: None,
             volatile: false,
         }

@@ -46,6 +46,10 @@ pub(crate) mod step {
     pub const EXEC: u32 = 31;
     pub const PIPE: u32 = 32;
     pub const SIGNALS: u32 = 33;
+    pub const RLIMIT: u32 = 34;
+    pub const CAPBSET: u32 = 35;
+    pub const SECCOMP: u32 = 36;
+    pub const NO_NEW_PRIVS: u32 = 37;
 
     pub const fn id(code: u32, index: usize) -> u32 {
         (code << 16) | (index as u32 & 0xffff)
@@ -172,6 +176,14 @@ pub(crate) struct Plan {
     pub stdin_null: bool,
     pub stdout: OutPlan,
     pub stderr: OutPlan,
+    /// Resource limits M sets before it makes the namespaces.
+    pub rlimits: Vec<(i32, libc::rlimit)>,
+    /// Capabilities S keeps in its bounding set; the others up to `cap_last` are dropped.
+    pub caps: u64,
+    pub cap_last: u32,
+    /// The seccomp program S installs (none when empty).
+    pub seccomp: Vec<libc::sock_filter>,
+    pub no_new_privs: bool,
 }
 
 pub(crate) fn cstr(s: &[u8], what: &str) -> Result<CString, Error> {
@@ -214,7 +226,19 @@ pub(crate) struct Prepared<'p> {
     pub hosts: Vec<u8>,
 }
 
+/// The highest capability number this kernel knows (`/proc/sys/kernel/cap_last_cap`).
+fn cap_last() -> u32 {
+    static LAST: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *LAST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(63)
+    })
+}
+
 pub(crate) fn build(spec: &RunSpec<'_>, prep: Prepared<'_>) -> Result<Plan, Error> {
+    let c = &spec.confinement;
     let userns = prep.idmap.uses_userns();
     let mut ns_flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
@@ -570,6 +594,25 @@ pub(crate) fn build(spec: &RunSpec<'_>, prep: Prepared<'_>) -> Result<Plan, Erro
         stdin_null: spec.stdin == crate::Input::Null,
         stdout: prep.stdout,
         stderr: prep.stderr,
+        rlimits: c
+            .rlimits
+            .iter()
+            .map(|r| {
+                let limit = libc::rlimit {
+                    rlim_cur: r.soft,
+                    rlim_max: r.hard,
+                };
+                (r.resource, limit)
+            })
+            .collect(),
+        caps: c.capabilities.bits(),
+        cap_last: cap_last(),
+        seccomp: if c.seccomp {
+            crate::seccomp::filter(c.capabilities)
+        } else {
+            Vec::new()
+        },
+        no_new_privs: c.no_new_privileges,
     })
 }
 
@@ -688,6 +731,13 @@ pub(crate) fn describe(plan: &Plan, spec: &RunSpec<'_>, id: u32, path: &str) -> 
         step::CHDIR => format!("chdir {}", at(&spec.cwd)),
         step::PIPE => "create a pipe".into(),
         step::SIGNALS => "set the signal mask".into(),
+        step::RLIMIT => match spec.confinement.rlimits.get(idx) {
+            Some(r) => format!("set --ulimit {}={}:{}", r.name(), r.soft, r.hard),
+            None => "set a resource limit".into(),
+        },
+        step::CAPBSET => format!("drop capability {idx} from the bounding set"),
+        step::SECCOMP => "install the seccomp filter".into(),
+        step::NO_NEW_PRIVS => "set no_new_privs".into(),
         _ => format!("sandbox step {code}"),
     }
 }

@@ -87,6 +87,15 @@ pub struct BuildArgs {
     /// RUN steps read this standard input (else /dev/null).
     #[arg(long)]
     pub stdin: bool,
+    #[command(flatten)]
+    pub process: crate::cmd::ProcessArgs,
+    /// Registry repository (`host/path`, no tag) whose cache images answer steps the local cache
+    /// does not have; repeatable.
+    #[arg(long, value_delimiter = ',')]
+    pub cache_from: Vec<String>,
+    /// Registry repository the steps this build runs are pushed to as cache images; repeatable.
+    #[arg(long, value_delimiter = ',')]
+    pub cache_to: Vec<String>,
     /// Write everything the build prints (progress, RUN output, the image ID) to this file
     /// instead of standard output and standard error.
     #[arg(long)]
@@ -349,6 +358,9 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
         unset_env: a.unsetenv.clone(),
         no_hosts: a.no_hosts,
         stdin: a.stdin,
+        process: a.process.options()?,
+        cache_from: a.cache_from.iter().map(|r| cache_repository(r, "--cache-from")).collect::<Result<_>>()?,
+        cache_to: a.cache_to.iter().map(|r| cache_repository(r, "--cache-to")).collect::<Result<_>>()?,
         dns: kiln_build::DnsSettings {
             servers: a.dns.clone(),
             search: a.dns_search.clone(),
@@ -446,4 +458,14 @@ fn injector_options(flags: &[String], name: &str) -> Result<Vec<(String, String)
         }
     }
     Ok(out)
+}
+
+/// A `--cache-from`/`--cache-to` repository: `[docker://]host/path`, without tag or digest.
+fn cache_repository(value: &str, flag: &str) -> Result<String> {
+    let bare = value.strip_prefix("docker://").unwrap_or(value);
+    let r = kiln_core::ImageReference::parse(bare).with_context(|| format!("{flag} {value}"))?;
+    if bare.contains('@') || bare.rsplit('/').next().is_some_and(|last| last.contains(':')) {
+        bail!("{flag} {value}: give a repository without a tag or digest (kiln tags cache images with their cache keys)");
+    }
+    Ok(format!("{}/{}", r.registry(), r.repository()))
 }

@@ -73,6 +73,8 @@ pub struct FromArgs {
     /// `SRC:DST[:ro]` host bind for every later `run`.
     #[arg(short = 'v', long = "volume")]
     pub volumes: Vec<String>,
+    #[command(flatten)]
+    pub process: crate::cmd::ProcessArgs,
     /// No pull progress.
     #[arg(short, long)]
     pub quiet: bool,
@@ -125,6 +127,12 @@ pub struct RunArgs {
     /// Hostname inside the container.
     #[arg(long)]
     pub hostname: Option<String>,
+    /// Capability to add for this command (on top of the container's), repeatable.
+    #[arg(long, value_delimiter = ',')]
+    pub cap_add: Vec<String>,
+    /// Capability to drop for this command, repeatable.
+    #[arg(long, value_delimiter = ',')]
+    pub cap_drop: Vec<String>,
     /// Isolation (kiln always uses its own rootless sandbox; accepted for compatibility).
     #[arg(long)]
     pub isolation: Option<String>,
@@ -409,6 +417,7 @@ fn from(store: &Store, a: FromArgs, g: &Global) -> Result<()> {
             pull,
             platform,
             run_binds,
+            process: a.process.options()?,
         },
     )?;
     if let Some(f) = &a.cidfile {
@@ -522,6 +531,8 @@ fn run_in(store: &Store, a: RunArgs) -> Result<()> {
         network: a.network.clone(),
         hostname: a.hostname.clone(),
         stdin: true,
+        cap_add: a.cap_add.clone(),
+        cap_drop: a.cap_drop.clone(),
     };
     let status = v.run(&c, &command, &opts)?;
     if status != 0 {

@@ -136,3 +136,40 @@ pub fn config_injectors() -> Vec<String> {
     }
     out
 }
+
+/// How RUN processes are confined and which host devices they see (`kiln build`, `kiln from`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ProcessArgs {
+    /// Capability to add to RUN's default set (buildah's), `ALL` for every one; repeatable.
+    #[arg(long, value_delimiter = ',')]
+    pub cap_add: Vec<String>,
+    /// Capability to drop from RUN's set, `ALL` for every one; repeatable.
+    #[arg(long, value_delimiter = ',')]
+    pub cap_drop: Vec<String>,
+    /// `seccomp=unconfined` (no syscall filter), `no-new-privileges`; `label=disable` and
+    /// `apparmor=unconfined` are accepted. Repeatable.
+    #[arg(long)]
+    pub security_opt: Vec<String>,
+    /// `TYPE=SOFT[:HARD]` resource limit for RUN (`nofile=1024:4096`), repeatable.
+    #[arg(long)]
+    pub ulimit: Vec<String>,
+    /// `HOST[:CONTAINER[:rwm]]`: a host device RUN sees, repeatable.
+    #[arg(long)]
+    pub device: Vec<String>,
+}
+
+impl ProcessArgs {
+    /// The options, checked (an unknown capability, limit or option, a path that is no device).
+    pub fn options(&self) -> Result<kiln_build::ProcessOptions> {
+        let o = kiln_build::ProcessOptions {
+            cap_add: self.cap_add.clone(),
+            cap_drop: self.cap_drop.clone(),
+            security_opts: self.security_opt.clone(),
+            ulimits: self.ulimit.clone(),
+            devices: self.device.clone(),
+        };
+        o.confinement().map_err(anyhow::Error::msg)?;
+        o.devices().map_err(anyhow::Error::msg)?;
+        Ok(o)
+    }
+}
