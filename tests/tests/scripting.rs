@@ -607,6 +607,12 @@ fn build_script_errors_name_their_line() {
             "quote.sh:2:24: error: a single quote is not closed",
         ),
         (
+            "caps.sh",
+            "c=$(buildah from --security-opt label=disable scratch)\nbuildah run --cap-add SYS_ADMIN $c -- true\n"
+                .to_string(),
+            "caps.sh:2:13: error: buildah run --cap-add SYS_ADMIN: a build script cannot change one step's confinement; give `kiln build --cap-add SYS_ADMIN`",
+        ),
+        (
             "failing-run.sh",
             format!("c=$(buildah from {busybox})\nbuildah copy $c f /f\nbuildah run $c -- sh -c 'echo oops >&2; exit 7'\nbuildah commit $c never\n"),
             "failing-run.sh:3",

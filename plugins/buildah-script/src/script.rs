@@ -218,6 +218,28 @@ impl Parsed {
     }
 }
 
+/// A build script's `--cap-add`, `--cap-drop` and `--security-opt` (on `from` or `run`) would
+/// change the confinement of single steps, which a build plan does not carry: refused, naming
+/// the build's own flags that do it for every step. `--security-opt label=disable` and
+/// `apparmor=unconfined` ask for nothing kiln applies and are accepted.
+fn refuse_confinement_flags(verb: &str, p: &Parsed) -> Result<(), shell::Error> {
+    for flag in ["cap-add", "cap-drop", "security-opt"] {
+        for (value, at) in p.all(flag) {
+            if flag == "security-opt" && matches!(value, "label=disable" | "apparmor=unconfined") {
+                continue;
+            }
+            return Err(shell::Error::at(
+                at,
+                format!(
+                    "buildah {verb} --{flag} {value}: a build script cannot change one step's \
+                     confinement; give `kiln build --{flag} {value}` for every step"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Parse `words` against `spec`. With `stop_at_arg`, the first non-flag word ends the flags
 /// (`run CTR -- CMD…`); a `--` always does.
 fn parse_flags(
@@ -387,6 +409,7 @@ impl Script {
     /// `buildah from`: a new stage; returns the container name.
     fn from(&mut self, args: &[Field], pos: Pos) -> Result<String, shell::Error> {
         let p = parse_flags("from", args, FROM_FLAGS, false)?;
+        refuse_confinement_flags("from", &p)?;
         let [image] = p.args.as_slice() else {
             return Err(shell::Error::at(
                 pos,
@@ -452,6 +475,7 @@ impl Script {
 
     fn run(&mut self, args: &[Field], pos: Pos, text: &str) -> Result<(), shell::Error> {
         let p = parse_flags("run", args, RUN_FLAGS, true)?;
+        refuse_confinement_flags("run", &p)?;
         let Some((ctr_word, rest)) = p.args.split_first() else {
             return Err(shell::Error::at(
                 pos,
