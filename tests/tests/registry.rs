@@ -460,6 +460,19 @@ fn a_build_cache_in_a_registry_serves_a_fresh_store() {
     assert_eq!(out.matches("Using cache").count(), 3, "{out}");
     assert!(out.contains("STEP 5/5: RUN echo two"), "{out}");
 
+    // `--cache-ttl`: entries older than it answer nothing, in the registry or in the store.
+    let aged = Kiln::new();
+    let ttl_build = |ttl: &str, from: &[&str]| {
+        let mut args = vec!["build", "--tls-verify=false", "--cache-ttl", ttl];
+        args.extend_from_slice(from);
+        args.push(ctx_path);
+        aged.run(args).matches("Using cache").count()
+    };
+    assert_eq!(ttl_build("1ms", &["--cache-from", &cache]), 0);
+    assert_eq!(ttl_build("1h", &[]), 4);
+    assert_eq!(ttl_build("1ms", &[]), 0);
+    assert_eq!(ttl_build("0", &[]), 0);
+
     // A repository with a tag is refused; an unreachable one is a warning, not a failure.
     let err = other.run_fail(["build", "--cache-to", &format!("{cache}:v1"), ctx_path]);
     assert!(err.contains("without a tag"), "{err}");

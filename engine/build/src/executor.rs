@@ -935,7 +935,15 @@ impl<'a> Builder<'a> {
             return false;
         }
         let entry_key = format!("step-{key}");
-        let Some(v) = self.store.cache_get(&entry_key) else {
+        let fresh = |written: Option<std::time::SystemTime>| match ctx.opts.cache_ttl {
+            None => true,
+            Some(ttl) => written.is_some_and(|w| w.elapsed().is_ok_and(|age| age < ttl)),
+        };
+        let Some(v) = self
+            .store
+            .cache_get(&entry_key)
+            .filter(|_| fresh(self.store.cache_written(&entry_key)))
+        else {
             return self.remote_cached(ctx, key, st, created_by);
         };
         let mut snapshot_key = v["snapshot"].as_str().map(str::to_string);
@@ -2114,6 +2122,21 @@ impl<'a> Builder<'a> {
         };
         let config: ImageConfig = serde_json::from_slice(&found.config)
             .map_err(|e| BuildError::Other(format!("cache image {repo}:{key}: config: {e}")))?;
+        if let Some(ttl) = ctx.opts.cache_ttl {
+            let created = config
+                .created
+                .as_deref()
+                .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok());
+            let young = created.is_some_and(|c| {
+                (chrono::Utc::now() - c.with_timezone(&chrono::Utc))
+                    .to_std()
+                    .is_ok_and(|age| age < ttl)
+            });
+            if !young {
+                tracing::debug!("cache image {repo}:{key} is older than --cache-ttl");
+                return Ok(false);
+            }
+        }
         let diff_ids = &config.rootfs.diff_ids;
         let n = st.layers.len();
         let ours: Vec<Digest> = st.layers.iter().map(|l| l.diff_id).collect();
@@ -2179,7 +2202,10 @@ impl<'a> Builder<'a> {
         };
         for repo in &ctx.opts.cache_to {
             for p in &pushes {
-                let pushed = image_manifest(self.store, p.config.clone(), &p.layers, Format::Oci, &[])
+                // Created now, for `--cache-ttl` of the builds that read it.
+                let mut config = p.config.clone();
+                config.created = Some(rfc3339(chrono::Utc::now().timestamp()));
+                let pushed = image_manifest(self.store, config, &p.layers, Format::Oci, &[])
                     .map_err(|e| e.to_string())
                     .and_then(|m| {
                         client

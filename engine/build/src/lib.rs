@@ -192,6 +192,9 @@ pub struct BuildOptions {
     /// `--cache-to`: registry repositories the steps this build runs are pushed to as cache
     /// images (tagged with their cache keys).
     pub cache_to: Vec<String>,
+    /// `--cache-ttl`: only cache entries (local ones by when they were written, registry ones by
+    /// their image's creation time) younger than this answer steps.
+    pub cache_ttl: Option<std::time::Duration>,
     /// `--label`s added to the final image.
     pub labels: Vec<(String, String)>,
     /// `--annotation`s added to the final manifest.

@@ -35,6 +35,15 @@ impl Store {
         (e.key == key).then_some(e.value)
     }
 
+    /// When the entry under `key` was last written (now, for one not yet on disk), if any.
+    pub fn cache_written(&self, key: &str) -> Option<std::time::SystemTime> {
+        let path = self.cache_path(key);
+        if self.pending_lock().cache.contains_key(&path) {
+            return Some(std::time::SystemTime::now());
+        }
+        fs::metadata(path).and_then(|m| m.modified()).ok()
+    }
+
     /// Store `value` under `key` (replacing any previous value atomically). Blob digests and
     /// snapshot keys that appear as strings anywhere in `value` are kept alive by `prune`.
     pub fn cache_put(&self, key: &str, value: &Value) -> Result<()> {

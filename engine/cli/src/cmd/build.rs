@@ -96,6 +96,9 @@ pub struct BuildArgs {
     /// Registry repository the steps this build runs are pushed to as cache images; repeatable.
     #[arg(long, value_delimiter = ',')]
     pub cache_to: Vec<String>,
+    /// Use only cache entries younger than this (`90m`, `1h30m`, `2d`; `0` is `--no-cache`).
+    #[arg(long)]
+    pub cache_ttl: Option<String>,
     /// Write everything the build prints (progress, RUN output, the image ID) to this file
     /// instead of standard output and standard error.
     #[arg(long)]
@@ -336,7 +339,7 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
         frontend: None,
         build_args,
         target: a.target.clone(),
-        no_cache: a.no_cache,
+        no_cache: a.no_cache || a.cache_ttl.as_deref().is_some_and(|t| parse_duration(t).is_ok_and(|d| d.is_zero())),
         layers: a.layers,
         pull,
         platform: if a.os.is_some() || a.arch.is_some() || a.variant.is_some() {
@@ -361,6 +364,7 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
         process: a.process.options()?,
         cache_from: a.cache_from.iter().map(|r| cache_repository(r, "--cache-from")).collect::<Result<_>>()?,
         cache_to: a.cache_to.iter().map(|r| cache_repository(r, "--cache-to")).collect::<Result<_>>()?,
+        cache_ttl: a.cache_ttl.as_deref().map(parse_duration).transpose()?,
         dns: kiln_build::DnsSettings {
             servers: a.dns.clone(),
             search: a.dns_search.clone(),
@@ -468,4 +472,54 @@ fn cache_repository(value: &str, flag: &str) -> Result<String> {
         bail!("{flag} {value}: give a repository without a tag or digest (kiln tags cache images with their cache keys)");
     }
     Ok(format!("{}/{}", r.registry(), r.repository()))
+}
+
+/// A duration as Go writes it (`1h30m`, `90s`, `250ms`; also `d` for days); a bare `0` is zero.
+fn parse_duration(s: &str) -> Result<std::time::Duration> {
+    let bad = || anyhow::anyhow!("--cache-ttl {s:?}: expected a duration such as 90m, 1h30m or 2d");
+    let t = s.trim();
+    if t == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let mut total = 0f64;
+    let mut rest = t;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+        let value: f64 = rest[..n].parse().map_err(|_| bad())?;
+        let unit_len = rest[n..].find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len() - n);
+        let seconds = match &rest[n..n + unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "d" => 86400.0,
+            _ => return Err(bad()),
+        };
+        total += value * seconds;
+        rest = &rest[n + unit_len..];
+    }
+    Ok(std::time::Duration::from_secs_f64(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse_as_go_writes_them() {
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172_800));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        for bad in ["", "h", "5", "5x", "1h5"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }
