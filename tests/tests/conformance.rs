@@ -943,10 +943,16 @@ fn own_confinement() {
     for (flag, value, says) in [
         ("--cap-add", "NET_RAWR", "unknown capability"),
         ("--ulimit", "nofiles=1", "unknown limit type"),
-        ("--security-opt", "seccomp=/profile.json", "seccomp profiles"),
+        (
+            "--security-opt",
+            "seccomp=/profile.json",
+            "seccomp profiles",
+        ),
         ("--device", "/etc/passwd", "is not a device"),
     ] {
-        let err = case.kiln.run_fail(["build", flag, value, case.ctx().to_str().unwrap()]);
+        let err = case
+            .kiln
+            .run_fail(["build", flag, value, case.ctx().to_str().unwrap()]);
         assert!(err.contains(says), "{flag} {value}: {err}");
     }
 }

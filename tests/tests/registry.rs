@@ -398,7 +398,11 @@ fn skopeo_json(args: &[&str]) -> Value {
         .args(args)
         .output()
         .expect("running skopeo");
-    assert!(out.status.success(), "skopeo {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("skopeo prints JSON")
 }
 
@@ -432,8 +436,16 @@ fn a_build_cache_in_a_registry_serves_a_fresh_store() {
         &reg.docker("out:first"),
         ctx_path,
     ]);
-    let tags = skopeo_json(&["list-tags", "--tls-verify=false", &format!("docker://{cache}")]);
-    assert_eq!(tags["Tags"].as_array().unwrap().len(), 4, "one cache image per step: {tags}");
+    let tags = skopeo_json(&[
+        "list-tags",
+        "--tls-verify=false",
+        &format!("docker://{cache}"),
+    ]);
+    assert_eq!(
+        tags["Tags"].as_array().unwrap().len(),
+        4,
+        "one cache image per step: {tags}"
+    );
 
     let fresh = Kiln::new();
     let out = fresh.run([
@@ -447,18 +459,105 @@ fn a_build_cache_in_a_registry_serves_a_fresh_store() {
     ]);
     assert_eq!(out.matches("Using cache").count(), 4, "{out}");
     let layers = |tag: &str| {
-        skopeo_json(&["inspect", "--tls-verify=false", &reg.docker(&format!("out:{tag}"))])["Layers"]
+        skopeo_json(&[
+            "inspect",
+            "--tls-verify=false",
+            &reg.docker(&format!("out:{tag}")),
+        ])["Layers"]
             .clone()
     };
     assert_eq!(layers("first"), layers("second"));
     assert_eq!(layers("first").as_array().unwrap().len(), 4);
 
     // A changed last step runs; the steps before it still come from the registry.
+    std::fs::write(
+        ctx.path().join("Dockerfile.first"),
+        dockerfile("echo one > /one"),
+    )
+    .unwrap();
     std::fs::write(ctx.path().join("Dockerfile"), dockerfile("echo two > /two")).unwrap();
     let other = Kiln::new();
-    let out = other.run(["build", "--tls-verify=false", "--cache-from", &cache, ctx_path]);
+    let out = other.run([
+        "build",
+        "--tls-verify=false",
+        "--cache-from",
+        &cache,
+        ctx_path,
+    ]);
     assert_eq!(out.matches("Using cache").count(), 3, "{out}");
     assert!(out.contains("STEP 5/5: RUN echo two"), "{out}");
+
+    // A cache image whose config misstates its new layer's uncompressed digest answers
+    // nothing: every entry of the repository is rewritten so, and a fresh store runs every step.
+    let tampered = format!("{}/tampered-cache", reg.host());
+    let skopeo = Skopeo::new();
+    for tag in tags["Tags"].as_array().unwrap() {
+        let tag = tag.as_str().unwrap();
+        let layout = tempfile::tempdir().unwrap();
+        let dir = layout.path().display().to_string();
+        skopeo.copy_from(
+            &reg,
+            &format!("build-cache:{tag}"),
+            &format!("oci:{dir}:t"),
+            &[],
+        );
+        let blob = |d: &str| {
+            layout
+                .path()
+                .join("blobs/sha256")
+                .join(d.trim_start_matches("sha256:"))
+        };
+        let put = |bytes: &[u8]| -> (String, usize) {
+            let hex = kiln_tests::util::sha256_bytes(bytes);
+            std::fs::write(blob(&hex), bytes).unwrap();
+            (format!("sha256:{hex}"), bytes.len())
+        };
+        let mut index: Value =
+            serde_json::from_slice(&std::fs::read(layout.path().join("index.json")).unwrap())
+                .unwrap();
+        let mut manifest: Value = serde_json::from_slice(
+            &std::fs::read(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap(),
+        )
+        .unwrap();
+        let mut config: Value = serde_json::from_slice(
+            &std::fs::read(blob(manifest["config"]["digest"].as_str().unwrap())).unwrap(),
+        )
+        .unwrap();
+        let last = config["rootfs"]["diff_ids"].as_array().unwrap().len() - 1;
+        config["rootfs"]["diff_ids"][last] = format!("sha256:{}", "0".repeat(64)).into();
+        let (d, n) = put(&serde_json::to_vec(&config).unwrap());
+        manifest["config"]["digest"] = d.into();
+        manifest["config"]["size"] = n.into();
+        let (d, n) = put(&serde_json::to_vec(&manifest).unwrap());
+        index["manifests"][0]["digest"] = d.into();
+        index["manifests"][0]["size"] = n.into();
+        std::fs::write(
+            layout.path().join("index.json"),
+            serde_json::to_vec(&index).unwrap(),
+        )
+        .unwrap();
+        skopeo.copy_to(
+            &format!("oci:{dir}:t"),
+            &reg,
+            &format!("tampered-cache:{tag}"),
+            &[],
+        );
+    }
+    let o = Kiln::new().output([
+        "build",
+        "--tls-verify=false",
+        "--cache-from",
+        &tampered,
+        &format!("--file={}", ctx.path().join("Dockerfile.first").display()),
+        ctx_path,
+    ]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "{stderr}");
+    assert_eq!(stdout.matches("Using cache").count(), 0, "{stdout}");
+    assert!(stderr.contains("does not hash to its diff_id"), "{stderr}");
 
     // `--cache-ttl`: entries older than it answer nothing, in the registry or in the store.
     let aged = Kiln::new();
@@ -476,7 +575,18 @@ fn a_build_cache_in_a_registry_serves_a_fresh_store() {
     // A repository with a tag is refused; an unreachable one is a warning, not a failure.
     let err = other.run_fail(["build", "--cache-to", &format!("{cache}:v1"), ctx_path]);
     assert!(err.contains("without a tag"), "{err}");
-    let o = Kiln::new().output(["build", "--tls-verify=false", "--cache-from", "127.0.0.1:1/nothing", ctx_path]);
+    let o = Kiln::new().output([
+        "build",
+        "--tls-verify=false",
+        "--cache-from",
+        "127.0.0.1:1/nothing",
+        ctx_path,
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(String::from_utf8_lossy(&o.stderr).matches("127.0.0.1:1/nothing").count(), 1);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr)
+            .matches("127.0.0.1:1/nothing")
+            .count(),
+        1
+    );
 }

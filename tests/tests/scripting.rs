@@ -675,13 +675,25 @@ fn from_and_run_take_capabilities_limits_and_devices() {
     let bounding = |extra: &[&str]| -> String {
         let mut args = vec!["run"];
         args.extend_from_slice(extra);
-        args.extend([c.as_str(), "--", "sh", "-c", "grep CapBnd /proc/self/status"]);
+        args.extend([
+            c.as_str(),
+            "--",
+            "sh",
+            "-c",
+            "grep CapBnd /proc/self/status",
+        ]);
         kiln.run(args).trim().to_string()
     };
     // buildah's 800405fb, CHOWN dropped and NET_RAW added.
     assert_eq!(bounding(&[]), "CapBnd:\t00000000800425fa");
-    assert_eq!(bounding(&["--cap-drop", "NET_RAW"]), "CapBnd:\t00000000800405fa");
-    assert_eq!(bounding(&["--cap-add", "ALL"]).len(), "CapBnd:\t".len() + 16);
+    assert_eq!(
+        bounding(&["--cap-drop", "NET_RAW"]),
+        "CapBnd:\t00000000800405fa"
+    );
+    assert_eq!(
+        bounding(&["--cap-add", "ALL"]).len(),
+        "CapBnd:\t".len() + 16
+    );
     let out = kiln.run([
         "run",
         &c,
@@ -690,8 +702,20 @@ fn from_and_run_take_capabilities_limits_and_devices() {
         "-c",
         "ulimit -n; head -c 4 /dev/kiln-zero | od -An -tx1",
     ]);
-    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["256", "00", "00", "00", "00"]);
-    let err = kiln.run_fail(["run", "--cap-add", "KILL", "--cap-drop", "kill", &c, "--", "true"]);
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["256", "00", "00", "00", "00"]
+    );
+    let err = kiln.run_fail([
+        "run",
+        "--cap-add",
+        "KILL",
+        "--cap-drop",
+        "kill",
+        &c,
+        "--",
+        "true",
+    ]);
     assert!(err.contains("both added and dropped"), "{err}");
     let err = kiln.run_fail(["from", "--ulimit", "nofile=2:1", "scratch"]);
     assert!(err.contains("--ulimit nofile=2:1"), "{err}");

@@ -211,9 +211,15 @@ impl<'b> Ctx<'b> {
         }
     }
 
-    /// Remember the step `key` just ran for `--cache-to`.
+    /// Count the step `key` as run and remember it for `--cache-to`.
     fn ran_step(&mut self, key: &str, st: &StageState) {
         self.steps_run += 1;
+        self.remember_for_cache_to(key, st);
+    }
+
+    /// Remember the state after step `key` (run, or answered by the local cache) to push to the
+    /// `--cache-to` repositories.
+    fn remember_for_cache_to(&self, key: &str, st: &StageState) {
         if self.opts.cache_to.is_empty() || !self.opts.layers || self.opts.no_cache {
             return;
         }
@@ -1011,6 +1017,7 @@ impl<'a> Builder<'a> {
                 push_history(&mut st.config, &ctx.created, created_by, false);
             }
         }
+        ctx.remember_for_cache_to(key, st);
         record_hit(ctx, st, key)
     }
 
@@ -1447,7 +1454,8 @@ impl<'a> Builder<'a> {
             .collect();
         // What the step sees of /etc/hosts and /etc/resolv.conf, when the build changes them.
         let o = ctx.opts;
-        let mut name_files = if o.no_hosts || !o.add_hosts.is_empty() || o.dns != Default::default() {
+        let names_changed = o.no_hosts || !o.add_hosts.is_empty() || o.dns != Default::default();
+        let mut name_files = if names_changed {
             format!("{}{:?}{:?}", o.no_hosts, o.add_hosts, o.dns)
         } else {
             String::new()
@@ -1607,6 +1615,12 @@ impl<'a> Builder<'a> {
         let tail_ref = std::cell::RefCell::new(&mut tail);
         let t_run = Instant::now();
         tracing::debug!("{location}: RUN prepared in {:?}", t_prep.elapsed());
+        let step_err = |message: String| BuildError::Step {
+            location: location.into(),
+            message,
+        };
+        let confinement = ctx.opts.process.confinement().map_err(step_err)?;
+        let devices = ctx.opts.process.device_mounts().map_err(step_err)?;
         let outcome = {
             let mut spec = RunSpec::new(working.rootfs(&st.stack), argv.clone());
             spec.env = env;
@@ -1621,16 +1635,8 @@ impl<'a> Builder<'a> {
             spec.extra_hosts = ctx.opts.add_hosts.clone();
             spec.dns = ctx.opts.dns.clone();
             spec.no_hosts = ctx.opts.no_hosts;
-            spec.confinement = ctx.opts.process.confinement().map_err(|message| BuildError::Step {
-                location: location.into(),
-                message,
-            })?;
-            spec.mounts.extend(ctx.opts.process.device_mounts().map_err(|message| {
-                BuildError::Step {
-                    location: location.into(),
-                    message,
-                }
-            })?);
+            spec.confinement = confinement;
+            spec.mounts.extend(devices);
             if ctx.opts.stdin {
                 spec.stdin = kiln_sandbox::Input::Inherit;
             }
@@ -2096,12 +2102,23 @@ impl<'a> Builder<'a> {
             match self.remote_step(ctx, &cache, repo, key, st, created_by) {
                 Ok(true) => return record_hit(ctx, st, key),
                 Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!("--cache-from {repo}: {e} (not asked again in this build)");
+                // The registry cannot be reached or refuses us: do not ask it again.
+                Err(BuildError::Registry(
+                    e @ (kiln_registry::Error::Network { .. }
+                    | kiln_registry::Error::Unauthorized { .. }
+                    | kiln_registry::Error::Status { .. }),
+                )) => {
+                    ctx.progress.warning(&format!(
+                        "--cache-from {repo}: {e} (not asked again in this build)"
+                    ));
                     if let Ok(mut f) = cache.failed.lock() {
                         f.insert(repo.clone());
                     }
                 }
+                // A foreign or damaged entry, or trouble storing it: this step is a miss.
+                Err(e) => ctx
+                    .progress
+                    .warning(&format!("--cache-from {repo}: cache image {key}: {e}")),
             }
         }
         false
@@ -2154,31 +2171,43 @@ impl<'a> Builder<'a> {
                     return Ok(false);
                 }
                 client.fetch_cache_layer(self.store, repo, desc)?;
-                Some(LayerRef {
+                let l = LayerRef {
                     digest: desc.digest,
                     diff_id: diff_ids[n],
                     size: desc.size,
                     media_type: desc.media_type.clone(),
+                };
+                // The config's word for the uncompressed digest names snapshots and goes into
+                // the image: check it. A plain-tar layer is compressed as a local one would be.
+                let plain = l.media_type == media_types::OCI_LAYER_TAR;
+                Some(if plain && layers_exported(ctx) {
+                    gzip_layer(self.store, &l)?
+                } else {
+                    verify_diff_id(self.store, &l)?;
+                    l
                 })
             }
         };
-        let snapshot = match &layer {
+        // Everything that can fail comes before the stage changes.
+        let flat = match &layer {
             None => None,
             Some(l) => {
                 let mut chain = st.layers.clone();
                 chain.push(l.clone());
-                let flat = crate::layers::flat_snapshot_reusing(self.store, &chain)?;
-                st.stack = LayerStack { dirs: vec![flat] };
-                st.config.rootfs.diff_ids.push(l.diff_id);
-                st.layers.push(l.clone());
-                Some(flat_key(&chain))
+                let dir = crate::layers::flat_snapshot_reusing(self.store, &chain)?;
+                Some((dir, flat_key(&chain)))
             }
         };
-        push_history(&mut st.config, &ctx.created, created_by, layer.is_none());
         self.store.cache_put(
             &format!("step-{key}"),
-            &serde_json::json!({ "layer": layer, "snapshot": snapshot }),
+            &serde_json::json!({ "layer": layer, "snapshot": flat.as_ref().map(|f| &f.1) }),
         )?;
+        if let (Some(l), Some((dir, _))) = (&layer, flat) {
+            st.stack = LayerStack { dirs: vec![dir] };
+            st.config.rootfs.diff_ids.push(l.diff_id);
+            st.layers.push(l.clone());
+        }
+        push_history(&mut st.config, &ctx.created, created_by, layer.is_none());
         tracing::debug!("{created_by}: answered by cache image {repo}:{key}");
         Ok(true)
     }
@@ -2196,7 +2225,7 @@ impl<'a> Builder<'a> {
         let client = match ctx.registry_cache.client(&self.registry) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("warning: --cache-to: {e}");
+                ctx.progress.warning(&format!("--cache-to: {e}"));
                 return;
             }
         };
@@ -2213,7 +2242,9 @@ impl<'a> Builder<'a> {
                             .map_err(|e| e.to_string())
                     });
                 if let Err(e) = pushed {
-                    eprintln!("warning: --cache-to {repo}: pushing the cache image of a step: {e}");
+                    ctx.progress.warning(&format!(
+                        "--cache-to {repo}: pushing the cache image of a step: {e}"
+                    ));
                     break;
                 }
             }
@@ -2571,6 +2602,27 @@ fn layers_exported(ctx: &Ctx<'_>) -> bool {
         }
     }
     true
+}
+
+/// Check that layer `l`'s blob in the store decompresses to its diff_id.
+fn verify_diff_id(store: &Store, l: &LayerRef) -> Result<()> {
+    let io_err = |e| BuildError::Io {
+        what: format!("reading layer {}", l.digest),
+        source: e,
+    };
+    let blob = store.open_blob(&l.digest)?;
+    let mut tar = kiln_layer::decompress(std::io::BufReader::new(blob)).map_err(io_err)?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut tar, &mut h).map_err(io_err)?;
+    let got = Digest::parse(&format!("sha256:{}", hex::encode(h.finalize())))
+        .map_err(|e| BuildError::Other(e.to_string()))?;
+    if got != l.diff_id {
+        return Err(BuildError::Other(format!(
+            "layer {} does not hash to its diff_id {} (it gives {got})",
+            l.digest, l.diff_id
+        )));
+    }
+    Ok(())
 }
 
 /// A gzip copy of the plain-tar layer `l` in the store (same diff_id).

@@ -226,11 +226,21 @@ pub(crate) unsafe fn middle(p: &Plan, fds: &mut [RawFd]) -> ! {
         exit(SETUP_FAILED);
     }
     close_others(&p.keep_fds);
-    // Before the user namespace: raising a hard limit needs kiln's own privileges.
-    for (k, (resource, limit)) in p.rlimits.iter().enumerate() {
-        // SAFETY: setrlimit with a pointer to a prepared struct.
-        let r = unsafe { libc::setrlimit(*resource as libc::__rlimit_resource_t, limit) };
-        ck(p, sys::check(r), step::id(step::RLIMIT, k));
+    // A hard limit above kiln's own can only be raised here, before the user namespace (and
+    // only by a privileged kiln); the step's process sets the exact limits.
+    for (resource, limit) in &p.rlimits {
+        let resource = *resource as libc::__rlimit_resource_t;
+        let mut cur = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit with pointers to stack structs.
+        unsafe {
+            if libc::getrlimit(resource, &mut cur) == 0 && cur.rlim_max < limit.rlim_max {
+                cur.rlim_max = limit.rlim_max;
+                libc::setrlimit(resource, &cur);
+            }
+        }
     }
     if let Some((go_r, ready_w)) = p.sync {
         ck(
@@ -976,6 +986,36 @@ fn open_null(p: &Plan, flags: libc::c_int) -> RawFd {
 /// filter, while S is still root in its namespace (installing a filter without `no_new_privs`
 /// needs `CAP_SYS_ADMIN` there); `setresuid` to another user then empties the other sets.
 fn confine(p: &Plan) {
+    for (k, (resource, limit)) in p.rlimits.iter().enumerate() {
+        // SAFETY: setrlimit with a pointer to a prepared struct.
+        let r = unsafe { libc::setrlimit(*resource as libc::__rlimit_resource_t, limit) };
+        ck(p, sys::check(r), step::id(step::RLIMIT, k));
+    }
+    // Nothing inherited from kiln (its inheritable and ambient sets, when it runs without a user
+    // namespace) reaches the step: after exec, root has exactly the bounding set.
+    // SAFETY: prctl with integer arguments; capget/capset on stack structs.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        );
+        let mut header = CapHeader {
+            version: LINUX_CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let mut data = [CapData::default(); 2];
+        if libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) == 0
+            && (data[0].inheritable | data[1].inheritable) != 0
+        {
+            data[0].inheritable = 0;
+            data[1].inheritable = 0;
+            let r = libc::syscall(libc::SYS_capset, &header, data.as_ptr()) as libc::c_int;
+            ck(p, sys::check(r), step::id(step::CAPBSET, 64));
+        }
+    }
     for c in 0..=p.cap_last.min(63) {
         if p.caps & (1 << c) != 0 {
             continue;
@@ -1002,6 +1042,24 @@ fn confine(p: &Plan) {
         ck(p, sys::check(r), step::id(step::SECCOMP, 0));
     }
 }
+
+/// `struct __user_cap_header_struct`.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+/// `struct __user_cap_data_struct` (two of them with version 3: capabilities 0–31, 32–63).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
 /// Process S: becomes the step's command.
 unsafe fn run_step(p: &Plan, cwd: &CStr) -> ! {

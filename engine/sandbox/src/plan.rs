@@ -735,6 +735,7 @@ pub(crate) fn describe(plan: &Plan, spec: &RunSpec<'_>, id: u32, path: &str) -> 
             Some(r) => format!("set --ulimit {}={}:{}", r.name(), r.soft, r.hard),
             None => "set a resource limit".into(),
         },
+        step::CAPBSET if idx == 64 => "clear the inheritable capabilities".into(),
         step::CAPBSET => format!("drop capability {idx} from the bounding set"),
         step::SECCOMP => "install the seccomp filter".into(),
         step::NO_NEW_PRIVS => "set no_new_privs".into(),

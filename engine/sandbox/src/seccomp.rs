@@ -10,7 +10,12 @@
 //! it to (`--cap-add SYS_ADMIN` lets a step mount and unshare again, as with buildah). `clone3`
 //! answers `ENOSYS`, so C libraries fall back to `clone`, whose flags the filter can read.
 //! Everything else is allowed. On x86-64 the 32-bit (i386) calls are filtered by their own numbers
-//! and x32 calls are refused; calls of any other architecture are refused.
+//! and x32 calls are refused; calls of any other architecture are refused. kiln has tables for
+//! x86-64 and aarch64; elsewhere no filter is installed.
+#![cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 
 use crate::caps::{Capabilities, number as cap};
 
@@ -259,7 +264,14 @@ fn table_body(t: &Table, caps: Capabilities) -> Vec<libc::sock_filter> {
     p
 }
 
+/// No filter where kiln has no table for the architecture.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+pub(crate) fn filter(_caps: Capabilities) -> Vec<libc::sock_filter> {
+    Vec::new()
+}
+
 /// The filter program for a step holding `caps`.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) fn filter(caps: Capabilities) -> Vec<libc::sock_filter> {
     let table = native_table();
     let native = table_body(&table, caps);
