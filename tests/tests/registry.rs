@@ -590,3 +590,168 @@ fn a_build_cache_in_a_registry_serves_a_fresh_store() {
         1
     );
 }
+
+/// A multi-platform build as buildah users make one: `kiln build --platform linux/amd64,linux/arm64
+/// --manifest LIST` builds each platform (FROM picks its base from a multi-platform image, RUN sees
+/// `TARGETARCH`) into a manifest list, `kiln manifest push --all` pushes the images and the
+/// index, and skopeo reads each platform's image back; the list verbs edit it as buildah's do.
+#[test]
+fn multi_platform_build_into_a_manifest_list() {
+    use kiln_tests::bases::{Compression, ImageSpec, Layout};
+    let reg = Registry::start(Variant::Plain);
+    let work = tempfile::tempdir().unwrap();
+    let rootfs = work.path().join("rootfs");
+    bases::busybox_rootfs(&rootfs);
+    let tar = work.path().join("rootfs.tar");
+    bases::tar_dir(&rootfs, &tar, true);
+    let mut layout = Layout::create(&work.path().join("layout"));
+    let images: Vec<Value> = ["amd64", "arm64"]
+        .iter()
+        .map(|arch| {
+            layout.add_image(
+                &[&tar],
+                &ImageSpec {
+                    arch: arch.to_string(),
+                    compression: Compression::Gzip,
+                    ..ImageSpec::default()
+                },
+            )
+        })
+        .collect();
+    let idx = layout.add_index(&images);
+    layout.tag(&idx, "multi");
+    Skopeo::new().copy_to(
+        &format!("oci:{}:multi", layout.dir().display()),
+        &reg,
+        "base:1",
+        &["--all", "--preserve-digests"],
+    );
+
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {}\nARG TARGETARCH\nRUN echo $TARGETARCH > /arch\n",
+            reg.reference("base:1")
+        ),
+    )
+    .unwrap();
+    let ctx_path = ctx.path().to_str().unwrap();
+    let kiln = Kiln::new();
+    let err = kiln.run_fail(["build", "--platform", "linux/amd64,linux/arm64", ctx_path]);
+    assert!(err.contains("--manifest"), "{err}");
+    kiln.run([
+        "build",
+        "--tls-verify=false",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--manifest",
+        "app",
+        ctx_path,
+    ]);
+    let index: Value = serde_json::from_str(&kiln.run(["manifest", "inspect", "app"])).unwrap();
+    let archs: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(archs, ["amd64", "arm64"]);
+    // A rebuild for one platform replaces that platform's entry.
+    kiln.run([
+        "build",
+        "--tls-verify=false",
+        "--no-cache",
+        "--platform",
+        "linux/arm64",
+        "--manifest",
+        "app",
+        ctx_path,
+    ]);
+    let again: Value = serde_json::from_str(&kiln.run(["manifest", "inspect", "app"])).unwrap();
+    assert_eq!(again["manifests"].as_array().unwrap().len(), 2);
+    // Unnamed images a list holds are not dangling.
+    kiln.run(["prune"]);
+
+    let digest_file = kiln.root().join("list-digest");
+    kiln.run([
+        "manifest",
+        "push",
+        "--all",
+        "--tls-verify=false",
+        "--digestfile",
+        digest_file.to_str().unwrap(),
+        "app",
+        &reg.docker("app:1"),
+    ]);
+    let raw = Skopeo::new().inspect_raw(&reg, "app:1");
+    let pushed: Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(
+        pushed["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert_eq!(pushed["manifests"], again["manifests"]);
+    assert_eq!(
+        std::fs::read_to_string(&digest_file).unwrap(),
+        format!("sha256:{}", kiln_tests::util::sha256_bytes(&raw))
+    );
+    for arch in ["amd64", "arm64"] {
+        let out = tempfile::tempdir().unwrap();
+        Skopeo::new().copy_from(
+            &reg,
+            "app:1",
+            &format!("oci:{}:x", out.path().display()),
+            &["--override-arch", arch],
+        );
+        let config = skopeo_json(&[
+            "inspect",
+            "--config",
+            &format!("oci:{}:x", out.path().display()),
+        ]);
+        assert_eq!(config["architecture"], arch);
+        assert_eq!(config["history"].as_array().unwrap().len(), 3, "{config}");
+    }
+    // As a Docker manifest list, the images converted with it.
+    kiln.run([
+        "manifest",
+        "push",
+        "--all",
+        "--format",
+        "v2s2",
+        "--tls-verify=false",
+        "app",
+        &reg.docker("app:docker"),
+    ]);
+    let docker: Value =
+        serde_json::from_slice(&Skopeo::new().inspect_raw(&reg, "app:docker")).unwrap();
+    assert_eq!(
+        docker["mediaType"],
+        "application/vnd.docker.distribution.manifest.list.v2+json"
+    );
+    assert!(
+        docker["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json")
+    );
+
+    // create/add/remove/exists/rm.
+    let entry = again["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    kiln.run(["manifest", "create", "other"]);
+    let err = kiln.run_fail(["manifest", "create", "other"]);
+    assert!(err.contains("already exists"), "{err}");
+    kiln.run(["manifest", "add", "--arch", "riscv64", "other", &entry]);
+    let other: Value = serde_json::from_str(&kiln.run(["manifest", "inspect", "other"])).unwrap();
+    assert_eq!(other["manifests"][0]["platform"]["architecture"], "riscv64");
+    kiln.run(["manifest", "remove", "other", &entry]);
+    kiln.run(["manifest", "exists", "other"]);
+    kiln.run(["manifest", "rm", "other"]);
+    assert_eq!(
+        kiln.output(["manifest", "exists", "other"]).status.code(),
+        Some(1)
+    );
+}

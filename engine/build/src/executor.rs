@@ -2396,25 +2396,54 @@ fn find_or_pull_teeing(
     tee: &kiln_registry::LayerTee<'_>,
 ) -> Result<(ImageRecord, ImageConfig, Vec<LayerRef>)> {
     let local = store.resolve_image(reference).ok();
+    // A stored image of another platform (pulled for an earlier `--platform`) is not the base.
+    let fits = |img: &ImageRecord| {
+        store.image_config(img).map_or(true, |c| {
+            Platform {
+                os: c.os,
+                architecture: c.architecture,
+                variant: c.variant,
+                ..Platform::host()
+            }
+            .matches(platform)
+        })
+    };
+    let do_pull = || -> Result<ImageRecord> {
+        let mut o = registry.clone();
+        o.platform = platform.clone();
+        if quiet {
+            o.progress = kiln_registry::Progress::Quiet;
+        }
+        let client = RegistryClient::new(o)?;
+        Ok(client
+            .pull_platform_teeing(store, reference, platform, tee)?
+            .record)
+    };
     let img = match (local, pull) {
-        (Some(img), PullPolicy::Missing | PullPolicy::Never) => img,
+        (Some(img), PullPolicy::Never) => img,
+        (Some(img), PullPolicy::Missing) if fits(&img) => img,
+        (Some(img), PullPolicy::Missing) => match do_pull() {
+            Ok(pulled) => pulled,
+            Err(e) => {
+                tracing::warn!(
+                    "base image {reference}: the stored one is not for {platform} and pulling \
+                     one failed ({e}); using the stored one"
+                );
+                img
+            }
+        },
         (None, PullPolicy::Never) => {
             return Err(BuildError::Other(format!(
                 "base image {reference} is not in the store and --pull=never"
             )));
         }
-        _ => {
-            let mut o = registry.clone();
-            o.platform = platform.clone();
-            if quiet {
-                o.progress = kiln_registry::Progress::Quiet;
-            }
-            let client = RegistryClient::new(o)?;
-            client
-                .pull_platform_teeing(store, reference, platform, tee)?
-                .record
-        }
+        _ => do_pull()?,
     };
+    if !fits(&img) {
+        tracing::warn!(
+            "base image {reference} is not for {platform}: its config names another platform"
+        );
+    }
     let manifest = store.image_manifest(&img)?;
     let config = store.image_config(&img)?;
     let layers = manifest

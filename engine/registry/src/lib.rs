@@ -26,6 +26,7 @@ pub mod netproxy;
 mod progress;
 mod pull;
 mod push;
+mod push_list;
 pub mod reference;
 mod remote;
 pub mod tls;

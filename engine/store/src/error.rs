@@ -33,6 +33,9 @@ pub enum StoreError {
     /// No image matched a name or ID.
     #[error("image not known: {0}")]
     ImageNotFound(String),
+    /// No manifest list has this name.
+    #[error("manifest list not known: {0}")]
+    ListNotFound(String),
     /// A short ID or short name matched several images.
     #[error("{name} is ambiguous: it matches images {}", candidates.join(", "))]
     AmbiguousImage {

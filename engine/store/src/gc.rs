@@ -137,11 +137,14 @@ impl Store {
                         .iter()
                         .filter_map(|c| c.image_id)
                         .collect();
+                    // Images a manifest list names are not dangling.
+                    let listed: HashSet<Digest> = self.listed_manifests()?.into_iter().collect();
                     let mut idx = self.read_images()?;
-                    let (gone, keep): (Vec<_>, Vec<_>) = idx
-                        .images
-                        .into_iter()
-                        .partition(|r| r.names.is_empty() && !used.contains(&r.id));
+                    let (gone, keep): (Vec<_>, Vec<_>) = idx.images.into_iter().partition(|r| {
+                        r.names.is_empty()
+                            && !used.contains(&r.id)
+                            && !listed.contains(&r.manifest_digest)
+                    });
                     idx.images = keep;
                     if !gone.is_empty() {
                         self.write_images(&idx)?;
@@ -172,6 +175,8 @@ impl Store {
                 }
             }
         }
+        // Manifest lists' index blobs.
+        live_blobs.extend(self.listed_manifests()?);
         for c in self.read_containers()?.containers {
             strings(
                 &serde_json::to_value(&c).expect("container record serializes"),

@@ -31,6 +31,7 @@ mod error;
 mod fsutil;
 mod gc;
 mod images;
+mod lists;
 mod snapshots;
 
 pub use blobs::{BlobWriter, LayerBlobWriter};
@@ -39,6 +40,7 @@ pub use durable::SyncBatch;
 pub use error::{Result, StoreError};
 pub use gc::{BadBlob, FsckReport, PruneOptions, PruneReport};
 pub use images::{ImageRecord, Removed};
+pub use lists::ListRecord;
 pub use snapshots::Staging;
 
 use error::IoContext;

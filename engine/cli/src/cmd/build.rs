@@ -89,6 +89,10 @@ pub struct BuildArgs {
     pub stdin: bool,
     #[command(flatten)]
     pub process: crate::cmd::ProcessArgs,
+    /// Add the image to this manifest list (made when missing), replacing the entry for its
+    /// platform; with several `--platform` values, each platform's image.
+    #[arg(long)]
+    pub manifest: Option<String>,
     /// Registry repository (`host/path`, no tag) whose cache images answer steps the local cache
     /// does not have; repeatable.
     #[arg(long, value_delimiter = ',')]
@@ -332,7 +336,23 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
             other => outputs.push(other),
         }
     }
-    let opts = BuildOptions {
+    // `--platform a,b`: one build per platform, collected in the `--manifest` list.
+    let platforms: Vec<Option<String>> = match a.platform.as_deref() {
+        Some(list) if list.contains(',') => {
+            if a.os.is_some() || a.arch.is_some() || a.variant.is_some() {
+                bail!("--os, --arch and --variant cannot be combined with several --platform values");
+            }
+            if a.manifest.is_none() || !outputs.is_empty() || !store_names.is_empty() || a.iidfile.is_some() {
+                bail!("building for several platforms ({list}) gives one image each: collect them with --manifest LIST (and push it with kiln manifest push)");
+            }
+            list.split(',').map(|p| Some(p.trim().to_string())).collect()
+        }
+        _ if a.os.is_some() || a.arch.is_some() || a.variant.is_some() => {
+            vec![Some(crate::cmd::registry::compose_platform(a.platform.as_deref(), a.os.as_deref(), a.arch.as_deref(), a.variant.as_deref())?.to_string())]
+        }
+        single => vec![single.map(str::to_string)],
+    };
+    let mut opts = BuildOptions {
         context: context.clone(),
         source_name,
         source,
@@ -342,11 +362,7 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
         no_cache: a.no_cache || a.cache_ttl.as_deref().is_some_and(|t| parse_duration(t).is_ok_and(|d| d.is_zero())),
         layers: a.layers,
         pull,
-        platform: if a.os.is_some() || a.arch.is_some() || a.variant.is_some() {
-            Some(crate::cmd::registry::compose_platform(a.platform.as_deref(), a.os.as_deref(), a.arch.as_deref(), a.variant.as_deref())?.to_string())
-        } else {
-            a.platform.clone()
-        },
+        platform: platforms[0].clone(),
         format,
         squash: a.squash,
         omit_history: a.omit_history,
@@ -400,15 +416,23 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
         registry.retries = n;
     }
     let builder = Builder { store: &store, host: &host, catalog: &catalog, registry };
-    let outcome = match builder.build(&opts) {
-        Ok(o) => o,
-        Err(kiln_build::BuildError::RunFailed { location, status, command, tail }) => {
-            eprintln!("Error: {location}: RUN failed with exit status {status}: {command}{tail}");
-            return Err(anyhow::Error::new(ExitStatusError(status)).context("build failed"));
+    let mut built = None;
+    for platform in &platforms {
+        opts.platform = platform.clone();
+        let outcome = match builder.build(&opts) {
+            Ok(o) => o,
+            Err(kiln_build::BuildError::RunFailed { location, status, command, tail }) => {
+                eprintln!("Error: {location}: RUN failed with exit status {status}: {command}{tail}");
+                return Err(anyhow::Error::new(ExitStatusError(status)).context("build failed"));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(list) = &a.manifest {
+            crate::cmd::manifest::add_built_image(&store, list, &outcome.image)?;
         }
-        Err(e) => return Err(e.into()),
-    };
-    let image = outcome.image;
+        built = Some(outcome.image);
+    }
+    let image = built.expect("at least one platform is built");
     let export_opts: Vec<(String, String)> = a.export_opts.iter().map(|o| kv(o, "--export-opt")).collect::<Result<_>>()?;
     for out in &outputs {
         match out {

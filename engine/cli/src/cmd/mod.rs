@@ -9,6 +9,7 @@ use std::path::PathBuf;
 pub mod build;
 pub mod container;
 pub mod export;
+pub mod manifest;
 pub mod plugin;
 pub mod push;
 pub mod registry;
@@ -41,6 +42,9 @@ pub enum Command {
     /// Manage plugins (list, inspect, install, remove).
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Manage manifest lists (multi-platform images): create, add, remove, inspect, push, rm.
+    #[command(subcommand)]
+    Manifest(manifest::ManifestCommand),
     #[command(flatten)]
     Store(store::StoreCommand),
     #[command(flatten)]
@@ -57,6 +61,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Login(a) => registry::login(a, g),
         Command::Logout(a) => registry::logout(a, g),
         Command::Plugin(c) => plugin::run(c, g),
+        Command::Manifest(c) => manifest::run(c, g),
         Command::Store(c) => store::run(c, g),
         Command::Container(c) => container::run(c, g),
     }

@@ -1,0 +1,127 @@
+//! Manifest lists (`kiln manifest`, `kiln build --manifest`): an OCI image index per name, kept
+//! in `lists.json` with the index itself as a blob. Its entries name images of the store by
+//! manifest digest; `prune` keeps those images and the index blobs.
+
+use crate::Store;
+use crate::error::{Result, StoreError};
+use crate::fsutil::{now_rfc3339, read_json_or_default, write_atomic};
+use kiln_core::spec::Index;
+use kiln_core::{Digest, ImageReference};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// One manifest list in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListRecord {
+    /// Full name (`localhost/mylist:latest`).
+    pub name: String,
+    /// Digest of the index blob.
+    pub digest: Digest,
+    /// When the list was last changed (RFC 3339).
+    pub changed: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ListIndex {
+    #[serde(default)]
+    lists: Vec<ListRecord>,
+}
+
+/// `foo` → `localhost/foo:latest`, as image names are normalized.
+fn normalize(name: &str) -> Result<String> {
+    Ok(ImageReference::parse_local(name)?.to_string())
+}
+
+impl Store {
+    fn lists_path(&self) -> PathBuf {
+        self.root.join("lists.json")
+    }
+
+    fn read_lists(&self) -> Result<ListIndex> {
+        read_json_or_default(&self.lists_path())
+    }
+
+    /// Every manifest list.
+    pub fn list_manifest_lists(&self) -> Result<Vec<ListRecord>> {
+        Ok(self.read_lists()?.lists)
+    }
+
+    /// The list named `name` and its index.
+    pub fn manifest_list(&self, name: &str) -> Result<(ListRecord, Index)> {
+        let full = normalize(name)?;
+        let rec = self
+            .read_lists()?
+            .lists
+            .into_iter()
+            .find(|l| l.name == full)
+            .ok_or_else(|| StoreError::ListNotFound(name.to_string()))?;
+        let bytes = self.read_blob(&rec.digest)?;
+        let index = Index::from_slice(&bytes).map_err(|e| StoreError::InvalidManifest {
+            digest: rec.digest,
+            reason: e.to_string(),
+        })?;
+        Ok((rec, index))
+    }
+
+    /// Store `index` as the list `name` (created, or replaced). Every entry must be an image of
+    /// the store.
+    pub fn put_manifest_list(&self, name: &str, index: &Index) -> Result<ListRecord> {
+        let full = normalize(name)?;
+        let bytes = index.to_vec();
+        self.locked(|| {
+            let images = self.read_images()?.images;
+            for d in &index.manifests {
+                if !images.iter().any(|i| i.manifest_digest == d.digest) {
+                    return Err(StoreError::ImageNotFound(d.digest.to_string()));
+                }
+            }
+            let digest = self.put_blob_bytes(&bytes)?;
+            let rec = ListRecord {
+                name: full.clone(),
+                digest,
+                changed: now_rfc3339(),
+            };
+            let mut idx = self.read_lists()?;
+            idx.lists.retain(|l| l.name != full);
+            idx.lists.push(rec.clone());
+            self.write_lists(&idx)?;
+            Ok(rec)
+        })
+    }
+
+    /// Forget the list `name` (its images stay).
+    pub fn remove_manifest_list(&self, name: &str) -> Result<ListRecord> {
+        let full = normalize(name)?;
+        self.locked(|| {
+            let mut idx = self.read_lists()?;
+            let pos = idx
+                .lists
+                .iter()
+                .position(|l| l.name == full)
+                .ok_or_else(|| StoreError::ListNotFound(name.to_string()))?;
+            let rec = idx.lists.remove(pos);
+            self.write_lists(&idx)?;
+            Ok(rec)
+        })
+    }
+
+    /// Manifest digests of the images some list names (kept by `prune`).
+    pub(crate) fn listed_manifests(&self) -> Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        for l in self.read_lists()?.lists {
+            out.push(l.digest);
+            if let Ok(bytes) = self.read_blob(&l.digest)
+                && let Ok(index) = Index::from_slice(&bytes)
+            {
+                out.extend(index.manifests.iter().map(|d| d.digest));
+            }
+        }
+        Ok(out)
+    }
+
+    fn write_lists(&self, idx: &ListIndex) -> Result<()> {
+        self.flush_pending()?;
+        let bytes = serde_json::to_vec_pretty(idx).expect("list index serializes");
+        write_atomic(&self.tmp_dir(), &self.lists_path(), &bytes)
+    }
+}
