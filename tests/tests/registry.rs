@@ -657,11 +657,31 @@ fn multi_platform_build_into_a_manifest_list() {
         .map(|m| m["platform"]["architecture"].as_str().unwrap())
         .collect();
     assert_eq!(archs, ["amd64", "arm64"]);
-    // A rebuild for one platform replaces that platform's entry.
+    // The base's name now holds the arm64 image: an amd64 build without pulling says so.
+    let err = kiln.run_fail([
+        "build",
+        "--pull=never",
+        "--platform",
+        "linux/amd64",
+        ctx_path,
+    ]);
+    assert!(err.contains("is for linux/arm64, not linux/amd64"), "{err}");
+    // A rebuild for one platform replaces that platform's entry (--platform may repeat).
     kiln.run([
         "build",
         "--tls-verify=false",
         "--no-cache",
+        "--platform",
+        "linux/arm64",
+        "--manifest",
+        "app",
+        ctx_path,
+    ]);
+    kiln.run([
+        "build",
+        "--tls-verify=false",
+        "--platform",
+        "linux/amd64",
         "--platform",
         "linux/arm64",
         "--manifest",
@@ -711,6 +731,25 @@ fn multi_platform_build_into_a_manifest_list() {
         assert_eq!(config["architecture"], arch);
         assert_eq!(config["history"].as_array().unwrap().len(), 3, "{config}");
     }
+    // A list goes to a tag; converting needs the images pushed too.
+    let err = kiln.run_fail([
+        "manifest",
+        "push",
+        "--tls-verify=false",
+        "app",
+        &reg.docker(&format!("app@sha256:{}", "1".repeat(64))),
+    ]);
+    assert!(err.contains("to a tag, not a digest"), "{err}");
+    let err = kiln.run_fail([
+        "manifest",
+        "push",
+        "--format",
+        "v2s2",
+        "--tls-verify=false",
+        "app",
+        &reg.docker("app:v2s2"),
+    ]);
+    assert!(err.contains("--all"), "{err}");
     // As a Docker manifest list, the images converted with it.
     kiln.run([
         "manifest",
@@ -750,8 +789,13 @@ fn multi_platform_build_into_a_manifest_list() {
     kiln.run(["manifest", "remove", "other", &entry]);
     kiln.run(["manifest", "exists", "other"]);
     kiln.run(["manifest", "rm", "other"]);
+    let o = kiln.output(["manifest", "exists", "other"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(o.stderr.is_empty() && o.stdout.is_empty());
+    let err = kiln.run_fail(["manifest", "rm", "nope", "app"]);
+    assert!(err.contains("nope"), "{err}");
     assert_eq!(
-        kiln.output(["manifest", "exists", "other"]).status.code(),
+        kiln.output(["manifest", "exists", "app"]).status.code(),
         Some(1)
     );
 }

@@ -627,6 +627,7 @@ impl<'a> Builder<'a> {
             &self.registry,
             reference,
             &ctx.platform,
+            ctx.opts.platform.is_some() || ctx.plan.stages[ctx.stage as usize].platform.is_some(),
             ctx.opts.pull,
             ctx.opts.quiet || !ctx.progress.is_plain(),
         )?;
@@ -2369,13 +2370,21 @@ pub(crate) fn find_or_pull(
     registry: &ClientOptions,
     reference: &str,
     platform: &Platform,
+    platform_required: bool,
     pull: PullPolicy,
     quiet: bool,
 ) -> Result<(ImageRecord, ImageConfig, Vec<LayerRef>, PathBuf)> {
     let early = EarlyUnpack::new(store);
-    let found = find_or_pull_teeing(store, registry, reference, platform, pull, quiet, &|l| {
-        early.tee(l)
-    });
+    let found = find_or_pull_teeing(
+        store,
+        registry,
+        reference,
+        platform,
+        platform_required,
+        pull,
+        quiet,
+        &|l| early.tee(l),
+    );
     let unpacked = early.finish(found.as_ref().ok().map(|(_, _, l)| &l[..]));
     let (img, config, layers) = found?;
     let flat = match unpacked {
@@ -2386,62 +2395,60 @@ pub(crate) fn find_or_pull(
 }
 
 /// [`find_or_pull`] without the flattening: a pull hands each layer's bytes to `tee`.
+#[allow(clippy::too_many_arguments)]
 fn find_or_pull_teeing(
     store: &Store,
     registry: &ClientOptions,
     reference: &str,
     platform: &Platform,
+    platform_required: bool,
     pull: PullPolicy,
     quiet: bool,
     tee: &kiln_registry::LayerTee<'_>,
 ) -> Result<(ImageRecord, ImageConfig, Vec<LayerRef>)> {
     let local = store.resolve_image(reference).ok();
-    // A stored image of another platform (pulled for an earlier `--platform`) is not the base.
-    let fits = |img: &ImageRecord| {
-        store.image_config(img).map_or(true, |c| {
-            Platform {
-                os: c.os,
-                architecture: c.architecture,
-                variant: c.variant,
-                ..Platform::host()
-            }
-            .matches(platform)
+    // With a platform asked for (`--platform`, `FROM --platform`), a stored image of another
+    // platform (pulled for an earlier build) is not the base.
+    let platform_of = |img: &ImageRecord| {
+        store.image_config(img).ok().map(|c| Platform {
+            os: c.os,
+            architecture: c.architecture,
+            variant: c.variant,
+            ..Platform::host()
         })
     };
-    let do_pull = || -> Result<ImageRecord> {
-        let mut o = registry.clone();
-        o.platform = platform.clone();
-        if quiet {
-            o.progress = kiln_registry::Progress::Quiet;
-        }
-        let client = RegistryClient::new(o)?;
-        Ok(client
-            .pull_platform_teeing(store, reference, platform, tee)?
-            .record)
+    let wrong = |img: &ImageRecord| {
+        platform_required && platform_of(img).is_some_and(|p| !p.matches(platform))
     };
     let img = match (local, pull) {
-        (Some(img), PullPolicy::Never) => img,
-        (Some(img), PullPolicy::Missing) if fits(&img) => img,
-        (Some(img), PullPolicy::Missing) => match do_pull() {
-            Ok(pulled) => pulled,
-            Err(e) => {
-                tracing::warn!(
-                    "base image {reference}: the stored one is not for {platform} and pulling \
-                     one failed ({e}); using the stored one"
-                );
-                img
-            }
-        },
+        (Some(img), PullPolicy::Never) if wrong(&img) => {
+            return Err(BuildError::Other(format!(
+                "base image {reference} in the store is for {}, not {platform}, and --pull=never",
+                platform_of(&img).map(|p| p.to_string()).unwrap_or_default()
+            )));
+        }
+        (Some(img), PullPolicy::Missing | PullPolicy::Never) if !wrong(&img) => img,
         (None, PullPolicy::Never) => {
             return Err(BuildError::Other(format!(
                 "base image {reference} is not in the store and --pull=never"
             )));
         }
-        _ => do_pull()?,
+        _ => {
+            let mut o = registry.clone();
+            o.platform = platform.clone();
+            if quiet {
+                o.progress = kiln_registry::Progress::Quiet;
+            }
+            let client = RegistryClient::new(o)?;
+            client
+                .pull_platform_teeing(store, reference, platform, tee)?
+                .record
+        }
     };
-    if !fits(&img) {
+    if wrong(&img) {
         tracing::warn!(
-            "base image {reference} is not for {platform}: its config names another platform"
+            "base image {reference} is not for {platform}: its config names {}",
+            platform_of(&img).map(|p| p.to_string()).unwrap_or_default()
         );
     }
     let manifest = store.image_manifest(&img)?;

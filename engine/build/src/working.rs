@@ -380,6 +380,7 @@ impl<'a> Containers<'a> {
                     &self.registry,
                     image,
                     &platform,
+                    opts.platform.is_some(),
                     opts.pull,
                     self.quiet,
                 )
@@ -731,6 +732,7 @@ impl<'a> Containers<'a> {
             &self.registry,
             from,
             &platform,
+            false,
             PullPolicy::Missing,
             self.quiet,
         )

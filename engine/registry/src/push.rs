@@ -132,6 +132,17 @@ impl RegistryClient {
     ) -> Result<PushedImage> {
         let dest_ref = crate::pull::parse_ref(dest.strip_prefix("docker://").unwrap_or(dest))?;
         let dest_ref = self.settings.conf.rewrite(&dest_ref)?;
+        self.push_image_to(store, image, dest_ref, format)
+    }
+
+    /// [`RegistryClient::push_image`] to a reference registries.conf has already rewritten.
+    pub(crate) fn push_image_to(
+        &self,
+        store: &Store,
+        image: &str,
+        dest_ref: ImageReference,
+        format: Option<PushFormat>,
+    ) -> Result<PushedImage> {
         let record = store.resolve_image(image).map_err(store_err)?;
         let stored = store.image_manifest_bytes(&record).map_err(store_err)?;
         let manifest = Manifest::from_slice(&stored).map_err(|e| {

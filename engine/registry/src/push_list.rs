@@ -25,12 +25,37 @@ impl RegistryClient {
     ) -> Result<Digest> {
         let dest_ref = parse_ref(dest.strip_prefix("docker://").unwrap_or(dest))?;
         let dest_ref = self.settings.conf.rewrite(&dest_ref)?;
-        let repo = format!("{}/{}", dest_ref.registry(), dest_ref.repository());
+        if dest_ref.digest().is_some() {
+            return Err(Error::InvalidReference {
+                reference: dest.to_string(),
+                reason: "a manifest list is pushed to a tag, not a digest".into(),
+            });
+        }
         let mut out = index.clone();
-        for entry in &mut out.manifests {
+        if !all {
+            // The registry has the images already: the entries stay as they are.
+            if format == Some(PushFormat::Docker)
+                && out
+                    .manifests
+                    .iter()
+                    .any(|d| d.media_type != media_types::DOCKER_MANIFEST)
+            {
+                return Err(Error::Unsupported(
+                    "--format v2s2 converts the list's images only when they are pushed too \
+                     (--all)"
+                        .into(),
+                ));
+            }
+        }
+        for entry in out.manifests.iter_mut().filter(|_| all) {
             let image = store
                 .resolve_image(&entry.digest.to_string())
-                .map_err(store_err)?;
+                .map_err(|e| {
+                    Error::Store(format!(
+                        "manifest list entry {} is not an image of the store any more: {e}",
+                        entry.digest
+                    ))
+                })?;
             let bytes = store.image_manifest_bytes(&image).map_err(store_err)?;
             let manifest = Manifest::from_slice(&bytes).map_err(|e| {
                 Error::manifest(format!("manifest {}", entry.digest), e.to_string())
@@ -45,17 +70,19 @@ impl RegistryClient {
                 entry.size = b.len() as u64;
                 entry.media_type = converted.media_type_or_default().to_string();
             }
-            if all {
-                let at = format!("{repo}@{}", entry.digest);
-                let pushed =
-                    self.push_image(store, &image.manifest_digest.to_string(), &at, format)?;
-                if pushed.manifest_digest != entry.digest {
-                    return Err(Error::DigestMismatch {
-                        expected: entry.digest.to_string(),
-                        actual: pushed.manifest_digest.to_string(),
-                        source_url: at,
-                    });
-                }
+            let at = dest_ref.with_digest(entry.digest);
+            let pushed = self.push_image_to(
+                store,
+                &image.manifest_digest.to_string(),
+                at.clone(),
+                format,
+            )?;
+            if pushed.manifest_digest != entry.digest {
+                return Err(Error::DigestMismatch {
+                    expected: entry.digest.to_string(),
+                    actual: pushed.manifest_digest.to_string(),
+                    source_url: at.to_string(),
+                });
             }
         }
         let media_type = match format {

@@ -36,6 +36,9 @@ pub enum StoreError {
     /// No manifest list has this name.
     #[error("manifest list not known: {0}")]
     ListNotFound(String),
+    /// A manifest list of this name exists already.
+    #[error("manifest list {0} already exists")]
+    ListExists(String),
     /// A short ID or short name matched several images.
     #[error("{name} is ambiguous: it matches images {}", candidates.join(", "))]
     AmbiguousImage {

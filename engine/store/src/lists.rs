@@ -63,26 +63,69 @@ impl Store {
         Ok((rec, index))
     }
 
-    /// Store `index` as the list `name` (created, or replaced). Every entry must be an image of
-    /// the store.
-    pub fn put_manifest_list(&self, name: &str, index: &Index) -> Result<ListRecord> {
+    /// Change the list `name` with `edit`, all under the store lock (two builds adding to one
+    /// list both land). A missing list starts empty when `create` is set. Every entry `edit`
+    /// adds must be an image of the store; entries already there are kept as they are.
+    pub fn update_manifest_list<T>(
+        &self,
+        name: &str,
+        create: bool,
+        edit: impl FnOnce(&mut Index) -> Result<T>,
+    ) -> Result<(ListRecord, T)> {
         let full = normalize(name)?;
-        let bytes = index.to_vec();
         self.locked(|| {
+            let mut idx = self.read_lists()?;
+            let mut index = match idx.lists.iter().find(|l| l.name == full) {
+                Some(rec) => {
+                    let bytes = self.read_blob(&rec.digest)?;
+                    Index::from_slice(&bytes).map_err(|e| StoreError::InvalidManifest {
+                        digest: rec.digest,
+                        reason: e.to_string(),
+                    })?
+                }
+                None if create => Index::new_oci(Vec::new()),
+                None => return Err(StoreError::ListNotFound(name.to_string())),
+            };
+            let before: Vec<Digest> = index.manifests.iter().map(|d| d.digest).collect();
+            let out = edit(&mut index)?;
             let images = self.read_images()?.images;
-            for d in &index.manifests {
+            for d in index
+                .manifests
+                .iter()
+                .filter(|d| !before.contains(&d.digest))
+            {
                 if !images.iter().any(|i| i.manifest_digest == d.digest) {
                     return Err(StoreError::ImageNotFound(d.digest.to_string()));
                 }
             }
-            let digest = self.put_blob_bytes(&bytes)?;
+            let digest = self.put_blob_bytes(&index.to_vec())?;
             let rec = ListRecord {
                 name: full.clone(),
                 digest,
                 changed: now_rfc3339(),
             };
-            let mut idx = self.read_lists()?;
             idx.lists.retain(|l| l.name != full);
+            idx.lists.push(rec.clone());
+            self.write_lists(&idx)?;
+            Ok((rec, out))
+        })
+    }
+
+    /// Make the empty list `name`; an error if it exists.
+    pub fn create_manifest_list(&self, name: &str) -> Result<ListRecord> {
+        let full = normalize(name)?;
+        self.locked(|| {
+            if self.read_lists()?.lists.iter().any(|l| l.name == full) {
+                return Err(StoreError::ListExists(name.to_string()));
+            }
+            let index = Index::new_oci(Vec::new());
+            let digest = self.put_blob_bytes(&index.to_vec())?;
+            let rec = ListRecord {
+                name: full,
+                digest,
+                changed: now_rfc3339(),
+            };
+            let mut idx = self.read_lists()?;
             idx.lists.push(rec.clone());
             self.write_lists(&idx)?;
             Ok(rec)

@@ -41,9 +41,10 @@ pub struct BuildArgs {
     /// `buildah bud` without `--layers`: no build cache, and each stage's changes in one layer.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub layers: bool,
-    /// Target platform os/arch[/variant].
-    #[arg(long)]
-    pub platform: Option<String>,
+    /// Target platform os/arch[/variant]; several (comma-separated or repeated) build one image
+    /// each, collected with --manifest.
+    #[arg(long, value_delimiter = ',')]
+    pub platform: Vec<String>,
     /// Target OS (over --platform or this host's).
     #[arg(long)]
     pub os: Option<String>,
@@ -337,20 +338,25 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
         }
     }
     // `--platform a,b`: one build per platform, collected in the `--manifest` list.
-    let platforms: Vec<Option<String>> = match a.platform.as_deref() {
-        Some(list) if list.contains(',') => {
+    let platforms: Vec<Option<String>> = match a.platform.as_slice() {
+        [_, _, ..] => {
+            let list = a.platform.join(",");
             if a.os.is_some() || a.arch.is_some() || a.variant.is_some() {
                 bail!("--os, --arch and --variant cannot be combined with several --platform values");
             }
             if a.manifest.is_none() || !outputs.is_empty() || !store_names.is_empty() || a.iidfile.is_some() {
                 bail!("building for several platforms ({list}) gives one image each: collect them with --manifest LIST (and push it with kiln manifest push)");
             }
-            list.split(',').map(|p| Some(p.trim().to_string())).collect()
+            a.platform.iter().map(|p| Some(p.trim().to_string())).collect()
         }
-        _ if a.os.is_some() || a.arch.is_some() || a.variant.is_some() => {
-            vec![Some(crate::cmd::registry::compose_platform(a.platform.as_deref(), a.os.as_deref(), a.arch.as_deref(), a.variant.as_deref())?.to_string())]
+        first => {
+            let first = first.first().map(String::as_str);
+            if a.os.is_some() || a.arch.is_some() || a.variant.is_some() {
+                vec![Some(crate::cmd::registry::compose_platform(first, a.os.as_deref(), a.arch.as_deref(), a.variant.as_deref())?.to_string())]
+            } else {
+                vec![first.map(str::to_string)]
+            }
         }
-        single => vec![single.map(str::to_string)],
     };
     let mut opts = BuildOptions {
         context: context.clone(),

@@ -2,7 +2,7 @@
 //! images) of the store, as `buildah manifest` keeps them; `kiln build --manifest` adds to one.
 
 use crate::cmd::export::open_store;
-use crate::global::{ExitStatusError, Global};
+use crate::global::Global;
 use anyhow::{Context, Result, bail};
 use kiln_core::spec::{Descriptor, Index};
 use kiln_core::{Digest, Platform};
@@ -134,28 +134,31 @@ pub fn run(c: ManifestCommand, g: &Global) -> Result<()> {
     let store = open_store(g)?;
     match c {
         ManifestCommand::Create(a) => {
-            if store.manifest_list(&a.list).is_ok() {
-                bail!("manifest list {} already exists", a.list);
-            }
-            let mut index = Index::new_oci(Vec::new());
+            let mut entries = Vec::new();
             for name in &a.images {
                 let image = store.resolve_image(name).with_context(|| format!("kiln manifest create {}", a.list))?;
-                put_entry(&store, &mut index, &image, &PlatformOverride::default(), &[], false)?;
+                entries.push(entry_for(&store, &image, &PlatformOverride::default(), &[])?);
             }
-            let rec = store.put_manifest_list(&a.list, &index)?;
+            let mut rec = store.create_manifest_list(&a.list)?;
+            if !entries.is_empty() {
+                rec = store.update_manifest_list(&a.list, false, |index| {
+                    for e in entries {
+                        put_entry(index, e, false);
+                    }
+                    Ok(())
+                })?.0;
+            }
             println!("{}", rec.digest.hex());
         }
         ManifestCommand::Add(a) => {
-            let (_, mut index) = store.manifest_list(&a.list)?;
+            store.manifest_list(&a.list)?;
+            let overrides = PlatformOverride::from(&a);
             let image = match a.image.strip_prefix("docker://") {
                 Some(_) => {
                     let opts = crate::cmd::registry_options(g, a.tls_verify, a.authfile.clone(), a.cert_dir.clone(), true);
-                    let client = RegistryClient::new(kiln_registry::ClientOptions {
-                        platform: PlatformOverride::from(&a).platform(Platform::host()),
-                        ..opts
-                    })?;
-                    let pulled = client.pull(&store, &a.image).with_context(|| format!("pulling {}", a.image))?;
-                    pulled.record
+                    let platform = crate::cmd::registry::compose_platform(None, a.os.as_deref(), a.arch.as_deref(), a.variant.as_deref())?;
+                    let client = RegistryClient::new(kiln_registry::ClientOptions { platform, ..opts })?;
+                    client.pull(&store, &a.image).with_context(|| format!("pulling {}", a.image))?.record
                 }
                 None => store.resolve_image(&a.image)?,
             };
@@ -164,19 +167,24 @@ pub fn run(c: ManifestCommand, g: &Global) -> Result<()> {
                 .iter()
                 .map(|s| s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| anyhow::anyhow!("--annotation {s:?} is not KEY=VALUE")))
                 .collect::<Result<_>>()?;
-            let digest = put_entry(&store, &mut index, &image, &PlatformOverride::from(&a), &annotations, false)?;
-            let rec = store.put_manifest_list(&a.list, &index)?;
+            let entry = entry_for(&store, &image, &overrides, &annotations)?;
+            let digest = entry.digest;
+            let (rec, ()) = store.update_manifest_list(&a.list, false, |index| {
+                put_entry(index, entry, false);
+                Ok(())
+            })?;
             println!("{}: {digest}", rec.digest.hex());
         }
         ManifestCommand::Remove(a) => {
-            let (_, mut index) = store.manifest_list(&a.list)?;
             let digest = Digest::parse(&a.digest).with_context(|| format!("kiln manifest remove: {:?} is not a digest", a.digest))?;
-            let before = index.manifests.len();
-            index.manifests.retain(|d| d.digest != digest);
-            if index.manifests.len() == before {
+            let (rec, found) = store.update_manifest_list(&a.list, false, |index| {
+                let before = index.manifests.len();
+                index.manifests.retain(|d| d.digest != digest);
+                Ok(index.manifests.len() != before)
+            })?;
+            if !found {
                 bail!("manifest list {} has no entry {digest}", a.list);
             }
-            let rec = store.put_manifest_list(&a.list, &index)?;
             println!("{}: {digest}", rec.digest.hex());
         }
         ManifestCommand::Inspect(a) => {
@@ -198,15 +206,25 @@ pub fn run(c: ManifestCommand, g: &Global) -> Result<()> {
             }
         }
         ManifestCommand::Rm(a) => {
+            let mut missing = Vec::new();
             for l in &a.lists {
-                let rec = store.remove_manifest_list(l)?;
-                println!("untagged: {}", rec.name);
-                println!("{}", rec.digest.hex());
+                match store.remove_manifest_list(l) {
+                    Ok(rec) => {
+                        println!("untagged: {}", rec.name);
+                        println!("{}", rec.digest.hex());
+                    }
+                    Err(StoreError::ListNotFound(_)) => missing.push(l.as_str()),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if !missing.is_empty() {
+                bail!("manifest list not known: {}", missing.join(", "));
             }
         }
         ManifestCommand::Exists(a) => match store.manifest_list(&a.list) {
             Ok(_) => {}
-            Err(StoreError::ListNotFound(_)) => return Err(anyhow::Error::new(ExitStatusError(1)).context(format!("manifest list {} does not exist", a.list))),
+            // As `buildah manifest exists`: status 1, nothing printed.
+            Err(StoreError::ListNotFound(_)) => std::process::exit(1),
             Err(e) => return Err(e.into()),
         },
     }
@@ -243,44 +261,54 @@ impl PlatformOverride {
     }
 }
 
-/// Put `image` into `index` as an entry for its platform (from its config, with `overrides`).
-/// An entry with the same digest is replaced; with `replace_platform`, so is one for the same
-/// platform (a rebuild for that platform). Returns the entry's digest.
-pub fn put_entry(
+/// The index entry for `image`: its manifest, and its platform from its config (with
+/// `overrides`), `os.version` and `os.features` included.
+pub fn entry_for(
     store: &Store,
-    index: &mut Index,
     image: &ImageRecord,
     overrides: &PlatformOverride,
     annotations: &[(String, String)],
-    replace_platform: bool,
-) -> Result<Digest> {
+) -> Result<Descriptor> {
     let config = store.image_config(image)?;
     let platform = overrides.platform(Platform {
         architecture: config.architecture.clone(),
         os: config.os.clone(),
         variant: config.variant.clone(),
+        os_version: config.os_version.clone(),
+        os_features: config.os_features.clone(),
         ..Platform::host()
     });
     let size = store.image_manifest_bytes(image)?.len() as u64;
     let mut d = Descriptor::new(&image.manifest_media_type, image.manifest_digest, size);
-    d.platform = Some(Platform { os_version: None, os_features: None, ..platform.clone() });
+    d.platform = Some(platform);
     if !annotations.is_empty() {
         d.annotations = Some(annotations.iter().cloned().collect());
     }
-    index.manifests.retain(|e| e.digest != d.digest && !(replace_platform && e.platform.as_ref() == d.platform.as_ref()));
-    index.manifests.push(d);
-    Ok(image.manifest_digest)
+    Ok(d)
+}
+
+/// Put `entry` into `index`, replacing one with the same digest and, with `replace_platform`,
+/// one for the same platform (a rebuild for that platform).
+pub fn put_entry(index: &mut Index, entry: Descriptor, replace_platform: bool) {
+    let same_platform = |e: &Descriptor| match (&e.platform, &entry.platform) {
+        (Some(a), Some(b)) => a.matches(b) && b.matches(a),
+        _ => false,
+    };
+    index
+        .manifests
+        .retain(|e| e.digest != entry.digest && !(replace_platform && same_platform(e)));
+    index.manifests.push(entry);
 }
 
 /// `kiln build --manifest LIST`: add the built image to `list` (made when missing), replacing the
 /// entry for the same platform.
 pub fn add_built_image(store: &Store, list: &str, image: &ImageRecord) -> Result<()> {
-    let mut index = match store.manifest_list(list) {
-        Ok((_, index)) => index,
-        Err(StoreError::ListNotFound(_)) => Index::new_oci(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    put_entry(store, &mut index, image, &PlatformOverride::default(), &[], true)?;
-    store.put_manifest_list(list, &index).with_context(|| format!("--manifest {list}"))?;
+    let entry = entry_for(store, image, &PlatformOverride::default(), &[])?;
+    store
+        .update_manifest_list(list, true, |index| {
+            put_entry(index, entry, true);
+            Ok(())
+        })
+        .with_context(|| format!("--manifest {list}"))?;
     Ok(())
 }
