@@ -57,7 +57,14 @@ pub struct AddArgs {
     /// `KEY=VALUE` annotation for the entry, repeatable.
     #[arg(long)]
     pub annotation: Vec<String>,
-    /// Verify TLS certificates when pulling a `docker://` image.
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+}
+
+/// How `manifest add` and `manifest push` reach a registry.
+#[derive(clap::Args, Debug)]
+pub struct RegistryFlags {
+    /// Verify TLS certificates (`--tls-verify=false` also allows plain HTTP).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub tls_verify: Option<bool>,
     /// Credentials file.
@@ -66,6 +73,12 @@ pub struct AddArgs {
     /// Directory of CA certificates.
     #[arg(long)]
     pub cert_dir: Option<PathBuf>,
+}
+
+impl RegistryFlags {
+    fn options(&self, g: &Global, quiet: bool) -> kiln_registry::ClientOptions {
+        crate::cmd::registry_options(g, self.tls_verify, self.authfile.clone(), self.cert_dir.clone(), quiet)
+    }
 }
 
 /// `kiln manifest remove` flags.
@@ -97,15 +110,8 @@ pub struct ManifestPushArgs {
     /// Manifest type: oci (default) or v2s2 (Docker manifest list and image manifests).
     #[arg(short = 'f', long)]
     pub format: Option<String>,
-    /// Verify TLS certificates.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub tls_verify: Option<bool>,
-    /// Credentials file.
-    #[arg(long)]
-    pub authfile: Option<PathBuf>,
-    /// Directory of CA certificates.
-    #[arg(long)]
-    pub cert_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
     /// Write the pushed index's digest to this file.
     #[arg(long)]
     pub digestfile: Option<PathBuf>,
@@ -155,7 +161,7 @@ pub fn run(c: ManifestCommand, g: &Global) -> Result<()> {
             let overrides = PlatformOverride::from(&a);
             let image = match a.image.strip_prefix("docker://") {
                 Some(_) => {
-                    let opts = crate::cmd::registry_options(g, a.tls_verify, a.authfile.clone(), a.cert_dir.clone(), true);
+                    let opts = a.registry.options(g, true);
                     let platform = crate::cmd::registry::compose_platform(None, a.os.as_deref(), a.arch.as_deref(), a.variant.as_deref())?;
                     let client = RegistryClient::new(kiln_registry::ClientOptions { platform, ..opts })?;
                     client.pull(&store, &a.image).with_context(|| format!("pulling {}", a.image))?.record
@@ -194,7 +200,7 @@ pub fn run(c: ManifestCommand, g: &Global) -> Result<()> {
         ManifestCommand::Push(a) => {
             let (_, index) = store.manifest_list(&a.list)?;
             let format = a.format.as_deref().map(PushFormat::parse).transpose()?;
-            let client = RegistryClient::new(crate::cmd::registry_options(g, a.tls_verify, a.authfile.clone(), a.cert_dir.clone(), a.quiet))?;
+            let client = RegistryClient::new(a.registry.options(g, a.quiet))?;
             let digest = client
                 .push_manifest_list(&store, &index, &a.destination, a.all, format)
                 .with_context(|| format!("pushing manifest list {} to {}", a.list, a.destination))?;
