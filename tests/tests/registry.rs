@@ -786,6 +786,22 @@ fn multi_platform_build_into_a_manifest_list() {
     kiln.run(["manifest", "add", "--arch", "riscv64", "other", &entry]);
     let other: Value = serde_json::from_str(&kiln.run(["manifest", "inspect", "other"])).unwrap();
     assert_eq!(other["manifests"][0]["platform"]["architecture"], "riscv64");
+    kiln.run([
+        "manifest",
+        "annotate",
+        "--variant",
+        "rva23",
+        "--annotation",
+        "org.example.note=hi",
+        "other",
+        &entry,
+    ]);
+    let other: Value = serde_json::from_str(&kiln.run(["manifest", "inspect", "other"])).unwrap();
+    assert_eq!(other["manifests"][0]["platform"]["variant"], "rva23");
+    assert_eq!(
+        other["manifests"][0]["annotations"]["org.example.note"],
+        "hi"
+    );
     kiln.run(["manifest", "remove", "other", &entry]);
     kiln.run(["manifest", "exists", "other"]);
     kiln.run(["manifest", "rm", "other"]);

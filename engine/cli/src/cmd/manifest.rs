@@ -1,4 +1,4 @@
-//! `kiln manifest create|add|remove|inspect|push|rm|exists`: manifest lists (multi-platform
+//! `kiln manifest create|add|remove|annotate|inspect|push|rm|exists`: manifest lists (multi-platform
 //! images) of the store, as `buildah manifest` keeps them; `kiln build --manifest` adds to one.
 
 use crate::cmd::export::open_store;
@@ -19,6 +19,8 @@ pub enum ManifestCommand {
     Add(AddArgs),
     /// Remove the image with this manifest digest from a list.
     Remove(RemoveArgs),
+    /// Change the platform or annotations recorded for one entry of a list.
+    Annotate(AnnotateArgs),
     /// Print a list's index.
     Inspect(InspectArgs),
     /// Push a list (and with `--all` its images) to a registry.
@@ -88,6 +90,33 @@ pub struct RemoveArgs {
     pub list: String,
     /// Manifest digest of the entry to remove.
     pub digest: String,
+}
+
+/// `kiln manifest annotate` flags.
+#[derive(clap::Args, Debug)]
+pub struct AnnotateArgs {
+    /// The list.
+    pub list: String,
+    /// Manifest digest of the entry.
+    pub digest: String,
+    /// Architecture to record.
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Operating system to record.
+    #[arg(long)]
+    pub os: Option<String>,
+    /// Architecture variant to record.
+    #[arg(long)]
+    pub variant: Option<String>,
+    /// OS version to record.
+    #[arg(long)]
+    pub os_version: Option<String>,
+    /// OS feature to record, repeatable.
+    #[arg(long)]
+    pub os_features: Vec<String>,
+    /// `KEY=VALUE` annotation for the entry, repeatable.
+    #[arg(long)]
+    pub annotation: Vec<String>,
 }
 
 /// `kiln manifest inspect` flags.
@@ -168,11 +197,7 @@ pub fn run(c: ManifestCommand, g: &Global) -> Result<()> {
                 }
                 None => store.resolve_image(&a.image)?,
             };
-            let annotations: Vec<(String, String)> = a
-                .annotation
-                .iter()
-                .map(|s| s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| anyhow::anyhow!("--annotation {s:?} is not KEY=VALUE")))
-                .collect::<Result<_>>()?;
+            let annotations = parse_annotations(&a.annotation)?;
             let entry = entry_for(&store, &image, &overrides, &annotations)?;
             let digest = entry.digest;
             let (rec, ()) = store.update_manifest_list(&a.list, false, |index| {
@@ -187,6 +212,39 @@ pub fn run(c: ManifestCommand, g: &Global) -> Result<()> {
                 let before = index.manifests.len();
                 index.manifests.retain(|d| d.digest != digest);
                 Ok(index.manifests.len() != before)
+            })?;
+            if !found {
+                bail!("manifest list {} has no entry {digest}", a.list);
+            }
+            println!("{}: {digest}", rec.digest.hex());
+        }
+        ManifestCommand::Annotate(a) => {
+            let digest = Digest::parse(&a.digest).with_context(|| format!("kiln manifest annotate: {:?} is not a digest", a.digest))?;
+            let annotations = parse_annotations(&a.annotation)?;
+            let (rec, found) = store.update_manifest_list(&a.list, false, |index| {
+                let Some(entry) = index.manifests.iter_mut().find(|d| d.digest == digest) else {
+                    return Ok(false);
+                };
+                let p = entry.platform.get_or_insert_with(Platform::host);
+                if let Some(os) = &a.os {
+                    p.os = os.clone();
+                }
+                if let Some(arch) = &a.arch {
+                    p.architecture = arch.clone();
+                }
+                if a.variant.is_some() {
+                    p.variant = a.variant.clone();
+                }
+                if a.os_version.is_some() {
+                    p.os_version = a.os_version.clone();
+                }
+                if !a.os_features.is_empty() {
+                    p.os_features = Some(a.os_features.clone());
+                }
+                if !annotations.is_empty() {
+                    entry.annotations.get_or_insert_with(Default::default).extend(annotations);
+                }
+                Ok(true)
             })?;
             if !found {
                 bail!("manifest list {} has no entry {digest}", a.list);
@@ -235,6 +293,14 @@ pub fn run(c: ManifestCommand, g: &Global) -> Result<()> {
         },
     }
     Ok(())
+}
+
+/// `--annotation KEY=VALUE` values.
+fn parse_annotations(values: &[String]) -> Result<Vec<(String, String)>> {
+    values
+        .iter()
+        .map(|s| s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| anyhow::anyhow!("--annotation {s:?} is not KEY=VALUE")))
+        .collect()
 }
 
 /// `--os`, `--arch`, `--variant` given for an entry.

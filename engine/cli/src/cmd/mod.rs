@@ -42,7 +42,7 @@ pub enum Command {
     /// Manage plugins (list, inspect, install, remove).
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
-    /// Manage manifest lists (multi-platform images): create, add, remove, inspect, push, rm.
+    /// Manage manifest lists (multi-platform images): create, add, remove, annotate, inspect, push, rm, exists.
     #[command(subcommand)]
     Manifest(manifest::ManifestCommand),
     #[command(flatten)]
