@@ -47,20 +47,71 @@ pub struct AddArgs {
     pub list: String,
     /// Image in the store (name or ID), or `docker://REF`.
     pub image: String,
-    /// Architecture to record (default: the image's).
+    #[command(flatten)]
+    pub entry: EntryFlags,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+}
+
+/// What `manifest add` and `manifest annotate` record for an entry instead of what its image
+/// says.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct EntryFlags {
+    /// Architecture to record.
     #[arg(long)]
     pub arch: Option<String>,
-    /// Operating system to record (default: the image's).
+    /// Operating system to record.
     #[arg(long)]
     pub os: Option<String>,
-    /// Architecture variant to record (default: the image's).
+    /// Architecture variant to record.
     #[arg(long)]
     pub variant: Option<String>,
+    /// OS version to record.
+    #[arg(long)]
+    pub os_version: Option<String>,
+    /// OS feature to record, repeatable.
+    #[arg(long)]
+    pub os_features: Vec<String>,
     /// `KEY=VALUE` annotation for the entry, repeatable.
     #[arg(long)]
     pub annotation: Vec<String>,
-    #[command(flatten)]
-    pub registry: RegistryFlags,
+}
+
+impl EntryFlags {
+    /// `base` with the flags applied.
+    fn platform(&self, mut base: Platform) -> Platform {
+        if let Some(os) = &self.os {
+            base.os = os.clone();
+        }
+        if let Some(arch) = &self.arch {
+            base.architecture = arch.clone();
+        }
+        if self.variant.is_some() {
+            base.variant = self.variant.clone();
+        }
+        if self.os_version.is_some() {
+            base.os_version = self.os_version.clone();
+        }
+        if !self.os_features.is_empty() {
+            base.os_features = Some(self.os_features.clone());
+        }
+        base
+    }
+
+    /// The `--annotation` values, checked.
+    fn annotations(&self) -> Result<Vec<(String, String)>> {
+        parse_annotations(&self.annotation)
+    }
+
+    /// `entry` with the platform flags and `annotations` (from [`EntryFlags::annotations`])
+    /// applied.
+    fn apply(&self, entry: &mut Descriptor, annotations: Vec<(String, String)>) {
+        let platform = entry.platform.take().unwrap_or_else(Platform::host);
+        entry.platform = Some(self.platform(platform));
+        if !annotations.is_empty() {
+            entry.annotations.get_or_insert_with(Default::default).extend(annotations);
+        }
+    }
 }
 
 /// How `manifest add` and `manifest push` reach a registry.
@@ -99,24 +150,8 @@ pub struct AnnotateArgs {
     pub list: String,
     /// Manifest digest of the entry.
     pub digest: String,
-    /// Architecture to record.
-    #[arg(long)]
-    pub arch: Option<String>,
-    /// Operating system to record.
-    #[arg(long)]
-    pub os: Option<String>,
-    /// Architecture variant to record.
-    #[arg(long)]
-    pub variant: Option<String>,
-    /// OS version to record.
-    #[arg(long)]
-    pub os_version: Option<String>,
-    /// OS feature to record, repeatable.
-    #[arg(long)]
-    pub os_features: Vec<String>,
-    /// `KEY=VALUE` annotation for the entry, repeatable.
-    #[arg(long)]
-    pub annotation: Vec<String>,
+    #[command(flatten)]
+    pub entry: EntryFlags,
 }
 
 /// `kiln manifest inspect` flags.
@@ -172,7 +207,7 @@ pub fn run(c: ManifestCommand, g: &Global) -> Result<()> {
             let mut entries = Vec::new();
             for name in &a.images {
                 let image = store.resolve_image(name).with_context(|| format!("kiln manifest create {}", a.list))?;
-                entries.push(entry_for(&store, &image, &PlatformOverride::default(), &[])?);
+                entries.push(entry_for(&store, &image, &EntryFlags::default())?);
             }
             let mut rec = store.create_manifest_list(&a.list)?;
             if !entries.is_empty() {
@@ -187,18 +222,17 @@ pub fn run(c: ManifestCommand, g: &Global) -> Result<()> {
         }
         ManifestCommand::Add(a) => {
             store.manifest_list(&a.list)?;
-            let overrides = PlatformOverride::from(&a);
             let image = match a.image.strip_prefix("docker://") {
                 Some(_) => {
                     let opts = a.registry.options(g, true);
-                    let platform = crate::cmd::registry::compose_platform(None, a.os.as_deref(), a.arch.as_deref(), a.variant.as_deref())?;
+                    let e = &a.entry;
+                    let platform = crate::cmd::registry::compose_platform(None, e.os.as_deref(), e.arch.as_deref(), e.variant.as_deref())?;
                     let client = RegistryClient::new(kiln_registry::ClientOptions { platform, ..opts })?;
                     client.pull(&store, &a.image).with_context(|| format!("pulling {}", a.image))?.record
                 }
                 None => store.resolve_image(&a.image)?,
             };
-            let annotations = parse_annotations(&a.annotation)?;
-            let entry = entry_for(&store, &image, &overrides, &annotations)?;
+            let entry = entry_for(&store, &image, &a.entry)?;
             let digest = entry.digest;
             let (rec, ()) = store.update_manifest_list(&a.list, false, |index| {
                 put_entry(index, entry, false);
@@ -220,30 +254,12 @@ pub fn run(c: ManifestCommand, g: &Global) -> Result<()> {
         }
         ManifestCommand::Annotate(a) => {
             let digest = Digest::parse(&a.digest).with_context(|| format!("kiln manifest annotate: {:?} is not a digest", a.digest))?;
-            let annotations = parse_annotations(&a.annotation)?;
+            let annotations = a.entry.annotations()?;
             let (rec, found) = store.update_manifest_list(&a.list, false, |index| {
                 let Some(entry) = index.manifests.iter_mut().find(|d| d.digest == digest) else {
                     return Ok(false);
                 };
-                let p = entry.platform.get_or_insert_with(Platform::host);
-                if let Some(os) = &a.os {
-                    p.os = os.clone();
-                }
-                if let Some(arch) = &a.arch {
-                    p.architecture = arch.clone();
-                }
-                if a.variant.is_some() {
-                    p.variant = a.variant.clone();
-                }
-                if a.os_version.is_some() {
-                    p.os_version = a.os_version.clone();
-                }
-                if !a.os_features.is_empty() {
-                    p.os_features = Some(a.os_features.clone());
-                }
-                if !annotations.is_empty() {
-                    entry.annotations.get_or_insert_with(Default::default).extend(annotations);
-                }
+                a.entry.apply(entry, annotations);
                 Ok(true)
             })?;
             if !found {
@@ -303,46 +319,13 @@ fn parse_annotations(values: &[String]) -> Result<Vec<(String, String)>> {
         .collect()
 }
 
-/// `--os`, `--arch`, `--variant` given for an entry.
-#[derive(Debug, Default, Clone)]
-pub struct PlatformOverride {
-    os: Option<String>,
-    arch: Option<String>,
-    variant: Option<String>,
-}
-
-impl From<&AddArgs> for PlatformOverride {
-    fn from(a: &AddArgs) -> Self {
-        PlatformOverride { os: a.os.clone(), arch: a.arch.clone(), variant: a.variant.clone() }
-    }
-}
-
-impl PlatformOverride {
-    /// `base` with the overrides applied.
-    fn platform(&self, mut base: Platform) -> Platform {
-        if let Some(os) = &self.os {
-            base.os = os.clone();
-        }
-        if let Some(arch) = &self.arch {
-            base.architecture = arch.clone();
-        }
-        if self.variant.is_some() {
-            base.variant = self.variant.clone();
-        }
-        base
-    }
-}
-
-/// The index entry for `image`: its manifest, and its platform from its config (with
-/// `overrides`), `os.version` and `os.features` included.
-pub fn entry_for(
-    store: &Store,
-    image: &ImageRecord,
-    overrides: &PlatformOverride,
-    annotations: &[(String, String)],
-) -> Result<Descriptor> {
+/// The index entry for `image`: its manifest, and its platform from its config (`os.version`
+/// and `os.features` included), with `flags` applied.
+pub fn entry_for(store: &Store, image: &ImageRecord, flags: &EntryFlags) -> Result<Descriptor> {
     let config = store.image_config(image)?;
-    let platform = overrides.platform(Platform {
+    let size = store.image_manifest_bytes(image)?.len() as u64;
+    let mut d = Descriptor::new(&image.manifest_media_type, image.manifest_digest, size);
+    d.platform = Some(Platform {
         architecture: config.architecture.clone(),
         os: config.os.clone(),
         variant: config.variant.clone(),
@@ -350,12 +333,7 @@ pub fn entry_for(
         os_features: config.os_features.clone(),
         ..Platform::host()
     });
-    let size = store.image_manifest_bytes(image)?.len() as u64;
-    let mut d = Descriptor::new(&image.manifest_media_type, image.manifest_digest, size);
-    d.platform = Some(platform);
-    if !annotations.is_empty() {
-        d.annotations = Some(annotations.iter().cloned().collect());
-    }
+    flags.apply(&mut d, flags.annotations()?);
     Ok(d)
 }
 
@@ -375,7 +353,7 @@ pub fn put_entry(index: &mut Index, entry: Descriptor, replace_platform: bool) {
 /// `kiln build --manifest LIST`: add the built image to `list` (made when missing), replacing the
 /// entry for the same platform.
 pub fn add_built_image(store: &Store, list: &str, image: &ImageRecord) -> Result<()> {
-    let entry = entry_for(store, image, &PlatformOverride::default(), &[])?;
+    let entry = entry_for(store, image, &EntryFlags::default())?;
     store
         .update_manifest_list(list, true, |index| {
             put_entry(index, entry, true);
