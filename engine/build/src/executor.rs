@@ -164,6 +164,10 @@ struct RunExtras {
     /// The `secrets` injector, loaded when a step first needs it (a build whose secret steps
     /// all come from the cache never loads it).
     secrets: std::sync::OnceLock<Plugin>,
+    /// Capabilities, seccomp filter and limits (`--cap-add`, `--security-opt`, `--ulimit`…).
+    confinement: kiln_sandbox::Confinement,
+    /// `--device` binds.
+    devices: Vec<ExtraMount>,
 }
 
 /// The build's injector plugins, shared by the threads running stages.
@@ -1616,12 +1620,6 @@ impl<'a> Builder<'a> {
         let tail_ref = std::cell::RefCell::new(&mut tail);
         let t_run = Instant::now();
         tracing::debug!("{location}: RUN prepared in {:?}", t_prep.elapsed());
-        let step_err = |message: String| BuildError::Step {
-            location: location.into(),
-            message,
-        };
-        let confinement = ctx.opts.process.confinement().map_err(step_err)?;
-        let devices = ctx.opts.process.device_mounts().map_err(step_err)?;
         let outcome = {
             let mut spec = RunSpec::new(working.rootfs(&st.stack), argv.clone());
             spec.env = env;
@@ -1636,8 +1634,8 @@ impl<'a> Builder<'a> {
             spec.extra_hosts = ctx.opts.add_hosts.clone();
             spec.dns = ctx.opts.dns.clone();
             spec.no_hosts = ctx.opts.no_hosts;
-            spec.confinement = confinement;
-            spec.mounts.extend(devices);
+            spec.confinement = ctx.run_extras.confinement.clone();
+            spec.mounts.extend(ctx.run_extras.devices.iter().cloned());
             if ctx.opts.stdin {
                 spec.stdin = kiln_sandbox::Input::Inherit;
             }
@@ -1796,6 +1794,8 @@ impl<'a> Builder<'a> {
             mounts: opts.run_mounts.clone(),
             wants_secrets: in_plan || opts.run_mounts.iter().any(is_secret),
             secrets: std::sync::OnceLock::new(),
+            confinement: opts.process.confinement().map_err(BuildError::Other)?,
+            devices: opts.process.device_mounts().map_err(BuildError::Other)?,
         })
     }
 
@@ -2647,11 +2647,13 @@ fn verify_diff_id(store: &Store, l: &LayerRef) -> Result<()> {
         source: e,
     };
     let blob = store.open_blob(&l.digest)?;
-    let mut tar = kiln_layer::decompress(std::io::BufReader::new(blob)).map_err(io_err)?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut tar, &mut h).map_err(io_err)?;
-    let got = Digest::parse(&format!("sha256:{}", hex::encode(h.finalize())))
-        .map_err(|e| BuildError::Other(e.to_string()))?;
+    let tar = kiln_layer::decompress(std::io::BufReader::new(blob)).map_err(io_err)?;
+    let (got, _) = Digest::of_reader(tar).map_err(io_err)?;
+    check_diff_id(l, got)
+}
+
+/// An error unless `got`, the digest of layer `l`'s uncompressed tar, is its diff_id.
+fn check_diff_id(l: &LayerRef, got: Digest) -> Result<()> {
     if got != l.diff_id {
         return Err(BuildError::Other(format!(
             "layer {} does not hash to its diff_id {} (it gives {got})",
@@ -2675,12 +2677,7 @@ fn gzip_layer(store: &Store, l: &LayerRef) -> Result<LayerRef> {
     let (d, blob) = lw
         .finish_into_inner()
         .map_err(io_err("compressing layer"))?;
-    if d.diff_id != l.diff_id {
-        return Err(BuildError::Other(format!(
-            "layer {} does not hash to its diff_id {}",
-            l.digest, l.diff_id
-        )));
-    }
+    check_diff_id(l, d.diff_id)?;
     blob.commit(&d.digest)?;
     Ok(LayerRef {
         digest: d.digest,

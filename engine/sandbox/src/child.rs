@@ -982,9 +982,10 @@ fn open_null(p: &Plan, flags: libc::c_int) -> RawFd {
     ck(p, sys::check(fd), step::id(step::STDIO, 9))
 }
 
-/// Drops the capabilities the step does not keep from the bounding set and installs the seccomp
-/// filter, while S is still root in its namespace (installing a filter without `no_new_privs`
-/// needs `CAP_SYS_ADMIN` there); `setresuid` to another user then empties the other sets.
+/// Sets the step's resource limits, clears inherited capabilities, drops the capabilities the
+/// step does not keep from the bounding set and installs the seccomp filter, while S is still
+/// root in its namespace (installing a filter without `no_new_privs` needs `CAP_SYS_ADMIN`
+/// there); `setresuid` to another user then empties the other sets.
 fn confine(p: &Plan) {
     for (k, (resource, limit)) in p.rlimits.iter().enumerate() {
         // SAFETY: setrlimit with a pointer to a prepared struct.

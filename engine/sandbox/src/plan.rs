@@ -176,7 +176,7 @@ pub(crate) struct Plan {
     pub stdin_null: bool,
     pub stdout: OutPlan,
     pub stderr: OutPlan,
-    /// Resource limits M sets before it makes the namespaces.
+    /// Resource limits S sets (M only raises hard limits to them before the user namespace).
     pub rlimits: Vec<(i32, libc::rlimit)>,
     /// Capabilities S keeps in its bounding set; the others up to `cap_last` are dropped.
     pub caps: u64,

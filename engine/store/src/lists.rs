@@ -5,7 +5,7 @@
 use crate::Store;
 use crate::error::{Result, StoreError};
 use crate::fsutil::{now_rfc3339, read_json_or_default, write_atomic};
-use kiln_core::spec::Index;
+use kiln_core::spec::{Descriptor, Index};
 use kiln_core::{Digest, ImageReference};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -55,11 +55,7 @@ impl Store {
             .into_iter()
             .find(|l| l.name == full)
             .ok_or_else(|| StoreError::ListNotFound(name.to_string()))?;
-        let bytes = self.read_blob(&rec.digest)?;
-        let index = Index::from_slice(&bytes).map_err(|e| StoreError::InvalidManifest {
-            digest: rec.digest,
-            reason: e.to_string(),
-        })?;
+        let index = self.list_index(&rec)?;
         Ok((rec, index))
     }
 
@@ -76,59 +72,30 @@ impl Store {
         self.locked(|| {
             let mut idx = self.read_lists()?;
             let mut index = match idx.lists.iter().find(|l| l.name == full) {
-                Some(rec) => {
-                    let bytes = self.read_blob(&rec.digest)?;
-                    Index::from_slice(&bytes).map_err(|e| StoreError::InvalidManifest {
-                        digest: rec.digest,
-                        reason: e.to_string(),
-                    })?
-                }
+                Some(rec) => self.list_index(rec)?,
                 None if create => Index::new_oci(Vec::new()),
                 None => return Err(StoreError::ListNotFound(name.to_string())),
             };
             let before: Vec<Digest> = index.manifests.iter().map(|d| d.digest).collect();
             let out = edit(&mut index)?;
-            let images = self.read_images()?.images;
-            for d in index
-                .manifests
-                .iter()
-                .filter(|d| !before.contains(&d.digest))
-            {
-                if !images.iter().any(|i| i.manifest_digest == d.digest) {
-                    return Err(StoreError::ImageNotFound(d.digest.to_string()));
-                }
-            }
-            let digest = self.put_blob_bytes(&index.to_vec())?;
-            let rec = ListRecord {
-                name: full.clone(),
-                digest,
-                changed: now_rfc3339(),
-            };
-            idx.lists.retain(|l| l.name != full);
-            idx.lists.push(rec.clone());
-            self.write_lists(&idx)?;
+            let rec = self.save_list(&mut idx, full, &index, &before)?;
             Ok((rec, out))
         })
     }
 
-    /// Make the empty list `name`; an error if it exists.
-    pub fn create_manifest_list(&self, name: &str) -> Result<ListRecord> {
+    /// Make the list `name` holding `manifests` (images of the store); an error if it exists.
+    pub fn create_manifest_list(
+        &self,
+        name: &str,
+        manifests: Vec<Descriptor>,
+    ) -> Result<ListRecord> {
         let full = normalize(name)?;
         self.locked(|| {
-            if self.read_lists()?.lists.iter().any(|l| l.name == full) {
+            let mut idx = self.read_lists()?;
+            if idx.lists.iter().any(|l| l.name == full) {
                 return Err(StoreError::ListExists(name.to_string()));
             }
-            let index = Index::new_oci(Vec::new());
-            let digest = self.put_blob_bytes(&index.to_vec())?;
-            let rec = ListRecord {
-                name: full,
-                digest,
-                changed: now_rfc3339(),
-            };
-            let mut idx = self.read_lists()?;
-            idx.lists.push(rec.clone());
-            self.write_lists(&idx)?;
-            Ok(rec)
+            self.save_list(&mut idx, full, &Index::new_oci(manifests), &[])
         })
     }
 
@@ -160,6 +127,46 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// The index of list `rec`.
+    fn list_index(&self, rec: &ListRecord) -> Result<Index> {
+        let bytes = self.read_blob(&rec.digest)?;
+        Index::from_slice(&bytes).map_err(|e| StoreError::InvalidManifest {
+            digest: rec.digest,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Store `index` as list `full` in `idx` and write it (the caller holds the lock). Entries
+    /// not in `before` must be images of the store.
+    fn save_list(
+        &self,
+        idx: &mut ListIndex,
+        full: String,
+        index: &Index,
+        before: &[Digest],
+    ) -> Result<ListRecord> {
+        let images = self.read_images()?.images;
+        for d in index
+            .manifests
+            .iter()
+            .filter(|d| !before.contains(&d.digest))
+        {
+            if !images.iter().any(|i| i.manifest_digest == d.digest) {
+                return Err(StoreError::ImageNotFound(d.digest.to_string()));
+            }
+        }
+        let digest = self.put_blob_bytes(&index.to_vec())?;
+        let rec = ListRecord {
+            name: full,
+            digest,
+            changed: now_rfc3339(),
+        };
+        idx.lists.retain(|l| l.name != rec.name);
+        idx.lists.push(rec.clone());
+        self.write_lists(idx)?;
+        Ok(rec)
     }
 
     fn write_lists(&self, idx: &ListIndex) -> Result<()> {

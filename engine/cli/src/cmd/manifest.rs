@@ -204,20 +204,12 @@ pub fn run(c: ManifestCommand, g: &Global) -> Result<()> {
     let store = open_store(g)?;
     match c {
         ManifestCommand::Create(a) => {
-            let mut entries = Vec::new();
+            let mut index = Index::new_oci(Vec::new());
             for name in &a.images {
                 let image = store.resolve_image(name).with_context(|| format!("kiln manifest create {}", a.list))?;
-                entries.push(entry_for(&store, &image, &EntryFlags::default())?);
+                put_entry(&mut index, entry_for(&store, &image, &EntryFlags::default())?, false);
             }
-            let mut rec = store.create_manifest_list(&a.list)?;
-            if !entries.is_empty() {
-                rec = store.update_manifest_list(&a.list, false, |index| {
-                    for e in entries {
-                        put_entry(index, e, false);
-                    }
-                    Ok(())
-                })?.0;
-            }
+            let rec = store.create_manifest_list(&a.list, index.manifests)?;
             println!("{}", rec.digest.hex());
         }
         ManifestCommand::Add(a) => {
