@@ -358,6 +358,7 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
             }
         }
     };
+    let cache_ttl = a.cache_ttl.as_deref().map(parse_duration).transpose()?;
     let mut opts = BuildOptions {
         context: context.clone(),
         source_name,
@@ -365,7 +366,7 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
         frontend: None,
         build_args,
         target: a.target.clone(),
-        no_cache: a.no_cache || a.cache_ttl.as_deref().is_some_and(|t| parse_duration(t).is_ok_and(|d| d.is_zero())),
+        no_cache: a.no_cache || cache_ttl.is_some_and(|d| d.is_zero()),
         layers: a.layers,
         pull,
         platform: platforms[0].clone(),
@@ -386,7 +387,7 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
         process: a.process.options()?,
         cache_from: a.cache_from.iter().map(|r| cache_repository(r, "--cache-from")).collect::<Result<_>>()?,
         cache_to: a.cache_to.iter().map(|r| cache_repository(r, "--cache-to")).collect::<Result<_>>()?,
-        cache_ttl: a.cache_ttl.as_deref().map(parse_duration).transpose()?,
+        cache_ttl,
         dns: kiln_build::DnsSettings {
             servers: a.dns.clone(),
             search: a.dns_search.clone(),
