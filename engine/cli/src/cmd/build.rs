@@ -146,9 +146,9 @@ pub struct BuildArgs {
     /// `ID[=SOCKET|KEY[,KEY…]]`: an SSH agent for `RUN --mount=type=ssh` (default: $SSH_AUTH_SOCK).
     #[arg(long)]
     pub ssh: Vec<String>,
-    /// Verify registries' TLS certificates.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub tls_verify: Option<bool>,
+    /// How to reach registries.
+    #[command(flatten)]
+    pub registry_flags: crate::cmd::RegistryFlags,
     /// Print only the image ID.
     #[arg(short, long)]
     pub quiet: bool,
@@ -184,12 +184,6 @@ pub struct BuildArgs {
     /// Isolation (accepted for buildah compatibility; kiln always uses its own namespaces).
     #[arg(long)]
     pub isolation: Option<String>,
-    /// Credentials file for registries.
-    #[arg(long)]
-    pub authfile: Option<PathBuf>,
-    /// Directory of CA certificates for registries.
-    #[arg(long)]
-    pub cert_dir: Option<PathBuf>,
 }
 
 fn kv(s: &str, what: &str) -> Result<(String, String)> {
@@ -417,7 +411,7 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
         ssh: a.ssh.iter().map(|s| parse_ssh(s)).collect::<Result<_>>()?,
         storage_driver: g.requested_storage_driver()?,
     };
-    let mut registry = crate::cmd::registry_options(g, a.tls_verify, a.authfile.clone(), a.cert_dir.clone(), a.quiet);
+    let mut registry = a.registry_flags.options(a.quiet);
     registry.credentials = a.creds.as_deref().map(crate::cmd::registry::parse_creds).transpose()?;
     if let Some(n) = a.retry {
         registry.retries = n;
@@ -444,7 +438,7 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
     for out in &outputs {
         match out {
             Transport::Docker(r) => {
-                crate::cmd::push_to_registry(g, &store, &image, &r.to_string(), a.tls_verify, a.authfile.clone(), a.cert_dir.clone(), Some(format), a.quiet || json)?;
+                crate::cmd::push_to_registry(&store, &image, &r.to_string(), &a.registry_flags, Some(format), a.quiet || json)?;
             }
             t => export::export(&store, &host, &catalog, &image, t, &export_opts, a.timestamp, a.quiet || json)?,
         }

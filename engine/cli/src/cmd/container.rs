@@ -58,15 +58,9 @@ pub struct FromArgs {
     /// Platform os/arch[/variant] of the image to pull.
     #[arg(long)]
     pub platform: Option<String>,
-    /// Verify registries' TLS certificates.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub tls_verify: Option<bool>,
-    /// Credentials file.
-    #[arg(long)]
-    pub authfile: Option<PathBuf>,
-    /// Directory of CA certificates.
-    #[arg(long)]
-    pub cert_dir: Option<PathBuf>,
+    /// How to reach registries.
+    #[command(flatten)]
+    pub registry_flags: crate::cmd::RegistryFlags,
     /// Write the container ID to this file.
     #[arg(long)]
     pub cidfile: Option<PathBuf>,
@@ -320,15 +314,9 @@ pub struct CommitArgs {
     /// Seconds since the epoch for created times and file times.
     #[arg(long, env = "SOURCE_DATE_EPOCH")]
     pub timestamp: Option<i64>,
-    /// Verify registries' TLS certificates.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub tls_verify: Option<bool>,
-    /// Credentials file.
-    #[arg(long)]
-    pub authfile: Option<PathBuf>,
-    /// Directory of CA certificates.
-    #[arg(long)]
-    pub cert_dir: Option<PathBuf>,
+    /// How to reach registries.
+    #[command(flatten)]
+    pub registry_flags: crate::cmd::RegistryFlags,
     /// Add buildah's builder label (kiln adds none; accepted for compatibility).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub identity_label: Option<bool>,
@@ -398,16 +386,7 @@ fn from(store: &Store, a: FromArgs, g: &Global) -> Result<()> {
         .iter()
         .map(|v| parse_bind(v))
         .collect::<Result<_>>()?;
-    let mut v = Containers::new(
-        store,
-        crate::cmd::registry_options(
-            g,
-            a.tls_verify,
-            a.authfile.clone(),
-            a.cert_dir.clone(),
-            a.quiet,
-        ),
-    );
+    let mut v = Containers::new(store, a.registry_flags.options(a.quiet));
     v.quiet = a.quiet;
     v.driver = g.storage_driver(store)?;
     let c = v.from(
@@ -755,13 +734,10 @@ fn commit(store: &Store, a: CommitArgs, g: &Global) -> Result<()> {
         None | Some(Transport::Store(_)) => {}
         Some(Transport::Docker(r)) => {
             crate::cmd::push_to_registry(
-                g,
                 store,
                 &image,
                 &r.to_string(),
-                a.tls_verify,
-                a.authfile.clone(),
-                a.cert_dir.clone(),
+                &a.registry_flags,
                 Some(format),
                 a.quiet,
             )?;

@@ -1,6 +1,7 @@
 //! `kiln manifest create|add|remove|annotate|inspect|push|rm|exists`: manifest lists (multi-platform
 //! images) of the store, as `buildah manifest` keeps them; `kiln build --manifest` adds to one.
 
+use crate::cmd::RegistryFlags;
 use crate::cmd::export::open_store;
 use crate::global::Global;
 use anyhow::{Context, Result, bail};
@@ -50,7 +51,7 @@ pub struct AddArgs {
     #[command(flatten)]
     pub entry: EntryFlags,
     #[command(flatten)]
-    pub registry: RegistryFlags,
+    pub registry_flags: RegistryFlags,
 }
 
 /// What `manifest add` and `manifest annotate` record for an entry instead of what its image
@@ -114,26 +115,6 @@ impl EntryFlags {
     }
 }
 
-/// How `manifest add` and `manifest push` reach a registry.
-#[derive(clap::Args, Debug)]
-pub struct RegistryFlags {
-    /// Verify TLS certificates (`--tls-verify=false` also allows plain HTTP).
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub tls_verify: Option<bool>,
-    /// Credentials file.
-    #[arg(long)]
-    pub authfile: Option<PathBuf>,
-    /// Directory of CA certificates.
-    #[arg(long)]
-    pub cert_dir: Option<PathBuf>,
-}
-
-impl RegistryFlags {
-    fn options(&self, g: &Global, quiet: bool) -> kiln_registry::ClientOptions {
-        crate::cmd::registry_options(g, self.tls_verify, self.authfile.clone(), self.cert_dir.clone(), quiet)
-    }
-}
-
 /// `kiln manifest remove` flags.
 #[derive(clap::Args, Debug)]
 pub struct RemoveArgs {
@@ -175,7 +156,7 @@ pub struct ManifestPushArgs {
     #[arg(short = 'f', long)]
     pub format: Option<String>,
     #[command(flatten)]
-    pub registry: RegistryFlags,
+    pub registry_flags: RegistryFlags,
     /// Write the pushed index's digest to this file.
     #[arg(long)]
     pub digestfile: Option<PathBuf>,
@@ -216,7 +197,7 @@ pub fn run(c: ManifestCommand, g: &Global) -> Result<()> {
             store.manifest_list(&a.list)?;
             let image = match a.image.strip_prefix("docker://") {
                 Some(_) => {
-                    let opts = a.registry.options(g, true);
+                    let opts = a.registry_flags.options(true);
                     let e = &a.entry;
                     let platform = crate::cmd::registry::compose_platform(None, e.os.as_deref(), e.arch.as_deref(), e.variant.as_deref())?;
                     let client = RegistryClient::new(kiln_registry::ClientOptions { platform, ..opts })?;
@@ -266,7 +247,7 @@ pub fn run(c: ManifestCommand, g: &Global) -> Result<()> {
         ManifestCommand::Push(a) => {
             let (_, index) = store.manifest_list(&a.list)?;
             let format = a.format.as_deref().map(PushFormat::parse).transpose()?;
-            let client = RegistryClient::new(a.registry.options(g, a.quiet))?;
+            let client = RegistryClient::new(a.registry_flags.options(a.quiet))?;
             let digest = client
                 .push_manifest_list(&store, &index, &a.destination, a.all, format)
                 .with_context(|| format!("pushing manifest list {} to {}", a.list, a.destination))?;

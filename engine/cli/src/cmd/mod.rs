@@ -67,35 +67,47 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Registry client options from the common flags.
-pub fn registry_options(
-    _g: &Global,
-    tls_verify: Option<bool>,
-    auth_file: Option<PathBuf>,
-    cert_dir: Option<PathBuf>,
-    quiet: bool,
-) -> kiln_registry::ClientOptions {
-    let mut o = kiln_registry::ClientOptions { tls_verify, auth_file, cert_dir, ..Default::default() };
-    if quiet {
-        o.progress = kiln_registry::Progress::Quiet;
+/// How a command reaches registries: `--tls-verify`, `--authfile`, `--cert-dir`, as every
+/// buildah verb that talks to one spells them.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct RegistryFlags {
+    /// Verify TLS certificates (`--tls-verify=false` also allows plain HTTP).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub tls_verify: Option<bool>,
+    /// Credentials file (default: $REGISTRY_AUTH_FILE or $XDG_RUNTIME_DIR/containers/auth.json).
+    #[arg(long)]
+    pub authfile: Option<PathBuf>,
+    /// Directory of CA certificates (`*.crt`) and client keys (`*.cert`/`*.key`) for registries.
+    #[arg(long)]
+    pub cert_dir: Option<PathBuf>,
+}
+
+impl RegistryFlags {
+    /// Registry client options from these flags (`quiet`: no progress output).
+    pub fn options(&self, quiet: bool) -> kiln_registry::ClientOptions {
+        let mut o = kiln_registry::ClientOptions {
+            tls_verify: self.tls_verify,
+            auth_file: self.authfile.clone(),
+            cert_dir: self.cert_dir.clone(),
+            ..Default::default()
+        };
+        if quiet {
+            o.progress = kiln_registry::Progress::Quiet;
+        }
+        o
     }
-    o
 }
 
 /// Push a stored image to `docker://dest`.
-#[allow(clippy::too_many_arguments)]
 pub fn push_to_registry(
-    g: &Global,
     store: &kiln_store::Store,
     image: &kiln_store::ImageRecord,
     dest: &str,
-    tls_verify: Option<bool>,
-    auth_file: Option<PathBuf>,
-    cert_dir: Option<PathBuf>,
+    flags: &RegistryFlags,
     format: Option<kiln_build::Format>,
     quiet: bool,
 ) -> Result<kiln_core::Digest> {
-    let client = kiln_registry::RegistryClient::new(registry_options(g, tls_verify, auth_file, cert_dir, quiet))?;
+    let client = kiln_registry::RegistryClient::new(flags.options(quiet))?;
     // No format asked for: the stored manifest goes as it is (buildah's default).
     let fmt = format.map(|f| match f {
         kiln_build::Format::Oci => kiln_registry::PushFormat::Oci,
@@ -108,8 +120,9 @@ pub fn push_to_registry(
 
 /// Pull a Wasm OCI artifact (config `application/vnd.wasm.config.v0+json`, one
 /// `application/wasm` layer) and return the component bytes.
-pub fn fetch_plugin_artifact(g: &Global, reference: &str, tls_verify: Option<bool>) -> Result<Vec<u8>> {
-    let client = kiln_registry::RegistryClient::new(registry_options(g, tls_verify, None, None, true))?;
+pub fn fetch_plugin_artifact(reference: &str, tls_verify: Option<bool>) -> Result<Vec<u8>> {
+    let flags = RegistryFlags { tls_verify, ..Default::default() };
+    let client = kiln_registry::RegistryClient::new(flags.options(true))?;
     let (bytes, _) = client.pull_artifact(reference).with_context(|| format!("pulling plugin docker://{reference}"))?;
     Ok(bytes)
 }

@@ -81,7 +81,7 @@ pub fn run(c: PluginCommand, g: &Global) -> Result<()> {
         }
         PluginCommand::Install { source, digest, tls_verify } => {
             let (bytes, src) = if let Some(reference) = source.strip_prefix("docker://") {
-                let bytes = crate::cmd::fetch_plugin_artifact(g, reference, tls_verify)?;
+                let bytes = crate::cmd::fetch_plugin_artifact(reference, tls_verify)?;
                 (bytes, PluginSource::Oci(reference.to_string()))
             } else {
                 let bytes = std::fs::read(&source).with_context(|| format!("reading {source}"))?;

@@ -17,15 +17,9 @@ pub struct PushArgs {
     /// Manifest format for registries: oci or docker (v2s2).
     #[arg(short = 'f', long)]
     pub format: Option<String>,
-    /// Verify TLS certificates.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub tls_verify: Option<bool>,
-    /// Credentials file.
-    #[arg(long)]
-    pub authfile: Option<PathBuf>,
-    /// Directory of CA certificates.
-    #[arg(long)]
-    pub cert_dir: Option<PathBuf>,
+    /// How to reach registries.
+    #[command(flatten)]
+    pub registry_flags: crate::cmd::RegistryFlags,
     /// Write the pushed manifest's digest to this file.
     #[arg(long)]
     pub digestfile: Option<PathBuf>,
@@ -55,13 +49,13 @@ pub fn run(a: PushArgs, g: &Global) -> Result<()> {
     };
     match transport {
         Transport::Docker(r) => {
-            let d = crate::cmd::push_to_registry(g, &store, &image, &r.to_string(), a.tls_verify, a.authfile.clone(), a.cert_dir.clone(), format, a.quiet)?;
+            let d = crate::cmd::push_to_registry(&store, &image, &r.to_string(), &a.registry_flags, format, a.quiet)?;
             if let Some(f) = &a.digestfile {
                 std::fs::write(f, d.to_string())?;
             }
         }
         Transport::Store(name) => {
-            let d = crate::cmd::push_to_registry(g, &store, &image, &name, a.tls_verify, a.authfile.clone(), a.cert_dir.clone(), format, a.quiet)?;
+            let d = crate::cmd::push_to_registry(&store, &image, &name, &a.registry_flags, format, a.quiet)?;
             if let Some(f) = &a.digestfile {
                 std::fs::write(f, d.to_string())?;
             }

@@ -29,15 +29,9 @@ pub struct PullArgs {
     /// Architecture variant to pick (overrides the one of --platform).
     #[arg(long)]
     pub variant: Option<String>,
-    /// Verify TLS certificates (`--tls-verify=false` also allows plain HTTP).
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub tls_verify: Option<bool>,
-    /// Directory of CA certificates (`*.crt`) and client keys (`*.cert`/`*.key`) for the registry.
-    #[arg(long)]
-    pub cert_dir: Option<PathBuf>,
-    /// Credentials file (default: $REGISTRY_AUTH_FILE or $XDG_RUNTIME_DIR/containers/auth.json).
-    #[arg(long)]
-    pub authfile: Option<PathBuf>,
+    /// How to reach registries.
+    #[command(flatten)]
+    pub registry_flags: crate::cmd::RegistryFlags,
     /// `USER[:PASSWORD]` to use instead of the credentials file.
     #[arg(long)]
     pub creds: Option<String>,
@@ -63,15 +57,9 @@ pub struct LoginArgs {
     /// Print the user name saved for the registry and exit.
     #[arg(long)]
     pub get_login: bool,
-    /// Verify TLS certificates (`--tls-verify=false` also allows plain HTTP).
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub tls_verify: Option<bool>,
-    /// Directory of CA certificates for the registry.
-    #[arg(long)]
-    pub cert_dir: Option<PathBuf>,
-    /// Credentials file to write.
-    #[arg(long)]
-    pub authfile: Option<PathBuf>,
+    /// How to reach registries.
+    #[command(flatten)]
+    pub registry_flags: crate::cmd::RegistryFlags,
 }
 
 /// `kiln logout` flags.
@@ -137,18 +125,10 @@ pub(crate) fn parse_creds(s: &str) -> Result<Credentials> {
 pub fn pull(a: PullArgs, g: &Global) -> Result<()> {
     let store = open_store(g)?;
     let opts = ClientOptions {
-        tls_verify: a.tls_verify,
-        auth_file: a.authfile.clone(),
-        cert_dir: a.cert_dir.clone(),
         platform: platform(&a)?,
-        progress: if a.quiet {
-            Progress::Quiet
-        } else {
-            Progress::Auto
-        },
         credentials: a.creds.as_deref().map(parse_creds).transpose()?,
         retries: a.retry,
-        ..ClientOptions::default()
+        ..a.registry_flags.options(a.quiet)
     };
     let client = RegistryClient::new(opts)?;
     let img = client
@@ -156,23 +136,6 @@ pub fn pull(a: PullArgs, g: &Global) -> Result<()> {
         .with_context(|| format!("pulling {}", a.source))?;
     println!("{}", img.id.hex());
     Ok(())
-}
-
-/// Push stored image `image` to registry reference `dest` (`docker://REF` or `REF`); `format`
-/// `None` keeps the stored manifest byte for byte. Returns the manifest digest.
-#[allow(dead_code)]
-pub fn push_docker(
-    g: &Global,
-    image: &str,
-    dest: &str,
-    format: Option<kiln_registry::PushFormat>,
-    opts: ClientOptions,
-) -> Result<kiln_registry::Digest> {
-    let store = open_store(g)?;
-    let client = RegistryClient::new(opts)?;
-    client
-        .push(&store, image, dest, format)
-        .with_context(|| format!("pushing {image} to {dest}"))
 }
 
 fn prompt_password() -> Result<String> {
@@ -199,13 +162,7 @@ fn prompt_password() -> Result<String> {
 
 /// Run `kiln login`.
 pub fn login(a: LoginArgs, _g: &Global) -> Result<()> {
-    let opts = ClientOptions {
-        tls_verify: a.tls_verify,
-        auth_file: a.authfile.clone(),
-        cert_dir: a.cert_dir.clone(),
-        progress: Progress::Quiet,
-        ..ClientOptions::default()
-    };
+    let opts = a.registry_flags.options(true);
     let client = RegistryClient::new(opts)?;
     let host = a
         .registry
