@@ -815,3 +815,121 @@ fn multi_platform_build_into_a_manifest_list() {
         Some(1)
     );
 }
+
+#[test]
+fn manifest_add_records_registry_images_and_push_all_copies_them() {
+    use kiln_tests::bases::{Compression, ImageSpec, Layout};
+    // CI pushed one image per architecture; a list is made of them without pulling layers.
+    let reg = Registry::start(Variant::Plain);
+    let work = tempfile::tempdir().unwrap();
+    let rootfs = work.path().join("rootfs");
+    bases::busybox_rootfs(&rootfs);
+    let tar = work.path().join("rootfs.tar");
+    bases::tar_dir(&rootfs, &tar, true);
+    let mut layout = Layout::create(&work.path().join("layout"));
+    for arch in ["amd64", "arm64"] {
+        let image = layout.add_image(
+            &[&tar],
+            &ImageSpec {
+                arch: arch.to_string(),
+                compression: Compression::Gzip,
+                ..ImageSpec::default()
+            },
+        );
+        layout.tag(&image, arch);
+        Skopeo::new().copy_to(
+            &format!("oci:{}:{arch}", layout.dir().display()),
+            &reg,
+            &format!("app:{arch}"),
+            &["--preserve-digests"],
+        );
+    }
+    let manifest: Value =
+        serde_json::from_slice(&Skopeo::new().inspect_raw(&reg, "app:amd64")).unwrap();
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let kiln = Kiln::new();
+    kiln.run(["manifest", "create", "app"]);
+    for arch in ["amd64", "arm64"] {
+        kiln.run([
+            "manifest",
+            "add",
+            "--tls-verify=false",
+            "app",
+            &reg.docker(&format!("app:{arch}")),
+        ]);
+    }
+    let list: Value = serde_json::from_str(&kiln.run(["manifest", "inspect", "app"])).unwrap();
+    let archs: Vec<&str> = list["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(archs, ["amd64", "arm64"]);
+    // Recorded, not pulled: no image and no layer in the store.
+    assert_eq!(kiln.run(["images", "-q"]).trim(), "");
+    let layer_path = kiln
+        .root()
+        .join("blobs/sha256")
+        .join(layer.trim_start_matches("sha256:"));
+    assert!(!layer_path.exists());
+    // What the list needs survives a prune.
+    kiln.run(["prune"]);
+
+    // Into another repository of the same registry: the layers are mounted.
+    kiln.run([
+        "manifest",
+        "push",
+        "--all",
+        "--tls-verify=false",
+        "app",
+        &reg.docker("multi:1"),
+    ]);
+    assert!(!layer_path.exists());
+    // Into another registry: copied through the store.
+    let other = Registry::start(Variant::Plain);
+    kiln.run([
+        "manifest",
+        "push",
+        "--all",
+        "--tls-verify=false",
+        "app",
+        &other.docker("multi:1"),
+    ]);
+    for r in [&reg, &other] {
+        let pushed: Value =
+            serde_json::from_slice(&Skopeo::new().inspect_raw(r, "multi:1")).unwrap();
+        assert_eq!(pushed["manifests"], list["manifests"]);
+        for arch in ["amd64", "arm64"] {
+            let out = tempfile::tempdir().unwrap();
+            let dest = format!("oci:{}:x", out.path().display());
+            Skopeo::new().copy_from(r, "multi:1", &dest, &["--override-arch", arch]);
+            let config = skopeo_json(&["inspect", "--config", &dest]);
+            assert_eq!(config["architecture"], arch);
+        }
+    }
+    // A source that lost the image: the push names the blob it could not get.
+    let kiln2 = Kiln::new();
+    kiln2.run(["manifest", "create", "app"]);
+    kiln2.run([
+        "manifest",
+        "add",
+        "--tls-verify=false",
+        "app",
+        &reg.docker("app:amd64"),
+    ]);
+    drop(reg);
+    let err = kiln2.run_fail([
+        "manifest",
+        "push",
+        "--all",
+        "--tls-verify=false",
+        "app",
+        &other.docker("elsewhere:1"),
+    ]);
+    assert!(err.contains(&layer), "{err}");
+}

@@ -39,6 +39,7 @@ pub use error::{Error, Result};
 pub use import::REF_NAME;
 pub use kiln_core::{Digest, ImageReference, Platform};
 pub use pull::{LayerTee, LayerToPull, PulledImage};
+pub use push_list::RecordedImage;
 pub use push::{DOCKER_LAYER_TAR, PushFormat, PushedImage, convert_manifest};
 pub use remote::BlobTee;
 

@@ -111,7 +111,7 @@ impl RegistryClient {
     }
 
     /// Try each candidate for `src` in order until `f` succeeds; report every failure otherwise.
-    fn first_candidate<T>(
+    pub(crate) fn first_candidate<T>(
         &self,
         src: &str,
         mut f: impl FnMut(&ImageReference) -> Result<T>,
@@ -255,7 +255,7 @@ impl RegistryClient {
 
     /// The image manifest for `platform`: `top` itself when it is a manifest, else the matching
     /// entry of the index (fetched by digest and verified).
-    fn platform_manifest(
+    pub(crate) fn platform_manifest(
         &self,
         remote: &Remote,
         what: &str,

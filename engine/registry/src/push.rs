@@ -145,9 +145,41 @@ impl RegistryClient {
     ) -> Result<PushedImage> {
         let record = store.resolve_image(image).map_err(store_err)?;
         let stored = store.image_manifest_bytes(&record).map_err(store_err)?;
-        let manifest = Manifest::from_slice(&stored).map_err(|e| {
+        self.push_manifest_as(
+            store,
+            &stored,
+            &record.manifest_media_type,
+            dest_ref,
+            format,
+        )
+    }
+
+    /// Push the image whose manifest is `stored` (its media type from the manifest itself) to
+    /// `dest_ref`, converting to `format` when given. Blobs the store lacks are mounted from, or
+    /// copied through the store from, a registry repository they were seen in.
+    pub(crate) fn push_manifest_to(
+        &self,
+        store: &Store,
+        stored: &[u8],
+        dest_ref: ImageReference,
+        format: Option<PushFormat>,
+    ) -> Result<PushedImage> {
+        let media_type = crate::remote::manifest_media_type(None, stored)
+            .map_err(|m| Error::manifest(format!("manifest {}", Digest::of_bytes(stored)), m))?;
+        self.push_manifest_as(store, stored, &media_type, dest_ref, format)
+    }
+
+    fn push_manifest_as(
+        &self,
+        store: &Store,
+        stored: &[u8],
+        stored_media_type: &str,
+        dest_ref: ImageReference,
+        format: Option<PushFormat>,
+    ) -> Result<PushedImage> {
+        let manifest = Manifest::from_slice(stored).map_err(|e| {
             Error::manifest(
-                format!("manifest {} of {image}", record.manifest_digest),
+                format!("manifest {}", Digest::of_bytes(stored)),
                 e.to_string(),
             )
         })?;
@@ -157,7 +189,7 @@ impl RegistryClient {
             .flatten()
         {
             Some(m) => (m.to_vec(), m.media_type_or_default().to_string(), m),
-            None => (stored, record.manifest_media_type.clone(), manifest),
+            None => (stored.to_vec(), stored_media_type.to_string(), manifest),
         };
         let rep = Reporter::new(self.opts.progress);
         let remote = self.remote(&dest_ref)?;
@@ -196,16 +228,6 @@ impl RegistryClient {
         crate::pull::parallel(self.opts.jobs, blobs, |(desc, what)| {
             let d = desc.digest;
             let item = rep.item(what, &d.to_string(), Some(desc.size));
-            let size = store.blob_size(&d).map_err(store_err)?;
-            if size != desc.size {
-                item.fail();
-                return Err(Error::SizeMismatch {
-                    digest: d.to_string(),
-                    expected: desc.size,
-                    actual: size,
-                    source_url: store.blob_path(&d).display().to_string(),
-                });
-            }
             if remote.blob_exists(&d)? {
                 item.finish("skipped: already exists");
                 return Ok(());
@@ -231,6 +253,23 @@ impl RegistryClient {
                     Err(e) => tracing::debug!("mounting {d} from {repo}: {e}"),
                 }
             }
+            if !store.has_blob(&d) {
+                // A recorded registry image's layer: copy it through the store.
+                if let Err(e) = self.fetch_from_locations(store, locations, desc, &item) {
+                    item.fail();
+                    return Err(e);
+                }
+            }
+            let size = store.blob_size(&d).map_err(store_err)?;
+            if size != desc.size {
+                item.fail();
+                return Err(Error::SizeMismatch {
+                    digest: d.to_string(),
+                    expected: desc.size,
+                    actual: size,
+                    source_url: store.blob_path(&d).display().to_string(),
+                });
+            }
             let open = || -> std::io::Result<Box<dyn Read + Send>> {
                 let f = store.open_blob(&d).map_err(std::io::Error::other)?;
                 Ok(Box::new(CountingReader {
@@ -249,6 +288,46 @@ impl RegistryClient {
                 }
             }
         })
+    }
+}
+
+impl RegistryClient {
+    /// Download `desc` into the store from the first registry repository recorded as holding it.
+    fn fetch_from_locations(
+        &self,
+        store: &Store,
+        locations: &Locations,
+        desc: &Descriptor,
+        item: &crate::progress::Item,
+    ) -> Result<()> {
+        let mut errors = Vec::new();
+        for from in locations.get(&desc.digest) {
+            let fetched = crate::pull::parse_ref(&from)
+                .and_then(|r| self.remote(&r))
+                .and_then(|remote| {
+                    remote.download_blob(
+                        store,
+                        &desc.digest,
+                        desc.size,
+                        self.opts.retries,
+                        item,
+                        None,
+                    )
+                });
+            match fetched {
+                Ok(()) => return Ok(()),
+                Err(e) => errors.push(format!("{from}: {e}")),
+            }
+        }
+        Err(Error::Store(format!(
+            "blob {} is not in the store, and no registry it was seen in gave it ({})",
+            desc.digest,
+            if errors.is_empty() {
+                "none recorded".to_string()
+            } else {
+                errors.join("; ")
+            }
+        )))
     }
 }
 

@@ -1,19 +1,73 @@
-//! Pushing a manifest list of the store (`kiln manifest push`): its images by digest (with
-//! `--all`), then the index under the destination's tag.
+//! Manifest lists and registries: recording a registry's image as a list entry without its
+//! layers (`kiln manifest add docker://…`), and pushing a list of the store (`kiln manifest
+//! push`): its images by digest (with `--all`), then the index under the destination's tag.
 
-use crate::pull::parse_ref;
+use crate::locations::Locations;
+use crate::pull::{parse_manifest, parse_ref};
 use crate::push::{PushFormat, convert_manifest};
-use crate::remote::store_err;
+use crate::remote::{MAX_CONFIG, store_err};
 use crate::{Error, RegistryClient, Result};
 use kiln_core::spec::{Index, Manifest};
-use kiln_core::{Digest, media_types};
+use kiln_core::{Digest, ImageConfig, ImageReference, media_types};
 use kiln_store::Store;
 
+/// A registry's image recorded for a manifest list: its manifest and config are in the store,
+/// its layers stay in the registry (where `--all` pushes copy or mount them from).
+#[derive(Debug, Clone)]
+pub struct RecordedImage {
+    /// The reference it was found under (after short-name resolution).
+    pub reference: ImageReference,
+    /// The digest of its (platform) manifest.
+    pub manifest_digest: Digest,
+    /// The manifest's media type.
+    pub media_type: String,
+    /// The manifest's size in bytes.
+    pub size: u64,
+    /// Its configuration (the entry's platform comes from it).
+    pub config: ImageConfig,
+}
+
 impl RegistryClient {
-    /// Push `index` (whose entries are images of `store`) to `dest` (`docker://REF` or `REF`).
-    /// With `all`, each image goes first, by digest, into the destination's repository (converted
-    /// to `format` when given, the entry updated to match); without it the registry must already
-    /// have them. The index is written as an OCI index, or a Docker manifest list for
+    /// Record `src` (`docker://REF` or a name resolved through registries.conf), for the
+    /// client's platform, as a manifest list entry: its manifest and config go into the store,
+    /// and where its blobs live is remembered, so that `--all` pushes can mount or copy them;
+    /// no layer is fetched.
+    pub fn record_image(&self, store: &Store, src: &str) -> Result<RecordedImage> {
+        let platform = self.opts.platform.clone();
+        let (reference, (fetched, manifest, config_bytes)) = self.first_candidate(src, |c| {
+            let remote = self.remote(c)?;
+            let top = remote.get_manifest(&c.tag_or_digest())?;
+            let m = self.platform_manifest(&remote, &c.to_string(), top, &platform)?;
+            let manifest = parse_manifest(&m)?;
+            let config = remote.get_blob_bytes(&manifest.config.digest, MAX_CONFIG)?;
+            let mut blobs: Vec<Digest> = manifest.layers.iter().map(|l| l.digest).collect();
+            blobs.push(manifest.config.digest);
+            Locations::new(store.root()).add(&remote.location(), &blobs);
+            Ok((m, manifest, config))
+        })?;
+        let config = ImageConfig::from_slice(&config_bytes).map_err(|e| {
+            Error::manifest(
+                format!("config {} of {reference}", manifest.config.digest),
+                e.to_string(),
+            )
+        })?;
+        store.put_blob_bytes(&config_bytes).map_err(store_err)?;
+        store.put_blob_bytes(&fetched.bytes).map_err(store_err)?;
+        Ok(RecordedImage {
+            reference,
+            manifest_digest: fetched.digest,
+            media_type: fetched.media_type,
+            size: fetched.bytes.len() as u64,
+            config,
+        })
+    }
+
+    /// Push `index` (whose entries are images of `store`, or registry images recorded by
+    /// [`RegistryClient::record_image`]) to `dest` (`docker://REF` or `REF`). With `all`, each
+    /// image goes first, by digest, into the destination's repository (converted to `format` when
+    /// given, the entry updated to match; a recorded image's layers are mounted from, or copied
+    /// through the store from, where they were seen); without it the registry must already have
+    /// them. The index is written as an OCI index, or a Docker manifest list for
     /// [`PushFormat::Docker`]. Returns the index digest the registry stored.
     pub fn push_manifest_list(
         &self,
@@ -48,15 +102,16 @@ impl RegistryClient {
             }
         }
         for entry in out.manifests.iter_mut().filter(|_| all) {
-            let image = store
-                .resolve_image(&entry.digest.to_string())
-                .map_err(|e| {
+            // An image of the store, or a registry's image whose manifest was recorded.
+            let bytes = match store.resolve_image(&entry.digest.to_string()) {
+                Ok(image) => store.image_manifest_bytes(&image).map_err(store_err)?,
+                Err(e) => store.read_blob(&entry.digest).map_err(|_| {
                     Error::Store(format!(
                         "manifest list entry {} is not an image of the store any more: {e}",
                         entry.digest
                     ))
-                })?;
-            let bytes = store.image_manifest_bytes(&image).map_err(store_err)?;
+                })?,
+            };
             let manifest = Manifest::from_slice(&bytes).map_err(|e| {
                 Error::manifest(format!("manifest {}", entry.digest), e.to_string())
             })?;
@@ -71,12 +126,7 @@ impl RegistryClient {
                 entry.media_type = converted.media_type_or_default().to_string();
             }
             let at = dest_ref.with_digest(entry.digest);
-            let pushed = self.push_image_to(
-                store,
-                &image.manifest_digest.to_string(),
-                at.clone(),
-                format,
-            )?;
+            let pushed = self.push_manifest_to(store, &bytes, at.clone(), format)?;
             if pushed.manifest_digest != entry.digest {
                 return Err(Error::DigestMismatch {
                     expected: entry.digest.to_string(),

@@ -5,7 +5,7 @@
 use crate::Store;
 use crate::error::{Result, StoreError};
 use crate::fsutil::{now_rfc3339, read_json_or_default, write_atomic};
-use kiln_core::spec::{Descriptor, Index};
+use kiln_core::spec::{Descriptor, Index, Manifest};
 use kiln_core::{Digest, ImageReference};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -115,7 +115,9 @@ impl Store {
         })
     }
 
-    /// Manifest digests of the images some list names (kept by `prune`).
+    /// The blobs lists need (kept by `prune`): each list's index, the manifests it names, and
+    /// the configs of those manifests (a registry's image recorded in a list has no image record
+    /// of its own to keep them).
     pub(crate) fn listed_manifests(&self) -> Result<Vec<Digest>> {
         let mut out = Vec::new();
         for l in self.read_lists()?.lists {
@@ -123,7 +125,14 @@ impl Store {
             if let Ok(bytes) = self.read_blob(&l.digest)
                 && let Ok(index) = Index::from_slice(&bytes)
             {
-                out.extend(index.manifests.iter().map(|d| d.digest));
+                for entry in &index.manifests {
+                    out.push(entry.digest);
+                    if let Ok(bytes) = self.read_blob(&entry.digest)
+                        && let Ok(m) = Manifest::from_slice(&bytes)
+                    {
+                        out.push(m.config.digest);
+                    }
+                }
             }
         }
         Ok(out)
@@ -139,7 +148,8 @@ impl Store {
     }
 
     /// Store `index` as list `full` in `idx` and write it (the caller holds the lock). Entries
-    /// not in `before` must be images of the store.
+    /// not in `before` must be images of the store, or manifests recorded from a registry (in
+    /// the store as blobs, with their configs).
     fn save_list(
         &self,
         idx: &mut ListIndex,
@@ -153,7 +163,9 @@ impl Store {
             .iter()
             .filter(|d| !before.contains(&d.digest))
         {
-            if !images.iter().any(|i| i.manifest_digest == d.digest) {
+            if !images.iter().any(|i| i.manifest_digest == d.digest)
+                && !self.recorded_manifest(&d.digest)
+            {
                 return Err(StoreError::ImageNotFound(d.digest.to_string()));
             }
         }
@@ -167,6 +179,14 @@ impl Store {
         idx.lists.push(rec.clone());
         self.write_lists(idx)?;
         Ok(rec)
+    }
+
+    /// Whether `digest` is a manifest stored as a blob together with its config.
+    fn recorded_manifest(&self, digest: &Digest) -> bool {
+        self.read_blob(digest)
+            .ok()
+            .and_then(|b| Manifest::from_slice(&b).ok())
+            .is_some_and(|m| self.has_blob(&m.config.digest))
     }
 
     fn write_lists(&self, idx: &ListIndex) -> Result<()> {

@@ -46,7 +46,8 @@ pub struct CreateArgs {
 pub struct AddArgs {
     /// The list.
     pub list: String,
-    /// Image in the store (name or ID), or `docker://REF`.
+    /// Image in the store (name or ID), or `docker://REF`: a registry's image, recorded without
+    /// pulling its layers (`manifest push --all` mounts or copies them from that registry).
     pub image: String,
     #[command(flatten)]
     pub entry: EntryFlags,
@@ -195,17 +196,18 @@ pub fn run(c: ManifestCommand, g: &Global) -> Result<()> {
         }
         ManifestCommand::Add(a) => {
             store.manifest_list(&a.list)?;
-            let image = match a.image.strip_prefix("docker://") {
+            let entry = match a.image.strip_prefix("docker://") {
+                // A registry's image is recorded (manifest and config), not pulled.
                 Some(_) => {
                     let opts = a.registry_flags.options(true);
                     let e = &a.entry;
                     let platform = crate::cmd::registry::compose_platform(None, e.os.as_deref(), e.arch.as_deref(), e.variant.as_deref())?;
                     let client = RegistryClient::new(kiln_registry::ClientOptions { platform, ..opts })?;
-                    client.pull(&store, &a.image).with_context(|| format!("pulling {}", a.image))?.record
+                    let r = client.record_image(&store, &a.image).with_context(|| format!("reading {}", a.image))?;
+                    entry_with(Descriptor::new(&r.media_type, r.manifest_digest, r.size), &r.config, &a.entry)?
                 }
-                None => store.resolve_image(&a.image)?,
+                None => entry_for(&store, &store.resolve_image(&a.image)?, &a.entry)?,
             };
-            let entry = entry_for(&store, &image, &a.entry)?;
             let digest = entry.digest;
             let (rec, ()) = store.update_manifest_list(&a.list, false, |index| {
                 put_entry(index, entry, false);
@@ -297,7 +299,11 @@ fn parse_annotations(values: &[String]) -> Result<Vec<(String, String)>> {
 pub fn entry_for(store: &Store, image: &ImageRecord, flags: &EntryFlags) -> Result<Descriptor> {
     let config = store.image_config(image)?;
     let size = store.image_manifest_bytes(image)?.len() as u64;
-    let mut d = Descriptor::new(&image.manifest_media_type, image.manifest_digest, size);
+    entry_with(Descriptor::new(&image.manifest_media_type, image.manifest_digest, size), &config, flags)
+}
+
+/// The list entry `d` (an image's manifest) with the platform of `config` and `flags` applied.
+fn entry_with(mut d: Descriptor, config: &kiln_core::ImageConfig, flags: &EntryFlags) -> Result<Descriptor> {
     d.platform = Some(Platform {
         architecture: config.architecture.clone(),
         os: config.os.clone(),
