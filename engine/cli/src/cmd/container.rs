@@ -441,15 +441,14 @@ fn containers(store: &Store, a: ContainersArgs) -> Result<()> {
     if let Some(t) = &a.format {
         for r in &rows {
             let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
-            let line = t
-                .replace("{{.ContainerID}}", &short(&s("id"), a.notruncate))
-                .replace("{{.Builder}}", "true")
-                .replace("{{.ImageID}}", &short(&s("imageid"), a.notruncate))
-                .replace("{{.ImageName}}", &s("imagename"))
-                .replace("{{.ContainerName}}", &s("containername"))
-                .replace("\\t", "\t")
-                .replace("\\n", "\n");
-            println!("{line}");
+            let v = serde_json::json!({
+                "ContainerID": short(&s("id"), a.notruncate),
+                "Builder": true,
+                "ImageID": short(&s("imageid"), a.notruncate),
+                "ImageName": s("imagename"),
+                "ContainerName": s("containername"),
+            });
+            println!("{}", crate::cmd::template::render(t, &v)?);
         }
         return Ok(());
     }

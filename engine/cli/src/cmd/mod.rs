@@ -14,6 +14,7 @@ pub mod plugin;
 pub mod push;
 pub mod registry;
 pub mod store;
+pub mod template;
 
 /// kiln: build container images without a daemon, without root, with WebAssembly plugins.
 #[derive(Parser, Debug)]

@@ -198,7 +198,7 @@ fn images(store: &Store, a: ImagesArgs) -> Result<()> {
                     "Size": human_size(r.img.size),
                     "ReadOnly": false,
                 });
-                println!("{}", render_template(t, &v)?);
+                println!("{}", super::template::render(t, &v)?);
             }
         }
         _ => {
@@ -553,7 +553,10 @@ fn inspect(store: &Store, kind: Option<&str>, format: Option<&str>, name: &str) 
     };
     match format {
         None | Some("json") => println!("{}", pretty(&out)?),
-        Some(t) => println!("{}", render_template(t, &serde_json::to_value(&out)?)?),
+        Some(t) => println!(
+            "{}",
+            super::template::render(t, &serde_json::to_value(&out)?)?
+        ),
     }
     Ok(())
 }
@@ -623,84 +626,6 @@ fn inspect_container(store: &Store, name: &str) -> Result<InspectOutput> {
         docker: docker_view(&cfg),
         history: serde_json::to_value(&cfg.history)?,
     })
-}
-
-// ---------- Go-template subset ----------
-
-/// Render the `{{.A.B}}` / `{{json .A}}` subset of Go templates against a JSON value. Field names
-/// match JSON keys ignoring case, `_` and `.` (so `{{.OCIv1.RootFS.DiffIDs}}` finds `diff_ids`).
-/// Strings print bare, lists as `[a b]`, maps as `map[k:v]`, as Go's fmt does.
-fn render_template(t: &str, v: &Value) -> Result<String> {
-    let t = t.replace("\\n", "\n").replace("\\t", "\t");
-    let mut out = String::new();
-    let mut rest = t.as_str();
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else {
-            bail!("template: unclosed action in {t:?}")
-        };
-        let action = after[..end]
-            .trim()
-            .trim_start_matches('-')
-            .trim_end_matches('-')
-            .trim();
-        let (json, path) = match action.strip_prefix("json ") {
-            Some(p) => (true, p.trim()),
-            None => (false, action),
-        };
-        let Some(path) = path.strip_prefix('.') else {
-            bail!("template: unsupported action {{{{{action}}}}}")
-        };
-        let mut cur = v;
-        if !path.is_empty() {
-            for field in path.split('.') {
-                cur = lookup(cur, field).ok_or_else(|| {
-                    anyhow::anyhow!("template: can't evaluate field {field} in {{{{{action}}}}}")
-                })?;
-            }
-        }
-        if json {
-            out.push_str(&serde_json::to_string(cur)?);
-        } else {
-            out.push_str(&go_fmt(cur));
-        }
-        rest = &after[end + 2..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-fn fold(s: &str) -> String {
-    s.chars()
-        .filter(|c| *c != '_' && *c != '.')
-        .flat_map(char::to_lowercase)
-        .collect()
-}
-
-fn lookup<'a>(v: &'a Value, field: &str) -> Option<&'a Value> {
-    let obj = v.as_object()?;
-    if let Some(x) = obj.get(field) {
-        return Some(x);
-    }
-    let f = fold(field);
-    obj.iter().find(|(k, _)| fold(k) == f).map(|(_, x)| x)
-}
-
-fn go_fmt(v: &Value) -> String {
-    match v {
-        Value::Null => "<no value>".into(),
-        Value::String(s) => s.clone(),
-        Value::Array(a) => format!("[{}]", a.iter().map(go_fmt).collect::<Vec<_>>().join(" ")),
-        Value::Object(m) => format!(
-            "map[{}]",
-            m.iter()
-                .map(|(k, x)| format!("{k}:{}", go_fmt(x)))
-                .collect::<Vec<_>>()
-                .join(" ")
-        ),
-        other => other.to_string(),
-    }
 }
 
 // ---------- prune / fsck ----------
@@ -816,28 +741,5 @@ mod tests {
         assert_eq!(human_duration(300), "5 minutes");
         assert_eq!(human_duration(3 * 3600), "3 hours");
         assert_eq!(human_duration(3 * 86400), "3 days");
-    }
-
-    #[test]
-    fn templates() {
-        let v = serde_json::json!({"FromImageID": "abc", "OCIv1": {"config": {"Env": ["A=1", "B=2"], "Labels": {"x": "y"}}, "rootfs": {"diff_ids": ["sha256:1"]}}});
-        assert_eq!(render_template("{{.FromImageID}}", &v).unwrap(), "abc");
-        assert_eq!(
-            render_template("{{.OCIv1.Config.Env}}", &v).unwrap(),
-            "[A=1 B=2]"
-        );
-        assert_eq!(
-            render_template("{{ .OCIv1.RootFS.DiffIDs }}", &v).unwrap(),
-            "[sha256:1]"
-        );
-        assert_eq!(
-            render_template("{{.OCIv1.Config.Labels}}", &v).unwrap(),
-            "map[x:y]"
-        );
-        assert_eq!(
-            render_template("env={{json .OCIv1.Config.Env}}\\n", &v).unwrap(),
-            "env=[\"A=1\",\"B=2\"]\n"
-        );
-        assert!(render_template("{{.Nope}}", &v).is_err());
     }
 }
