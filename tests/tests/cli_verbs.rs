@@ -112,3 +112,78 @@ fn inspect_format_zero_values_and_actions() {
     lines.sort();
     assert_eq!(lines, ["localhost/labelled", "localhost/plain is plain"]);
 }
+
+/// Working containers as `kiln containers --json` lists them: (id, image id, container name).
+fn containers_json(kiln: &Kiln) -> Vec<(String, String, String)> {
+    let v: serde_json::Value =
+        serde_json::from_str(&kiln.run(["containers", "--json"])).expect("JSON list");
+    v.as_array()
+        .expect("a JSON array")
+        .iter()
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+            (s("id"), s("imageid"), s("containername"))
+        })
+        .collect()
+}
+
+// Every column of `kiln containers` is followed by a space, in every mode, even when a value
+// (a full ID, a long image name) fills its width; `-q` prints full IDs, as buildah does.
+#[test]
+fn containers_columns_and_quiet_ids() {
+    let kiln = Kiln::new();
+    let long = "localhost/a-repository-name-longer-than-the-column:latest";
+    build(&kiln, long, "FROM scratch\nCOPY f /f\n");
+    kiln.run(["from", "--name", "c1", long]);
+    kiln.run(["from", "--name", "c2", "scratch"]);
+    let listed = containers_json(&kiln);
+    assert_eq!(listed.len(), 2);
+    let (id1, img1, _) = &listed[0];
+    assert_eq!(id1.len(), 64, "{id1}");
+
+    for quiet in [
+        vec!["containers", "-q"],
+        vec!["containers", "-q", "--notruncate"],
+    ] {
+        let out = kiln.run(&quiet);
+        let ids: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            ids,
+            [listed[0].0.as_str(), listed[1].0.as_str()],
+            "{quiet:?}"
+        );
+    }
+
+    let out = kiln.run(["containers", "--noheading", "--notruncate"]);
+    let first: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        first,
+        [id1.as_str(), "*", img1.as_str(), long, "c1"],
+        "{out}"
+    );
+    let out = kiln.run(["containers", "--noheading"]);
+    let first: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(first, [&id1[..12], "*", &img1[..12], long, "c1"], "{out}");
+    let out = kiln.run(["containers", "--notruncate"]);
+    let heading: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        heading,
+        [
+            "CONTAINER",
+            "ID",
+            "BUILDER",
+            "IMAGE",
+            "ID",
+            "IMAGE",
+            "NAME",
+            "CONTAINER",
+            "NAME"
+        ]
+    );
+    let second: Vec<&str> = out.lines().nth(2).unwrap().split_whitespace().collect();
+    assert_eq!(
+        second,
+        [listed[1].0.as_str(), "*", "scratch", "c2"],
+        "{out}"
+    );
+}

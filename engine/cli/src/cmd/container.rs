@@ -433,18 +433,20 @@ fn containers(store: &Store, a: ContainersArgs) -> Result<()> {
         return Ok(());
     }
     if a.quiet {
+        // As buildah: full IDs, with or without --notruncate.
         for c in &all {
-            println!("{}", short(c.id(), a.notruncate));
+            println!("{}", c.id());
         }
         return Ok(());
     }
     if let Some(t) = &a.format {
+        // As buildah: templates get full IDs; --notruncate is for the table.
         for r in &rows {
             let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
             let v = serde_json::json!({
-                "ContainerID": short(&s("id"), a.notruncate),
+                "ContainerID": s("id"),
                 "Builder": true,
-                "ImageID": short(&s("imageid"), a.notruncate),
+                "ImageID": s("imageid"),
                 "ImageName": s("imagename"),
                 "ContainerName": s("containername"),
             });
@@ -452,25 +454,41 @@ fn containers(store: &Store, a: ContainersArgs) -> Result<()> {
         }
         return Ok(());
     }
+    // buildah's columns: fixed widths, and a space after each even when a value is wider.
+    let line = |id: &str, builder: &str, image_id: &str, image: &str, name: &str| {
+        if a.notruncate {
+            format!("{id:<64} {builder:<8} {image_id:<64} {image:<32} {name}")
+        } else {
+            format!(
+                "{:<12}  {builder:<8} {:<12} {image:<32} {name}",
+                short(id, false),
+                short(image_id, false)
+            )
+        }
+    };
     if !a.noheading {
-        println!(
-            "{:<14}{:<9}{:<13}{:<33}CONTAINER NAME",
-            "CONTAINER ID", "BUILDER", "IMAGE ID", "IMAGE NAME"
-        );
+        if a.notruncate {
+            println!(
+                "{}",
+                line(
+                    "CONTAINER ID",
+                    "BUILDER",
+                    "IMAGE ID",
+                    "IMAGE NAME",
+                    "CONTAINER NAME"
+                )
+            );
+        } else {
+            println!(
+                "CONTAINER ID  BUILDER  IMAGE ID     IMAGE NAME                       CONTAINER NAME"
+            );
+        }
     }
     for c in &all {
-        let img = c
-            .record
-            .image_id
-            .map(|d| short(&d.hex(), a.notruncate))
-            .unwrap_or_default();
+        let img = c.record.image_id.map(|d| d.hex()).unwrap_or_default();
         println!(
-            "{:<14}{:<9}{:<13}{:<33}{}",
-            short(c.id(), a.notruncate),
-            "   *",
-            img,
-            c.record.image_name,
-            c.name()
+            "{}",
+            line(c.id(), "   *", &img, &c.record.image_name, c.name())
         );
     }
     Ok(())
