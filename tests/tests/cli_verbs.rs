@@ -187,3 +187,37 @@ fn containers_columns_and_quiet_ids() {
         "{out}"
     );
 }
+
+// `kiln build -q` prints the image ID only when no `--iidfile` takes it, as buildah does.
+#[test]
+fn build_quiet_with_iidfile_prints_nothing() {
+    let kiln = Kiln::new();
+    let ctx = context("FROM scratch\nCOPY f /f\n");
+    let dir = ctx.path().display().to_string();
+    let iid = ctx.path().join("iid");
+    let out = kiln.output([
+        "build",
+        "-q",
+        "--iidfile",
+        &iid.display().to_string(),
+        "-t",
+        "one",
+        &dir,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "",
+        "stdout stays empty"
+    );
+    let written = std::fs::read_to_string(&iid).expect("the iidfile");
+    let id = written.strip_prefix("sha256:").expect("sha256:ID");
+    assert_eq!(id.len(), 64, "{written}");
+    // Without --iidfile the ID is the one line on stdout.
+    let printed = kiln.run(["build", "-q", "-t", "two", &dir]);
+    assert_eq!(printed, format!("{id}\n"));
+}

@@ -455,7 +455,10 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
             println!("COMMIT {n}");
         }
     }
-    println!("{}", image.id.hex());
+    // As buildah: the ID goes to stdout only when no --iidfile takes it.
+    if a.iidfile.is_none() {
+        println!("{}", image.id.hex());
+    }
     Ok(())
 }
 
