@@ -221,3 +221,35 @@ fn build_quiet_with_iidfile_prints_nothing() {
     let printed = kiln.run(["build", "-q", "-t", "two", &dir]);
     assert_eq!(printed, format!("{id}\n"));
 }
+
+// `kiln rmi -f IMAGE` also removes the working containers made from IMAGE (buildah's `-f`);
+// without `-f` an image in use is refused and nothing changes.
+#[test]
+fn rmi_force_removes_working_containers() {
+    let kiln = Kiln::new();
+    let used = build(&kiln, "used", "FROM scratch\nCOPY f /f\n");
+    build(&kiln, "other", "FROM scratch\nLABEL o=1\nCOPY f /f\n");
+    kiln.run(["from", "--name", "u1", "used"]);
+    kiln.run(["from", "--name", "u2", "used"]);
+    kiln.run(["from", "--name", "o1", "other"]);
+
+    let err = kiln.run_fail(["rmi", "used"]);
+    assert!(err.contains("u1"), "names a container using it: {err}");
+    let names =
+        |kiln: &Kiln| -> Vec<String> { containers_json(kiln).into_iter().map(|c| c.2).collect() };
+    assert_eq!(names(&kiln), ["u1", "u2", "o1"]);
+
+    let out = kiln.run(["rmi", "-f", "used"]);
+    assert!(
+        out.lines().any(|l| l == used),
+        "prints the removed ID: {out}"
+    );
+    assert_eq!(names(&kiln), ["o1"], "the users of `used` are gone");
+    let images = kiln.run(["images", "--format", "{{.Name}}"]);
+    assert_eq!(images.trim(), "localhost/other");
+    let left = std::fs::read_dir(kiln.root().join("containers"))
+        .unwrap()
+        .flatten()
+        .count();
+    assert_eq!(left, 1, "only o1's directory is left");
+}

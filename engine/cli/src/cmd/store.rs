@@ -25,7 +25,7 @@ pub enum StoreCommand {
     },
     /// Remove one or more images (a name of an image with several names is only untagged).
     Rmi {
-        /// Remove images even when working containers use them or they have several names.
+        /// Remove images even when they have several names, and the working containers that use them.
         #[arg(short, long)]
         force: bool,
         /// Remove all images.
@@ -355,6 +355,12 @@ fn rmi(store: &Store, force: bool, all: bool, names: Vec<String>) -> Result<()> 
                 ));
                 continue;
             }
+            if used.contains(&img.id)
+                && let Err(e) = remove_users(store, &img)
+            {
+                errors.push(format!("{}: {e:#}", img.short_id()));
+                continue;
+            }
             results.push((
                 img.id.to_string(),
                 store.remove_image(&img.id.to_string(), true),
@@ -362,6 +368,14 @@ fn rmi(store: &Store, force: bool, all: bool, names: Vec<String>) -> Result<()> 
         }
     } else {
         for t in names {
+            if force
+                && let Ok(img) = store.resolve_image(&t)
+                && deletes(&img, &t)
+                && let Err(e) = remove_users(store, &img)
+            {
+                errors.push(format!("{t}: {e:#}"));
+                continue;
+            }
             let r = store.remove_image(&t, force);
             results.push((t, r));
         }
@@ -388,6 +402,33 @@ fn rmi(store: &Store, force: bool, all: bool, names: Vec<String>) -> Result<()> 
             msg.push_str(&format!("\n\t* {e}"));
         }
         bail!(msg);
+    }
+    Ok(())
+}
+
+/// Whether removing `img` as `query` deletes it rather than untagging one of its several names
+/// (the store's rule: a name of an image with several names only untags).
+fn deletes(img: &ImageRecord, query: &str) -> bool {
+    let by_id = kiln_core::Digest::parse(query).is_ok()
+        || (query.len() >= 3 && img.id.hex().starts_with(query));
+    img.names.len() <= 1 || by_id
+}
+
+/// `rmi -f`, as buildah's: first remove the working containers made from `img` (unmounting
+/// them), so none is left pointing at an image that is gone.
+fn remove_users(store: &Store, img: &ImageRecord) -> Result<()> {
+    let users: Vec<String> = store
+        .list_containers()?
+        .into_iter()
+        .filter(|c| c.image_id == Some(img.id))
+        .map(|c| c.id)
+        .collect();
+    let containers =
+        kiln_build::working::Containers::new(store, kiln_registry::ClientOptions::default());
+    for id in users {
+        containers
+            .remove(&id)
+            .with_context(|| format!("removing working container {id}"))?;
     }
     Ok(())
 }
