@@ -253,3 +253,142 @@ fn rmi_force_removes_working_containers() {
         .count();
     assert_eq!(left, 1, "only o1's directory is left");
 }
+
+/// `kiln images --filter …` as sorted `NAME:TAG` lines (`<none>` for a dangling image).
+fn images_filtered(kiln: &Kiln, filters: &[&str]) -> Vec<String> {
+    let mut args = vec!["images", "--format", "{{.Name}}:{{.Tag}}"];
+    for f in filters {
+        args.extend(["--filter", f]);
+    }
+    let mut out: Vec<String> = kiln.run(&args).lines().map(String::from).collect();
+    out.sort();
+    out
+}
+
+// `kiln images --filter`: dangling, reference (glob, with or without registry), label (key or
+// key=value), before/since, id; several filters AND; an unknown key is an error naming it.
+#[test]
+fn images_filters() {
+    let kiln = Kiln::new();
+    let ctx = context("FROM scratch\nCOPY f /f\n");
+    let build_at = |name: &str, time: &str, extra: &str| {
+        std::fs::write(
+            ctx.path().join("Containerfile"),
+            format!("FROM scratch\n{extra}COPY f /f\n"),
+        )
+        .unwrap();
+        let mut args = vec!["build", "-q", "--timestamp", time];
+        if !name.is_empty() {
+            args.extend(["-t", name]);
+        }
+        let dir = ctx.path().display().to_string();
+        args.push(&dir);
+        kiln.run(&args).trim().to_string()
+    };
+    build_at("old", "1000", "LABEL tier=base\n");
+    let middle = build_at("middle", "2000", "LABEL tier=app team=x\n");
+    build_at("new", "3000", "LABEL other=1\n");
+    build_at("", "4000", "");
+
+    let all = images_filtered(&kiln, &[]);
+    assert_eq!(all.len(), 4, "{all:?}");
+    assert_eq!(
+        images_filtered(&kiln, &["dangling=true"]),
+        ["<none>:<none>"]
+    );
+    assert_eq!(images_filtered(&kiln, &["dangling=false"]).len(), 3);
+    assert_eq!(
+        images_filtered(&kiln, &["reference=mid*"]),
+        ["localhost/middle:latest"]
+    );
+    assert_eq!(
+        images_filtered(&kiln, &["reference=localhost/new:latest"]),
+        ["localhost/new:latest"]
+    );
+    assert_eq!(
+        images_filtered(&kiln, &["reference=*:latest"]).len(),
+        3,
+        "every named image"
+    );
+    assert!(images_filtered(&kiln, &["reference=localhost/mid"]).is_empty());
+    assert_eq!(
+        images_filtered(&kiln, &["label=tier"]),
+        ["localhost/middle:latest", "localhost/old:latest"]
+    );
+    assert_eq!(
+        images_filtered(&kiln, &["label=tier=app"]),
+        ["localhost/middle:latest"]
+    );
+    assert_eq!(
+        images_filtered(&kiln, &["before=middle"]),
+        ["localhost/old:latest"]
+    );
+    assert_eq!(
+        images_filtered(&kiln, &["since=middle"]),
+        ["<none>:<none>", "localhost/new:latest"]
+    );
+    assert_eq!(
+        images_filtered(&kiln, &["since=old", "before=new"]),
+        ["localhost/middle:latest"],
+        "filters AND"
+    );
+    assert_eq!(
+        images_filtered(&kiln, &["since=old,label=other"]),
+        ["localhost/new:latest"],
+        "comma-separated filters AND"
+    );
+    assert_eq!(
+        images_filtered(&kiln, &[&format!("id={middle}")]),
+        ["localhost/middle:latest"]
+    );
+    assert_eq!(
+        images_filtered(&kiln, &[&format!("id={}", &middle[..12])]),
+        ["localhost/middle:latest"]
+    );
+    // -f is --filter, and -q lists only what matches.
+    let ids = kiln.run(["images", "-q", "--no-trunc", "-f", "label=team=x"]);
+    assert_eq!(ids.trim(), format!("sha256:{middle}"));
+    let err = kiln.run_fail(["images", "--filter", "colour=red"]);
+    assert!(err.contains("colour"), "{err}");
+    let err = kiln.run_fail(["images", "--filter", "dangling"]);
+    assert!(err.contains("dangling"), "{err}");
+}
+
+// `kiln containers --filter`: id (prefix), name (part of it), ancestor (the image, by name or
+// ID); several filters AND; an unknown key is an error naming it.
+#[test]
+fn containers_filters() {
+    let kiln = Kiln::new();
+    let base = build(&kiln, "base", "FROM scratch\nCOPY f /f\n");
+    build(&kiln, "other", "FROM scratch\nLABEL o=1\nCOPY f /f\n");
+    kiln.run(["from", "--name", "web-1", "base"]);
+    kiln.run(["from", "--name", "web-2", "other"]);
+    kiln.run(["from", "--name", "db", "localhost/base:latest"]);
+    let listed = containers_json(&kiln);
+    let names = |filters: &[&str]| -> Vec<String> {
+        let mut args = vec!["containers", "--format", "{{.ContainerName}}"];
+        for f in filters {
+            args.extend(["--filter", f]);
+        }
+        kiln.run(&args).lines().map(String::from).collect()
+    };
+    assert_eq!(names(&[]), ["web-1", "web-2", "db"]);
+    assert_eq!(names(&["name=web"]), ["web-1", "web-2"]);
+    assert_eq!(names(&[&format!("id={}", &listed[1].0[..10])]), ["web-2"]);
+    assert_eq!(names(&["ancestor=base"]), ["web-1", "db"]);
+    assert_eq!(names(&["ancestor=localhost/base:latest"]), ["web-1", "db"]);
+    assert_eq!(
+        names(&[&format!("ancestor={}", &base[..12])]),
+        ["web-1", "db"]
+    );
+    assert_eq!(
+        names(&["ancestor=base", "name=web"]),
+        ["web-1"],
+        "filters AND"
+    );
+    assert_eq!(names(&["ancestor=other,name=db"]), Vec::<String>::new());
+    let quiet = kiln.run(["containers", "-q", "-f", "name=db"]);
+    assert_eq!(quiet.trim(), listed[2].0);
+    let err = kiln.run_fail(["containers", "--filter", "status=running"]);
+    assert!(err.contains("status"), "{err}");
+}

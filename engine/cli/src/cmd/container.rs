@@ -98,6 +98,10 @@ pub struct ContainersArgs {
     /// Also list non-kiln containers (there are none; accepted for compatibility).
     #[arg(short, long)]
     pub all: bool,
+    /// Only containers matching `id=PREFIX`, `name=PART` or `ancestor=IMAGE`; repeatable or
+    /// comma-separated, all must match.
+    #[arg(short, long, value_delimiter = ',')]
+    pub filter: Vec<String>,
 }
 
 /// `kiln run` flags.
@@ -415,7 +419,12 @@ fn short(id: &str, full: bool) -> String {
 }
 
 fn containers(store: &Store, a: ContainersArgs) -> Result<()> {
-    let all = verbs(store).list()?;
+    let all = crate::cmd::filter::containers(
+        store,
+        verbs(store).list()?,
+        |c: &WorkingContainer| &c.record,
+        &a.filter,
+    )?;
     let rows: Vec<serde_json::Value> = all
         .iter()
         .map(|c| {

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 pub mod build;
 pub mod container;
 pub mod export;
+pub mod filter;
 pub mod manifest;
 pub mod plugin;
 pub mod push;

@@ -86,6 +86,11 @@ pub struct ImagesArgs {
     /// Show all images (kiln keeps no hidden intermediate images; accepted for compatibility).
     #[arg(short, long)]
     pub all: bool,
+    /// Only images matching `KEY=VALUE` (`dangling=true|false`, `reference=PATTERN`,
+    /// `label=KEY[=VALUE]`, `before=IMAGE`, `since=IMAGE`, `id=ID`, `readonly=true|false`;
+    /// `KEY!=VALUE` for the opposite). Repeatable; all must match.
+    #[arg(short, long, value_delimiter = ',')]
+    pub filter: Vec<String>,
     /// Only images matching this name.
     pub image: Option<String>,
 }
@@ -146,6 +151,7 @@ fn images(store: &Store, a: ImagesArgs) -> Result<()> {
         let hit = store.resolve_image(q)?;
         list.retain(|i| i.id == hit.id);
     }
+    let list = super::filter::images(store, list, &a.filter)?;
     let id = |img: &ImageRecord| {
         if a.no_trunc {
             img.id.to_string()
