@@ -392,3 +392,38 @@ fn containers_filters() {
     let err = kiln.run_fail(["containers", "--filter", "status=running"]);
     assert!(err.contains("status"), "{err}");
 }
+
+/// Whether no part of `msg` repeats the part before it (`A: B: B`).
+fn said_once(msg: &str) -> bool {
+    msg.match_indices(": ").all(|(i, _)| {
+        let (head, tail) = (&msg[..i], &msg[i + 2..]);
+        !head.ends_with(tail)
+    })
+}
+
+// The errors of `kiln rm` and `kiln run` are printed once each.
+#[test]
+fn rm_and_run_errors_are_printed_once() {
+    let kiln = Kiln::new();
+    build(&kiln, "numeric-user", "FROM scratch\nUSER 0:0\nCOPY f /f\n");
+    kiln.run(["from", "--name", "w", "numeric-user"]);
+
+    let err = kiln.run_fail(["rm", "nosuch1"]);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(err.matches("nosuch1").count(), 1, "{err}");
+    let err = kiln.run_fail(["rm", "nosuch1", "w", "nosuch2"]);
+    assert_eq!(err.lines().count(), 2, "{err}");
+    assert_eq!(err.matches("nosuch1").count(), 1, "{err}");
+    assert_eq!(err.matches("nosuch2").count(), 1, "{err}");
+    assert!(containers_json(&kiln).is_empty(), "w was removed");
+
+    kiln.run(["from", "--name", "w", "numeric-user"]);
+    let out = kiln.output(["run", "w", "--", "/nonexistent-command"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(err.matches("nonexistent-command").count(), 1, "{err}");
+    assert!(said_once(err.trim()), "{err}");
+    let err = kiln.run_fail(["run", "nosuch", "--", "true"]);
+    assert_eq!(err.matches("nosuch").count(), 1, "{err}");
+}

@@ -115,7 +115,64 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
     125
 }
 
+/// An error as kiln prints it: each message of its chain once. Many engine errors already end
+/// with their cause's message (`{what}: {source}`), so a cause whose text ends what is written
+/// so far is not repeated, and an [`ExitStatusError`] is left out when the message already
+/// gives that status.
+pub fn error_text(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        let status_given = cause
+            .downcast_ref::<ExitStatusError>()
+            .is_some_and(|s| out.contains(&format!("status {}", s.0)));
+        if out.is_empty() {
+            out = text;
+        } else if !text.is_empty() && !out.ends_with(&text) && !status_given {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
 /// An error that carries the exit status the process should end with.
 #[derive(Debug, thiserror::Error)]
 #[error("exit status {0}")]
 pub struct ExitStatusError(pub i32);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{what}: {source}")]
+    struct Embeds {
+        what: String,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn error_text_says_each_message_once() {
+        let io = std::io::Error::other("exec /x: ENOENT");
+        let e = anyhow::Error::new(Embeds {
+            what: "kiln run c".into(),
+            source: io,
+        });
+        assert_eq!(
+            format!("{e:#}"),
+            "kiln run c: exec /x: ENOENT: exec /x: ENOENT"
+        );
+        assert_eq!(error_text(&e), "kiln run c: exec /x: ENOENT");
+        let e = anyhow::Error::new(ExitStatusError(3))
+            .context("kiln run c: false exited with status 3");
+        assert_eq!(error_text(&e), "kiln run c: false exited with status 3");
+        assert_eq!(exit_code(&e), 3);
+        let e = anyhow::Error::new(ExitStatusError(3));
+        assert_eq!(error_text(&e), "exit status 3");
+        let e = anyhow::Error::new(ExitStatusError(3)).context("build failed");
+        assert_eq!(error_text(&e), "build failed: exit status 3");
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_text(&e), "outer: inner");
+    }
+}

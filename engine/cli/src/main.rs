@@ -11,7 +11,7 @@ fn main() {
     let cli = cmd::Cli::parse();
     global::init_logging(&cli.global);
     if let Err(err) = cmd::run(cli) {
-        eprintln!("Error: {err:#}");
+        eprintln!("Error: {}", global::error_text(&err));
         std::process::exit(global::exit_code(&err));
     }
 }

@@ -805,18 +805,21 @@ fn rm(store: &Store, a: RmArgs) -> Result<()> {
     } else {
         a.containers.clone()
     };
-    let mut failed = None;
+    // Each failure is said once: all but the last here, the last by main as the verb's error.
+    let mut failed: Option<anyhow::Error> = None;
     for n in &names {
         match v.remove(n) {
             Ok(rec) => println!("{}", rec.id),
             Err(e) => {
-                eprintln!("Error: {e}");
-                failed = Some(e);
+                if let Some(earlier) = failed.take() {
+                    eprintln!("Error: {}", crate::global::error_text(&earlier));
+                }
+                failed = Some(e.into());
             }
         }
     }
     match failed {
-        Some(e) => Err(anyhow::anyhow!("kiln rm: {e}")),
+        Some(e) => Err(e),
         None => Ok(()),
     }
 }
