@@ -427,3 +427,22 @@ fn rm_and_run_errors_are_printed_once() {
     let err = kiln.run_fail(["run", "nosuch", "--", "true"]);
     assert_eq!(err.matches("nosuch").count(), 1, "{err}");
 }
+
+// As in Go, a key a map lacks, read as a field, is `<no value>`; through `index` it is empty.
+#[test]
+fn inspect_format_missing_map_key() {
+    let kiln = Kiln::new();
+    build(&kiln, "labelled", "FROM scratch\nLABEL a=b\nCOPY f /f\n");
+    assert_eq!(
+        inspect(&kiln, "{{.OCIv1.Config.Labels.a}}", "labelled"),
+        "b\n"
+    );
+    assert_eq!(
+        inspect(&kiln, "{{.OCIv1.Config.Labels.zz}}", "labelled"),
+        "<no value>\n"
+    );
+    assert_eq!(
+        inspect(&kiln, r#"{{index .OCIv1.Config.Labels "zz"}}"#, "labelled"),
+        "\n"
+    );
+}

@@ -13,7 +13,8 @@
 //! `map[k:v]`. Go formats Go structs, where an unset field still has its zero value; kiln formats
 //! JSON, where an unset field is absent or null. So an absent or null key renders as the zero
 //! value of what that field is in buildah's structs: `[]` for lists (`Entrypoint`, `Cmd`, …),
-//! `map[]` for maps (`Labels`, …), `<nil>` for pointers (`Healthcheck`), else an empty string. Only
+//! `map[]` for maps (`Labels`, …), `<nil>` for pointers (`Healthcheck`), else an empty string;
+//! a key a map lacks, read as a field (`.Labels.x`), is Go's `<no value>`. Only
 //! a name that is not a field of the top-level object (which is always complete) is an error, as
 //! Go's "can't evaluate field".
 
@@ -47,6 +48,8 @@ enum Zero {
     Nil,
     Bool,
     Num,
+    /// A key a map lacks, read as a field (`.Labels.x`): Go prints `<no value>`.
+    NoValue,
 }
 
 /// A value during execution.
@@ -88,6 +91,7 @@ impl<'a> V<'a> {
                 Zero::Nil => "<nil>".into(),
                 Zero::Bool => "false".into(),
                 Zero::Num => "0".into(),
+                Zero::NoValue => "<no value>".into(),
             },
             V::Ref(v) => go_fmt(v),
             V::Own(v) => go_fmt(v),
@@ -773,22 +777,31 @@ impl<'a> Exec<'a> {
     }
 
     fn fields(&self, mut cur: V<'a>, fields: &[String]) -> Result<V<'a>, String> {
+        let mut parent: Option<&str> = None;
         for f in fields {
+            // In buildah's structs a map (`Labels`) lacking a key gives `<no value>`; a struct
+            // lacking a field here only lacks it in the JSON, so it has its zero value.
+            let zero = if parent.is_some_and(|p| zero_of(p) == Zero::Map) {
+                Zero::NoValue
+            } else {
+                zero_of(f)
+            };
             cur = match cur {
-                V::Zero(_) => V::Zero(zero_of(f)),
+                V::Zero(_) => V::Zero(zero),
                 V::Ref(v) => match lookup(v, f) {
-                    Some(Value::Null) => V::Zero(zero_of(f)),
+                    Some(Value::Null) => V::Zero(zero),
                     Some(x) => V::Ref(x),
-                    None if v.is_object() && !std::ptr::eq(v, self.root) => V::Zero(zero_of(f)),
+                    None if v.is_object() && !std::ptr::eq(v, self.root) => V::Zero(zero),
                     None => return Err(cant_evaluate(f, v)),
                 },
                 V::Own(v) => match lookup(&v, f) {
-                    Some(Value::Null) => V::Zero(zero_of(f)),
+                    Some(Value::Null) => V::Zero(zero),
                     Some(x) => V::Own(x.clone()),
-                    None if v.is_object() => V::Zero(zero_of(f)),
+                    None if v.is_object() => V::Zero(zero),
                     None => return Err(cant_evaluate(f, &v)),
                 },
             };
+            parent = Some(f);
         }
         Ok(cur)
     }
@@ -1084,6 +1097,10 @@ mod tests {
         assert_eq!(r("{{json .OCIv1.Config.Entrypoint}}", &v), "null");
         assert_eq!(r("{{len .OCIv1.Config.Entrypoint}}", &v), "0");
         assert_eq!(r("{{.Docker.Config.Healthcheck.Test}}", &v), "[]");
+        // A key a map lacks, as a field: Go's `<no value>` (but `index` gives the zero value).
+        assert_eq!(r("{{.OCIv1.Config.Labels.x}}", &v), "y");
+        assert_eq!(r("{{.OCIv1.Config.Labels.nope}}", &v), "<no value>");
+        assert_eq!(r("{{.OCIv1.Config.Annotations.nope}}", &v), "<no value>");
         // Not a field of the (complete) top-level object: Go's error.
         let e = render("{{.Nope}}", &v).unwrap_err().to_string();
         assert!(e.contains("can't evaluate field Nope"), "{e}");
