@@ -475,6 +475,29 @@ pub fn archive_config(archive: &Path) -> Value {
     serde_json::from_slice(&archive_blob(archive, &digest)).expect("the config is JSON")
 }
 
+/// The entries (path, mtime) of the topmost layer of an oci-archive.
+pub fn archive_top_layer(archive: &Path) -> Vec<(String, u64)> {
+    let s = summary(archive);
+    let top = s["meta"]["layer_digests"]
+        .as_array()
+        .and_then(|l| l.last())
+        .and_then(Value::as_str)
+        .expect("the image has layers")
+        .to_string();
+    let blob = archive_blob(archive, &top);
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(&blob[..]));
+    tar.entries()
+        .expect("the layer is a tar")
+        .map(|e| {
+            let e = e.expect("a layer entry");
+            (
+                e.path().unwrap().to_string_lossy().into_owned(),
+                e.header().mtime().unwrap(),
+            )
+        })
+        .collect()
+}
+
 /// Whether the output of a build says every step came from the cache.
 pub fn all_cached(stdout: &str) -> bool {
     let steps = stdout

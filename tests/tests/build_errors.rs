@@ -140,6 +140,18 @@ fn broken_builds_fail_at_their_line_and_leave_the_store_alone() {
             "excluded by the build context's ignore file",
         ),
         (
+            "a directory copied onto a file of the image",
+            "FROM BASE\nRUN echo f > /afile\nCOPY sub /afile/\n",
+            3,
+            "/afile already exists and is not a directory",
+        ),
+        (
+            "a file copied below a file of the image",
+            "FROM BASE\nRUN echo f > /afile\nCOPY f.txt /afile/x/\n",
+            3,
+            "not a directory",
+        ),
+        (
             "RUN of a program the image lacks",
             "FROM BASE\nRUN [\"/no/such/program\"]\n",
             2,

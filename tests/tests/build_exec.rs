@@ -981,3 +981,57 @@ fn stdin_reaches_run_and_logfile_takes_the_output() {
     );
     assert_file(&summary(&archive), "/in.txt", b"");
 }
+
+#[test]
+fn a_run_step_can_neither_stop_the_build_through_pid_1_nor_read_its_flags() {
+    let bases = Bases::start(false);
+    let df = "FROM {REG}/busybox:latest\nARG TOKEN\n\
+              RUN kill -TERM 1; kill -INT 1; kill -HUP 1; sleep 1; echo still-$((1+1))-running\n\
+              RUN tr '\\0' ' ' < /proc/1/cmdline; echo\n";
+    let ctx = context(&bases, df, &[]);
+    let kiln = Kiln::new();
+    kiln.mark_insecure(&bases.reg);
+    let out = build_ok(
+        &kiln,
+        ctx.path(),
+        &["--progress=plain", "--build-arg", "TOKEN=hunter2-token"],
+    );
+    assert!(out.contains("still-2-running"), "{out}");
+    // The build arg reached the step's environment, not pid 1's command line.
+    assert!(!out.contains("hunter2-token"), "{out}");
+    assert!(!out.contains("--build-arg"), "{out}");
+}
+
+#[test]
+fn undeclared_proxy_args_reach_run_without_keying_its_cache() {
+    let bases = Bases::start(false);
+    let df = "FROM {REG}/busybox:latest\nRUN echo \"proxy=$http_proxy\" > /proxy\n";
+    let ctx = context(&bases, df, &[]);
+    let kiln = Kiln::new();
+    kiln.mark_insecure(&bases.reg);
+    let out = tempfile::tempdir().unwrap();
+    let archive = out.path().join("a.tar");
+    let dest = format!("oci-archive:{}", archive.display());
+    let first = build_ok(
+        &kiln,
+        ctx.path(),
+        &[
+            "--progress=plain",
+            "--build-arg",
+            "http_proxy=http://a:1",
+            "-t",
+            &dest,
+        ],
+    );
+    assert!(!first.contains("Using cache"), "{first}");
+    assert_file(&summary(&archive), "/proxy", b"proxy=http://a:1\n");
+    let second = build_ok(
+        &kiln,
+        ctx.path(),
+        &["--progress=plain", "--build-arg", "http_proxy=http://b:2"],
+    );
+    assert!(
+        all_cached(&second),
+        "a changed proxy reran the step:\n{second}"
+    );
+}

@@ -859,7 +859,35 @@ fn own_copy_misc() {
     assert!(file(&s, "/tmp/by-nobody").is_some_and(|f| f["uid"] == 65534));
 }
 
-// COPY --parents (buildah 1.28 lacks it): checked by hand.
+// COPY/ADD edge cases (compressed files that are no tar, WORKDIR made by a COPY, a RUN user's
+// named group) equal to buildah's; the layer of a RUN that only changes a directory's time holds
+// that directory with its new time (the comparison ignores times).
+#[test]
+fn own_copy_edges() {
+    let case = Case::own("copy-edges");
+    let ours = case.check(&[], 0);
+    let s = summary(&ours);
+    assert_file(
+        &s,
+        "/a1/plain.gz",
+        &std::fs::read(case.ctx().join("plain.gz")).unwrap(),
+    );
+    assert_file(&s, "/a4/tt/in", b"in\n");
+    assert_eq!(file(&s, "/c3/sub").unwrap()["uid"], 65534);
+    assert_file(
+        &s,
+        "/named-group",
+        b"uid=1500(alice) gid=2600(g2) groups=2600(g2)\n",
+    );
+    let top = archive_top_layer(&ours);
+    let dated = top
+        .iter()
+        .find(|(p, _)| p.trim_end_matches('/') == "dated")
+        .unwrap_or_else(|| panic!("the touched directory is not in the layer: {top:?}"));
+    assert!((981158400..981244800).contains(&dated.1), "{dated:?}");
+}
+
+// COPY --parents and --exclude (buildah 1.28 lacks them): checked by hand.
 #[test]
 fn own_copy_parents() {
     let case = Case::own("copy-parents");
@@ -882,6 +910,16 @@ fn own_copy_parents() {
             "{flat} should not exist with --parents"
         );
     }
+    // --exclude.
+    assert_file(&s, "/ex-top/b/f.txt", b"x\n");
+    assert!(file(&s, "/ex-top/g.txt").is_none());
+    assert_file(&s, "/ex-deep/g.txt", b"y\n");
+    assert!(file(&s, "/ex-deep/b").is_some() && file(&s, "/ex-deep/b/f.txt").is_none());
+    assert_file(&s, "/ex-dot/a/g.txt", b"y\n");
+    assert_file(&s, "/ex-dot/a/b/f.txt", b"x\n");
+    assert!(file(&s, "/ex-dot/Dockerfile").is_some());
+    assert_file(&s, "/ex-glob/f.txt", b"x\n");
+    assert!(file(&s, "/ex-glob/g.txt").is_none());
 }
 
 // RUN's confinement: buildah's default capabilities and a seccomp filter (equal to buildah's

@@ -281,6 +281,7 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
             strip_setid: false,
         },
         &root,
+        None,
     )
     .entry(src, dst, "")
 }
@@ -444,25 +445,53 @@ fn glob_paths(dir: &Path, rel: &str) -> Result<Vec<String>> {
     Ok(current)
 }
 
+/// Whether ADD extracts `p`: what it holds, decompressed (gzip, bzip2, xz, zstd or none), starts
+/// with a valid tar header — as Docker decides; a compressed file that is no tar is copied as it is.
 fn is_archive(p: &Path) -> bool {
-    let mut head = [0u8; 512];
-    let Ok(mut f) = fs::File::open(p) else {
+    let Ok(f) = fs::File::open(p) else {
         return false;
     };
+    let Ok(mut r) = decompress_any(f) else {
+        return false;
+    };
+    let mut head = [0u8; 512];
     let mut n = 0;
     while n < head.len() {
-        match f.read(&mut head[n..]) {
+        match r.read(&mut head[n..]) {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(_) => return false,
         }
     }
-    let h = &head[..n];
-    h.starts_with(&[0x1f, 0x8b])
-        || h.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-        || h.starts_with(b"BZh")
-        || h.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
-        || (n >= 262 && &h[257..262] == b"ustar")
+    n == head.len() && is_tar_header(&head)
+}
+
+/// A tar header block: its checksum field (octal) equals the sum of its bytes with that field
+/// counted as spaces. An all-zero block (the end of an archive) is not one.
+fn is_tar_header(h: &[u8; 512]) -> bool {
+    let field = &h[148..156];
+    let digits: String = field
+        .iter()
+        .map(|&b| b as char)
+        .take_while(|c| *c != '\0')
+        .collect::<String>()
+        .trim()
+        .to_string();
+    let Ok(stored) = u32::from_str_radix(&digits, 8) else {
+        return false;
+    };
+    let sum: u32 = h
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                b as u32
+            }
+        })
+        .sum();
+    stored == sum && h.iter().any(|&b| b != 0)
 }
 
 fn download(
@@ -501,7 +530,8 @@ pub struct Attrs {
 
 /// Write `items` into `upper` at `dest` (absolute, resolved through `stack` = the stage's
 /// filesystem before the step). `root` decides ignore filtering inside directories and owners;
-/// with `parents` (`COPY --parents`) each item keeps its [`Item::tree_path`] below `dest`.
+/// `excludes` (`COPY --exclude`) leaves out paths below each source; with `parents`
+/// (`COPY --parents`) each item keeps its [`Item::tree_path`] below `dest`.
 #[allow(clippy::too_many_arguments)]
 pub fn write_items(
     items: &[Item],
@@ -510,6 +540,7 @@ pub fn write_items(
     upper: &Path,
     attrs: Attrs,
     root: &SourceRoot<'_>,
+    excludes: Option<&IgnoreRules>,
     parents: bool,
     location: &str,
 ) -> Result<()> {
@@ -521,17 +552,23 @@ pub fn write_items(
     let (resolved, found) = stack
         .resolve(dest, true)
         .map_err(|e| step_err(format!("destination {dest}: {e}")))?;
-    let dest_exists_dir = matches!(&found, Lookup::Found(_, m) if m.is_dir());
+    // A directory of the image, or one this step made already (the working directory).
+    let dest_exists_dir = matches!(&found, Lookup::Found(_, m) if m.is_dir())
+        || resolved
+            .iter()
+            .fold(upper.to_path_buf(), |p, c| p.join(c))
+            .is_dir();
     let many = items.len() > 1;
     if many && !dest_is_dir_syntax && !dest_exists_dir {
         return Err(step_err(format!(
             "when copying several sources, the destination {dest:?} must be a directory and end with /"
         )));
     }
-    let mut copier = Copier::new(attrs, root);
+    let mut copier = Copier::new(attrs, root, excludes);
     if parents {
         // COPY --parents: every source keeps its path below the destination directory.
         for it in items {
+            copier.source_rel = it.rel.clone();
             let mut comps = resolved.clone();
             comps.extend(components(&it.tree_path));
             if it.contents_of_dir {
@@ -551,6 +588,7 @@ pub fn write_items(
         return Ok(());
     }
     for it in items {
+        copier.source_rel = it.rel.clone();
         let into_dir =
             it.contents_of_dir || it.extract || many || dest_is_dir_syntax || dest_exists_dir;
         if into_dir {
@@ -562,7 +600,7 @@ pub fn write_items(
                     .map_err(io(format!("decompressing {}", it.host.display())))?;
                 let opts = kiln_layer::ApplyOptions::default();
                 kiln_layer::apply_layer(tar, &dir, &opts).map_err(|e| BuildError::Layer {
-                    what: format!("{location}: extracting {}", it.name),
+                    what: format!("extracting {}", it.name),
                     source: e,
                 })?;
                 if let Some((uid, gid)) = attrs.owner {
@@ -636,6 +674,19 @@ pub(crate) fn ensure_dir(
         let lower = stack
             .lstat(&comps[..=i])
             .map_err(io(format!("looking up /{}", comps[..=i].join("/"))))?;
+        if fs::symlink_metadata(&host).is_ok()
+            || matches!(&lower, Lookup::Found(_, m) if !m.is_dir())
+        {
+            // A file (or a link the destination resolved past) is not replaced by a directory,
+            // as with buildah and BuildKit.
+            return Err(BuildError::Step {
+                location: location.into(),
+                message: format!(
+                    "/{} already exists and is not a directory",
+                    comps[..=i].join("/")
+                ),
+            });
+        }
         fs::create_dir(&host).map_err(|e| BuildError::Step {
             location: location.into(),
             message: format!("creating /{}: {e}", comps[..=i].join("/")),
@@ -663,21 +714,43 @@ pub(crate) fn ensure_dir(
 }
 
 /// Copies one step's sources: the attributes to give, where the sources come from (ownership
-/// and ignore rules), and the hardlinks seen so far, so files linked in the source stay linked.
+/// and ignore rules), `--exclude` patterns, and the hardlinks seen so far, so files linked in the
+/// source stay linked.
 struct Copier<'r, 's> {
     attrs: Attrs,
     root: &'r SourceRoot<'s>,
+    /// `COPY --exclude` patterns, matched against paths below the source being copied.
+    excludes: Option<&'r IgnoreRules>,
+    /// The [`Item::rel`] of the source being copied (what `excludes` match below).
+    source_rel: String,
     /// Regular files with several links already copied: (device, inode) → their copy.
     links: HashMap<(u64, u64), PathBuf>,
 }
 
 impl<'r, 's> Copier<'r, 's> {
-    fn new(attrs: Attrs, root: &'r SourceRoot<'s>) -> Self {
+    fn new(attrs: Attrs, root: &'r SourceRoot<'s>, excludes: Option<&'r IgnoreRules>) -> Self {
         Copier {
             attrs,
             root,
+            excludes,
+            source_rel: String::new(),
             links: HashMap::new(),
         }
+    }
+
+    /// Whether `--exclude` leaves out `rel` (below the current source).
+    fn excluded_by_flag(&self, rel: &str) -> bool {
+        let Some(ex) = self.excludes else {
+            return false;
+        };
+        let below = if self.source_rel.is_empty() {
+            rel
+        } else {
+            rel.strip_prefix(self.source_rel.as_str())
+                .and_then(|r| r.strip_prefix('/'))
+                .unwrap_or(rel)
+        };
+        ex.excluded(below)
     }
 
     fn dir_contents(&mut self, src: &Path, dst: &Path, rel: &str) -> Result<()> {
@@ -693,6 +766,9 @@ impl<'r, 's> Copier<'r, 's> {
             } else {
                 format!("{rel}/{}", n.to_string_lossy())
             };
+            if self.excluded_by_flag(&child_rel) {
+                continue;
+            }
             if excluded(self.root, &child_rel) {
                 if walk_excluded(self.root, &child_rel) && src.join(&n).is_dir() {
                     // A re-included path may be below: walk in, creating the directory only if needed.

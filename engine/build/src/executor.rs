@@ -6,7 +6,7 @@ use crate::copy::{self, Attrs, SourceRoot};
 use crate::error::{BuildError, Result};
 use crate::ignore::IgnoreRules;
 use crate::layers::{
-    EarlyUnpack, LayerRef, LayerStack, flat_key, flat_snapshot, flat_snapshot_reusing,
+    EarlyUnpack, LayerRef, LayerStack, Lookup, flat_key, flat_snapshot, flat_snapshot_reusing,
 };
 use crate::progress::{Reporter, StepRef, Stream};
 use crate::{BuildOptions, Format, PullPolicy, SecretSource, StorageDriver};
@@ -255,9 +255,23 @@ fn record_hit(ctx: &mut Ctx<'_>, st: &mut StageState, key: &str) -> bool {
     true
 }
 
+/// Build args every RUN sees when given with `--build-arg`, without an ARG declaration.
+const PROXY_BUILD_ARGS: [&str; 10] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
 /// Part of every build cache key: bumped whenever a step's result for the same inputs changes
 /// (a fix in COPY semantics, say), so caches made by older executors are not reused.
-const CACHE_EPOCH: &str = "kiln-build-cache/5";
+const CACHE_EPOCH: &str = "kiln-build-cache/6";
 
 fn hash_key(parts: &[&str]) -> String {
     let mut h = Sha256::new();
@@ -1330,8 +1344,9 @@ impl<'a> Builder<'a> {
                 ctx.scratch.path()?,
             )?,
         };
-        if !c.excludes.is_empty() {
-            let ex = IgnoreRules::parse(&c.excludes.join("\n"));
+        // --exclude: sources it names are dropped here, paths below them while copying.
+        let excludes = (!c.excludes.is_empty()).then(|| IgnoreRules::parse(&c.excludes.join("\n")));
+        if let Some(ex) = &excludes {
             expanded.items.retain(|it| !ex.excluded(&it.rel));
         }
         let dest = copy_destination(st.config.config.working_dir.as_deref(), &c.dest);
@@ -1341,7 +1356,18 @@ impl<'a> Builder<'a> {
             "copy",
             &format!("{:?}", c.from),
             &dest,
-            &format!("{:?}{:?}{}{}", c.chown, c.chmod, c.is_add, c.parents),
+            &format!(
+                "{:?}{:?}{}{}{}",
+                c.chown,
+                c.chmod,
+                c.is_add,
+                c.parents,
+                if c.excludes.is_empty() {
+                    String::new()
+                } else {
+                    format!(" exclude {:?}", c.excludes)
+                }
+            ),
             &expanded.digest,
         ]);
         if self.cached(ctx, &key, st, &created_by) {
@@ -1360,6 +1386,10 @@ impl<'a> Builder<'a> {
         };
         let staging = self.new_staging()?;
         let upper = staging.path().join("upper");
+        if layering == plan::Layering::PerStep {
+            // A Dockerfile's WORKDIR exists once a step writes a layer, as with buildah.
+            self.ensure_workdir(ctx, st, &upper, location)?;
+        }
         copy::write_items(
             &expanded.items,
             &dest,
@@ -1373,10 +1403,57 @@ impl<'a> Builder<'a> {
                 strip_setid: from_root.is_none() && layering == plan::Layering::PerStep,
             },
             &root,
+            excludes.as_ref(),
             c.parents,
             location,
         )?;
         self.commit_step(ctx, st, &key, Working::Upper(staging), &[], &created_by)
+    }
+
+    /// Create the stage's working directory in `upper` when the image lacks it, owned by the
+    /// stage's USER (root when that user cannot be resolved), as a RUN step would.
+    fn ensure_workdir(
+        &self,
+        ctx: &Ctx<'_>,
+        st: &StageState,
+        upper: &std::path::Path,
+        location: &str,
+    ) -> Result<()> {
+        let Some(workdir) = st
+            .config
+            .config
+            .working_dir
+            .as_deref()
+            .filter(|w| !w.is_empty() && *w != "/")
+        else {
+            return Ok(());
+        };
+        let (comps, found) = st
+            .stack
+            .resolve(workdir, true)
+            .map_err(|e| BuildError::Step {
+                location: location.into(),
+                message: format!("WORKDIR {workdir}: {e}"),
+            })?;
+        if matches!(found, Lookup::Found(..)) {
+            return Ok(());
+        }
+        let user = st.config.config.user.clone().unwrap_or_default();
+        let owner = if user.is_empty() {
+            (0, 0)
+        } else {
+            let spec = UserSpec::parse(&user).unwrap_or_default();
+            let scratch = ctx.scratch.path()?.join("owner-upper");
+            let _ = std::fs::create_dir_all(&scratch);
+            let rootfs = Rootfs::Overlay {
+                lowers: st.stack.dirs.clone(),
+                upper: scratch.clone(),
+                work: scratch,
+            };
+            kiln_sandbox::resolve_user(&rootfs, &spec).map_or((0, 0), |r| (r.uid, r.gid))
+        };
+        copy::ensure_dir(&st.stack, upper, &comps, Some(owner), location)?;
+        Ok(())
     }
 
     fn resolve_owner(
@@ -1483,6 +1560,13 @@ impl<'a> Builder<'a> {
         ]);
         if self.cached(ctx, &key, st, created_by) {
             return Ok(());
+        }
+        // Proxy build args nothing declares reach every RUN but are no part of its cache key (a
+        // changed proxy does not change what a step makes), as with Docker and buildah.
+        for (k, v) in &ctx.opts.build_args {
+            if PROXY_BUILD_ARGS.contains(&k.as_str()) && !env.iter().any(|(ek, _)| ek == k) {
+                env.push((k.clone(), v.clone()));
+            }
         }
         let t_prep = Instant::now();
         let net = match network.as_str() {

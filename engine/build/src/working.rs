@@ -841,6 +841,7 @@ impl<'a> Containers<'a> {
                 strip_setid: false,
             },
             &root,
+            None,
             false,
             &location,
         )?;

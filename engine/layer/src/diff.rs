@@ -477,6 +477,7 @@ pub(crate) fn same_dir_meta(a: &Child, b: &Child) -> bool {
     a.st.st_mode == b.st.st_mode
         && a.st.st_uid == b.st.st_uid
         && a.st.st_gid == b.st.st_gid
+        && sys::mtime_of(&a.st) == sys::mtime_of(&b.st)
         && a.kept_xattrs() == b.kept_xattrs()
 }
 

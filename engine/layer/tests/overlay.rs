@@ -105,8 +105,9 @@ fn scenario(userxattr: bool) {
     sh(&format!(
         "cd {} && rm del.txt && rm -rf gone && rm -rf re && mkdir re && echo new > re/new && echo mod >> usr/lib/libx.so \
          && chmod 0600 chm.txt && mkdir newdir && echo a > newdir/a && ln newdir/a newdir/b && mkfifo newdir/fifo \
-         && ln -s ../etc/hostname newdir/sym && touch etc/resolv.conf",
-        merged.display()
+         && ln -s ../etc/hostname newdir/sym && touch etc/resolv.conf && touch -r {}/etc etc",
+        merged.display(),
+        lower.display()
     ));
     set_xattr(&merged.join("newdir/a"), "user.kiln", b"v");
     if !userxattr {
@@ -307,7 +308,8 @@ fn copied_up_parents_are_pruned_against_a_lower_stack() {
     sh(&format!(
         "mkdir -p {0}/etc {0}/opt {0}/srv {1}/opt {2}/etc {2}/opt {2}/srv && echo x > {0}/opt/x \
          && : > {1}/srv && touch {2}/etc/resolv.conf {2}/opt/stub \
-         && chmod 0755 {0}/etc {0}/opt {0}/srv {2}/etc {2}/srv && chmod 0700 {1}/opt {2}/opt",
+         && chmod 0755 {0}/etc {0}/opt {0}/srv {2}/etc {2}/srv && chmod 0700 {1}/opt {2}/opt \
+         && touch -r {0}/etc {2}/etc && touch -r {1}/opt {2}/opt && touch -r {0}/srv {2}/srv",
         base.display(),
         u1.display(),
         u2.display()
@@ -336,4 +338,12 @@ fn copied_up_parents_are_pruned_against_a_lower_stack() {
     diff_overlay_upper(&u2, &exclude, &opts, &mut tar).unwrap();
     let names: Vec<String> = entries(&tar).into_keys().collect();
     assert_eq!(names, vec!["opt/".to_string()]);
+
+    // A directory whose only change is its modification time is written.
+    sh(&format!("touch -d 2001-02-03 {}/etc", u2.display()));
+    let mut tar = Vec::new();
+    diff_overlay_upper(&u2, &exclude, &opts, &mut tar).unwrap();
+    let ents = entries(&tar);
+    assert_eq!(ents.keys().collect::<Vec<_>>(), ["etc/", "opt/"]);
+    assert_eq!(ents["etc/"].mtime, 981158400);
 }

@@ -78,12 +78,14 @@ fn make_lower(lower: &Path) {
 }
 
 /// Changes made the same way on the overlay mount and on the copy (new files get a fixed mtime, so that the two
-/// runs compare equal when a second passes between them).
+/// runs compare equal when a second passes between them). The mount point `etc/resolv.conf` is made with its
+/// directory's times put back, as the sandbox makes mount points.
 const COMMON_CHANGES: &str = "echo added > added.txt && mkdir -p newdir/sub && echo n > newdir/sub/n \
      && printf MOD > same_size.txt && touch -d @1600000000 same_size.txt \
      && chmod 0600 chm.txt && chown 123:456 chown.txt && rm del.txt && rm -rf gone \
      && rm -rf re && mkdir re && echo new > re/new \
-     && ln -sfn /etc/passwd link && echo pair > p1 && ln p1 p2 && touch etc/resolv.conf \
+     && ln -sfn /etc/passwd link && echo pair > p1 && ln p1 p2 \
+     && touch -r etc p1 && touch etc/resolv.conf && touch -r p1 etc \
      && touch -d @1700000000 added.txt newdir/sub/n re/new p1";
 
 fn changes(root: &Path, extra: &str) {

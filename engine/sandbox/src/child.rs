@@ -302,6 +302,21 @@ pub(crate) unsafe fn middle(p: &Plan, fds: &mut [RawFd]) -> ! {
     }
 }
 
+/// Zeroes this process's command line after `argv[0]` (the memory `/proc/PID/cmdline` shows):
+/// G is a fork of kiln, and steps can read pid 1's command line.
+fn blank_command_line(p: &Plan) {
+    let Some((start, end)) = p.argv_area else {
+        return;
+    };
+    // SAFETY: start..end is the command-line area of kiln's address space, which this fork
+    // shares (copy-on-write) and nothing in this process reads any more.
+    unsafe {
+        let area = std::slice::from_raw_parts_mut(start as *mut u8, end - start);
+        let first = area.iter().position(|b| *b == 0).map_or(area.len(), |n| n + 1);
+        area[first..].fill(0);
+    }
+}
+
 /// Process G: pid 1 of the new pid namespace.
 unsafe fn reaper(p: &Plan, fds: &mut [RawFd], lifeline: RawFd) -> ! {
     set_pdeathsig(p);
@@ -311,6 +326,7 @@ unsafe fn reaper(p: &Plan, fds: &mut [RawFd], lifeline: RawFd) -> ! {
         exit(SETUP_FAILED);
     }
     close(lifeline);
+    blank_command_line(p);
     // SAFETY: umask has no preconditions.
     unsafe { libc::umask(0o022) };
 
@@ -438,11 +454,20 @@ fn reap(s: libc::pid_t, all: &libc::sigset_t) -> ! {
                 | libc::SIGUSR1
                 | libc::SIGUSR2
                 | libc::SIGWINCH
-        ) {
+        ) && sent_from_outside(&info)
+        {
             // SAFETY: plain kill.
             unsafe { libc::kill(s, sig) };
         }
     }
+}
+
+/// Whether a signal came from outside the step's pid namespace (kiln, the terminal, the
+/// kernel): then its sender has no pid here. A step that signals pid 1 is ignored, as a
+/// container's init ignores signals it has no handler for.
+fn sent_from_outside(info: &libc::siginfo_t) -> bool {
+    // SAFETY: si_pid is valid for the signals forwarded (sent by kill, or by the kernel with 0).
+    unsafe { info.si_pid() == 0 }
 }
 
 /// Brings `lo` up in the current network namespace.
@@ -782,6 +807,13 @@ fn ensure(
                     flags = note_upper_state(p, upper_fd, out.bytes(), cand.bytes());
                 }
                 let make_dir = !is_last || want_dir;
+                // A mount point must not look like a change of its directory: the directory's
+                // times are put back after it is made (and again when it is removed).
+                let parent_times = if track {
+                    sys::lstat(out.cstr()).ok()
+                } else {
+                    None
+                };
                 // SAFETY: mkdir/open on NUL-terminated paths.
                 let r = unsafe {
                     if make_dir {
@@ -807,6 +839,9 @@ fn ensure(
                     // SAFETY: lchown on a NUL-terminated path.
                     let r = unsafe { libc::lchown(cand.cstr().as_ptr(), u, g) };
                     ckp(p, sys::check(r), id, cand.bytes());
+                }
+                if let Some(st) = &parent_times {
+                    sys::restore_times(out.cstr(), st);
                 }
                 if track {
                     send(p.report_w, REC_CREATED, id, flags, cand.bytes());

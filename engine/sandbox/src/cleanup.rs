@@ -31,6 +31,10 @@ pub(crate) fn clean(rootfs: &Rootfs, created: &[Created], copyups: &[Vec<u8>]) -
     let mut listed = Vec::new();
     for c in created.iter().rev() {
         let p = host_path(writable, &c.path);
+        // Removing the mount point must not change its directory's times (the step's own
+        // changes of them are kept).
+        let parent = p.parent().map(Path::to_path_buf);
+        let parent_times = parent.as_deref().and_then(|d| fs::symlink_metadata(d).ok());
         let removed = match fs::symlink_metadata(&p) {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
@@ -58,6 +62,9 @@ pub(crate) fn clean(rootfs: &Rootfs, created: &[Created], copyups: &[Vec<u8>]) -
             Ok(_) => {}
             Err(e) => tracing::warn!("remove the mount point {}: {e}", p.display()),
         }
+        if let (Some(d), Some(m)) = (&parent, &parent_times) {
+            restore_times(d, m);
+        }
         listed.push(PathBuf::from(OsStr::from_bytes(&c.path)));
     }
     listed.reverse();
@@ -76,6 +83,20 @@ pub(crate) fn clean(rootfs: &Rootfs, created: &[Created], copyups: &[Vec<u8>]) -
         }
     }
     listed
+}
+
+/// Sets `path`'s access and modification times to those in `m`.
+fn restore_times(path: &Path, m: &fs::Metadata) {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return;
+    };
+    // SAFETY: stat is plain data; only its time fields are read.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    st.st_atime = m.atime();
+    st.st_atime_nsec = m.atime_nsec();
+    st.st_mtime = m.mtime();
+    st.st_mtime_nsec = m.mtime_nsec();
+    crate::sys::restore_times(&c, &st);
 }
 
 /// Removes `upper/dir` if it is an unchanged, empty copy of the lower directory. It is renamed
@@ -104,7 +125,12 @@ fn undo_copy_up(upper: &Path, lowers: &[PathBuf], work: &Path, dir: &[u8]) {
         .map(|l| host_path(l, dir))
         .find_map(|l| fs::symlink_metadata(l).ok());
     let Some(lm) = lower else { return };
-    if !lm.is_dir() || lm.mode() != m.mode() || lm.uid() != m.uid() || lm.gid() != m.gid() {
+    if !lm.is_dir()
+        || lm.mode() != m.mode()
+        || lm.uid() != m.uid()
+        || lm.gid() != m.gid()
+        || (lm.mtime(), lm.mtime_nsec()) != (m.mtime(), m.mtime_nsec())
+    {
         return;
     }
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -150,6 +150,9 @@ pub(crate) struct Plan {
     pub ns_flags: CloneFlags,
     pub lo_up: bool,
     pub hostname: CString,
+    /// The caller's command-line area (`arg_start..arg_end` of `/proc/self/stat`): G blanks it
+    /// after `argv[0]`, so a step reading `/proc/1/cmdline` sees no build flags (build args).
+    pub argv_area: Option<(usize, usize)>,
     pub scratch: CString,
     pub scratch_root: CString,
     pub rootfs: RootPlan,
@@ -581,6 +584,7 @@ pub(crate) fn build(spec: &RunSpec<'_>, prep: Prepared<'_>) -> Result<Plan, Erro
         clones,
         targets,
         devpts_opts: cstr(devpts.as_bytes(), "devpts options")?,
+        argv_area: argv_area(),
         cwd: cstr(spec.cwd.as_bytes(), "cwd")?,
         uid: prep.user.uid,
         gid: prep.user.gid,
@@ -741,4 +745,18 @@ pub(crate) fn describe(plan: &Plan, spec: &RunSpec<'_>, id: u32, path: &str) -> 
         step::NO_NEW_PRIVS => "set no_new_privs".into(),
         _ => format!("sandbox step {code}"),
     }
+}
+
+/// Where this process's command line lives (fields 48 and 49 of `/proc/self/stat`), read once.
+fn argv_area() -> Option<(usize, usize)> {
+    static AREA: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
+    *AREA.get_or_init(|| {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name (which may hold spaces) start at field 3.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let start = fields.get(48 - 3)?.parse().ok()?;
+        let end = fields.get(49 - 3)?.parse().ok()?;
+        (start < end).then_some((start, end))
+    })
 }

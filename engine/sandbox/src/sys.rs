@@ -183,6 +183,30 @@ pub fn lstat(path: &CStr) -> Result<libc::stat, Errno> {
     }
 }
 
+/// Sets `path`'s access and modification times to those of `st` (not following a symlink);
+/// without allocating. Best effort: an error is ignored.
+pub fn restore_times(path: &CStr, st: &libc::stat) {
+    let ts = [
+        libc::timespec {
+            tv_sec: st.st_atime,
+            tv_nsec: st.st_atime_nsec,
+        },
+        libc::timespec {
+            tv_sec: st.st_mtime,
+            tv_nsec: st.st_mtime_nsec,
+        },
+    ];
+    // SAFETY: NUL-terminated path and two timespecs on the stack.
+    unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        );
+    }
+}
+
 /// `fstatat(dirfd, path, AT_SYMLINK_NOFOLLOW)` without allocating.
 pub fn fstatat_nofollow(dirfd: RawFd, path: &CStr) -> Result<libc::stat, Errno> {
     // SAFETY: as for lstat.

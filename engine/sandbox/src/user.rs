@@ -86,7 +86,8 @@ pub struct ResolvedUser {
     pub uid: u32,
     /// Container primary gid.
     pub gid: u32,
-    /// Supplementary gids: the groups of `/etc/group` that list the user's name as a member.
+    /// Supplementary gids: the primary gid, then the groups of `/etc/group` that list the user's
+    /// name as a member (those only when the spec names no group).
     pub groups: Vec<u32>,
     /// Home directory from `/etc/passwd` (`/` when the user has no entry).
     pub home: String,
@@ -139,8 +140,11 @@ pub fn resolve_user(rootfs: &Rootfs, spec: &UserSpec) -> Result<ResolvedUser, Er
                 .ok_or_else(|| err(format!("no group {g:?} in the rootfs's /etc/group")))?,
         },
     };
-    let mut supplementary = Vec::new();
-    if let Some(e) = entry {
+    // The primary group is a supplementary group too (buildah's `id` shows `groups=GID…`); the
+    // user's other groups come from /etc/group only when no group is named (`USER alice`, not
+    // `USER alice:g2`), as with runc and Docker.
+    let mut supplementary = vec![gid];
+    if let Some(e) = entry.filter(|_| spec.group.is_none()) {
         for g in &groups {
             if g.members.iter().any(|m| m == &e.name) && !supplementary.contains(&g.gid) {
                 supplementary.push(g.gid);
@@ -381,10 +385,13 @@ mod tests {
         let r = resolve_user(&rootfs, &UserSpec::parse("bob").unwrap()).unwrap();
         assert_eq!(
             (r.uid, r.gid, r.groups.clone(), r.home.as_str()),
-            (1000, 1000, vec![10, 29], "/home/bob")
+            (1000, 1000, vec![1000, 10, 29], "/home/bob")
         );
+        // A named group is the only one: /etc/group's other groups are not added.
         let r = resolve_user(&rootfs, &UserSpec::parse("1000:wheel").unwrap()).unwrap();
-        assert_eq!((r.uid, r.gid), (1000, 10));
+        assert_eq!((r.uid, r.gid, r.groups.clone()), (1000, 10, vec![10]));
+        let r = resolve_user(&rootfs, &UserSpec::parse("bob:29").unwrap()).unwrap();
+        assert_eq!((r.gid, r.groups), (29, vec![29]));
         let r = resolve_user(&rootfs, &UserSpec::parse("4242").unwrap()).unwrap();
         assert_eq!(
             (r.uid, r.gid, r.home.as_str(), r.name.clone()),

@@ -30,6 +30,27 @@ pub const PROXY_ARGS: [&str; 10] = [
     "all_proxy",
 ];
 
+/// Whether `s` names a signal as Docker's `STOPSIGNAL` takes it: a non-zero number, or a Linux
+/// signal name with or without `SIG`, in any case (`SIGTERM`, `term`, `RTMIN+3`).
+fn is_signal(s: &str) -> bool {
+    if let Ok(n) = s.parse::<u32>() {
+        return n != 0;
+    }
+    let up = s.to_ascii_uppercase();
+    let name = up.strip_prefix("SIG").unwrap_or(&up);
+    const NAMES: [&str; 34] = [
+        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT",
+        "KILL", "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM",
+        "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
+    ];
+    if NAMES.contains(&name) || name == "RTMIN" || name == "RTMAX" {
+        return true;
+    }
+    let offset = |rest: Option<&str>| rest.and_then(|n| n.parse::<u32>().ok());
+    matches!(offset(name.strip_prefix("RTMIN+")), Some(1..=15))
+        || matches!(offset(name.strip_prefix("RTMAX-")), Some(1..=14))
+}
+
 /// Source of base-image configs (the host's `images.image-config` in the plugin; a table in tests).
 pub trait BaseImages {
     /// The config of `reference` for `platform` (`os/arch[/variant]`), or why it is unavailable.
@@ -559,8 +580,9 @@ impl Builder<'_> {
         Ok(CopyFrom::Image(value.to_string()))
     }
 
-    /// Build args a RUN sees: declared in the stage with a value and not overridden by ENV, then
-    /// proxy args from the request.
+    /// Build args a RUN sees: declared in the stage with a value and not overridden by ENV. Proxy
+    /// args nothing declares are the executor's to give (they are no part of the step's cache
+    /// key, as with Docker).
     fn run_build_args(&self, cur: &Cur) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = Vec::new();
         for (k, v) in &cur.args {
@@ -570,26 +592,16 @@ impl Builder<'_> {
                 out.push((k.clone(), v.clone()));
             }
         }
-        for p in PROXY_ARGS {
-            if out.iter().any(|(k, _)| k == p)
-                || cur.env_get(p).is_some()
-                || cur.args.iter().any(|(k, _)| k == p)
-            {
-                continue;
-            }
-            if let Some(v) = self.build_arg(p) {
-                out.push((p.to_string(), v));
-            }
-        }
         out
     }
 
-    /// `|N k=v ... ` prefix of RUN history lines (buildah's format; proxy args left out).
+    /// `|N k=v ... ` prefix of RUN history lines (buildah's format: declared args, proxy args
+    /// included when an ARG declares them).
     fn run_history_prefix(&self, cur: &Cur) -> String {
         let mut kv: Vec<String> = cur
             .args
             .iter()
-            .filter(|(k, v)| v.is_some() && !PROXY_ARGS.contains(&k.as_str()))
+            .filter(|(_, v)| v.is_some())
             .map(|(k, v)| {
                 format!(
                     "{k}={}",
@@ -943,10 +955,7 @@ impl Builder<'_> {
             }
             Instruction::StopSignal(w) => {
                 let v = self.expand(cur, lexer, node, w, at)?;
-                let ok = !v.is_empty()
-                    && v.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '-');
-                if !ok {
+                if !is_signal(&v) {
                     return Err(Diagnostic::error(
                         err_at(w),
                         format!("STOPSIGNAL {v:?} is not a signal name or number"),
