@@ -1003,35 +1003,50 @@ fn a_run_step_can_neither_stop_the_build_through_pid_1_nor_read_its_flags() {
 }
 
 #[test]
-fn undeclared_proxy_args_reach_run_without_keying_its_cache() {
+fn proxy_args_and_kilns_proxy_variables_reach_run_without_keying_its_cache() {
     let bases = Bases::start(false);
-    let df = "FROM {REG}/busybox:latest\nRUN echo \"proxy=$http_proxy\" > /proxy\n";
+    let df =
+        "FROM {REG}/busybox:latest\nRUN echo \"proxy=$http_proxy https=$HTTPS_PROXY\" > /proxy\n";
     let ctx = context(&bases, df, &[]);
     let kiln = Kiln::new();
     kiln.mark_insecure(&bases.reg);
     let out = tempfile::tempdir().unwrap();
     let archive = out.path().join("a.tar");
     let dest = format!("oci-archive:{}", archive.display());
-    let first = build_ok(
-        &kiln,
-        ctx.path(),
-        &[
-            "--progress=plain",
-            "--build-arg",
-            "http_proxy=http://a:1",
-            "-t",
-            &dest,
-        ],
-    );
+    // kiln's environment holds only the proxy variables the test gives it.
+    let build = |flags: &[&str], https_proxy: Option<&str>| {
+        let mut args = vec!["build", "--progress=plain", "-t", &dest];
+        args.extend_from_slice(flags);
+        args.push(ctx.path().to_str().unwrap());
+        let mut c = kiln.cmd(&args);
+        for v in [
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "NO_PROXY",
+            "FTP_PROXY",
+            "ALL_PROXY",
+        ] {
+            c.env_remove(v).env_remove(v.to_lowercase());
+        }
+        if let Some(p) = https_proxy {
+            c.env("HTTPS_PROXY", p);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", lossy(&o.stderr));
+        lossy(&o.stdout)
+    };
+    let first = build(&["--build-arg", "http_proxy=http://a:1"], None);
     assert!(!first.contains("Using cache"), "{first}");
-    assert_file(&summary(&archive), "/proxy", b"proxy=http://a:1\n");
-    let second = build_ok(
-        &kiln,
-        ctx.path(),
-        &["--progress=plain", "--build-arg", "http_proxy=http://b:2"],
-    );
+    assert_file(&summary(&archive), "/proxy", b"proxy=http://a:1 https=\n");
+    let second = build(&["--build-arg", "http_proxy=http://b:2"], None);
     assert!(
         all_cached(&second),
         "a changed proxy reran the step:\n{second}"
     );
+    // kiln's own proxy variables (--http-proxy, on by default), never in the image's config.
+    build(&["--no-cache"], Some("http://h:3"));
+    assert_file(&summary(&archive), "/proxy", b"proxy= https=http://h:3\n");
+    assert!(!archive_config(&archive).to_string().contains("h:3"));
+    build(&["--no-cache", "--http-proxy=false"], Some("http://h:3"));
+    assert_file(&summary(&archive), "/proxy", b"proxy= https=\n");
 }

@@ -860,8 +860,9 @@ fn own_copy_misc() {
 }
 
 // COPY/ADD edge cases (compressed files that are no tar, WORKDIR made by a COPY, a RUN user's
-// named group) equal to buildah's; the layer of a RUN that only changes a directory's time holds
-// that directory with its new time (the comparison ignores times).
+// named group, xattrs, FIFOs, linked files named as separate sources) equal to buildah's; the
+// layer of a RUN that only changes a directory's time holds that directory with its new time
+// (the comparison ignores times).
 #[test]
 fn own_copy_edges() {
     let case = Case::own("copy-edges");
@@ -879,6 +880,17 @@ fn own_copy_edges() {
         "/named-group",
         b"uid=1500(alice) gid=2600(g2) groups=2600(g2)\n",
     );
+    for p in ["/attrs/capfile", "/from-stage"] {
+        let x = &file(&s, p).unwrap()["xattrs"];
+        assert!(
+            x["security.capability"].is_string() && x["user.note"].is_string(),
+            "{p}: {x}"
+        );
+    }
+    assert_eq!(file(&s, "/attrs/fifo").unwrap()["type"], "fifo");
+    assert_file(&s, "/odd/sub/abs/x", b"abs\n");
+    assert_file(&s, "/odd/sub/b", b"b\n");
+    assert!(file(&s, "/links/h1").unwrap().get("hardlinks").is_none());
     let top = archive_top_layer(&ours);
     let dated = top
         .iter()
@@ -887,7 +899,7 @@ fn own_copy_edges() {
     assert!((981158400..981244800).contains(&dated.1), "{dated:?}");
 }
 
-// COPY --parents and --exclude (buildah 1.28 lacks them): checked by hand.
+// COPY --parents, --exclude and a symbolic --chmod (buildah 1.28 lacks them): checked by hand.
 #[test]
 fn own_copy_parents() {
     let case = Case::own("copy-parents");
@@ -920,6 +932,9 @@ fn own_copy_parents() {
     assert!(file(&s, "/ex-dot/Dockerfile").is_some());
     assert_file(&s, "/ex-glob/f.txt", b"x\n");
     assert!(file(&s, "/ex-glob/g.txt").is_none());
+    // --chmod=u+x,go-w on 0644 files and a 0755 directory.
+    assert_eq!(file(&s, "/chmod-sym/g.txt").unwrap()["mode"], "0744");
+    assert_eq!(file(&s, "/chmod-sym/b").unwrap()["mode"], "0755");
 }
 
 // RUN's confinement: buildah's default capabilities and a seccomp filter (equal to buildah's

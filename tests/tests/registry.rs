@@ -36,6 +36,17 @@ fn pull_prints_the_image_id_and_push_round_trips() {
         "quiet: {}",
         String::from_utf8_lossy(&o.stderr)
     );
+    // Named by its digest (repository, no tag), so prune keeps it; rmi takes that name.
+    let by_digest = format!("{}@{digest}", reg.reference("busybox"));
+    let listed = k2.run(["images", "--format", "{{.Name}} {{.Tag}}"]);
+    assert_eq!(
+        listed.trim(),
+        format!("{} <none>", reg.reference("busybox"))
+    );
+    k2.run(["prune"]);
+    assert_eq!(k2.run(["images", "-q"]).lines().count(), 1);
+    k2.run(["rmi", &by_digest]);
+    assert_eq!(k2.run(["images", "-q"]).trim(), "");
     // Push elsewhere and compare with what skopeo sees.
     let dfile = kiln.root().join("digest");
     kiln.run([

@@ -87,17 +87,18 @@ pub fn apply(config: &mut ImageConfig, kind: &StepKind, edits: &mut StageEdits) 
         StepKind::StopSignal(s) => rc.stop_signal = Some(s.clone()),
         StepKind::Healthcheck(h) => rc.healthcheck = Some(health(h.as_ref())),
         StepKind::Onbuild(t) => rc.on_build.get_or_insert_with(Vec::new).push(t.clone()),
+        // An empty list clears the field: buildah and BuildKit then leave it out.
         StepKind::Entrypoint(c) => {
             let v = argv(config, c);
             let rc = &mut config.config;
-            rc.entrypoint = Some(v);
+            rc.entrypoint = (!v.is_empty()).then_some(v);
             if !edits.cmd_set {
                 rc.cmd = None;
             }
         }
         StepKind::Cmd(c) => {
             let v = argv(config, c);
-            config.config.cmd = Some(v);
+            config.config.cmd = (!v.is_empty()).then_some(v);
             edits.cmd_set = true;
         }
         StepKind::Maintainer(m) => config.author = Some(m.clone()),

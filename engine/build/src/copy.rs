@@ -10,7 +10,7 @@ use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 /// Where sources are read from.
@@ -499,21 +499,38 @@ fn download(
     scratch: &Path,
 ) -> std::result::Result<(tempfile::TempPath, String), String> {
     let mut resp = ureq::get(url).call().map_err(|e| e.to_string())?;
+    // The file's time is the server's Last-Modified, as the Dockerfile reference says.
+    let modified = resp
+        .headers()
+        .get("last-modified")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
+        .map(|t| t.timestamp());
     let mut t = tempfile::NamedTempFile::new_in(scratch).map_err(|e| e.to_string())?;
     let mut body = resp.body_mut().as_reader();
     std::io::copy(&mut body, &mut t).map_err(|e| e.to_string())?;
-    let name = url
-        .split(['?', '#'])
-        .next()
-        .unwrap_or(url)
+    let p = t.into_temp_path();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
+    if let Some(secs) = modified {
+        set_mtime(&p, secs, 0);
+    }
+    Ok((p, url_file_name(url)))
+}
+
+/// The name ADD gives a download: the last element of the URL's path (`…/sub/` → `sub`), or
+/// `download` when the path has none.
+fn url_file_name(url: &str) -> String {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let path = path.split_once("://").map_or(path, |(_, rest)| rest);
+    path.split_once('/')
+        .map(|(_, p)| p)
+        .unwrap_or("")
+        .trim_end_matches('/')
         .rsplit('/')
         .next()
         .filter(|n| !n.is_empty())
         .unwrap_or("download")
-        .to_string();
-    let p = t.into_temp_path();
-    fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
-    Ok((p, name))
+        .to_string()
 }
 
 /// How copied files are owned and moded.
@@ -522,7 +539,7 @@ pub struct Attrs {
     /// Owner for everything copied (`None`: keep the source's).
     pub owner: Option<(u32, u32)>,
     /// Mode bits for everything copied (`None`: keep the source's).
-    pub chmod: Option<u32>,
+    pub chmod: Option<crate::mode::ModeSpec>,
     /// Drop the setuid and setgid bits of the sources (not of an explicit `chmod`): what
     /// `buildah bud` does to build-context files, which it treats as untrusted.
     pub strip_setid: bool,
@@ -548,7 +565,11 @@ pub fn write_items(
         location: location.to_string(),
         message: m,
     };
-    let dest_is_dir_syntax = dest.ends_with('/') || dest.ends_with("/.") || dest == ".";
+    let dest_is_dir_syntax = dest.ends_with('/')
+        || dest.ends_with("/.")
+        || dest.ends_with("/..")
+        || dest == "."
+        || dest == "..";
     let (resolved, found) = stack
         .resolve(dest, true)
         .map_err(|e| step_err(format!("destination {dest}: {e}")))?;
@@ -568,7 +589,7 @@ pub fn write_items(
     if parents {
         // COPY --parents: every source keeps its path below the destination directory.
         for it in items {
-            copier.source_rel = it.rel.clone();
+            copier.start_source(&it.rel);
             let mut comps = resolved.clone();
             comps.extend(components(&it.tree_path));
             if it.contents_of_dir {
@@ -588,7 +609,7 @@ pub fn write_items(
         return Ok(());
     }
     for it in items {
-        copier.source_rel = it.rel.clone();
+        copier.start_source(&it.rel);
         let into_dir =
             it.contents_of_dir || it.extract || many || dest_is_dir_syntax || dest_exists_dir;
         if into_dir {
@@ -598,7 +619,10 @@ pub fn write_items(
                     .map_err(io(format!("reading {}", it.host.display())))?;
                 let tar = decompress_any(f)
                     .map_err(io(format!("decompressing {}", it.host.display())))?;
-                let opts = kiln_layer::ApplyOptions::default();
+                let opts = kiln_layer::ApplyOptions {
+                    clean_names: true,
+                    ..Default::default()
+                };
                 kiln_layer::apply_layer(tar, &dir, &opts).map_err(|e| BuildError::Layer {
                     what: format!("extracting {}", it.name),
                     source: e,
@@ -738,6 +762,13 @@ impl<'r, 's> Copier<'r, 's> {
         }
     }
 
+    /// Begin copying the source whose [`Item::rel`] is `rel`: files linked in it stay linked,
+    /// but not to files of other sources (each source is copied on its own, as BuildKit does).
+    fn start_source(&mut self, rel: &str) {
+        self.source_rel = rel.to_string();
+        self.links.clear();
+    }
+
     /// Whether `--exclude` leaves out `rel` (below the current source).
     fn excluded_by_flag(&self, rel: &str) -> bool {
         let Some(ex) = self.excludes else {
@@ -836,6 +867,17 @@ impl<'r, 's> Copier<'r, 's> {
             if md.nlink() > 1 {
                 self.links.insert(inode, dst.to_path_buf());
             }
+        } else if ft.is_fifo() {
+            use std::os::unix::ffi::OsStrExt;
+            let c = std::ffi::CString::new(dst.as_os_str().as_bytes())
+                .map_err(|e| io(format!("creating {}", dst.display()))(e.into()))?;
+            // SAFETY: mkfifo on a NUL-terminated path.
+            if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+                return Err(io(format!("creating {}", dst.display()))(
+                    std::io::Error::last_os_error(),
+                ));
+            }
+            apply_attrs(src, dst, self.attrs, self.root)?;
         }
         Ok(())
     }
@@ -853,11 +895,77 @@ fn apply_attrs(src: &Path, dst: &Path, attrs: Attrs, root: &SourceRoot<'_>) -> R
     let (uid, gid) = owner_for(&md, attrs, root);
     lchown(dst, uid, gid)?;
     let kept = if attrs.strip_setid { 0o1777 } else { 0o7777 };
-    let mode = attrs.chmod.unwrap_or(md.mode() & kept);
+    let mode = match attrs.chmod {
+        Some(spec) => spec.apply(md.mode() & kept, md.is_dir()),
+        None => md.mode() & kept,
+    };
     fs::set_permissions(dst, fs::Permissions::from_mode(mode))
         .map_err(io(format!("chmod {}", dst.display())))?;
+    // After the chown, which clears security.capability.
+    copy_xattrs(src, dst);
     set_mtime(dst, md.mtime(), md.mtime_nsec());
     Ok(())
+}
+
+/// Copy the extended attributes of `src` to `dst` (`user.*` and `security.capability`, as BuildKit
+/// keeps them; not overlayfs bookkeeping, SELinux labels or ACLs). Best effort: an attribute the
+/// destination refuses is left out.
+fn copy_xattrs(src: &Path, dst: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let (Ok(s), Ok(d)) = (
+        std::ffi::CString::new(src.as_os_str().as_bytes()),
+        std::ffi::CString::new(dst.as_os_str().as_bytes()),
+    ) else {
+        return;
+    };
+    let mut names = vec![0u8; 4096];
+    // SAFETY: valid path and buffer.
+    let n = unsafe { libc::llistxattr(s.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    if n <= 0 {
+        return;
+    }
+    names.truncate(n as usize);
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let keep = (name.starts_with(b"user.") && !name.starts_with(b"user.overlay."))
+            || name == b"security.capability";
+        if !keep {
+            continue;
+        }
+        let Ok(cname) = std::ffi::CString::new(name) else {
+            continue;
+        };
+        let mut value = vec![0u8; 65536];
+        // SAFETY: valid path, name and buffer.
+        let len = unsafe {
+            libc::lgetxattr(
+                s.as_ptr(),
+                cname.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        };
+        if len < 0 {
+            continue;
+        }
+        // SAFETY: valid path, name and value.
+        let r = unsafe {
+            libc::lsetxattr(
+                d.as_ptr(),
+                cname.as_ptr(),
+                value.as_ptr().cast(),
+                len as usize,
+                0,
+            )
+        };
+        if r != 0 {
+            tracing::debug!(
+                "{}: xattr {} not kept: {}",
+                dst.display(),
+                String::from_utf8_lossy(name),
+                std::io::Error::last_os_error()
+            );
+        }
+    }
 }
 
 /// The paths an archive's entries name (normalized, relative; `""` for its root entry), whiteout
@@ -909,5 +1017,37 @@ fn set_mtime(p: &Path, secs: i64, nsec: i64) {
             ts.as_ptr(),
             libc::AT_SYMLINK_NOFOLLOW,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn download_names_come_from_the_url_path() {
+        for (url, name) in [
+            ("http://h:1/a/file.tgz", "file.tgz"),
+            ("http://h:1/a/file.tgz?x=1#y", "file.tgz"),
+            ("http://h:1/sub/", "sub"),
+            ("http://h:1/", "download"),
+            ("http://h:1", "download"),
+        ] {
+            assert_eq!(url_file_name(url), name, "{url}");
+        }
+    }
+
+    #[test]
+    fn tar_headers_are_told_by_their_checksum() {
+        let mut h = tar::Header::new_gnu();
+        h.set_path("f").unwrap();
+        h.set_size(0);
+        h.set_cksum();
+        assert!(is_tar_header(h.as_bytes()));
+        let mut bad = *h.as_bytes();
+        bad[0] ^= 1;
+        assert!(!is_tar_header(&bad));
+        assert!(!is_tar_header(&[0u8; 512]));
+        assert!(!is_tar_header(&[b'x'; 512]));
     }
 }

@@ -885,6 +885,20 @@ impl<'a> Builder<'a> {
         created_by: &str,
         edits: &mut config::StageEdits,
     ) -> Result<()> {
+        if ctx.opts.format == Format::Oci {
+            let dropped = match kind {
+                StepKind::Healthcheck(_) => Some("HEALTHCHECK"),
+                StepKind::Onbuild(_) => Some("ONBUILD"),
+                StepKind::Shell(_) => Some("SHELL"),
+                _ => None,
+            };
+            if let Some(what) = dropped {
+                ctx.progress.warning(&format!(
+                    "warning: the OCI image format has no field for {what}, so the image does not keep it \
+                     (build with --format docker to keep it)"
+                ));
+            }
+        }
         match kind {
             StepKind::Config(options) => {
                 let mut changes = crate::working::ConfigChanges::default();
@@ -1378,10 +1392,14 @@ impl<'a> Builder<'a> {
             None => None,
         };
         let chmod = match &c.chmod {
-            Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| BuildError::Step {
-                location: location.into(),
-                message: format!("--chmod={m} is not an octal mode"),
-            })?),
+            Some(m) => {
+                Some(
+                    crate::mode::ModeSpec::parse(m).map_err(|message| BuildError::Step {
+                        location: location.into(),
+                        message,
+                    })?,
+                )
+            }
             None => None,
         };
         let staging = self.new_staging()?;
@@ -1561,10 +1579,16 @@ impl<'a> Builder<'a> {
         if self.cached(ctx, &key, st, created_by) {
             return Ok(());
         }
-        // Proxy build args nothing declares reach every RUN but are no part of its cache key (a
-        // changed proxy does not change what a step makes), as with Docker and buildah.
-        for (k, v) in &ctx.opts.build_args {
-            if PROXY_BUILD_ARGS.contains(&k.as_str()) && !env.iter().any(|(ek, _)| ek == k) {
+        // Proxy build args nothing declares, then kiln's own proxy variables (--http-proxy),
+        // reach every RUN but are no part of its cache key (a changed proxy does not change what
+        // a step makes), as with Docker and buildah.
+        let proxy_args = ctx
+            .opts
+            .build_args
+            .iter()
+            .filter(|(k, _)| PROXY_BUILD_ARGS.contains(&k.as_str()));
+        for (k, v) in proxy_args.chain(&ctx.opts.host_proxy_env) {
+            if !env.iter().any(|(ek, _)| ek == k) {
                 env.push((k.clone(), v.clone()));
             }
         }
@@ -2979,10 +3003,12 @@ fn at(location: &str, e: BuildError) -> BuildError {
     }
 }
 
+/// Append a history entry; it names the image's author (MAINTAINER), as buildah's do.
 fn push_history(config: &mut ImageConfig, created: &str, created_by: &str, empty: bool) {
     config.history.push(History {
         created: Some(created.to_string()),
         created_by: Some(created_by.to_string()),
+        author: config.author.clone().filter(|a| !a.is_empty()),
         empty_layer: empty,
         ..Default::default()
     });

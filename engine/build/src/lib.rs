@@ -14,6 +14,7 @@ mod error;
 mod executor;
 mod ignore;
 mod layers;
+mod mode;
 mod process;
 mod progress;
 mod runmount;
@@ -174,6 +175,10 @@ pub struct BuildOptions {
     pub omit_history: bool,
     /// `--env`: variables set at the start of every stage (seen by RUN, kept in the image).
     pub env: Vec<(String, String)>,
+    /// Proxy variables of kiln's environment for every RUN (buildah's `--http-proxy`, on by
+    /// default): like undeclared proxy build args, never in the image or the cache key, and
+    /// below build args and the image's ENV.
+    pub host_proxy_env: Vec<(String, String)>,
     /// `--unsetenv`: variables removed from the final image's config.
     pub unset_env: Vec<String>,
     /// `--add-host`: `/etc/hosts` lines for every RUN, as (host name, address).

@@ -201,7 +201,7 @@ pub struct CopyOptions {
     pub dest: String,
     /// `--chown USER[:GROUP]`.
     pub chown: Option<String>,
-    /// `--chmod` octal mode.
+    /// `--chmod` mode: octal or symbolic (`u+x`).
     pub chmod: Option<String>,
     /// `--from`: a working container or an image whose root the sources are read from.
     pub from: Option<String>,
@@ -825,8 +825,7 @@ impl<'a> Containers<'a> {
         };
         let chmod = match &opts.chmod {
             Some(m) => Some(
-                u32::from_str_radix(m, 8)
-                    .map_err(|_| other(format!("{location}: --chmod={m} is not an octal mode")))?,
+                crate::mode::ModeSpec::parse(m).map_err(|e| other(format!("{location}: {e}")))?,
             ),
             None => None,
         };

@@ -37,6 +37,10 @@ pub struct ApplyOptions {
     /// Create character and block device nodes. When false, or when `mknod` is refused, they are skipped and
     /// counted in [`ApplyStats::devices_skipped`]. Default: true.
     pub devices: bool,
+    /// Read entry names (and hardlink targets) as Docker's untar does for `ADD`: an absolute name is taken
+    /// below `dest` and `..` cancels the component before it; a name that still leaves `dest` is refused.
+    /// Default: false (a layer with such names is refused, as a hostile one).
+    pub clean_names: bool,
 }
 
 impl Default for ApplyOptions {
@@ -46,6 +50,7 @@ impl Default for ApplyOptions {
             strict_owner: false,
             xattrs: true,
             devices: true,
+            clean_names: false,
         }
     }
 }
@@ -134,18 +139,29 @@ pub fn apply_layer(tar: impl Read, dest: &Path, opts: &ApplyOptions) -> Result<A
     Ok(ap.stats)
 }
 
-/// Splits a tar path into its components, refusing absolute paths and `..`; `.` and empty components vanish.
-fn components<'a>(raw: &'a [u8], what: &str) -> std::result::Result<Vec<&'a [u8]>, String> {
+/// Splits a tar path into its components, refusing absolute paths and `..` (with `clean`: taking an absolute
+/// path below the root and letting `..` cancel the component before it, refusing only a path that leaves the
+/// root); `.` and empty components vanish.
+fn components<'a>(
+    raw: &'a [u8],
+    what: &str,
+    clean: bool,
+) -> std::result::Result<Vec<&'a [u8]>, String> {
     if raw.is_empty() {
         return Err(format!("empty {what}"));
     }
-    if raw[0] == b'/' {
+    if raw[0] == b'/' && !clean {
         return Err(format!("absolute {what}"));
     }
     let mut out = Vec::new();
     for c in raw.split(|b| *b == b'/') {
         match c {
             b"" | b"." => {}
+            b".." if clean => {
+                if out.pop().is_none() {
+                    return Err(format!("{what} leaves the destination"));
+                }
+            }
             b".." => return Err(format!("{what} contains '..'")),
             c if c.contains(&0) => return Err(format!("{what} contains a NUL byte")),
             c => out.push(c),
@@ -227,7 +243,8 @@ impl<'o> Applier<'o> {
         }
         self.stats.entries += 1;
         let raw = e.path_bytes().into_owned();
-        let comps = components(&raw, "path").map_err(|reason| unsafe_entry(name, reason))?;
+        let comps = components(&raw, "path", self.opts.clean_names)
+            .map_err(|reason| unsafe_entry(name, reason))?;
         let meta = self.entry_meta(e, name)?;
 
         if comps.is_empty() {
@@ -272,7 +289,7 @@ impl<'o> Applier<'o> {
                 .link_name_bytes()
                 .map(|c| c.into_owned())
                 .unwrap_or_default();
-            let lcomps = components(&lraw, "hardlink target")
+            let lcomps = components(&lraw, "hardlink target", self.opts.clean_names)
                 .map_err(|reason| unsafe_entry(name, reason))?;
             if lcomps.is_empty() {
                 return Err(unsafe_entry(
@@ -799,14 +816,25 @@ mod tests {
 
     #[test]
     fn components_refuse_escape() {
-        assert!(components(b"/etc/passwd", "path").is_err());
-        assert!(components(b"a/../../x", "path").is_err());
-        assert!(components(b"", "path").is_err());
+        assert!(components(b"/etc/passwd", "path", false).is_err());
+        assert!(components(b"a/../../x", "path", false).is_err());
+        assert!(components(b"", "path", false).is_err());
         assert_eq!(
-            components(b"./a//b/./c/", "path").unwrap(),
+            components(b"./a//b/./c/", "path", false).unwrap(),
             vec![&b"a"[..], b"b", b"c"]
         );
-        assert!(components(b"./", "path").unwrap().is_empty());
+        assert!(components(b"./", "path", false).unwrap().is_empty());
+        // As Docker's untar reads ADD's archives.
+        assert_eq!(
+            components(b"/abs/x", "path", true).unwrap(),
+            vec![b"abs".as_slice(), b"x"]
+        );
+        assert_eq!(
+            components(b"a/../b", "path", true).unwrap(),
+            vec![b"b".as_slice()]
+        );
+        assert!(components(b"a/../../x", "path", true).is_err());
+        assert!(components(b"../x", "path", true).is_err());
     }
 
     #[test]

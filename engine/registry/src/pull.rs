@@ -236,9 +236,12 @@ impl RegistryClient {
         }
         item.finish("done");
         rep.line("Writing manifest to image destination");
-        let names: Vec<String> = match r.tag() {
-            Some(t) => vec![format!("{}:{t}", r.name())],
-            None => Vec::new(),
+        // Pulled by digest: named by it (`REPO@sha256:…`, as buildah does), so the image is not
+        // dangling and `kiln prune` keeps it.
+        let names: Vec<String> = match (r.tag(), r.digest()) {
+            (Some(t), _) => vec![format!("{}:{t}", r.name())],
+            (None, Some(d)) => vec![format!("{}@{d}", r.name())],
+            (None, None) => Vec::new(),
         };
         let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let record = store.put_image(&m.bytes, &name_refs).map_err(store_err)?;

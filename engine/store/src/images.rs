@@ -65,10 +65,11 @@ pub(crate) struct ImageIndex {
     pub(crate) images: Vec<ImageRecord>,
 }
 
-/// Normalize a name given for a local image: `foo` → `localhost/foo:latest`.
-fn normalize_name(name: &str) -> Result<String> {
+/// Normalize a name given for a local image: `foo` → `localhost/foo:latest`. A digest
+/// (`REPO@sha256:…`, the name of an image pulled by digest) only with `digest_allowed`.
+fn normalize_name(name: &str, digest_allowed: bool) -> Result<String> {
     let r = ImageReference::parse_local(name)?;
-    if r.digest().is_some() {
+    if r.digest().is_some() && !(digest_allowed && r.tag().is_none()) {
         return Err(kiln_core::Error::InvalidReference {
             input: name.to_string(),
             reason: "an image name cannot carry a digest".into(),
@@ -124,7 +125,7 @@ impl Store {
         };
         let names = names
             .iter()
-            .map(|n| normalize_name(n))
+            .map(|n| normalize_name(n, true))
             .collect::<Result<Vec<_>>>()?;
         let created = if media_types::is_config(&m.config.media_type) {
             let cfg = self.read_blob(&m.config.digest).unwrap_or_default();
@@ -241,7 +242,7 @@ impl Store {
     pub fn tag_image(&self, name_or_id: &str, new_names: &[&str]) -> Result<ImageRecord> {
         let names = new_names
             .iter()
-            .map(|n| normalize_name(n))
+            .map(|n| normalize_name(n, false))
             .collect::<Result<Vec<_>>>()?;
         self.locked(|| {
             let mut idx = self.read_images()?;

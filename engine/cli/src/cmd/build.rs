@@ -41,6 +41,10 @@ pub struct BuildArgs {
     /// `buildah bud` without `--layers`: no build cache, and each stage's changes in one layer.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub layers: bool,
+    /// Give RUN steps kiln's proxy variables (HTTP_PROXY, https_proxy, NO_PROXY, …), as buildah
+    /// does by default; never kept in the image or the cache key. `--http-proxy=false` turns it off.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub http_proxy: bool,
     /// Target platform os/arch[/variant]; several (comma-separated or repeated) build one image
     /// each, collected with --manifest.
     #[arg(long, value_delimiter = ',')]
@@ -128,7 +132,7 @@ pub struct BuildArgs {
     /// Write the image ID to this file.
     #[arg(long)]
     pub iidfile: Option<PathBuf>,
-    /// `KEY=VALUE` label for the image.
+    /// `KEY=VALUE` label for the image (`KEY` alone: an empty value).
     #[arg(long)]
     pub label: Vec<String>,
     /// `KEY=VALUE` annotation for the manifest.
@@ -307,11 +311,7 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
             let ca = a.ca_cert.clone().or_else(|| std::env::var_os("SSL_CERT_FILE").map(PathBuf::from)).unwrap_or_else(|| PathBuf::from("/etc/ssl/certs/ca-certificates.crt"));
             let bytes = std::fs::read(&ca).with_context(|| format!("reading CA bundle {}", ca.display()))?;
             cfg.files.push(("ca-cert".into(), bytes));
-            for var in ["HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "FTP_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "no_proxy", "ftp_proxy", "all_proxy"] {
-                if let Ok(v) = std::env::var(var) {
-                    cfg.options.push((var.to_string(), v));
-                }
-            }
+            cfg.options.extend(crate::cmd::host_proxy_env());
         }
         cfg.options.extend(injector_options(&a.inject_opts, &name)?);
         injectors.push(cfg);
@@ -359,6 +359,7 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
         source,
         frontend: None,
         build_args,
+        host_proxy_env: if a.http_proxy { crate::cmd::host_proxy_env() } else { Vec::new() },
         target: a.target.clone(),
         no_cache: a.no_cache || cache_ttl.is_some_and(|d| d.is_zero()),
         layers: a.layers,
@@ -395,7 +396,8 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
                 _ => bail!("--add-host {h:?} is not HOST:IP"),
             })
             .collect::<Result<_>>()?,
-        labels: a.label.iter().map(|l| kv(l, "--label")).collect::<Result<_>>()?,
+        // `--label KEY` alone sets an empty value, as with buildah.
+        labels: a.label.iter().map(|l| l.split_once('=').map_or((l.clone(), String::new()), |(k, v)| (k.to_string(), v.to_string()))).collect(),
         annotations: a.annotation.iter().map(|l| kv(l, "--annotation")).collect::<Result<_>>()?,
         secrets: a.secret.iter().map(|s| parse_secret(s)).collect::<Result<_>>()?,
         network: a.network.clone(),

@@ -69,6 +69,15 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// The proxy variables of kiln's environment (upper- and lower-case spellings), as set.
+pub fn host_proxy_env() -> Vec<(String, String)> {
+    ["HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "FTP_PROXY", "ALL_PROXY"]
+        .iter()
+        .flat_map(|v| [v.to_string(), v.to_lowercase()])
+        .filter_map(|var| std::env::var(&var).ok().map(|v| (var, v)))
+        .collect()
+}
+
 /// How a command reaches registries: `--tls-verify`, `--authfile`, `--cert-dir`, as every
 /// buildah verb that talks to one spells them.
 #[derive(clap::Args, Debug, Default, Clone)]

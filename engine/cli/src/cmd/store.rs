@@ -148,8 +148,17 @@ fn rows(images: &[ImageRecord]) -> Vec<Row<'_>> {
 fn images(store: &Store, a: ImagesArgs) -> Result<()> {
     let mut list = store.list_images()?;
     if let Some(q) = &a.image {
-        let hit = store.resolve_image(q)?;
-        list.retain(|i| i.id == hit.id);
+        match store.resolve_image(q) {
+            Ok(hit) => list.retain(|i| i.id == hit.id),
+            Err(e) => {
+                // A repository names its images of every tag (and digest), as with buildah.
+                let by_ref = super::filter::images(store, list, &[format!("reference={q}")])?;
+                if by_ref.is_empty() {
+                    return Err(e.into());
+                }
+                list = by_ref;
+            }
+        }
     }
     let list = super::filter::images(store, list, &a.filter)?;
     let id = |img: &ImageRecord| {
