@@ -1050,3 +1050,59 @@ fn proxy_args_and_kilns_proxy_variables_reach_run_without_keying_its_cache() {
     build(&["--no-cache", "--http-proxy=false"], Some("http://h:3"));
     assert_file(&summary(&archive), "/proxy", b"proxy= https=\n");
 }
+
+#[test]
+fn add_chown_of_an_archive_never_reaches_past_its_own_entries() {
+    use std::os::unix::fs::MetadataExt;
+    let bases = Bases::start(false);
+    // An archive that makes `a/x`, then turns `a` into a link to a host directory.
+    let header = || {
+        let mut h = tar::Header::new_gnu();
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h.set_mode(0o777);
+        h
+    };
+    let victim = tempfile::tempdir().unwrap();
+    std::fs::write(victim.path().join("x"), "host file\n").unwrap();
+    let df = "FROM {REG}/busybox:latest\nADD --chown=1234:1234 evil.tar /d/\n";
+    let ctx = context(&bases, df, &[]);
+    let mut b = tar::Builder::new(std::fs::File::create(ctx.path().join("evil.tar")).unwrap());
+    let mut h = header();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_size(0);
+    b.append_data(&mut h, "a/", std::io::empty()).unwrap();
+    let mut h = header();
+    h.set_mode(0o644);
+    h.set_size(2);
+    b.append_data(&mut h, "a/x", &b"x\n"[..]).unwrap();
+    let mut h = header();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    b.append_link(&mut h, "a", victim.path()).unwrap();
+    b.finish().unwrap();
+    drop(b);
+    let kiln = Kiln::new();
+    kiln.mark_insecure(&bases.reg);
+    let out = tempfile::tempdir().unwrap();
+    let archive = out.path().join("a.tar");
+    build_ok(
+        &kiln,
+        ctx.path(),
+        &["-t", &format!("oci-archive:{}", archive.display())],
+    );
+    let host = std::fs::metadata(victim.path().join("x")).unwrap();
+    assert_eq!(
+        (host.uid(), host.gid()),
+        (0, 0),
+        "the host file was chowned"
+    );
+    let s = summary(&archive);
+    let link = file(&s, "/d/a").unwrap();
+    assert_eq!(
+        (link["type"].as_str(), link["uid"].as_u64()),
+        (Some("symlink"), Some(1234))
+    );
+}

@@ -888,8 +888,14 @@ fn manifest_add_records_registry_images_and_push_all_copies_them() {
         .join("blobs/sha256")
         .join(layer.trim_start_matches("sha256:"));
     assert!(!layer_path.exists());
-    // What the list needs survives a prune.
+    // What the list needs survives a prune: its entries' manifests and configs.
     kiln.run(["prune"]);
+    let after: Value = serde_json::from_str(&kiln.run(["manifest", "inspect", "app"])).unwrap();
+    assert_eq!(after, list);
+    for m in list["manifests"].as_array().unwrap() {
+        let d = m["digest"].as_str().unwrap().trim_start_matches("sha256:");
+        assert!(kiln.root().join("blobs/sha256").join(d).exists(), "{m}");
+    }
 
     // Into another repository of the same registry: the layers are mounted.
     kiln.run([
@@ -901,7 +907,9 @@ fn manifest_add_records_registry_images_and_push_all_copies_them() {
         &reg.docker("multi:1"),
     ]);
     assert!(!layer_path.exists());
-    // Into another registry: copied through the store.
+    // Into another registry: copied through the store, from the repository the list recorded
+    // (not the best-effort memory of where blobs were seen, which is gone).
+    std::fs::remove_file(kiln.root().join("registry/blob-locations.json")).unwrap();
     let other = Registry::start(Variant::Plain);
     kiln.run([
         "manifest",

@@ -575,10 +575,8 @@ pub fn write_items(
         .map_err(|e| step_err(format!("destination {dest}: {e}")))?;
     // A directory of the image, or one this step made already (the working directory).
     let dest_exists_dir = matches!(&found, Lookup::Found(_, m) if m.is_dir())
-        || resolved
-            .iter()
-            .fold(upper.to_path_buf(), |p, c| p.join(c))
-            .is_dir();
+        || fs::symlink_metadata(resolved.iter().fold(upper.to_path_buf(), |p, c| p.join(c)))
+            .is_ok_and(|m| m.is_dir());
     let many = items.len() > 1;
     if many && !dest_is_dir_syntax && !dest_exists_dir {
         return Err(step_err(format!(
@@ -619,30 +617,17 @@ pub fn write_items(
                     .map_err(io(format!("reading {}", it.host.display())))?;
                 let tar = decompress_any(f)
                     .map_err(io(format!("decompressing {}", it.host.display())))?;
+                // As BuildKit (0.23+): --chown applies to the archive's own entries as they are
+                // written, never to what the destination already held.
                 let opts = kiln_layer::ApplyOptions {
                     clean_names: true,
+                    owner: attrs.owner,
                     ..Default::default()
                 };
                 kiln_layer::apply_layer(tar, &dir, &opts).map_err(|e| BuildError::Layer {
                     what: format!("extracting {}", it.name),
                     source: e,
                 })?;
-                if let Some((uid, gid)) = attrs.owner {
-                    // As BuildKit (0.23+): --chown applies to the archive's own entries, never to
-                    // what the destination already held.
-                    for rel in archive_paths(&it.host)
-                        .map_err(io(format!("listing {}", it.host.display())))?
-                    {
-                        let p = if rel.is_empty() {
-                            dir.clone()
-                        } else {
-                            dir.join(&rel)
-                        };
-                        if fs::symlink_metadata(&p).is_ok() {
-                            lchown(&p, uid, gid)?;
-                        }
-                    }
-                }
             } else if it.contents_of_dir {
                 copier.dir_contents(&it.host, &dir, &it.rel)?;
             } else {
@@ -918,7 +903,12 @@ fn copy_xattrs(src: &Path, dst: &Path) {
     ) else {
         return;
     };
-    let mut names = vec![0u8; 4096];
+    // SAFETY: valid path; a null buffer asks for the size.
+    let size = unsafe { libc::llistxattr(s.as_ptr(), std::ptr::null_mut(), 0) };
+    if size <= 0 {
+        return;
+    }
+    let mut names = vec![0u8; size as usize];
     // SAFETY: valid path and buffer.
     let n = unsafe { libc::llistxattr(s.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
     if n <= 0 {
@@ -934,7 +924,12 @@ fn copy_xattrs(src: &Path, dst: &Path) {
         let Ok(cname) = std::ffi::CString::new(name) else {
             continue;
         };
-        let mut value = vec![0u8; 65536];
+        // SAFETY: valid path and name; a null buffer asks for the size.
+        let size = unsafe { libc::lgetxattr(s.as_ptr(), cname.as_ptr(), std::ptr::null_mut(), 0) };
+        if size < 0 {
+            continue;
+        }
+        let mut value = vec![0u8; size as usize];
         // SAFETY: valid path, name and buffer.
         let len = unsafe {
             libc::lgetxattr(
@@ -966,27 +961,6 @@ fn copy_xattrs(src: &Path, dst: &Path) {
             );
         }
     }
-}
-
-/// The paths an archive's entries name (normalized, relative; `""` for its root entry), whiteout
-/// markers left out.
-fn archive_paths(archive: &Path) -> std::io::Result<Vec<String>> {
-    let tar = decompress_any(fs::File::open(archive)?)?;
-    let mut out = Vec::new();
-    for e in tar::Archive::new(tar).entries()? {
-        let e = e?;
-        let raw = String::from_utf8_lossy(&e.path_bytes()).into_owned();
-        let Some(rel) = clean_rel(&raw) else { continue };
-        if rel
-            .rsplit('/')
-            .next()
-            .is_some_and(|n| n.starts_with(".wh."))
-        {
-            continue;
-        }
-        out.push(rel);
-    }
-    Ok(out)
 }
 
 fn lchown(p: &Path, uid: u32, gid: u32) -> Result<()> {

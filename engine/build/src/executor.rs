@@ -60,6 +60,9 @@ struct StageState {
     /// What config steps set besides the image config: the commit's history text and comment,
     /// manifest annotations.
     commit: crate::working::WorkingState,
+    /// The USER in effect at the stage's last WORKDIR: who owns the directory when a COPY or ADD
+    /// makes it (`None`: the WORKDIR is inherited; the current USER then).
+    workdir_user: Option<String>,
 }
 
 /// A layer of a stage whose layers no image of the build exports (see [`layers_exported`]):
@@ -254,20 +257,6 @@ fn record_hit(ctx: &mut Ctx<'_>, st: &mut StageState, key: &str) -> bool {
     ctx.progress.cached(&ctx.step_ref());
     true
 }
-
-/// Build args every RUN sees when given with `--build-arg`, without an ARG declaration.
-const PROXY_BUILD_ARGS: [&str; 10] = [
-    "HTTP_PROXY",
-    "http_proxy",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "FTP_PROXY",
-    "ftp_proxy",
-    "NO_PROXY",
-    "no_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-];
 
 /// Part of every build cache key: bumped whenever a step's result for the same inputs changes
 /// (a fix in COPY semantics, say), so caches made by older executors are not reused.
@@ -909,6 +898,9 @@ impl<'a> Builder<'a> {
             }
             _ => config::apply(&mut st.config, kind, edits),
         }
+        if matches!(kind, StepKind::Workdir(_)) {
+            st.workdir_user = Some(st.config.config.user.clone().unwrap_or_default());
+        }
         let key = hash_key(&[&st.key, &format!("{kind:?}")]);
         if !self.cached(ctx, &key, st, created_by) {
             push_history(&mut st.config, &ctx.created, created_by, true);
@@ -946,6 +938,7 @@ impl<'a> Builder<'a> {
                         dirs: vec![self.empty_lower()?],
                     },
                     commit: Default::default(),
+                    workdir_user: None,
                 }
             }
             plan::Base::Image(r) => {
@@ -961,6 +954,7 @@ impl<'a> Builder<'a> {
                     lazy: vec![],
                     stack: LayerStack { dirs: vec![flat] },
                     commit: Default::default(),
+                    workdir_user: None,
                 }
             }
             plan::Base::Stage(i) => results[*i as usize]
@@ -1429,7 +1423,7 @@ impl<'a> Builder<'a> {
     }
 
     /// Create the stage's working directory in `upper` when the image lacks it, owned by the
-    /// stage's USER (root when that user cannot be resolved), as a RUN step would.
+    /// USER in effect at the WORKDIR (root when that user cannot be resolved), as BuildKit does.
     fn ensure_workdir(
         &self,
         ctx: &Ctx<'_>,
@@ -1456,7 +1450,10 @@ impl<'a> Builder<'a> {
         if matches!(found, Lookup::Found(..)) {
             return Ok(());
         }
-        let user = st.config.config.user.clone().unwrap_or_default();
+        let user = st
+            .workdir_user
+            .clone()
+            .unwrap_or_else(|| st.config.config.user.clone().unwrap_or_default());
         let owner = if user.is_empty() {
             (0, 0)
         } else {
@@ -1586,7 +1583,7 @@ impl<'a> Builder<'a> {
             .opts
             .build_args
             .iter()
-            .filter(|(k, _)| PROXY_BUILD_ARGS.contains(&k.as_str()));
+            .filter(|(k, _)| crate::PROXY_VARIABLES.contains(&k.as_str()));
         for (k, v) in proxy_args.chain(&ctx.opts.host_proxy_env) {
             if !env.iter().any(|(ek, _)| ek == k) {
                 env.push((k.clone(), v.clone()));

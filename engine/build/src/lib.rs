@@ -143,6 +143,22 @@ pub struct InjectorConfig {
 }
 
 /// Everything `kiln build` decides.
+/// The proxy variables: build args every RUN sees without an ARG declaration (never in the
+/// image, its history or a step's cache key), and what `--http-proxy` takes from kiln's
+/// environment.
+pub const PROXY_VARIABLES: [&str; 10] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
 #[derive(Clone, Debug, Default)]
 pub struct BuildOptions {
     /// The build context directory.

@@ -1,5 +1,7 @@
 //! `COPY --chmod`/`ADD --chmod` values: an octal mode, or symbolic clauses as chmod(1) takes them
-//! (`u+x`, `go-w`, `a=rX`, `u=g`), applied to each copied file against its own mode.
+//! (`u+x`, `go-w`, `a=rX`, `u=g`), applied to each copied file against its own mode. One
+//! difference from chmod(1): a clause without a class (`+x`) applies to all classes, as there is
+//! no umask to honour.
 
 /// At most this many `who op perms` actions in one value.
 const MAX_ACTIONS: usize = 16;
@@ -127,6 +129,8 @@ impl ModeSpec {
             m = match a.op {
                 b'+' => m | bits,
                 b'-' => m & !bits,
+                // As chmod(1), `=` keeps a directory's setuid/setgid bits unless it names `s`.
+                _ if is_dir => (m & !(a.who & 0o1777)) | bits,
                 _ => (m & !(a.who & 0o7777)) | bits,
             };
         }
@@ -156,6 +160,8 @@ mod tests {
         assert_eq!(apply("g=u", 0o640, false), 0o660);
         assert_eq!(apply("u+s,+t", 0o755, true), 0o5755);
         assert_eq!(apply("o=", 0o777, false), 0o770);
+        assert_eq!(apply("g=rx", 0o2775, true), 0o2755);
+        assert_eq!(apply("g=rx", 0o2775, false), 0o755);
         for bad in ["", "99999", "8", "u", "u+q", "z+x", "u+x,", "17777"] {
             assert!(ModeSpec::parse(bad).is_err(), "{bad}");
         }

@@ -123,12 +123,16 @@ pub fn error_text(err: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in err.chain() {
         let text = cause.to_string();
-        let status_given = cause
-            .downcast_ref::<ExitStatusError>()
-            .is_some_and(|s| out.contains(&format!("status {}", s.0)));
+        let status_given = cause.downcast_ref::<ExitStatusError>().is_some_and(|s| {
+            let said = format!("status {}", s.0);
+            out.match_indices(&said)
+                .any(|(i, _)| !out[i + said.len()..].starts_with(|c: char| c.is_ascii_digit()))
+        });
+        // Repeated only when it is the whole text or follows a `: `.
+        let repeated = out == text || out.ends_with(&format!(": {text}"));
         if out.is_empty() {
             out = text;
-        } else if !text.is_empty() && !out.ends_with(&text) && !status_given {
+        } else if !text.is_empty() && !repeated && !status_given {
             out.push_str(": ");
             out.push_str(&text);
         }
@@ -174,5 +178,10 @@ mod tests {
         assert_eq!(error_text(&e), "build failed: exit status 3");
         let e = anyhow::anyhow!("inner").context("outer");
         assert_eq!(error_text(&e), "outer: inner");
+        // Only a whole trailing message counts as said, and only the same status.
+        let e = anyhow::anyhow!("ner").context("outer: inner");
+        assert_eq!(error_text(&e), "outer: inner: ner");
+        let e = anyhow::Error::new(ExitStatusError(3)).context("exited with status 31");
+        assert_eq!(error_text(&e), "exited with status 31: exit status 3");
     }
 }

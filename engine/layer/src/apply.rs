@@ -41,6 +41,9 @@ pub struct ApplyOptions {
     /// below `dest` and `..` cancels the component before it; a name that still leaves `dest` is refused.
     /// Default: false (a layer with such names is refused, as a hostile one).
     pub clean_names: bool,
+    /// Give every entry this owner (uid, gid) instead of the one its header records (`ADD --chown` of an
+    /// archive). Default: none.
+    pub owner: Option<(u32, u32)>,
 }
 
 impl Default for ApplyOptions {
@@ -51,6 +54,7 @@ impl Default for ApplyOptions {
             xattrs: true,
             devices: true,
             clean_names: false,
+            owner: None,
         }
     }
 }
@@ -502,6 +506,7 @@ impl<'o> Applier<'o> {
             u32::try_from(uid).map_err(|_| bad_entry(name, format!("uid {uid} out of range")))?;
         let gid =
             u32::try_from(gid).map_err(|_| bad_entry(name, format!("gid {gid} out of range")))?;
+        let (uid, gid) = self.opts.owner.unwrap_or((uid, gid));
         Ok(EntryMeta {
             mode,
             uid,

@@ -14,13 +14,23 @@ const MAX_PER_BLOB: usize = 8;
 #[derive(Debug, Clone)]
 pub(crate) struct Locations {
     file: PathBuf,
+    /// A repository known (not merely remembered) to hold every blob asked about.
+    first: Option<String>,
 }
 
 impl Locations {
     pub fn new(store_root: &Path) -> Locations {
         Locations {
             file: store_root.join("registry/blob-locations.json"),
+            first: None,
         }
+    }
+
+    /// These locations with `first` (`HOST/REPO`) tried before the remembered ones: the
+    /// repository a list entry was recorded from holds all its blobs.
+    pub fn with_first(mut self, first: Option<&str>) -> Locations {
+        self.first = first.map(str::to_string);
+        self
     }
 
     fn read(&self) -> BTreeMap<String, Vec<String>> {
@@ -32,7 +42,13 @@ impl Locations {
 
     /// Repositories (`HOST/REPO`) known to hold `digest`, most recent first.
     pub fn get(&self, digest: &Digest) -> Vec<String> {
-        self.read().remove(&digest.to_string()).unwrap_or_default()
+        let mut out: Vec<String> = self.first.iter().cloned().collect();
+        for l in self.read().remove(&digest.to_string()).unwrap_or_default() {
+            if !out.contains(&l) {
+                out.push(l);
+            }
+        }
+        out
     }
 
     /// Record that `location` (`HOST/REPO`) holds each of `digests`.

@@ -236,11 +236,11 @@ impl RegistryClient {
         }
         item.finish("done");
         rep.line("Writing manifest to image destination");
-        // Pulled by digest: named by it (`REPO@sha256:…`, as buildah does), so the image is not
-        // dangling and `kiln prune` keeps it.
+        // Pulled by digest: named by the digest of the manifest stored (`REPO@sha256:…`, as
+        // buildah does), so the image is not dangling and `kiln prune` keeps it.
         let names: Vec<String> = match (r.tag(), r.digest()) {
             (Some(t), _) => vec![format!("{}:{t}", r.name())],
-            (None, Some(d)) => vec![format!("{}@{d}", r.name())],
+            (None, Some(_)) => vec![format!("{}@{}", r.name(), m.digest)],
             (None, None) => Vec::new(),
         };
         let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();

@@ -151,22 +151,25 @@ impl RegistryClient {
             &record.manifest_media_type,
             dest_ref,
             format,
+            None,
         )
     }
 
     /// Push the image whose manifest is `stored` (its media type from the manifest itself) to
     /// `dest_ref`, converting to `format` when given. Blobs the store lacks are mounted from, or
-    /// copied through the store from, a registry repository they were seen in.
+    /// copied through the store from, `source` (`HOST/REPO`) or a registry repository they were
+    /// seen in.
     pub(crate) fn push_manifest_to(
         &self,
         store: &Store,
         stored: &[u8],
         dest_ref: ImageReference,
         format: Option<PushFormat>,
+        source: Option<&str>,
     ) -> Result<PushedImage> {
         let media_type = crate::remote::manifest_media_type(None, stored)
             .map_err(|m| Error::manifest(format!("manifest {}", Digest::of_bytes(stored)), m))?;
-        self.push_manifest_as(store, stored, &media_type, dest_ref, format)
+        self.push_manifest_as(store, stored, &media_type, dest_ref, format, source)
     }
 
     fn push_manifest_as(
@@ -176,6 +179,7 @@ impl RegistryClient {
         stored_media_type: &str,
         dest_ref: ImageReference,
         format: Option<PushFormat>,
+        source: Option<&str>,
     ) -> Result<PushedImage> {
         let manifest = Manifest::from_slice(stored).map_err(|e| {
             Error::manifest(
@@ -197,7 +201,7 @@ impl RegistryClient {
         let mut blobs: Vec<(&Descriptor, &'static str)> =
             manifest.layers.iter().map(|l| (l, "blob")).collect();
         blobs.push((&manifest.config, "config"));
-        let locations = Locations::new(store.root());
+        let locations = Locations::new(store.root()).with_first(source);
         self.push_blobs(store, &remote, &locations, &blobs, &rep)?;
         rep.line("Writing manifest to image destination");
         let reference = match (dest_ref.tag(), dest_ref.digest()) {

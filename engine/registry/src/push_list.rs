@@ -10,6 +10,7 @@ use crate::{Error, RegistryClient, Result};
 use kiln_core::spec::{Index, Manifest};
 use kiln_core::{Digest, ImageConfig, ImageReference, media_types};
 use kiln_store::Store;
+use std::collections::BTreeMap;
 
 /// A registry's image recorded for a manifest list: its manifest and config are in the store,
 /// its layers stay in the registry (where `--all` pushes copy or mount them from).
@@ -25,6 +26,8 @@ pub struct RecordedImage {
     pub size: u64,
     /// Its configuration (the entry's platform comes from it).
     pub config: ImageConfig,
+    /// The repository holding its blobs (`HOST/REPO`), for the list's record.
+    pub source: String,
 }
 
 impl RegistryClient {
@@ -34,17 +37,18 @@ impl RegistryClient {
     /// no layer is fetched.
     pub fn record_image(&self, store: &Store, src: &str) -> Result<RecordedImage> {
         let platform = self.opts.platform.clone();
-        let (reference, (fetched, manifest, config_bytes)) = self.first_candidate(src, |c| {
-            let remote = self.remote(c)?;
-            let top = remote.get_manifest(&c.tag_or_digest())?;
-            let m = self.platform_manifest(&remote, &c.to_string(), top, &platform)?;
-            let manifest = parse_manifest(&m)?;
-            let config = remote.get_blob_bytes(&manifest.config.digest, MAX_CONFIG)?;
-            let mut blobs: Vec<Digest> = manifest.layers.iter().map(|l| l.digest).collect();
-            blobs.push(manifest.config.digest);
-            Locations::new(store.root()).add(&remote.location(), &blobs);
-            Ok((m, manifest, config))
-        })?;
+        let (reference, (fetched, manifest, config_bytes, source)) =
+            self.first_candidate(src, |c| {
+                let remote = self.remote(c)?;
+                let top = remote.get_manifest(&c.tag_or_digest())?;
+                let m = self.platform_manifest(&remote, &c.to_string(), top, &platform)?;
+                let manifest = parse_manifest(&m)?;
+                let config = remote.get_blob_bytes(&manifest.config.digest, MAX_CONFIG)?;
+                let mut blobs: Vec<Digest> = manifest.layers.iter().map(|l| l.digest).collect();
+                blobs.push(manifest.config.digest);
+                Locations::new(store.root()).add(&remote.location(), &blobs);
+                Ok((m, manifest, config, remote.location()))
+            })?;
         let config = ImageConfig::from_slice(&config_bytes).map_err(|e| {
             Error::manifest(
                 format!("config {} of {reference}", manifest.config.digest),
@@ -59,15 +63,16 @@ impl RegistryClient {
             media_type: fetched.media_type,
             size: fetched.bytes.len() as u64,
             config,
+            source,
         })
     }
 
     /// Push `index` (whose entries are images of `store`, or registry images recorded by
-    /// [`RegistryClient::record_image`]) to `dest` (`docker://REF` or `REF`). With `all`, each
-    /// image goes first, by digest, into the destination's repository (converted to `format` when
-    /// given, the entry updated to match; a recorded image's layers are mounted from, or copied
-    /// through the store from, where they were seen); without it the registry must already have
-    /// them. The index is written as an OCI index, or a Docker manifest list for
+    /// [`RegistryClient::record_image`], whose repositories `sources` names) to `dest`
+    /// (`docker://REF` or `REF`). With `all`, each image goes first, by digest, into the
+    /// destination's repository (converted to `format` when given, the entry updated to match; a
+    /// recorded image's layers are mounted from, or copied through the store from, its source
+    /// repository); without it the registry must already have them. The index is written as an OCI index, or a Docker manifest list for
     /// [`PushFormat::Docker`]. Returns the index digest the registry stored.
     pub fn push_manifest_list(
         &self,
@@ -76,6 +81,7 @@ impl RegistryClient {
         dest: &str,
         all: bool,
         format: Option<PushFormat>,
+        sources: &BTreeMap<Digest, String>,
     ) -> Result<Digest> {
         let dest_ref = parse_ref(dest.strip_prefix("docker://").unwrap_or(dest))?;
         let dest_ref = self.settings.conf.rewrite(&dest_ref)?;
@@ -102,6 +108,7 @@ impl RegistryClient {
             }
         }
         for entry in out.manifests.iter_mut().filter(|_| all) {
+            let source = sources.get(&entry.digest).cloned();
             // An image of the store, or a registry's image whose manifest was recorded.
             let bytes = match store.resolve_image(&entry.digest.to_string()) {
                 Ok(image) => store.image_manifest_bytes(&image).map_err(store_err)?,
@@ -126,7 +133,8 @@ impl RegistryClient {
                 entry.media_type = converted.media_type_or_default().to_string();
             }
             let at = dest_ref.with_digest(entry.digest);
-            let pushed = self.push_manifest_to(store, &bytes, at.clone(), format)?;
+            let pushed =
+                self.push_manifest_to(store, &bytes, at.clone(), format, source.as_deref())?;
             if pushed.manifest_digest != entry.digest {
                 return Err(Error::DigestMismatch {
                     expected: entry.digest.to_string(),

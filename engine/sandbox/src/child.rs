@@ -312,7 +312,10 @@ fn blank_command_line(p: &Plan) {
     // shares (copy-on-write) and nothing in this process reads any more.
     unsafe {
         let area = std::slice::from_raw_parts_mut(start as *mut u8, end - start);
-        let first = area.iter().position(|b| *b == 0).map_or(area.len(), |n| n + 1);
+        let first = area
+            .iter()
+            .position(|b| *b == 0)
+            .map_or(area.len(), |n| n + 1);
         area[first..].fill(0);
     }
 }
@@ -463,11 +466,14 @@ fn reap(s: libc::pid_t, all: &libc::sigset_t) -> ! {
 }
 
 /// Whether a signal came from outside the step's pid namespace (kiln, the terminal, the
-/// kernel): then its sender has no pid here. A step that signals pid 1 is ignored, as a
-/// container's init ignores signals it has no handler for.
+/// kernel): sent by `kill` or the kernel (a code a process cannot forge with `sigqueue`) by a
+/// sender that has no pid here. A step that signals pid 1 is ignored, as a container's init
+/// ignores signals it has no handler for.
 fn sent_from_outside(info: &libc::siginfo_t) -> bool {
-    // SAFETY: si_pid is valid for the signals forwarded (sent by kill, or by the kernel with 0).
-    unsafe { info.si_pid() == 0 }
+    const SI_USER: i32 = 0;
+    const SI_KERNEL: i32 = 0x80;
+    // SAFETY: si_pid is valid for SI_USER and SI_KERNEL signals.
+    matches!(info.si_code, SI_USER | SI_KERNEL) && unsafe { info.si_pid() == 0 }
 }
 
 /// Brings `lo` up in the current network namespace.

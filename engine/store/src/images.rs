@@ -127,6 +127,20 @@ impl Store {
             .iter()
             .map(|n| normalize_name(n, true))
             .collect::<Result<Vec<_>>>()?;
+        // A digest in a name is the image's own manifest digest (a pull by digest), never
+        // another: lookups by `REPO@DIGEST` trust it.
+        for n in &names {
+            if let Ok(r) = ImageReference::parse(n)
+                && let Some(d) = r.digest()
+                && *d != mdigest
+            {
+                return Err(kiln_core::Error::InvalidReference {
+                    input: n.clone(),
+                    reason: format!("the image's manifest is {mdigest}, not {d}"),
+                }
+                .into());
+            }
+        }
         let created = if media_types::is_config(&m.config.media_type) {
             let cfg = self.read_blob(&m.config.digest).unwrap_or_default();
             ImageConfig::from_slice(&cfg)

@@ -1,6 +1,8 @@
 //! Manifest lists (`kiln manifest`, `kiln build --manifest`): an OCI image index per name, kept
 //! in `lists.json` with the index itself as a blob. Its entries name images of the store by
-//! manifest digest; `prune` keeps those images and the index blobs.
+//! manifest digest, or images of a registry recorded without their layers (their manifest and
+//! config are blobs, their repository is kept with the list); `prune` keeps those images and
+//! blobs and the index blobs.
 
 use crate::Store;
 use crate::error::{Result, StoreError};
@@ -8,6 +10,7 @@ use crate::fsutil::{now_rfc3339, read_json_or_default, write_atomic};
 use kiln_core::spec::{Descriptor, Index, Manifest};
 use kiln_core::{Digest, ImageReference};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// One manifest list in the store.
@@ -19,6 +22,10 @@ pub struct ListRecord {
     pub digest: Digest,
     /// When the list was last changed (RFC 3339).
     pub changed: String,
+    /// Entries recorded from a registry rather than images of the store: manifest digest →
+    /// the repository (`HOST/REPO`) that holds its blobs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sources: BTreeMap<Digest, String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -68,17 +75,30 @@ impl Store {
         create: bool,
         edit: impl FnOnce(&mut Index) -> Result<T>,
     ) -> Result<(ListRecord, T)> {
+        self.update_manifest_list_sources(name, create, |index, _| edit(index))
+    }
+
+    /// [`Store::update_manifest_list`] that also edits where recorded entries come from: an
+    /// entry `edit` adds is an image of the store, or a manifest stored as a blob (with its
+    /// config) whose repository `edit` puts in the sources. Sources of entries the index no
+    /// longer holds are dropped.
+    pub fn update_manifest_list_sources<T>(
+        &self,
+        name: &str,
+        create: bool,
+        edit: impl FnOnce(&mut Index, &mut BTreeMap<Digest, String>) -> Result<T>,
+    ) -> Result<(ListRecord, T)> {
         let full = normalize(name)?;
         self.locked(|| {
             let mut idx = self.read_lists()?;
-            let mut index = match idx.lists.iter().find(|l| l.name == full) {
-                Some(rec) => self.list_index(rec)?,
-                None if create => Index::new_oci(Vec::new()),
+            let (mut index, mut sources) = match idx.lists.iter().find(|l| l.name == full) {
+                Some(rec) => (self.list_index(rec)?, rec.sources.clone()),
+                None if create => (Index::new_oci(Vec::new()), BTreeMap::new()),
                 None => return Err(StoreError::ListNotFound(name.to_string())),
             };
             let before: Vec<Digest> = index.manifests.iter().map(|d| d.digest).collect();
-            let out = edit(&mut index)?;
-            let rec = self.save_list(&mut idx, full, &index, &before)?;
+            let out = edit(&mut index, &mut sources)?;
+            let rec = self.save_list(&mut idx, full, &index, sources, &before)?;
             Ok((rec, out))
         })
     }
@@ -95,7 +115,13 @@ impl Store {
             if idx.lists.iter().any(|l| l.name == full) {
                 return Err(StoreError::ListExists(name.to_string()));
             }
-            self.save_list(&mut idx, full, &Index::new_oci(manifests), &[])
+            self.save_list(
+                &mut idx,
+                full,
+                &Index::new_oci(manifests),
+                BTreeMap::new(),
+                &[],
+            )
         })
     }
 
@@ -149,14 +175,16 @@ impl Store {
 
     /// Store `index` as list `full` in `idx` and write it (the caller holds the lock). Entries
     /// not in `before` must be images of the store, or manifests recorded from a registry (in
-    /// the store as blobs, with their configs).
+    /// `sources`, and in the store as blobs with their configs).
     fn save_list(
         &self,
         idx: &mut ListIndex,
         full: String,
         index: &Index,
+        mut sources: BTreeMap<Digest, String>,
         before: &[Digest],
     ) -> Result<ListRecord> {
+        sources.retain(|d, _| index.manifests.iter().any(|e| e.digest == *d));
         let images = self.read_images()?.images;
         for d in index
             .manifests
@@ -164,7 +192,7 @@ impl Store {
             .filter(|d| !before.contains(&d.digest))
         {
             if !images.iter().any(|i| i.manifest_digest == d.digest)
-                && !self.recorded_manifest(&d.digest)
+                && !(sources.contains_key(&d.digest) && self.recorded_manifest(&d.digest))
             {
                 return Err(StoreError::ImageNotFound(d.digest.to_string()));
             }
@@ -174,6 +202,7 @@ impl Store {
             name: full,
             digest,
             changed: now_rfc3339(),
+            sources,
         };
         idx.lists.retain(|l| l.name != rec.name);
         idx.lists.push(rec.clone());

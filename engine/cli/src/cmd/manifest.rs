@@ -196,7 +196,7 @@ pub fn run(c: ManifestCommand, g: &Global) -> Result<()> {
         }
         ManifestCommand::Add(a) => {
             store.manifest_list(&a.list)?;
-            let entry = match a.image.strip_prefix("docker://") {
+            let (entry, source) = match a.image.strip_prefix("docker://") {
                 // A registry's image is recorded (manifest and config), not pulled.
                 Some(_) => {
                     let opts = a.registry_flags.options(true);
@@ -204,13 +204,16 @@ pub fn run(c: ManifestCommand, g: &Global) -> Result<()> {
                     let platform = crate::cmd::registry::compose_platform(None, e.os.as_deref(), e.arch.as_deref(), e.variant.as_deref())?;
                     let client = RegistryClient::new(kiln_registry::ClientOptions { platform, ..opts })?;
                     let r = client.record_image(&store, &a.image).with_context(|| format!("reading {}", a.image))?;
-                    entry_with(Descriptor::new(&r.media_type, r.manifest_digest, r.size), &r.config, &a.entry)?
+                    (entry_with(Descriptor::new(&r.media_type, r.manifest_digest, r.size), &r.config, &a.entry)?, Some(r.source))
                 }
-                None => entry_for(&store, &store.resolve_image(&a.image)?, &a.entry)?,
+                None => (entry_for(&store, &store.resolve_image(&a.image)?, &a.entry)?, None),
             };
             let digest = entry.digest;
-            let (rec, ()) = store.update_manifest_list(&a.list, false, |index| {
+            let (rec, ()) = store.update_manifest_list_sources(&a.list, false, |index, sources| {
                 put_entry(index, entry, false);
+                if let Some(s) = source {
+                    sources.insert(digest, s);
+                }
                 Ok(())
             })?;
             println!("{}: {digest}", rec.digest.hex());
@@ -247,11 +250,11 @@ pub fn run(c: ManifestCommand, g: &Global) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&index)?);
         }
         ManifestCommand::Push(a) => {
-            let (_, index) = store.manifest_list(&a.list)?;
+            let (rec, index) = store.manifest_list(&a.list)?;
             let format = a.format.as_deref().map(PushFormat::parse).transpose()?;
             let client = RegistryClient::new(a.registry_flags.options(a.quiet))?;
             let digest = client
-                .push_manifest_list(&store, &index, &a.destination, a.all, format)
+                .push_manifest_list(&store, &index, &a.destination, a.all, format, &rec.sources)
                 .with_context(|| format!("pushing manifest list {} to {}", a.list, a.destination))?;
             if let Some(f) = &a.digestfile {
                 std::fs::write(f, digest.to_string()).with_context(|| format!("writing {}", f.display()))?;

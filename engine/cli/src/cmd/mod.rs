@@ -69,12 +69,11 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// The proxy variables of kiln's environment (upper- and lower-case spellings), as set.
+/// The proxy variables of kiln's environment, as set.
 pub fn host_proxy_env() -> Vec<(String, String)> {
-    ["HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "FTP_PROXY", "ALL_PROXY"]
+    kiln_build::PROXY_VARIABLES
         .iter()
-        .flat_map(|v| [v.to_string(), v.to_lowercase()])
-        .filter_map(|var| std::env::var(&var).ok().map(|v| (var, v)))
+        .filter_map(|var| std::env::var(var).ok().map(|v| (var.to_string(), v)))
         .collect()
 }
 
@@ -131,8 +130,7 @@ pub fn push_to_registry(
 
 /// Pull a Wasm OCI artifact (config `application/vnd.wasm.config.v0+json`, one
 /// `application/wasm` layer) and return the component bytes.
-pub fn fetch_plugin_artifact(reference: &str, tls_verify: Option<bool>) -> Result<Vec<u8>> {
-    let flags = RegistryFlags { tls_verify, ..Default::default() };
+pub fn fetch_plugin_artifact(reference: &str, flags: &RegistryFlags) -> Result<Vec<u8>> {
     let client = kiln_registry::RegistryClient::new(flags.options(true))?;
     let (bytes, _) = client.pull_artifact(reference).with_context(|| format!("pulling plugin docker://{reference}"))?;
     Ok(bytes)

@@ -26,9 +26,9 @@ pub enum PluginCommand {
         /// Refuse the plugin unless its sha256 is this.
         #[arg(long)]
         digest: Option<String>,
-        /// Verify TLS certificates of the registry.
-        #[arg(long)]
-        tls_verify: Option<bool>,
+        /// How to reach the registry.
+        #[command(flatten)]
+        registry_flags: crate::cmd::RegistryFlags,
     },
     /// Remove an installed plugin.
     #[command(alias = "rm")]
@@ -79,9 +79,9 @@ pub fn run(c: PluginCommand, g: &Global) -> Result<()> {
             });
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
-        PluginCommand::Install { source, digest, tls_verify } => {
+        PluginCommand::Install { source, digest, registry_flags } => {
             let (bytes, src) = if let Some(reference) = source.strip_prefix("docker://") {
-                let bytes = crate::cmd::fetch_plugin_artifact(reference, tls_verify)?;
+                let bytes = crate::cmd::fetch_plugin_artifact(reference, &registry_flags)?;
                 (bytes, PluginSource::Oci(reference.to_string()))
             } else {
                 let bytes = std::fs::read(&source).with_context(|| format!("reading {source}"))?;
