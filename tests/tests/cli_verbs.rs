@@ -446,3 +446,159 @@ fn inspect_format_missing_map_key() {
         "\n"
     );
 }
+
+// `printf` in `--format` is Go's fmt: widths, flags, precision, the numeric verbs, `%T`, `%q` of
+// a list, and Go's `%!verb(type=value)` forms for mistakes (outputs as buildah 1.28 prints them).
+#[test]
+fn format_printf_is_gos_fmt() {
+    let kiln = Kiln::new();
+    build(
+        &kiln,
+        "pf",
+        "FROM scratch\nCMD [\"sh\", \"-c\", \"echo\"]\nCOPY f /f\n",
+    );
+    let cases = [
+        (r#"{{printf "%5d|%-5d|%05d" 3 4 5}}"#, "    3|4    |00005"),
+        (r#"{{printf "%.3s" .OCIv1.OS}}"#, "lin"),
+        (r#"{{printf "%6.2f" 3.14159}}"#, "  3.14"),
+        (r#"{{printf "%x %X %o" 255 255 8}}"#, "ff FF 10"),
+        (r#"{{printf "%T" .OCIv1.OS}}"#, "string"),
+        (
+            r#"{{printf "%q" .OCIv1.Config.Cmd}}"#,
+            r#"["sh" "-c" "echo"]"#,
+        ),
+        (r#"{{printf "%-8s|" .OCIv1.OS}}"#, "linux   |"),
+        (
+            r#"{{printf "%s|%d|%s" 5 "x" "a" 1}}"#,
+            "%!s(int=5)|%!d(string=x)|a%!(EXTRA int=1)",
+        ),
+        (r#"{{printf "%s %s" "a"}}"#, "a %!s(MISSING)"),
+        (
+            r#"{{printf "%+.2e|%g|%v" 1234.5 1e6 2.0}}"#,
+            "+1.23e+03|1e+06|2",
+        ),
+        (r#"{{printf "%*d|%t" 4 7 true}}"#, "   7|true"),
+        (r#"{{slice .OCIv1.Config.Cmd 1}}"#, "[-c echo]"),
+    ];
+    for (t, want) in cases {
+        assert_eq!(inspect(&kiln, t, "pf"), format!("{want}\n"), "{t}");
+    }
+}
+
+// Times print as Go prints a time.Time (`inspect {{.OCIv1.Created}}`, `images {{.CreatedAtRaw}}`),
+// `images {{.Created}}` is Unix seconds, and JSON keeps RFC 3339.
+#[test]
+fn format_times_as_buildah() {
+    let kiln = Kiln::new();
+    let ctx = context("FROM scratch\nCOPY f /f\n");
+    kiln.run([
+        "build",
+        "-q",
+        "--timestamp",
+        "1700000000",
+        "-t",
+        "stamped",
+        &ctx.path().display().to_string(),
+    ]);
+    let go = "2023-11-14 22:13:20 +0000 UTC\n";
+    assert_eq!(inspect(&kiln, "{{.OCIv1.Created}}", "stamped"), go);
+    assert_eq!(
+        inspect(&kiln, "{{json .OCIv1.Created}}", "stamped"),
+        "\"2023-11-14T22:13:20Z\"\n"
+    );
+    let out = kiln.run([
+        "images",
+        "--format",
+        "{{.Created}}|{{.CreatedAtRaw}}",
+        "stamped",
+    ]);
+    assert_eq!(out, format!("1700000000|{go}"));
+}
+
+// `--format 'table …'` drops the prefix and prints buildah's header row first (a field without
+// a header is `<no value>`), with the columns (tabs, and the template's spaces) aligned as Go's
+// tabwriter does; `containers` names an image by its full name and prints `.Builder` as `   *`.
+#[test]
+fn format_tables_and_container_fields() {
+    let kiln = Kiln::new();
+    let id = build(&kiln, "h5/tp", "FROM scratch\nCOPY f /f\n");
+    let id = id.trim_start_matches("sha256:");
+    let short = &id[..12];
+    let out = kiln.run([
+        "images",
+        "--format",
+        "table {{.Name}}\\t{{.Tag}}\\t{{.ID}}\\t{{.Digest}}|{{.ReadOnly}}",
+    ]);
+    assert_eq!(
+        out,
+        format!(
+            "REPOSITORY        TAG      IMAGE ID       <no value>|R/O\n\
+             localhost/h5/tp   latest   {short}   {}|false\n",
+            kiln.run(["images", "--format", "{{.Digest}}"]).trim()
+        )
+    );
+    let out = kiln.run([
+        "images",
+        "--noheading",
+        "--format",
+        "table {{.Tag}} {{.Size}}",
+    ]);
+    assert!(
+        out.starts_with("latest   ") && out.lines().count() == 1,
+        "{out:?}"
+    );
+
+    kiln.run(["from", "--name", "wc", "h5/tp"]);
+    kiln.run(["from", "--name", "scratchy", "scratch"]);
+    let out = kiln.run([
+        "containers",
+        "--format",
+        "{{.ContainerName}}|{{.ImageName}}|{{.Builder}}|",
+    ]);
+    assert_eq!(
+        out,
+        "wc|localhost/h5/tp:latest|   *|\nscratchy|scratch|   *|\n"
+    );
+    let out = kiln.run([
+        "containers",
+        "--format",
+        "table {{.ContainerName}}\\t{{.Builder}}\\t{{.ImageName}}\\t{{.ImageID}}",
+    ]);
+    assert_eq!(
+        out,
+        format!(
+            "CONTAINER NAME   BUILDER   IMAGE NAME               IMAGE ID\n\
+             wc                  *      localhost/h5/tp:latest   {id}\n\
+             scratchy            *      scratch                  \n"
+        )
+    );
+    assert!(
+        kiln.run(["containers", "--format", "table {{.ContainerID}}"])
+            .starts_with("CONTAINER ID\n")
+    );
+    // The container's image is named by its full name in inspect, too.
+    assert_eq!(
+        kiln.run(["inspect", "--format", "{{.FromImage}}", "wc"]),
+        "localhost/h5/tp:latest\n"
+    );
+}
+
+// kiln keeps no intermediate images: intermediate=false lists all, true (with --all) none;
+// without --all, true conflicts with the intermediate=false buildah implies, as in buildah.
+#[test]
+fn images_intermediate_filter() {
+    let kiln = Kiln::new();
+    build(&kiln, "one", "FROM scratch\nCOPY f /f\n");
+    assert_eq!(
+        images_filtered(&kiln, &["intermediate=false"]),
+        ["localhost/one:latest"]
+    );
+    let none = kiln.run(["images", "-a", "--filter", "intermediate=true", "-q"]);
+    assert_eq!(none, "");
+    let none = kiln.run(["images", "-a", "--filter", "intermediate!=false", "-q"]);
+    assert_eq!(none, "");
+    let err = kiln.run_fail(["images", "--filter", "intermediate=true"]);
+    assert!(err.contains("intermediate"), "{err}");
+    let err = kiln.run_fail(["images", "-a", "--filter", "intermediate=maybe"]);
+    assert!(err.contains("maybe"), "{err}");
+}

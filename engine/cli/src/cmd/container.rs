@@ -80,7 +80,8 @@ pub struct FromArgs {
 /// `kiln containers` flags.
 #[derive(clap::Args, Debug)]
 pub struct ContainersArgs {
-    /// `json`, or a Go template using .ContainerID .Builder .ImageID .ImageName .ContainerName.
+    /// `json`, or a Go template using .ContainerID .Builder .ImageID .ImageName .ContainerName
+    /// (`table …` adds a header row and aligns the columns).
     #[arg(long)]
     pub format: Option<String>,
     /// Same as `--format json`.
@@ -425,6 +426,20 @@ fn containers(store: &Store, a: ContainersArgs) -> Result<()> {
         |c: &WorkingContainer| &c.record,
         &a.filter,
     )?;
+    // As buildah: a container's image is named by the image's first name now ("scratch" for
+    // none, empty when the image is gone or has no names), not by the name given to `from`.
+    let images = store.list_images()?;
+    let image_name = |c: &WorkingContainer| -> String {
+        match c.record.image_id {
+            None if c.record.image_name.is_empty() => "scratch".into(),
+            None => c.record.image_name.clone(),
+            Some(id) => images
+                .iter()
+                .find(|i| i.id == id)
+                .map(|i| i.names.first().cloned().unwrap_or_default())
+                .unwrap_or_default(),
+        }
+    };
     let rows: Vec<serde_json::Value> = all
         .iter()
         .map(|c| {
@@ -432,7 +447,7 @@ fn containers(store: &Store, a: ContainersArgs) -> Result<()> {
                 "id": c.id(),
                 "builder": true,
                 "imageid": c.record.image_id.map(|d| d.hex()).unwrap_or_default(),
-                "imagename": c.record.image_name,
+                "imagename": image_name(c),
                 "containername": c.name(),
             })
         })
@@ -450,17 +465,30 @@ fn containers(store: &Store, a: ContainersArgs) -> Result<()> {
     }
     if let Some(t) = &a.format {
         // As buildah: templates get full IDs; --notruncate is for the table.
-        for r in &rows {
-            let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
-            let v = serde_json::json!({
-                "ContainerID": s("id"),
-                "Builder": true,
-                "ImageID": s("imageid"),
-                "ImageName": s("imagename"),
-                "ContainerName": s("containername"),
-            });
-            println!("{}", crate::cmd::template::render(t, &v)?);
-        }
+        let rows: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+                serde_json::json!({
+                    "ContainerID": s("id"),
+                    "Builder": "   *",
+                    "ImageID": s("imageid"),
+                    "ImageName": s("imagename"),
+                    "ContainerName": s("containername"),
+                })
+            })
+            .collect();
+        let header = serde_json::json!({
+            "ContainerID": "CONTAINER ID",
+            "Builder": "BUILDER",
+            "ImageID": "IMAGE ID",
+            "ImageName": "IMAGE NAME",
+            "ContainerName": "CONTAINER NAME",
+        });
+        print!(
+            "{}",
+            crate::cmd::template::render_list(t, &header, &rows, a.noheading)?
+        );
         return Ok(());
     }
     // buildah's columns: fixed widths, and a space after each even when a value is wider.
@@ -493,11 +521,17 @@ fn containers(store: &Store, a: ContainersArgs) -> Result<()> {
             );
         }
     }
-    for c in &all {
+    for (c, r) in all.iter().zip(&rows) {
         let img = c.record.image_id.map(|d| d.hex()).unwrap_or_default();
         println!(
             "{}",
-            line(c.id(), "   *", &img, &c.record.image_name, c.name())
+            line(
+                c.id(),
+                "   *",
+                &img,
+                r["imagename"].as_str().unwrap_or_default(),
+                c.name()
+            )
         );
     }
     Ok(())

@@ -43,14 +43,15 @@ fn created(s: &str) -> Option<DateTime<FixedOffset>> {
 
 /// The images `kiln images --filter` keeps: `dangling=true|false`, `reference=PATTERN`,
 /// `label=KEY[=VALUE]`, `before=IMAGE`, `since=IMAGE` (or `after=`), `id=ID`,
-/// `readonly=true|false`; each may be written `KEY!=VALUE` for its opposite.
+/// `readonly=true|false`, `intermediate=true|false`; each may be written `KEY!=VALUE` for its
+/// opposite.
 pub fn images(store: &Store, list: Vec<ImageRecord>, specs: &[String]) -> Result<Vec<ImageRecord>> {
     let filters = parse(specs, true, "image")?;
     // Check every key (and resolve every image a filter names) before matching any image.
     let mut checks = Vec::new();
     for f in &filters {
         let check = match f.key.as_str() {
-            "dangling" | "readonly" => ImageCheck::Bool(bool_value(f)?),
+            "dangling" | "readonly" | "intermediate" => ImageCheck::Bool(bool_value(f)?),
             "reference" => ImageCheck::Reference,
             "label" => ImageCheck::Label,
             "id" => ImageCheck::Id,
@@ -78,7 +79,8 @@ pub fn images(store: &Store, list: Vec<ImageRecord>, specs: &[String]) -> Result
         for (f, check) in &checks {
             let hit = match check {
                 ImageCheck::Bool(want) if f.key == "dangling" => img.names.is_empty() == *want,
-                // kiln's store is read-write: no image is read-only.
+                // kiln's store is read-write: no image is read-only; and kiln keeps no
+                // intermediate images (an image without names that another image is built on).
                 ImageCheck::Bool(want) => !*want,
                 ImageCheck::Reference => img.names.iter().any(|n| reference_matches(n, &f.value)),
                 ImageCheck::Id => {
@@ -126,9 +128,10 @@ enum ImageCheck {
 }
 
 fn bool_value(f: &Filter) -> Result<bool> {
+    // Go's strconv.ParseBool, as buildah reads these values.
     match f.value.as_str() {
-        "true" | "1" => Ok(true),
-        "false" | "0" => Ok(false),
+        "true" | "1" | "t" | "T" | "TRUE" | "True" => Ok(true),
+        "false" | "0" | "f" | "F" | "FALSE" | "False" => Ok(false),
         v => bail!("filter {}={v}: use true or false", f.key),
     }
 }

@@ -65,7 +65,8 @@ pub enum StoreCommand {
 /// `kiln images` flags.
 #[derive(clap::Args, Debug)]
 pub struct ImagesArgs {
-    /// `json`, `table`, or a Go template such as `{{.ID}} {{.Name}}:{{.Tag}}`.
+    /// `json`, `table`, or a Go template such as `{{.ID}} {{.Name}}:{{.Tag}}` (`table …`: with
+    /// a header row, columns aligned).
     #[arg(long)]
     pub format: Option<String>,
     /// Same as `--format json`.
@@ -87,8 +88,9 @@ pub struct ImagesArgs {
     #[arg(short, long)]
     pub all: bool,
     /// Only images matching `KEY=VALUE` (`dangling=true|false`, `reference=PATTERN`,
-    /// `label=KEY[=VALUE]`, `before=IMAGE`, `since=IMAGE`, `id=ID`, `readonly=true|false`;
-    /// `KEY!=VALUE` for the opposite). Repeatable; all must match.
+    /// `label=KEY[=VALUE]`, `before=IMAGE`, `since=IMAGE`, `id=ID`, `readonly=true|false`,
+    /// `intermediate=true|false` (kiln has no intermediate images; `true` needs --all, as in
+    /// buildah); `KEY!=VALUE` for the opposite). Repeatable; all must match.
     #[arg(short, long, value_delimiter = ',')]
     pub filter: Vec<String>,
     /// Only images matching this name.
@@ -160,6 +162,19 @@ fn images(store: &Store, a: ImagesArgs) -> Result<()> {
             }
         }
     }
+    // Without --all buildah filters by intermediate=false itself, and refuses another value.
+    if !a.all
+        && a.filter.iter().any(|f| {
+            f.split_once('=').is_some_and(|(k, v)| {
+                k.trim().trim_end_matches('!') == "intermediate"
+                    && (k.ends_with('!') || v != "false")
+            })
+        })
+    {
+        bail!(
+            "specifying \"intermediate\" filter more than once with different values is not supported"
+        );
+    }
     let list = super::filter::images(store, list, &a.filter)?;
     let id = |img: &ImageRecord| {
         if a.no_trunc {
@@ -202,19 +217,37 @@ fn images(store: &Store, a: ImagesArgs) -> Result<()> {
             println!("{}", pretty(&out)?);
         }
         Some(t) if t != "table" => {
-            for r in rows(&list) {
-                let v = serde_json::json!({
-                    "ID": id(r.img),
-                    "Name": r.repo,
-                    "Tag": r.tag,
-                    "Digest": r.img.manifest_digest.to_string(),
-                    "CreatedAt": created_ago(r.img, now),
-                    "CreatedAtRaw": r.img.created,
-                    "Size": human_size(r.img.size),
-                    "ReadOnly": false,
-                });
-                println!("{}", super::template::render(t, &v)?);
-            }
+            let rows: Vec<Value> = rows(&list)
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "ID": id(r.img),
+                        "Name": r.repo,
+                        "Tag": r.tag,
+                        "Digest": r.img.manifest_digest.to_string(),
+                        "CreatedAt": created_ago(r.img, now),
+                        // Unix seconds, as buildah's; CreatedAtRaw prints as a Go time.
+                        "Created": r.img.created_unix().unwrap_or(0),
+                        "CreatedAtRaw": r.img.created,
+                        "Size": human_size(r.img.size),
+                        "ReadOnly": false,
+                    })
+                })
+                .collect();
+            // buildah's header names; a field it has none for prints `<no value>`.
+            let header = serde_json::json!({
+                "Name": "REPOSITORY",
+                "Tag": "TAG",
+                "ID": "IMAGE ID",
+                "CreatedAt": "CREATED",
+                "Size": "SIZE",
+                "ReadOnly": "R/O",
+                "History": "HISTORY",
+            });
+            print!(
+                "{}",
+                super::template::render_list(t, &header, &rows, a.noheading)?
+            );
         }
         _ => {
             let mut table: Vec<Vec<String>> = Vec::new();
@@ -646,19 +679,34 @@ fn inspect_image(store: &Store, name: &str) -> Result<InspectOutput> {
 fn inspect_container(store: &Store, name: &str) -> Result<InspectOutput> {
     let c = store.get_container(name)?;
     let cfg: ImageConfig = serde_json::from_value(c.config.clone()).unwrap_or_default();
-    let (from_image_id, from_image_digest) = match c
+    let image = c
         .image_id
-        .and_then(|id| store.resolve_image(&id.to_string()).ok())
-    {
+        .and_then(|id| store.resolve_image(&id.to_string()).ok());
+    let (from_image_id, from_image_digest) = match &image {
         Some(img) => (img.id.hex(), img.manifest_digest.to_string()),
         None => (
             c.image_id.map(|d| d.hex()).unwrap_or_default(),
             String::new(),
         ),
     };
+    // As buildah: the image's full name the container was made from, not the name as typed.
+    let typed = [
+        ImageReference::parse_local(&c.image_name),
+        ImageReference::parse(&c.image_name),
+    ];
+    let full: Vec<String> = typed.into_iter().flatten().map(|r| r.to_string()).collect();
+    let from_image = match &image {
+        Some(img) => full
+            .iter()
+            .find(|n| img.names.contains(n))
+            .or(img.names.first())
+            .cloned()
+            .unwrap_or_else(|| c.image_name.clone()),
+        None => c.image_name.clone(),
+    };
     Ok(InspectOutput {
         kind: "buildah 0.0.1",
-        from_image: c.image_name.clone(),
+        from_image,
         from_image_id,
         from_image_digest,
         config: serde_json::to_string(&c.config)?,

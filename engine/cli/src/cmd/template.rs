@@ -6,7 +6,11 @@
 //! parenthesised pipelines; `|` pipes; `{{if}}`/`{{else if}}`/`{{else}}`/`{{end}}`,
 //! `{{range}}` (with `$v :=` or `$k, $v :=`, and `{{else}}`), `{{with}}`, `{{$x := …}}`; and the
 //! functions `json`, `index`, `len`, `eq`, `ne`, `lt`, `le`, `gt`, `ge`, `not`, `and`, `or`,
-//! `print`, `println`, `printf`, `upper`, `lower`, `join`.
+//! `print`, `println`, `printf`, `upper`, `lower`, `join`, `slice`. `printf` is Go's fmt (verbs,
+//! flags, width, precision, `*`, `[n]`, and Go's `%!verb(type=value)` forms for mistakes).
+//! Times (`.OCIv1.Created`, `.CreatedAtRaw`) print as Go's `time.Time` does and have its
+//! argument-less methods (`.Created.Unix`). `table …` formats of the list verbs get a header row
+//! and columns aligned as by Go's tabwriter ([`render_list`]).
 //!
 //! Field names match JSON keys ignoring case, `_` and `.` (so `{{.OCIv1.RootFS.DiffIDs}}` finds
 //! `diff_ids`). Values print as Go's fmt prints them: strings bare, lists `[a b]`, maps
@@ -25,16 +29,139 @@ use std::fmt::Write as _;
 /// Render template `t` against `root`. A literal `\n` or `\t` in `t` is a newline or tab, as
 /// buildah users write them in shell words.
 pub fn render(t: &str, root: &Value) -> Result<String> {
+    render_with(t, root, false)
+}
+
+/// Render `t` against `root` as a Go map rather than a struct: a key `root` lacks prints
+/// `<no value>` instead of being an error (the header row of a `table` format).
+fn render_map(t: &str, root: &Value) -> Result<String> {
+    render_with(t, root, true)
+}
+
+fn render_with(t: &str, root: &Value, root_is_map: bool) -> Result<String> {
     let t = t.replace("\\n", "\n").replace("\\t", "\t");
     let nodes = parse(&t).map_err(|e| anyhow!("template: {e}"))?;
     let mut ex = Exec {
         root,
+        root_is_map,
         vars: vec![("$".into(), V::Ref(root))],
     };
     let mut out = String::new();
     ex.walk(&nodes, &V::Ref(root), &mut out)
         .map_err(|e| anyhow!("template: {e}"))?;
     Ok(out)
+}
+
+/// The template of a `table …` format (buildah's `table` prefix, then optional blanks), if it is one.
+pub fn table_body(format: &str) -> Option<&str> {
+    let rest = format.strip_prefix("table")?;
+    (rest.is_empty() || rest.starts_with(char::is_whitespace) || rest.starts_with("{{"))
+        .then(|| rest.trim_start())
+}
+
+/// What `kiln images|containers --format FORMAT` prints for `rows`, as buildah does: each row
+/// rendered on its own line; for a `table …` format, a header row first (the template rendered
+/// against `header`, where a field it lacks is `<no value>`; none with `noheading`), every blank
+/// of the template a column break (buildah turns spaces into tabs), and the columns aligned by
+/// Go's tabwriter with three spaces of padding. Nothing is printed when a row fails.
+pub fn render_list(
+    format: &str,
+    header: &Value,
+    rows: &[Value],
+    noheading: bool,
+) -> Result<String> {
+    let mut out = String::new();
+    let Some(body) = table_body(format) else {
+        for r in rows {
+            out.push_str(&render(format, r)?);
+            out.push('\n');
+        }
+        return Ok(out);
+    };
+    let body = body.replace(' ', "\t");
+    let line = |out: &mut String, text: String| {
+        out.push_str(&text);
+        if !text.ends_with('\n') {
+            out.push('\n');
+        }
+    };
+    if !noheading {
+        line(&mut out, render_map(&body, header)?);
+    }
+    for r in rows {
+        line(&mut out, render(&body, r)?);
+    }
+    Ok(tabwrite(&out, 3))
+}
+
+/// Go's `text/tabwriter` (minimum width 0, `padding` spaces, no flags) over `text`: cells end at
+/// tabs, a line's last cell is not aligned, and a column's width holds over consecutive lines
+/// that have it.
+pub fn tabwrite(text: &str, padding: usize) -> String {
+    let ends_with_newline = text.ends_with('\n');
+    let body = text.strip_suffix('\n').unwrap_or(text);
+    let lines: Vec<Vec<&str>> = body.split('\n').map(|l| l.split('\t').collect()).collect();
+    let mut out = String::new();
+    let mut widths = Vec::new();
+    tab_format(&lines, 0, lines.len(), &mut widths, padding, &mut out);
+    if ends_with_newline {
+        out.push('\n');
+    }
+    out
+}
+
+fn tab_format(
+    lines: &[Vec<&str>],
+    mut line0: usize,
+    line1: usize,
+    widths: &mut Vec<usize>,
+    padding: usize,
+    out: &mut String,
+) {
+    let column = widths.len();
+    let mut this = line0;
+    while this < line1 {
+        if column + 1 >= lines[this].len() {
+            this += 1;
+            continue;
+        }
+        // A block of lines that have a cell in this column.
+        tab_write_lines(lines, line0, this, widths, out);
+        line0 = this;
+        let mut width = 0;
+        while this < line1 && column + 1 < lines[this].len() {
+            width = width.max(lines[this][column].chars().count() + padding);
+            this += 1;
+        }
+        widths.push(width);
+        tab_format(lines, line0, this, widths, padding, out);
+        widths.pop();
+        line0 = this;
+    }
+    tab_write_lines(lines, line0, line1, widths, out);
+}
+
+fn tab_write_lines(
+    lines: &[Vec<&str>],
+    from: usize,
+    to: usize,
+    widths: &[usize],
+    out: &mut String,
+) {
+    for (i, line) in lines.iter().enumerate().take(to).skip(from) {
+        for (j, cell) in line.iter().enumerate() {
+            out.push_str(cell);
+            if let Some(w) = widths.get(j) {
+                out.extend(std::iter::repeat_n(
+                    ' ',
+                    w.saturating_sub(cell.chars().count()),
+                ));
+            }
+        }
+        if i + 1 < lines.len() {
+            out.push('\n');
+        }
+    }
 }
 
 // ---------- values ----------
@@ -58,6 +185,9 @@ enum V<'a> {
     Ref(&'a Value),
     Own(Value),
     Zero(Zero),
+    /// A Go `time.Time` (`*time.Time` when the flag is set), kept as its RFC 3339 JSON text:
+    /// printed as Go prints times, marshalled as the JSON it came from.
+    Time(String, bool),
 }
 
 impl<'a> V<'a> {
@@ -65,11 +195,14 @@ impl<'a> V<'a> {
         match self {
             V::Ref(v) => Some(v),
             V::Own(v) => Some(v),
-            V::Zero(_) => None,
+            V::Zero(_) | V::Time(..) => None,
         }
     }
 
     fn truthy(&self) -> bool {
+        if let V::Time(..) = self {
+            return true;
+        }
         match self.json() {
             None => false,
             Some(Value::Null) => false,
@@ -84,17 +217,8 @@ impl<'a> V<'a> {
     /// As Go's fmt prints it with `%v`.
     fn print(&self) -> String {
         match self {
-            V::Zero(z) => match z {
-                Zero::Str => String::new(),
-                Zero::List => "[]".into(),
-                Zero::Map => "map[]".into(),
-                Zero::Nil => "<nil>".into(),
-                Zero::Bool => "false".into(),
-                Zero::Num => "0".into(),
-                Zero::NoValue => "<no value>".into(),
-            },
-            V::Ref(v) => go_fmt(v),
-            V::Own(v) => go_fmt(v),
+            V::Zero(Zero::NoValue) => "<no value>".into(),
+            other => sprintf("%v", std::slice::from_ref(other)),
         }
     }
 
@@ -107,10 +231,14 @@ impl<'a> V<'a> {
             V::Zero(_) => "null".into(),
             V::Ref(v) => serde_json::to_string(v)?,
             V::Own(v) => serde_json::to_string(v)?,
+            V::Time(raw, _) => serde_json::to_string(raw)?,
         })
     }
 
     fn type_name(&self) -> &'static str {
+        if let V::Time(..) = self {
+            return "time.Time";
+        }
         match self.json() {
             None | Some(Value::Null) => "nil",
             Some(Value::Bool(_)) => "bool",
@@ -122,21 +250,66 @@ impl<'a> V<'a> {
     }
 }
 
-fn go_fmt(v: &Value) -> String {
-    match v {
-        Value::Null => "<nil>".into(),
-        Value::String(s) => s.clone(),
-        Value::Array(a) => format!("[{}]", a.iter().map(go_fmt).collect::<Vec<_>>().join(" ")),
-        Value::Object(m) => {
-            let mut items: Vec<_> = m.iter().collect();
-            items.sort_by(|a, b| a.0.cmp(b.0));
-            let items: Vec<String> = items
-                .into_iter()
-                .map(|(k, x)| format!("{k}:{}", go_fmt(x)))
-                .collect();
-            format!("map[{}]", items.join(" "))
-        }
-        other => other.to_string(),
+/// Go's `time.Time.String()` of an RFC 3339 time: `2026-12-06 13:50:11.906033189 +0000 UTC`.
+fn go_time(raw: &str) -> Option<String> {
+    use chrono::Timelike as _;
+    let t = chrono::DateTime::parse_from_rfc3339(raw).ok()?;
+    let mut s = t.format("%Y-%m-%d %H:%M:%S").to_string();
+    let ns = t.nanosecond() % 1_000_000_000;
+    if ns > 0 {
+        let frac = format!("{ns:09}");
+        s.push('.');
+        s.push_str(frac.trim_end_matches('0'));
+    }
+    let off = t.offset().local_minus_utc();
+    let a = off.abs();
+    let sign = if off < 0 { '-' } else { '+' };
+    let num = format!("{sign}{:02}{:02}", a / 3600, a / 60 % 60);
+    // Go names UTC; a zone it has no name for is printed by its offset twice.
+    let name = if off == 0 {
+        "UTC".to_string()
+    } else {
+        num.clone()
+    };
+    Some(format!("{s} {num} {name}"))
+}
+
+/// Whether a field of this name is a Go `time.Time` in buildah's structs (and whether a pointer).
+fn time_field(field: &str) -> Option<bool> {
+    match fold(field).as_str() {
+        "created" => Some(true),
+        "createdatraw" => Some(false),
+        _ => None,
+    }
+}
+
+/// A method of Go's `time.Time` that takes no arguments, called as a field (`.Created.Unix`).
+fn time_method<'a>(raw: &str, name: &str) -> Option<V<'a>> {
+    use chrono::{Datelike as _, Timelike as _};
+    let t = chrono::DateTime::parse_from_rfc3339(raw).ok()?;
+    let n = |x: i64| Some(V::Own(Value::from(x)));
+    match name {
+        "Unix" => n(t.timestamp()),
+        "UnixMilli" => n(t.timestamp_millis()),
+        "UnixNano" => n(t.timestamp_nanos_opt()?),
+        "Year" => n(t.year().into()),
+        "YearDay" => n(t.ordinal().into()),
+        "Month" => Some(V::Own(Value::String(t.format("%B").to_string()))),
+        "Day" => n(t.day().into()),
+        "Hour" => n(t.hour().into()),
+        "Minute" => n(t.minute().into()),
+        "Second" => n(t.second().into()),
+        "Nanosecond" => n((t.nanosecond() % 1_000_000_000).into()),
+        "String" => Some(V::Own(Value::String(go_time(raw)?))),
+        "IsZero" => Some(V::Own(Value::Bool(
+            t.timestamp() == -62135596800 && t.nanosecond() == 0,
+        ))),
+        "UTC" => Some(V::Time(
+            t.to_utc()
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            false,
+        )),
+        _ => None,
     }
 }
 
@@ -399,7 +572,14 @@ fn lex(s: &str) -> Result<Vec<Tok>, String> {
             }
             c if c.is_ascii_digit() || c == '-' || c == '+' => {
                 let mut j = i + 1;
-                while j < chars.len() && (chars[j].is_alphanumeric() || chars[j] == '.') {
+                while j < chars.len()
+                    && (chars[j].is_alphanumeric()
+                        || chars[j] == '.'
+                        || chars[j] == '_'
+                        // an exponent's sign: 1e-7, 0x1p+3
+                        || (matches!(chars[j], '+' | '-')
+                            && matches!(chars[j - 1], 'e' | 'E' | 'p' | 'P')))
+                {
                     j += 1;
                 }
                 let n: String = chars[i..j].iter().collect();
@@ -418,10 +598,43 @@ fn lex(s: &str) -> Result<Vec<Tok>, String> {
 }
 
 fn number(s: &str) -> Option<Value> {
+    let s = s.replace('_', "");
     if let Ok(i) = s.parse::<i64>() {
         return Some(Value::from(i));
     }
-    s.parse::<f64>().ok().map(Value::from)
+    let (neg, digits) = match s.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, s.strip_prefix('+').unwrap_or(&s)),
+    };
+    let radix = match digits.get(..2) {
+        Some("0x" | "0X") => Some(16),
+        Some("0o" | "0O") => Some(8),
+        Some("0b" | "0B") => Some(2),
+        _ if digits.len() > 1
+            && digits.starts_with('0')
+            && digits.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            Some(8)
+        }
+        _ => None,
+    };
+    if let Some(r) = radix {
+        let body = if r == 8 && !digits[1..].starts_with(['o', 'O']) {
+            &digits[1..]
+        } else {
+            &digits[2..]
+        };
+        if let Ok(i) = i64::from_str_radix(body, r) {
+            return Some(Value::from(if neg { -i } else { i }));
+        }
+    }
+    if s.ends_with(['e', 'E']) || s.contains("0x") || s.contains("0X") {
+        return None;
+    }
+    s.parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite())
+        .map(Value::from)
 }
 
 /// Parse a pipeline from `toks[*i..]`, up to the end or a `)`.
@@ -517,7 +730,7 @@ fn pipe_of(src: &str) -> Result<Pipe, String> {
 
 const FUNCS: &[&str] = &[
     "json", "index", "len", "eq", "ne", "lt", "le", "gt", "ge", "not", "and", "or", "print",
-    "println", "printf", "upper", "lower", "join",
+    "println", "printf", "upper", "lower", "join", "slice",
 ];
 
 /// What ended a list of nodes.
@@ -630,6 +843,8 @@ fn parse_nodes(it: &mut impl Iterator<Item = Seg>) -> Result<(Vec<Node>, Stop), 
 
 struct Exec<'a> {
     root: &'a Value,
+    /// The root is a Go map (a table's header): a key it lacks is `<no value>`.
+    root_is_map: bool,
     vars: Vec<(String, V<'a>)>,
 }
 
@@ -786,12 +1001,16 @@ impl<'a> Exec<'a> {
             } else {
                 zero_of(f)
             };
+            let at_root = matches!(cur, V::Ref(v) if std::ptr::eq(v, self.root));
             cur = match cur {
                 V::Zero(_) => V::Zero(zero),
+                V::Time(raw, _) => time_method(&raw, f)
+                    .ok_or_else(|| format!("can't evaluate field {f} in type time.Time"))?,
                 V::Ref(v) => match lookup(v, f) {
                     Some(Value::Null) => V::Zero(zero),
                     Some(x) => V::Ref(x),
-                    None if v.is_object() && !std::ptr::eq(v, self.root) => V::Zero(zero),
+                    None if at_root && self.root_is_map => V::Zero(Zero::NoValue),
+                    None if v.is_object() && !at_root => V::Zero(zero),
                     None => return Err(cant_evaluate(f, v)),
                 },
                 V::Own(v) => match lookup(&v, f) {
@@ -801,6 +1020,12 @@ impl<'a> Exec<'a> {
                     None => return Err(cant_evaluate(f, &v)),
                 },
             };
+            // Go's times (`.OCIv1.Created`, `.CreatedAtRaw`) print as Go prints them.
+            if let (Some(ptr), Some(Value::String(raw))) = (time_field(f), cur.json())
+                && go_time(raw).is_some()
+            {
+                cur = V::Time(raw.clone(), ptr);
+            }
             parent = Some(f);
         }
         Ok(cur)
@@ -839,7 +1064,7 @@ fn child<'a>(cur: &V<'a>, k: &Key) -> Option<V<'a>> {
     match cur {
         V::Ref(v) => get(v, k).map(V::Ref),
         V::Own(v) => get(v, k).cloned().map(V::Own),
-        V::Zero(_) => None,
+        V::Zero(_) | V::Time(..) => None,
     }
 }
 
@@ -976,24 +1201,27 @@ fn call<'a>(name: &str, args: Vec<V<'a>>) -> Result<V<'a>, String> {
         "print" => {
             // Go's Sprint: spaces between operands when neither is a string.
             let mut out = String::new();
+            let is_str = |v: &V| matches!(P::of(v), P::Str(_) | P::Stringer(..));
             for (i, a) in args.iter().enumerate() {
-                let is_str = |v: &V| matches!(v.json(), Some(Value::String(_)));
                 if i > 0 && !is_str(a) && !is_str(&args[i - 1]) {
                     out.push(' ');
                 }
-                out.push_str(&a.print());
+                out.push_str(&sprintf("%v", std::slice::from_ref(a)));
             }
             s(out)
         }
         "println" => s(format!(
             "{}\n",
-            args.iter().map(V::print).collect::<Vec<_>>().join(" ")
+            args.iter()
+                .map(|a| sprintf("%v", std::slice::from_ref(a)))
+                .collect::<Vec<_>>()
+                .join(" ")
         )),
         "printf" => {
             let (f, rest) = args
                 .split_first()
                 .ok_or("wrong number of args for printf")?;
-            s(printf(&f.print(), rest))
+            s(sprintf(&f.print(), rest))
         }
         "upper" | "lower" => {
             want(name, &args, 1)?;
@@ -1017,37 +1245,867 @@ fn call<'a>(name: &str, args: Vec<V<'a>>) -> Result<V<'a>, String> {
                 _ => Err(format!("join of type {}", args[0].type_name())),
             }
         }
+        "slice" => {
+            let (item, idx) = args.split_first().ok_or("wrong number of args for slice")?;
+            let mut ix = Vec::new();
+            for i in idx {
+                match i.json() {
+                    Some(Value::Number(n)) => match n.as_i64() {
+                        Some(x) if x >= 0 => ix.push(x as usize),
+                        Some(x) => {
+                            return Err(format!("error calling slice: index out of range: {x}"));
+                        }
+                        None => {
+                            return Err(
+                                "error calling slice: cannot index slice/array with type float64"
+                                    .into(),
+                            );
+                        }
+                    },
+                    _ => {
+                        return Err(format!(
+                            "error calling slice: cannot index slice/array with type {}",
+                            i.type_name()
+                        ));
+                    }
+                }
+            }
+            let sliced = |len: usize, three: bool| -> Result<(usize, usize), String> {
+                if ix.len() > 3 || (ix.len() == 3 && !three) {
+                    return Err(if three {
+                        format!("error calling slice: too many slice indexes: {}", ix.len())
+                    } else {
+                        "error calling slice: cannot 3-index slice a string".into()
+                    });
+                }
+                let cap = len;
+                let lo = ix.first().copied().unwrap_or(0);
+                let hi = ix.get(1).copied().unwrap_or(len);
+                for &x in &ix {
+                    if x > cap {
+                        return Err(format!("error calling slice: index out of range: {x}"));
+                    }
+                }
+                if lo > hi {
+                    return Err(format!(
+                        "error calling slice: invalid slice index: {lo} > {hi}"
+                    ));
+                }
+                if let Some(&max) = ix.get(2)
+                    && hi > max
+                {
+                    return Err(format!(
+                        "error calling slice: invalid slice index: {hi} > {max}"
+                    ));
+                }
+                Ok((lo, hi))
+            };
+            match item.json() {
+                Some(Value::String(x)) => {
+                    let (lo, hi) = sliced(x.len(), false)?;
+                    let b = &x.as_bytes()[lo..hi];
+                    s(String::from_utf8_lossy(b).into_owned())
+                }
+                Some(Value::Array(a)) => {
+                    let (lo, hi) = sliced(a.len(), true)?;
+                    Ok(V::Own(Value::Array(a[lo..hi].to_vec())))
+                }
+                None if matches!(item, V::Zero(Zero::Str)) => {
+                    sliced(0, false)?;
+                    s(String::new())
+                }
+                None if matches!(item, V::Zero(Zero::List)) => {
+                    sliced(0, true)?;
+                    Ok(item.clone())
+                }
+                _ => Err(format!(
+                    "error calling slice: can't slice item of type {}",
+                    item.type_name()
+                )),
+            }
+        }
         other => Err(format!("function {other:?} not defined")),
     }
 }
 
-/// `%s %v %d %q %%` of Go's Printf.
-fn printf(f: &str, args: &[V]) -> String {
-    let mut out = String::new();
-    let mut args = args.iter();
-    let mut chars = f.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('%') => out.push('%'),
-            Some(verb) => match args.next() {
-                Some(a) => match verb {
-                    'q' => {
-                        let _ = write!(out, "{:?}", a.print());
-                    }
-                    _ => out.push_str(&a.print()),
-                },
-                None => {
-                    let _ = write!(out, "%!{verb}(MISSING)");
-                }
+// ---------- Go's fmt ----------
+
+/// An operand as Go's fmt sees it.
+#[derive(Clone, Debug)]
+enum P {
+    Nil,
+    Bool(bool),
+    Int(i128),
+    Float(f64),
+    Str(String),
+    /// A value with a `String` method (a time): its string, and its Go type.
+    Stringer(String, &'static str),
+    List(Vec<P>),
+    Map(Vec<(String, P)>),
+}
+
+impl P {
+    fn of(v: &V) -> P {
+        match v {
+            V::Zero(z) => match z {
+                Zero::Str => P::Str(String::new()),
+                Zero::List => P::List(Vec::new()),
+                Zero::Map => P::Map(Vec::new()),
+                Zero::Nil | Zero::NoValue => P::Nil,
+                Zero::Bool => P::Bool(false),
+                Zero::Num => P::Int(0),
             },
-            None => out.push_str("%!(NOVERB)"),
+            V::Time(raw, ptr) => P::Stringer(
+                go_time(raw).unwrap_or_else(|| raw.clone()),
+                if *ptr { "*time.Time" } else { "time.Time" },
+            ),
+            V::Ref(j) => P::json(j),
+            V::Own(j) => P::json(j),
         }
     }
+
+    fn json(j: &Value) -> P {
+        match j {
+            Value::Null => P::Nil,
+            Value::Bool(b) => P::Bool(*b),
+            Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+                (Some(i), _) => P::Int(i.into()),
+                (_, Some(u)) => P::Int(u.into()),
+                _ => P::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            Value::String(s) => P::Str(s.clone()),
+            Value::Array(a) => P::List(a.iter().map(P::json).collect()),
+            Value::Object(m) => {
+                let mut items: Vec<(String, P)> =
+                    m.iter().map(|(k, x)| (k.clone(), P::json(x))).collect();
+                items.sort_by(|a, b| a.0.cmp(&b.0));
+                P::Map(items)
+            }
+        }
+    }
+
+    /// Go's name of this operand's type (`%T`), as buildah's structs would have it.
+    fn type_name(&self) -> String {
+        match self {
+            P::Nil => "<nil>".into(),
+            P::Bool(_) => "bool".into(),
+            P::Int(_) => "int".into(),
+            P::Float(_) => "float64".into(),
+            P::Str(_) => "string".into(),
+            P::Stringer(_, t) => (*t).into(),
+            P::List(a) if a.iter().all(|x| matches!(x, P::Str(_))) => "[]string".into(),
+            P::List(_) => "[]interface {}".into(),
+            P::Map(m) if m.iter().all(|(_, x)| matches!(x, P::Str(_))) => {
+                "map[string]string".into()
+            }
+            P::Map(_) => "map[string]interface {}".into(),
+        }
+    }
+}
+
+/// Flags, width and precision of one verb.
+#[derive(Clone, Copy, Debug, Default)]
+struct Spec {
+    minus: bool,
+    plus: bool,
+    sharp: bool,
+    space: bool,
+    zero: bool,
+    wid: Option<usize>,
+    prec: Option<usize>,
+    /// `%+v` and `%#v`: the flags are cleared and these set instead.
+    plus_v: bool,
+    sharp_v: bool,
+}
+
+impl Spec {
+    /// `s` padded to the width with spaces (or zeros, with `0`), on the left unless `-`.
+    fn pad(&self, out: &mut String, s: &str) {
+        let n = s.chars().count();
+        let fill = self.wid.unwrap_or(0).saturating_sub(n);
+        if self.minus {
+            out.push_str(s);
+            out.extend(std::iter::repeat_n(' ', fill));
+        } else {
+            let c = if self.zero { '0' } else { ' ' };
+            out.extend(std::iter::repeat_n(c, fill));
+            out.push_str(s);
+        }
+    }
+
+    fn pad_spaces(&self, out: &mut String, s: &str) {
+        Spec {
+            zero: false,
+            ..*self
+        }
+        .pad(out, s)
+    }
+}
+
+/// Go's `fmt.Sprintf`: the verbs `%v %s %q %d %b %o %O %x %X %c %U %e %E %f %F %g %G %t %T %%`,
+/// flags `+ - # 0 space`, width and precision (also `*` and `[n]` argument indexes), and
+/// Go's `%!verb(type=value)`, `%!verb(MISSING)`, `%!(EXTRA …)` and `%!(NOVERB)` for mistakes.
+fn sprintf(format: &str, args: &[V]) -> String {
+    let args: Vec<P> = args.iter().map(P::of).collect();
+    let f: Vec<char> = format.chars().collect();
+    let end = f.len();
+    let mut out = String::new();
+    let mut arg_num = 0usize;
+    let mut reordered = false;
+    let mut i = 0;
+    while i < end {
+        let mut good_arg_num = true;
+        while i < end && f[i] != '%' {
+            out.push(f[i]);
+            i += 1;
+        }
+        if i >= end {
+            break;
+        }
+        i += 1;
+        let mut sp = Spec::default();
+        while i < end {
+            match f[i] {
+                '#' => sp.sharp = true,
+                '0' => sp.zero = !sp.minus,
+                '+' => sp.plus = true,
+                '-' => {
+                    sp.minus = true;
+                    sp.zero = false;
+                }
+                ' ' => sp.space = true,
+                _ => break,
+            }
+            i += 1;
+        }
+        // `[n]`: an explicit argument index.
+        let mut arg_index = |arg_num: &mut usize, i: &mut usize, good: &mut bool| -> bool {
+            if *i >= end || f[*i] != '[' {
+                return false;
+            }
+            reordered = true;
+            let close = f[*i + 1..].iter().position(|c| *c == ']');
+            let Some(close) = close.map(|c| *i + 1 + c) else {
+                *i += 1;
+                *good = false;
+                return false;
+            };
+            let digits: String = f[*i + 1..close].iter().collect();
+            *i = close + 1;
+            match digits.parse::<usize>() {
+                Ok(n) if n >= 1 && n <= args.len() && !digits.starts_with('+') => {
+                    *arg_num = n - 1;
+                    true
+                }
+                Ok(_) => {
+                    *good = false;
+                    true
+                }
+                Err(_) => {
+                    *good = false;
+                    false
+                }
+            }
+        };
+        let mut after_index = arg_index(&mut arg_num, &mut i, &mut good_arg_num);
+        // Width.
+        if i < end && f[i] == '*' {
+            i += 1;
+            match int_arg(&args, &mut arg_num) {
+                Some(w) => {
+                    if w < 0 {
+                        sp.minus = true;
+                        sp.zero = false;
+                    }
+                    sp.wid = Some(w.unsigned_abs() as usize);
+                }
+                None => out.push_str("%!(BADWIDTH)"),
+            }
+            after_index = false;
+        } else {
+            let (n, j) = parse_num(&f, i);
+            i = j;
+            if n.is_some() {
+                sp.wid = n;
+                if after_index {
+                    good_arg_num = false;
+                }
+            }
+        }
+        // Precision.
+        if i + 1 < end && f[i] == '.' {
+            i += 1;
+            if after_index {
+                good_arg_num = false;
+            }
+            after_index = arg_index(&mut arg_num, &mut i, &mut good_arg_num);
+            if i < end && f[i] == '*' {
+                i += 1;
+                match int_arg(&args, &mut arg_num) {
+                    Some(p) => sp.prec = (p >= 0).then_some(p as usize),
+                    None => out.push_str("%!(BADPREC)"),
+                }
+                after_index = false;
+            } else {
+                let (n, j) = parse_num(&f, i);
+                i = j;
+                sp.prec = Some(n.unwrap_or(0));
+            }
+        }
+        if !after_index {
+            arg_index(&mut arg_num, &mut i, &mut good_arg_num);
+        }
+        if i >= end {
+            out.push_str("%!(NOVERB)");
+            break;
+        }
+        let verb = f[i];
+        i += 1;
+        if verb == '%' {
+            out.push('%');
+        } else if !good_arg_num {
+            let _ = write!(out, "%!{verb}(BADINDEX)");
+        } else if arg_num >= args.len() {
+            let _ = write!(out, "%!{verb}(MISSING)");
+        } else {
+            if verb == 'v' {
+                sp.sharp_v = sp.sharp;
+                sp.sharp = false;
+                sp.plus_v = sp.plus;
+                sp.plus = false;
+            }
+            fmt_arg(&mut out, &args[arg_num], verb, &sp);
+            arg_num += 1;
+        }
+    }
+    if !reordered && arg_num < args.len() {
+        out.push_str("%!(EXTRA ");
+        for (n, a) in args[arg_num..].iter().enumerate() {
+            if n > 0 {
+                out.push_str(", ");
+            }
+            if let P::Nil = a {
+                out.push_str("<nil>");
+            } else {
+                out.push_str(&a.type_name());
+                out.push('=');
+                fmt_arg(&mut out, a, 'v', &Spec::default());
+            }
+        }
+        out.push(')');
+    }
     out
+}
+
+/// A number at `f[i..]` (at most 1e6, as Go's fmt), and the index after it.
+fn parse_num(f: &[char], mut i: usize) -> (Option<usize>, usize) {
+    let start = i;
+    let mut n = 0usize;
+    while i < f.len() && f[i].is_ascii_digit() {
+        if n > 1_000_000 {
+            return (None, f.len());
+        }
+        n = n * 10 + (f[i] as usize - '0' as usize);
+        i += 1;
+    }
+    ((i > start).then_some(n), i)
+}
+
+/// The int operand for a `*` width or precision (advancing past it), if it is one.
+fn int_arg(args: &[P], arg_num: &mut usize) -> Option<i128> {
+    let a = args.get(*arg_num)?;
+    *arg_num += 1;
+    match a {
+        P::Int(n) if n.abs() <= 1_000_000 => Some(*n),
+        _ => None,
+    }
+}
+
+/// `%!verb(type=value)`, Go's output for a verb that does not suit its operand.
+fn bad_verb(out: &mut String, p: &P, verb: char, sp: &Spec) {
+    let _ = write!(out, "%!{verb}(");
+    match p {
+        P::Nil => out.push_str("<nil>"),
+        _ => {
+            out.push_str(&p.type_name());
+            out.push('=');
+            fmt_arg(out, p, 'v', sp);
+        }
+    }
+    out.push(')');
+}
+
+fn fmt_arg(out: &mut String, p: &P, verb: char, sp: &Spec) {
+    if verb == 'T' {
+        let t = p.type_name();
+        let sp = Spec { prec: None, ..*sp };
+        sp.pad(out, &t);
+        return;
+    }
+    match p {
+        P::Nil => match verb {
+            'v' => sp.pad(out, "<nil>"),
+            _ => bad_verb(out, p, verb, sp),
+        },
+        P::Bool(b) => match verb {
+            't' | 'v' => sp.pad(out, if *b { "true" } else { "false" }),
+            _ => bad_verb(out, p, verb, sp),
+        },
+        P::Int(n) => fmt_int(out, *n, verb, sp, p),
+        P::Float(x) => fmt_float(out, *x, verb, sp, p),
+        P::Str(s) => fmt_str(out, s, verb, sp, p),
+        P::Stringer(s, _) => match verb {
+            'v' | 's' | 'x' | 'X' | 'q' => fmt_str(out, s, verb, sp, p),
+            _ => bad_verb(out, p, verb, sp),
+        },
+        P::List(items) => {
+            if sp.sharp_v {
+                out.push_str(&p.type_name());
+                out.push('{');
+                for (n, x) in items.iter().enumerate() {
+                    if n > 0 {
+                        out.push_str(", ");
+                    }
+                    fmt_arg(out, x, verb, sp);
+                }
+                out.push('}');
+                return;
+            }
+            out.push('[');
+            for (n, x) in items.iter().enumerate() {
+                if n > 0 {
+                    out.push(' ');
+                }
+                fmt_arg(out, x, verb, sp);
+            }
+            out.push(']');
+        }
+        P::Map(items) => {
+            if sp.sharp_v {
+                out.push_str(&p.type_name());
+                out.push('{');
+            } else {
+                out.push_str("map[");
+            }
+            for (n, (k, x)) in items.iter().enumerate() {
+                if n > 0 {
+                    out.push_str(if sp.sharp_v { ", " } else { " " });
+                }
+                fmt_arg(out, &P::Str(k.clone()), verb, sp);
+                out.push(':');
+                fmt_arg(out, x, verb, sp);
+            }
+            out.push(if sp.sharp_v { '}' } else { ']' });
+        }
+    }
+}
+
+fn fmt_str(out: &mut String, s: &str, verb: char, sp: &Spec, p: &P) {
+    let truncated = |s: &str| -> String {
+        match sp.prec {
+            Some(n) => s.chars().take(n).collect(),
+            None => s.to_string(),
+        }
+    };
+    match verb {
+        'v' if sp.sharp_v => sp.pad(out, &go_quote(s, false)),
+        'v' | 's' => sp.pad(out, &truncated(s)),
+        'q' => {
+            let s = truncated(s);
+            let q = if sp.sharp && can_backquote(&s) {
+                format!("`{s}`")
+            } else {
+                go_quote(&s, sp.plus)
+            };
+            sp.pad(out, &q);
+        }
+        'x' | 'X' => {
+            let digits: &[u8; 16] = if verb == 'x' {
+                b"0123456789abcdef"
+            } else {
+                b"0123456789ABCDEF"
+            };
+            let bytes = s.as_bytes();
+            let len = sp.prec.map_or(bytes.len(), |p| p.min(bytes.len()));
+            let mut hex = String::new();
+            if len > 0 && sp.sharp {
+                hex.push('0');
+                hex.push(verb);
+            }
+            for (n, c) in bytes[..len].iter().enumerate() {
+                if sp.space && n > 0 {
+                    hex.push(' ');
+                    if sp.sharp {
+                        hex.push('0');
+                        hex.push(verb);
+                    }
+                }
+                hex.push(digits[(c >> 4) as usize] as char);
+                hex.push(digits[(c & 15) as usize] as char);
+            }
+            sp.pad(out, &hex);
+        }
+        _ => bad_verb(out, p, verb, sp),
+    }
+}
+
+/// Go's `strconv.Quote` (with `ascii`, `QuoteToASCII`).
+fn go_quote(s: &str, ascii: bool) -> String {
+    let mut q = String::from('"');
+    for c in s.chars() {
+        quote_char(&mut q, c, '"', ascii);
+    }
+    q.push('"');
+    q
+}
+
+fn quote_char(q: &mut String, c: char, delim: char, ascii: bool) {
+    match c {
+        c if c == delim || c == '\\' => {
+            q.push('\\');
+            q.push(c);
+        }
+        '\x07' => q.push_str("\\a"),
+        '\x08' => q.push_str("\\b"),
+        '\x0c' => q.push_str("\\f"),
+        '\n' => q.push_str("\\n"),
+        '\r' => q.push_str("\\r"),
+        '\t' => q.push_str("\\t"),
+        '\x0b' => q.push_str("\\v"),
+        c if (c as u32) < 0x20 || c == '\x7f' => {
+            let _ = write!(q, "\\x{:02x}", c as u32);
+        }
+        c if ascii && !c.is_ascii() || c.is_control() => {
+            if (c as u32) < 0x10000 {
+                let _ = write!(q, "\\u{:04x}", c as u32);
+            } else {
+                let _ = write!(q, "\\U{:08x}", c as u32);
+            }
+        }
+        c => q.push(c),
+    }
+}
+
+fn can_backquote(s: &str) -> bool {
+    s.chars()
+        .all(|c| c != '`' && c != '\u{FEFF}' && (c == '\t' || !c.is_control()))
+}
+
+fn fmt_int(out: &mut String, n: i128, verb: char, sp: &Spec, p: &P) {
+    let (base, upper) = match verb {
+        'v' | 'd' => (10, false),
+        'b' => (2, false),
+        'o' | 'O' => (8, false),
+        'x' => (16, false),
+        'X' => (16, true),
+        'c' => {
+            let c = u32::try_from(n)
+                .ok()
+                .and_then(char::from_u32)
+                .unwrap_or('\u{FFFD}');
+            sp.pad(out, &c.to_string());
+            return;
+        }
+        'q' => {
+            let c = u32::try_from(n)
+                .ok()
+                .and_then(char::from_u32)
+                .unwrap_or('\u{FFFD}');
+            let mut q = String::from('\'');
+            quote_char(&mut q, c, '\'', sp.plus);
+            q.push('\'');
+            let q = if sp.sharp && c != '`' && !c.is_control() && c != '\'' {
+                format!("`{c}`")
+            } else {
+                q
+            };
+            sp.pad(out, &q);
+            return;
+        }
+        'U' => {
+            let mut u = format!("U+{:0w$X}", n, w = sp.prec.unwrap_or(4).max(4));
+            if sp.sharp
+                && let Some(c) = u32::try_from(n).ok().and_then(char::from_u32)
+                && !c.is_control()
+            {
+                let _ = write!(u, " '{c}'");
+            }
+            sp.pad_spaces(out, &u);
+            return;
+        }
+        _ => return bad_verb(out, p, verb, sp),
+    };
+    let neg = n < 0;
+    let u = n.unsigned_abs();
+    let mut digits = match base {
+        2 => format!("{u:b}"),
+        8 => format!("{u:o}"),
+        16 if upper => format!("{u:X}"),
+        16 => format!("{u:x}"),
+        _ => u.to_string(),
+    };
+    let mut prec = 0;
+    if let Some(p) = sp.prec {
+        if p == 0 && u == 0 {
+            sp.pad_spaces(out, "");
+            return;
+        }
+        prec = p;
+    } else if sp.zero && !sp.minus && sp.wid.is_some() {
+        prec = sp.wid.unwrap_or(0);
+        if neg || sp.plus || sp.space {
+            prec = prec.saturating_sub(1);
+        }
+    }
+    if digits.len() < prec {
+        digits = "0".repeat(prec - digits.len()) + &digits;
+    }
+    let mut prefix = String::new();
+    if neg {
+        prefix.push('-');
+    } else if sp.plus {
+        prefix.push('+');
+    } else if sp.space {
+        prefix.push(' ');
+    }
+    if sp.sharp {
+        match base {
+            2 => prefix.push_str("0b"),
+            8 if !digits.starts_with('0') => prefix.push('0'),
+            16 => prefix.push_str(if upper { "0X" } else { "0x" }),
+            _ => {}
+        }
+    }
+    if verb == 'O' {
+        prefix.push_str("0o");
+    }
+    sp.pad_spaces(out, &(prefix + &digits));
+}
+
+fn fmt_float(out: &mut String, x: f64, verb: char, sp: &Spec, p: &P) {
+    let (verb, default_prec) = match verb {
+        'v' => ('g', None),
+        'b' | 'g' | 'G' | 'x' | 'X' => (verb, None),
+        'f' | 'F' | 'e' | 'E' => (verb, Some(6)),
+        _ => return bad_verb(out, p, verb, sp),
+    };
+    let prec = sp.prec.or(default_prec);
+    let mut num = format_float(x, verb, prec);
+    if !num.starts_with(['-', '+']) {
+        num.insert(0, '+');
+    }
+    if sp.space && num.starts_with('+') && !sp.plus {
+        num.replace_range(0..1, " ");
+    }
+    if num[1..].starts_with(['I', 'N']) {
+        if num[1..].starts_with('N') && !sp.space && !sp.plus {
+            num.remove(0);
+        }
+        sp.pad_spaces(out, &num);
+        return;
+    }
+    if sp.plus || !num.starts_with('+') {
+        let w = sp.wid.unwrap_or(0);
+        if sp.zero && w > num.len() {
+            out.push_str(&num[..1]);
+            out.extend(std::iter::repeat_n('0', w - num.len()));
+            out.push_str(&num[1..]);
+            return;
+        }
+        sp.pad(out, &num);
+        return;
+    }
+    sp.pad(out, &num[1..]);
+}
+
+/// Go's `strconv.FormatFloat(x, verb, prec, 64)` (`prec` None: the shortest that round-trips).
+fn format_float(x: f64, verb: char, prec: Option<usize>) -> String {
+    if x.is_nan() {
+        return "NaN".into();
+    }
+    if x.is_infinite() {
+        return if x > 0.0 { "+Inf" } else { "-Inf" }.into();
+    }
+    let neg = x.is_sign_negative();
+    let sign = if neg { "-" } else { "" };
+    let a = x.abs();
+    let upper = verb.is_ascii_uppercase();
+    let body = match verb.to_ascii_lowercase() {
+        'b' => {
+            let bits = a.to_bits();
+            let mut exp = ((bits >> 52) & 0x7ff) as i64;
+            let mut mant = bits & ((1 << 52) - 1);
+            if exp == 0 {
+                exp = 1;
+            } else {
+                mant |= 1 << 52;
+            }
+            format!("{mant}p{:+}", exp - 1075)
+        }
+        'x' => hex_float(a, prec, upper),
+        'f' => match prec {
+            Some(p) => format!("{a:.p$}"),
+            None => format!("{a}"),
+        },
+        'e' => {
+            let (digits, dp) = float_digits(a, prec.map(|p| p + 1));
+            let p = prec.unwrap_or(digits.len() - 1);
+            fmt_e(&digits, dp, p, upper)
+        }
+        _ => {
+            // %g: %e for large and small exponents, else %f, without trailing zeros.
+            let shortest = prec.is_none();
+            let (digits, dp) = float_digits(a, prec.map(|p| p.max(1)));
+            let nd = digits.len() as i64;
+            let mut p = prec.map_or(nd, |p| p.max(1) as i64);
+            let mut eprec = p;
+            if eprec > nd && nd >= dp {
+                eprec = nd;
+            }
+            if shortest {
+                eprec = 6;
+            }
+            let exp = dp - 1;
+            if exp < -4 || exp >= eprec {
+                if p > nd {
+                    p = nd;
+                }
+                fmt_e(&digits, dp, (p - 1) as usize, upper)
+            } else {
+                if p > dp {
+                    p = nd;
+                }
+                fmt_f(&digits, dp, (p - dp).max(0) as usize)
+            }
+        }
+    };
+    format!("{sign}{body}")
+}
+
+/// The decimal digits of `a` ≥ 0 (to `sig` significant digits, else the shortest that round-trip),
+/// without trailing zeros, and the decimal point's position: `a` = 0.DIGITS × 10^dp.
+fn float_digits(a: f64, sig: Option<usize>) -> (String, i64) {
+    let s = match sig {
+        Some(n) => format!("{a:.p$e}", p = n.max(1) - 1),
+        None => format!("{a:e}"),
+    };
+    let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
+    let mut digits: String = m.chars().filter(|c| *c != '.').collect();
+    while digits.len() > 1 && digits.ends_with('0') {
+        digits.pop();
+    }
+    let exp: i64 = e.parse().unwrap_or(0);
+    (digits, exp + 1)
+}
+
+/// `d.ddd` (with `prec` decimals) `e±XX` from significant digits.
+fn fmt_e(digits: &str, dp: i64, prec: usize, upper: bool) -> String {
+    let d: Vec<char> = digits.chars().collect();
+    let zero = d.iter().all(|c| *c == '0');
+    let mut s = String::new();
+    s.push(d[0]);
+    if prec > 0 {
+        s.push('.');
+        for k in 1..=prec {
+            s.push(d.get(k).copied().unwrap_or('0'));
+        }
+    }
+    let exp = if zero { 0 } else { dp - 1 };
+    s.push(if upper { 'E' } else { 'e' });
+    s.push(if exp < 0 { '-' } else { '+' });
+    let _ = write!(s, "{:02}", exp.abs());
+    s
+}
+
+/// `ddd.ddd` (with `prec` decimals) from significant digits.
+fn fmt_f(digits: &str, dp: i64, prec: usize) -> String {
+    let d: Vec<char> = digits.chars().collect();
+    let at = |k: i64| {
+        if k >= 0 {
+            d.get(k as usize).copied().unwrap_or('0')
+        } else {
+            '0'
+        }
+    };
+    let mut s = String::new();
+    if dp > 0 {
+        for k in 0..dp {
+            s.push(at(k));
+        }
+    } else {
+        s.push('0');
+    }
+    if prec > 0 {
+        s.push('.');
+        for k in 0..prec as i64 {
+            s.push(at(dp + k));
+        }
+    }
+    s
+}
+
+/// Go's `%x` of a float: `0x1.cp+01`.
+fn hex_float(a: f64, prec: Option<usize>, upper: bool) -> String {
+    let bits = a.to_bits();
+    let mut exp = ((bits >> 52) & 0x7ff) as i64;
+    let mut mant = bits & ((1 << 52) - 1);
+    if exp == 0 {
+        exp = 1;
+    } else {
+        mant |= 1 << 52;
+    }
+    exp -= 1023;
+    if mant == 0 {
+        exp = 0;
+    }
+    mant <<= 60 - 52;
+    while mant != 0 && mant & (1 << 60) == 0 {
+        mant <<= 1;
+        exp -= 1;
+    }
+    if let Some(p) = prec.filter(|p| *p < 15) {
+        let shift = (p * 4) as u32;
+        let extra = (mant << shift) & ((1 << 60) - 1);
+        mant >>= 60 - shift;
+        if extra | (mant & 1) > 1 << 59 {
+            mant += 1;
+        }
+        mant <<= 60 - shift;
+        if mant & (1 << 61) != 0 {
+            mant >>= 1;
+            exp += 1;
+        }
+    }
+    let hex: &[u8; 16] = if upper {
+        b"0123456789ABCDEF"
+    } else {
+        b"0123456789abcdef"
+    };
+    let mut s = String::from("0");
+    s.push(if upper { 'X' } else { 'x' });
+    s.push(if (mant >> 60) & 1 == 1 { '1' } else { '0' });
+    mant <<= 4;
+    match prec {
+        None if mant != 0 => {
+            s.push('.');
+            while mant != 0 {
+                s.push(hex[((mant >> 60) & 15) as usize] as char);
+                mant <<= 4;
+            }
+        }
+        Some(p) if p > 0 => {
+            s.push('.');
+            for _ in 0..p {
+                s.push(hex[((mant >> 60) & 15) as usize] as char);
+                mant <<= 4;
+            }
+        }
+        _ => {}
+    }
+    s.push(if upper { 'P' } else { 'p' });
+    s.push(if exp < 0 { '-' } else { '+' });
+    let _ = write!(s, "{:02}", exp.abs());
+    s
 }
 
 #[cfg(test)]
@@ -1189,5 +2247,222 @@ mod tests {
         assert_eq!(r("x  {{- .FromImageID -}}  y", &v), "xabcy");
         assert!(render("{{if .FromImageID}}open", &v).is_err());
         assert!(render("{{end}}", &v).is_err());
+    }
+
+    /// Outputs checked against buildah 1.28 (`buildah inspect --format`).
+    #[test]
+    fn printf_as_go() {
+        let v = json!({
+            "OS": "linux",
+            "Cmd": ["sh", "-c", "echo"],
+            "Labels": {"a": "b"},
+            "Created": "2026-12-06T13:50:11.906033189Z",
+        });
+        let cases = [
+            (r#"{{printf "%5d|%-5d|%05d" 3 4 5}}"#, "    3|4    |00005"),
+            (r#"{{printf "%.3s" .OS}}"#, "lin"),
+            (r#"{{printf "%6.2f" 3.14159}}"#, "  3.14"),
+            (r#"{{printf "%x %X %o" 255 255 8}}"#, "ff FF 10"),
+            (r#"{{printf "%T" .OS}}"#, "string"),
+            (r#"{{printf "%q" .Cmd}}"#, r#"["sh" "-c" "echo"]"#),
+            (r#"{{printf "%-8s|" .OS}}"#, "linux   |"),
+            (
+                r#"{{printf "%05s|%-05s|%5s" "ab" "cd" "ef"}}"#,
+                "000ab|cd   |   ef",
+            ),
+            (
+                r#"{{printf "%+v|%+d|% d|%+.2f|%+s" 5 5 5 2.5 "x"}}"#,
+                "5|+5| 5|+2.50|x",
+            ),
+            (
+                r#"{{printf "%5s|%d" 3 "x"}}"#,
+                "%!s(int=    3)|%!d(string=x)",
+            ),
+            (r#"{{printf "%s %s" "a"}}"#, "a %!s(MISSING)"),
+            (r#"{{printf "%s" "a" 1 "b"}}"#, "a%!(EXTRA int=1, string=b)"),
+            (r#"{{printf "%d" 1.5}}"#, "%!d(float64=1.5)"),
+            (
+                r#"{{printf "%f|%e|%g|%v" 3 3.0 3.0 3.0}}"#,
+                "%!f(int=3)|3.000000e+00|3|3",
+            ),
+            (
+                r#"{{printf "%v|%g|%e|%G|%E" 1e6 1e6 123456.789 1e-7 1e21}}"#,
+                "1e+06|1e+06|1.234568e+05|1E-07|1.000000E+21",
+            ),
+            (
+                r#"{{printf "%v %v %v %v" 100000.0 0.0001 0.00001 123456789.0}}"#,
+                "100000 0.0001 1e-05 1.23456789e+08",
+            ),
+            (
+                r#"{{printf "%.3g|%.3g|%.10g|%.0f|%.0e|%#x|%#o|%#X" 1234.5 3.14159 3.14159 2.5 12345.0 255 8 255}}"#,
+                "1.23e+03|3.14|3.14159|2|1e+04|0xff|010|0XFF",
+            ),
+            (
+                r#"{{printf "%08.3f|%-8.2f|%+08d|%08d|%x" -3.14159 2.5 42 -42 -255}}"#,
+                "-003.142|2.50    |+0000042|-0000042|-ff",
+            ),
+            (
+                r#"{{printf "%t|%t|%v" true 1 false}}"#,
+                "true|%!t(int=1)|false",
+            ),
+            (
+                r#"{{printf "%q|%#q|%+q|%x|% x|%X|%#x" "a\"b\n" "ab" "é" "hi" "hi" "hi" "hi"}}"#,
+                r#""a\"b\n"|`ab`|"\u00e9"|6869|68 69|6869|0x6869"#,
+            ),
+            (
+                r#"{{printf "%c|%q|%U|%#U|%b|%O" 65 65 65 65 5 8}}"#,
+                "A|'A'|U+0041|U+0041 'A'|101|0o10",
+            ),
+            (
+                r#"{{printf "%*d|%-*d|%.*f|%*s" 5 1 5 2 2 3.14159 -4 "x"}}"#,
+                "    1|2    |3.14|x   ",
+            ),
+            (r#"{{printf "%[2]d %[1]d" 1 2}}"#, "2 1"),
+            (r#"{{printf "%[3]d" 1 2}}"#, "%!d(BADINDEX)"),
+            (r#"{{printf "%!"}}"#, "%!!(MISSING)"),
+            (r#"{{printf "%"}}"#, "%!(NOVERB)"),
+            (r#"{{printf "%z" 3}}"#, "%!z(int=3)"),
+            (
+                r#"{{printf "%d" .Cmd}}"#,
+                "[%!d(string=sh) %!d(string=-c) %!d(string=echo)]",
+            ),
+            (r#"{{printf "%v|%s" .Labels .Labels}}"#, "map[a:b]|map[a:b]"),
+            (
+                r#"{{printf "%T|%T|%T|%T|%T|%T" 1 1.5 true .Cmd .Labels .Created}}"#,
+                "int|float64|bool|[]string|map[string]string|*time.Time",
+            ),
+            (
+                r#"{{printf "%s|%v|%d" nil nil nil}}"#,
+                "%!s(<nil>)|<nil>|%!d(<nil>)",
+            ),
+            (
+                r#"{{printf "%v|%s" .Labels.nope .Labels.nope}}"#,
+                "<nil>|%!s(<nil>)",
+            ),
+            (
+                r#"{{printf "%6.2v|%.2v|%10.4v" 3.14159 "hello" "abcdefgh"}}"#,
+                "   3.1|he|      abcd",
+            ),
+            (
+                r#"{{printf "%.0d|%.3d|%6.3d|%-6.3x" 0 7 7 255}}"#,
+                "|007|   007|0ff   ",
+            ),
+            (r#"{{printf "%x|%X" 3.5 -1.0}}"#, "0x1.cp+01|-0X1P+00"),
+            (r#"{{printf "%5%|%-5%|"}}"#, "%|%|"),
+            (
+                r#"{{printf "%s" .Cmd 5 "x" 2.5 true nil}}"#,
+                "[sh -c echo]%!(EXTRA int=5, string=x, float64=2.5, bool=true, <nil>)",
+            ),
+            (
+                r#"{{printf "%10.3q|%-8x|%08q" "abcdef" "ab" "x"}}"#,
+                r#"     "abc"|6162    |00000"x""#,
+            ),
+            (
+                r#"{{printf "%e|%.2e|%E" 0.0 -1234.5678 1e100}}"#,
+                "0.000000e+00|-1.23e+03|1.000000E+100",
+            ),
+            (
+                r#"{{printf "%g|%g|%g|%.4g|%g" 0.1 100000.0 1000000.0 0.000012345 1e-5}}"#,
+                "0.1|100000|1e+06|1.234e-05|1e-05",
+            ),
+            (
+                r#"{{printf "%#v|%#v|%#v|%#v" "a" 5 .Cmd 2.0}}"#,
+                r#""a"|5|[]string{"sh", "-c", "echo"}|2"#,
+            ),
+            (
+                r#"{{printf "% 5d|%+5d|%- 5d|" 3 3 3}}"#,
+                "    3|   +3| 3   |",
+            ),
+            (r#"{{print 3.0 1.5 "a" 2}}"#, "3 1.5a2"),
+            (r#"{{println 3.0 "x"}}"#, "3 x\n"),
+            (r#"{{printf "%d|%d|%d" 0x1f 0o17 1_000}}"#, "31|15|1000"),
+        ];
+        for (t, want) in cases {
+            assert_eq!(r(t, &v), want, "{t}");
+        }
+    }
+
+    #[test]
+    fn times_print_as_go_times() {
+        let v = json!({
+            "OCIv1": {"created": "2026-12-06T13:50:11.906033189Z"},
+            "CreatedAtRaw": "2026-12-06T13:50:11Z",
+            "Other": "2026-12-06T13:50:11Z",
+        });
+        assert_eq!(
+            r("{{.OCIv1.Created}}", &v),
+            "2026-12-06 13:50:11.906033189 +0000 UTC"
+        );
+        assert_eq!(r("{{.CreatedAtRaw}}", &v), "2026-12-06 13:50:11 +0000 UTC");
+        assert_eq!(r("{{.Other}}", &v), "2026-12-06T13:50:11Z");
+        assert_eq!(
+            r("{{json .OCIv1.Created}}", &v),
+            "\"2026-12-06T13:50:11.906033189Z\""
+        );
+        assert_eq!(r("{{.OCIv1.Created.Unix}}", &v), "1796565011");
+        assert_eq!(r("{{printf \"%T\" .CreatedAtRaw}}", &v), "time.Time");
+        assert_eq!(
+            go_time("2026-12-06T15:50:11.5+02:00").as_deref(),
+            Some("2026-12-06 15:50:11.5 +0200 +0200")
+        );
+        assert!(render("{{.CreatedAtRaw.Nope}}", &v).is_err());
+    }
+
+    #[test]
+    fn slice_function() {
+        let v = json!({"Cmd": ["sh", "-c", "echo"], "OS": "linux"});
+        assert_eq!(
+            r(
+                "{{slice .Cmd 1}}|{{slice .Cmd 1 2}}|{{slice .OS 1 3}}|{{slice .Cmd}}",
+                &v
+            ),
+            "[-c echo]|[-c]|in|[sh -c echo]"
+        );
+        let e = render("{{slice .Cmd 5}}", &v).unwrap_err().to_string();
+        assert!(e.contains("index out of range: 5"), "{e}");
+        assert!(render("{{slice .OS 1 2 3}}", &v).is_err());
+        assert!(render("{{slice .Cmd 2 1}}", &v).is_err());
+    }
+
+    /// As `buildah images --format 'table …'` prints (Go's tabwriter, three spaces padding).
+    #[test]
+    fn tables() {
+        let header = json!({"Name": "REPOSITORY", "Tag": "TAG"});
+        let rows = [
+            json!({"Name": "localhost/h5/tp", "Tag": "latest", "ID": "f6"}),
+            json!({"Name": "127.0.0.1:5055/busybox", "Tag": "1", "ID": "09"}),
+        ];
+        let list = |f: &str, noheading| render_list(f, &header, &rows, noheading).unwrap();
+        assert_eq!(
+            list("table {{.Name}}\\t{{.Tag}}\\t{{.ID}}", false),
+            "REPOSITORY               TAG      <no value>\n\
+             localhost/h5/tp          latest   f6\n\
+             127.0.0.1:5055/busybox   1        09\n"
+        );
+        // Blanks of the template are column breaks too; the prefix's blanks go.
+        assert_eq!(
+            list("table  {{.Name}}:{{.Tag}} x{{.ID}}", false),
+            "REPOSITORY:TAG             x<no value>\n\
+             localhost/h5/tp:latest     xf6\n\
+             127.0.0.1:5055/busybox:1   x09\n"
+        );
+        assert_eq!(list("table{{.ID}}", true), "f6\n09\n");
+        assert_eq!(
+            list("table {{\"\"}}\\t{{upper .Tag}}", false),
+            "   TAG\n   LATEST\n   1\n"
+        );
+        // Not a table: no header, nothing aligned.
+        assert_eq!(
+            list("{{.Name}} {{.Tag}}", false),
+            "localhost/h5/tp latest\n127.0.0.1:5055/busybox 1\n"
+        );
+        assert!(render_list("table {{.Nope}}", &header, &rows, false).is_err());
+        assert_eq!(table_body("tablet"), None);
+        assert_eq!(table_body("table"), Some(""));
+        // A column's width holds over the lines that have it.
+        assert_eq!(
+            tabwrite("a\tb\tc\nxxxx\ty\nz\n", 1),
+            "a    b c\nxxxx y\nz\n"
+        );
     }
 }
