@@ -1106,3 +1106,53 @@ fn add_chown_of_an_archive_never_reaches_past_its_own_entries() {
         (Some("symlink"), Some(1234))
     );
 }
+
+#[test]
+fn images_built_on_an_image_name_their_base_in_manifest_annotations() {
+    let bases = Bases::start(false);
+    let df = "FROM {REG}/busybox:latest AS base\nRUN echo > /y\nFROM base\nCOPY note.txt /\n\
+              FROM scratch AS empty\nCOPY note.txt /\n";
+    let ctx = context(&bases, df, &[("note.txt", "n\n")]);
+    let kiln = Kiln::new();
+    kiln.mark_insecure(&bases.reg);
+    let out = tempfile::tempdir().unwrap();
+    let manifest = |target: &str, extra: &[&str]| {
+        let archive = out.path().join(format!("{target}.tar"));
+        let mut flags = vec!["--target", target, "-t"];
+        let dest = format!("oci-archive:{}", archive.display());
+        flags.push(&dest);
+        flags.extend_from_slice(extra);
+        build_ok(&kiln, ctx.path(), &flags);
+        let s = summary(&archive);
+        let m: Value = serde_json::from_slice(&archive_blob(
+            &archive,
+            s["meta"]["manifest_digest"].as_str().unwrap(),
+        ))
+        .unwrap();
+        m["annotations"].clone()
+    };
+    // Through a stage too: the image the stage chain starts from.
+    let a = manifest("base", &[]);
+    assert_eq!(
+        a["org.opencontainers.image.base.name"],
+        format!("{}/busybox:latest", bases.host())
+    );
+    let pulled = kiln.run([
+        "images",
+        "--format",
+        "{{.Digest}}",
+        &format!("{}/busybox:latest", bases.host()),
+    ]);
+    assert_eq!(
+        a["org.opencontainers.image.base.digest"],
+        pulled.trim(),
+        "{a}"
+    );
+    assert!(manifest("empty", &[])["org.opencontainers.image.base.name"].is_null());
+    // --annotation wins.
+    let a = manifest(
+        "base",
+        &["--annotation", "org.opencontainers.image.base.name=mine"],
+    );
+    assert_eq!(a["org.opencontainers.image.base.name"], "mine");
+}

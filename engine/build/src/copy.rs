@@ -499,7 +499,8 @@ fn download(
     scratch: &Path,
 ) -> std::result::Result<(tempfile::TempPath, String), String> {
     let mut resp = ureq::get(url).call().map_err(|e| e.to_string())?;
-    // The file's time is the server's Last-Modified, as the Dockerfile reference says.
+    // The file's time is the server's Last-Modified, as the Dockerfile reference says; without
+    // one, the epoch (as buildah), so the layer does not change with the time of the build.
     let modified = resp
         .headers()
         .get("last-modified")
@@ -511,9 +512,7 @@ fn download(
     std::io::copy(&mut body, &mut t).map_err(|e| e.to_string())?;
     let p = t.into_temp_path();
     fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
-    if let Some(secs) = modified {
-        set_mtime(&p, secs, 0);
-    }
+    set_mtime(&p, modified.unwrap_or(0), 0);
     Ok((p, url_file_name(url)))
 }
 

@@ -63,6 +63,9 @@ struct StageState {
     /// The USER in effect at the stage's last WORKDIR: who owns the directory when a COPY or ADD
     /// makes it (`None`: the WORKDIR is inherited; the current USER then).
     workdir_user: Option<String>,
+    /// The image the stage (or the stage it starts from) is built on: its reference and
+    /// manifest digest, for the `org.opencontainers.image.base.*` annotations (`None`: scratch).
+    base: Option<(String, Digest)>,
 }
 
 /// A layer of a stage whose layers no image of the build exports (see [`layers_exported`]):
@@ -939,6 +942,7 @@ impl<'a> Builder<'a> {
                     },
                     commit: Default::default(),
                     workdir_user: None,
+                    base: None,
                 }
             }
             plan::Base::Image(r) => {
@@ -947,6 +951,7 @@ impl<'a> Builder<'a> {
                         location: format!("{file}:{}", stage.location.line),
                         message: format!("FROM {r}: {e}"),
                     })?;
+                let name = kiln_core::ImageReference::parse(r).map_or(r.clone(), |x| x.to_string());
                 StageState {
                     key: hash_key(&[CACHE_EPOCH, "image", &manifest.to_string()]),
                     config,
@@ -955,6 +960,7 @@ impl<'a> Builder<'a> {
                     stack: LayerStack { dirs: vec![flat] },
                     commit: Default::default(),
                     workdir_user: None,
+                    base: Some((name, manifest)),
                 }
             }
             plan::Base::Stage(i) => results[*i as usize]
@@ -2388,8 +2394,15 @@ impl<'a> Builder<'a> {
             &opts.tags
         };
         let names: Vec<&str> = tags.iter().map(String::as_str).collect();
-        let mut annotations: Vec<(String, String)> =
-            st.commit.annotations.clone().into_iter().collect();
+        // The base image, as buildah notes it (what the build or a config step sets wins).
+        let mut annotations: Vec<(String, String)> = match &st.base {
+            Some((name, digest)) => vec![
+                ("org.opencontainers.image.base.digest".into(), digest.to_string()),
+                ("org.opencontainers.image.base.name".into(), name.clone()),
+            ],
+            None => Vec::new(),
+        };
+        annotations.extend(st.commit.annotations.clone());
         annotations.extend(opts.annotations.iter().cloned());
         // An image that differs from one this store already has only in this build's timestamps
         // is that image (as buildah tags the cached image of a build whose steps all hit).
