@@ -602,21 +602,16 @@ fn a_build_cache_in_a_registry_serves_a_fresh_store() {
     );
 }
 
-/// A multi-platform build as buildah users make one: `kiln build --platform linux/amd64,linux/arm64
-/// --manifest LIST` builds each platform (FROM picks its base from a multi-platform image, RUN sees
-/// `TARGETARCH`) into a manifest list, `kiln manifest push --all` pushes the images and the
-/// index, and skopeo reads each platform's image back; the list verbs edit it as buildah's do.
-#[test]
-fn multi_platform_build_into_a_manifest_list() {
+/// An OCI layout in `work` with one busybox image (gzip layer) per architecture of `archs`,
+/// and their descriptors.
+fn busybox_per_arch(work: &std::path::Path, archs: &[&str]) -> (bases::Layout, Vec<Value>) {
     use kiln_tests::bases::{Compression, ImageSpec, Layout};
-    let reg = Registry::start(Variant::Plain);
-    let work = tempfile::tempdir().unwrap();
-    let rootfs = work.path().join("rootfs");
+    let rootfs = work.join("rootfs");
     bases::busybox_rootfs(&rootfs);
-    let tar = work.path().join("rootfs.tar");
+    let tar = work.join("rootfs.tar");
     bases::tar_dir(&rootfs, &tar, true);
-    let mut layout = Layout::create(&work.path().join("layout"));
-    let images: Vec<Value> = ["amd64", "arm64"]
+    let layout = Layout::create(&work.join("layout"));
+    let images = archs
         .iter()
         .map(|arch| {
             layout.add_image(
@@ -629,6 +624,18 @@ fn multi_platform_build_into_a_manifest_list() {
             )
         })
         .collect();
+    (layout, images)
+}
+
+/// A multi-platform build as buildah users make one: `kiln build --platform linux/amd64,linux/arm64
+/// --manifest LIST` builds each platform (FROM picks its base from a multi-platform image, RUN sees
+/// `TARGETARCH`) into a manifest list, `kiln manifest push --all` pushes the images and the
+/// index, and skopeo reads each platform's image back; the list verbs edit it as buildah's do.
+#[test]
+fn multi_platform_build_into_a_manifest_list() {
+    let reg = Registry::start(Variant::Plain);
+    let work = tempfile::tempdir().unwrap();
+    let (mut layout, images) = busybox_per_arch(work.path(), &["amd64", "arm64"]);
     let idx = layout.add_index(&images);
     layout.tag(&idx, "multi");
     Skopeo::new().copy_to(
@@ -829,25 +836,13 @@ fn multi_platform_build_into_a_manifest_list() {
 
 #[test]
 fn manifest_add_records_registry_images_and_push_all_copies_them() {
-    use kiln_tests::bases::{Compression, ImageSpec, Layout};
     // CI pushed one image per architecture; a list is made of them without pulling layers.
     let reg = Registry::start(Variant::Plain);
     let work = tempfile::tempdir().unwrap();
-    let rootfs = work.path().join("rootfs");
-    bases::busybox_rootfs(&rootfs);
-    let tar = work.path().join("rootfs.tar");
-    bases::tar_dir(&rootfs, &tar, true);
-    let mut layout = Layout::create(&work.path().join("layout"));
-    for arch in ["amd64", "arm64"] {
-        let image = layout.add_image(
-            &[&tar],
-            &ImageSpec {
-                arch: arch.to_string(),
-                compression: Compression::Gzip,
-                ..ImageSpec::default()
-            },
-        );
-        layout.tag(&image, arch);
+    let archs = ["amd64", "arm64"];
+    let (mut layout, images) = busybox_per_arch(work.path(), &archs);
+    for (arch, image) in archs.iter().zip(&images) {
+        layout.tag(image, arch);
         Skopeo::new().copy_to(
             &format!("oci:{}:{arch}", layout.dir().display()),
             &reg,
