@@ -42,7 +42,8 @@ fn created(s: &str) -> Option<DateTime<FixedOffset>> {
 }
 
 /// The images `kiln images --filter` keeps: `dangling=true|false`, `reference=PATTERN`,
-/// `label=KEY[=VALUE]`, `before=IMAGE`, `since=IMAGE` (or `after=`), `id=ID`,
+/// `label=KEY[=VALUE]`, `before=IMAGE`, `since=IMAGE` (or `after=`), `id=ID` (the whole hex ID,
+/// as buildah compares it: no prefix, no `sha256:`),
 /// `readonly=true|false`, `intermediate=true|false`; each may be written `KEY!=VALUE` for its
 /// opposite.
 pub fn images(store: &Store, list: Vec<ImageRecord>, specs: &[String]) -> Result<Vec<ImageRecord>> {
@@ -83,10 +84,7 @@ pub fn images(store: &Store, list: Vec<ImageRecord>, specs: &[String]) -> Result
                 // intermediate images (an image without names that another image is built on).
                 ImageCheck::Bool(want) => !*want,
                 ImageCheck::Reference => img.names.iter().any(|n| reference_matches(n, &f.value)),
-                ImageCheck::Id => {
-                    let hex = img.id.hex();
-                    f.value == hex || f.value == img.id.to_string() || f.value == img.short_id()
-                }
+                ImageCheck::Id => f.value == img.id.hex(),
                 ImageCheck::Time(t) => match created(&img.created) {
                     Some(c) if f.key == "before" => c < *t,
                     Some(c) => c > *t,
@@ -177,65 +175,172 @@ fn reference_matches(name: &str, pattern: &str) -> bool {
         .any(|c| glob(pattern.as_bytes(), c.as_bytes()))
 }
 
-/// Go's `path.Match`: `*` and `?` do not match `/`; `[…]` classes with ranges and `^`/`!`
-/// negation; `\` escapes.
-fn glob(p: &[u8], s: &[u8]) -> bool {
-    match p.first() {
-        None => s.is_empty(),
-        Some(b'*') => {
-            let rest = &p[1..];
-            for i in 0..=s.len() {
-                if glob(rest, &s[i..]) {
-                    return true;
-                }
-                if i < s.len() && s[i] == b'/' {
-                    break;
-                }
-            }
-            false
+/// Go's `path.Match` (as buildah's reference filter uses it): `*` is any run of characters but
+/// `/`, `?` one character but `/`; `[…]` a class of characters and ranges (`a-z`), negated by a
+/// leading `^` only, which may match `/`; `\` escapes. A malformed pattern (an unclosed or empty
+/// class, a range without an end, a trailing `\`) matches nothing.
+fn glob(pattern: &[u8], name: &[u8]) -> bool {
+    let pattern: Vec<char> = String::from_utf8_lossy(pattern).chars().collect();
+    let name: Vec<char> = String::from_utf8_lossy(name).chars().collect();
+    let (mut pattern, mut name) = (&pattern[..], &name[..]);
+    'chunks: while !pattern.is_empty() {
+        let (star, chunk, rest) = scan_chunk(pattern);
+        pattern = rest;
+        if star && chunk.is_empty() {
+            // A trailing `*` takes the rest of the name unless it has a `/`.
+            return !name.contains(&'/');
         }
-        Some(b'?') => !s.is_empty() && s[0] != b'/' && glob(&p[1..], &s[1..]),
-        Some(b'[') => {
-            let Some(&c) = s.first() else { return false };
-            let mut i = 1;
-            let negate = matches!(p.get(1), Some(b'^') | Some(b'!'));
-            if negate {
+        // The chunk right here (when it is the last one, only if it ends the name).
+        let at = match_chunk(chunk, name);
+        if let Ok(Some(t)) = at
+            && (t.is_empty() || !pattern.is_empty())
+        {
+            name = t;
+            continue;
+        }
+        if at.is_err() {
+            return false;
+        }
+        if star {
+            // After a `*`: the first place further on (not past a `/`) where it matches.
+            let mut i = 0;
+            while i < name.len() && name[i] != '/' {
+                match match_chunk(chunk, &name[i + 1..]) {
+                    Ok(Some(t)) if pattern.is_empty() && !t.is_empty() => {}
+                    Ok(Some(t)) => {
+                        name = t;
+                        continue 'chunks;
+                    }
+                    Ok(None) => {}
+                    Err(()) => return false,
+                }
                 i += 1;
             }
-            let mut hit = false;
-            let mut first = true;
-            while i < p.len() && (first || p[i] != b']') {
-                first = false;
-                let lo = if p[i] == b'\\' && i + 1 < p.len() {
-                    i += 1;
-                    p[i]
-                } else {
-                    p[i]
-                };
-                i += 1;
-                let hi = if p.get(i) == Some(&b'-') && p.get(i + 1).is_some_and(|x| *x != b']') {
-                    i += 2;
-                    p[i - 1]
-                } else {
-                    lo
-                };
-                if lo <= c && c <= hi {
-                    hit = true;
-                }
-            }
-            if i >= p.len() {
-                return false; // unclosed class: Go's ErrBadPattern, no match
-            }
-            hit != negate && c != b'/' && glob(&p[i + 1..], &s[1..])
         }
-        Some(b'\\') if p.len() > 1 => !s.is_empty() && s[0] == p[1] && glob(&p[2..], &s[1..]),
-        Some(&c) => !s.is_empty() && s[0] == c && glob(&p[1..], &s[1..]),
+        return false;
     }
+    name.is_empty()
+}
+
+/// Go's `scanChunk`: the leading `*`s, then the text up to the next `*` outside a class.
+fn scan_chunk(p: &[char]) -> (bool, &[char], &[char]) {
+    let stars = p.iter().take_while(|c| **c == '*').count();
+    let p = &p[stars..];
+    let mut in_class = false;
+    let mut i = 0;
+    while i < p.len() {
+        match p[i] {
+            '\\' if i + 1 < p.len() => i += 1,
+            '[' => in_class = true,
+            ']' => in_class = false,
+            '*' if !in_class => break,
+            _ => {}
+        }
+        i += 1;
+    }
+    (stars > 0, &p[..i], &p[i..])
+}
+
+/// Go's `matchChunk`: what is left of `s` after `chunk` matches its start (`None`: no match),
+/// or `Err` for a malformed chunk.
+fn match_chunk<'s>(chunk: &[char], mut s: &'s [char]) -> Result<Option<&'s [char]>, ()> {
+    let mut chunk = chunk;
+    // Once the match failed the chunk is still read through, to find it malformed.
+    let mut failed = false;
+    while let Some(&c) = chunk.first() {
+        if !failed && s.is_empty() {
+            failed = true;
+        }
+        match c {
+            '[' => {
+                let r = if failed {
+                    '\0'
+                } else {
+                    let r = s[0];
+                    s = &s[1..];
+                    r
+                };
+                chunk = &chunk[1..];
+                let negated = chunk.first() == Some(&'^');
+                if negated {
+                    chunk = &chunk[1..];
+                }
+                let mut hit = false;
+                let mut ranges = 0;
+                loop {
+                    if chunk.first() == Some(&']') && ranges > 0 {
+                        chunk = &chunk[1..];
+                        break;
+                    }
+                    let lo = class_char(&mut chunk)?;
+                    let mut hi = lo;
+                    if chunk.first() == Some(&'-') {
+                        chunk = &chunk[1..];
+                        hi = class_char(&mut chunk)?;
+                    }
+                    if lo <= r && r <= hi {
+                        hit = true;
+                    }
+                    ranges += 1;
+                }
+                if hit == negated {
+                    failed = true;
+                }
+            }
+            '?' => {
+                if !failed {
+                    if s[0] == '/' {
+                        failed = true;
+                    }
+                    s = &s[1..];
+                }
+                chunk = &chunk[1..];
+            }
+            _ => {
+                let lit = if c == '\\' {
+                    chunk = &chunk[1..];
+                    *chunk.first().ok_or(())?
+                } else {
+                    c
+                };
+                if !failed {
+                    if s[0] != lit {
+                        failed = true;
+                    }
+                    s = &s[1..];
+                }
+                chunk = &chunk[1..];
+            }
+        }
+    }
+    Ok((!failed).then_some(s))
+}
+
+/// Go's `getEsc`: one (possibly escaped) character of a class; `-`, `]` or the pattern's end
+/// here, or nothing after it, is a malformed class.
+fn class_char(chunk: &mut &[char]) -> Result<char, ()> {
+    let mut c = *chunk;
+    match c.first() {
+        None | Some('-') | Some(']') => return Err(()),
+        Some('\\') => {
+            c = &c[1..];
+            if c.is_empty() {
+                return Err(());
+            }
+        }
+        _ => {}
+    }
+    let r = c[0];
+    *chunk = &c[1..];
+    if chunk.is_empty() {
+        return Err(());
+    }
+    Ok(r)
 }
 
 /// The working containers `kiln containers --filter` keeps: `id=PREFIX`, `name=PART` (the name
-/// contains it), `ancestor=IMAGE` (made from that image: its name, with or without registry and
-/// tag, or an ID prefix).
+/// contains it), `ancestor=IMAGE` (made from that image: a prefix of its ID, or its name as
+/// buildah matches it, see [`ancestor_name_matches`]).
 pub fn containers<T>(
     store: &Store,
     list: Vec<T>,
@@ -243,59 +348,63 @@ pub fn containers<T>(
     specs: &[String],
 ) -> Result<Vec<T>> {
     let filters = parse(specs, false, "container")?;
-    let mut ancestors = Vec::new();
     for f in &filters {
         match f.key.as_str() {
-            "id" | "name" => {}
-            // The image the store resolves the name to, when it has one.
-            "ancestor" => ancestors.push(store.resolve_image(&f.value).ok().map(|i| i.id)),
+            "id" | "name" | "ancestor" => {}
             other => bail!("invalid container filter {other:?}: use id, name or ancestor"),
         }
     }
+    let images = if filters.iter().any(|f| f.key == "ancestor") {
+        store.list_images()?
+    } else {
+        Vec::new()
+    };
+    // As buildah: the name of a container's image is the image's first name now ("scratch" for
+    // none, empty when the image is gone or has no names), as `kiln containers` shows it.
+    let image_name = |c: &ContainerRecord| -> String {
+        match c.image_id {
+            None if c.image_name.is_empty() => "scratch".into(),
+            None => c.image_name.clone(),
+            Some(id) => images
+                .iter()
+                .find(|i| i.id == id)
+                .and_then(|i| i.names.first().cloned())
+                .unwrap_or_default(),
+        }
+    };
     Ok(list
         .into_iter()
         .filter(|item| {
             let c = record(item);
-            let mut ancestor = ancestors.iter();
             filters.iter().all(|f| match f.key.as_str() {
                 "id" => c.id.starts_with(&f.value),
                 "name" => c.name.contains(&f.value),
                 _ => {
-                    let resolved = ancestor.next().copied().flatten();
                     let image_hex = c.image_id.map(|d| d.hex()).unwrap_or_default();
-                    (resolved.is_some() && resolved == c.image_id)
-                        || (f.value.len() >= 3
-                            && !image_hex.is_empty()
-                            && image_hex.starts_with(&f.value))
-                        || ancestor_name_matches(&c.image_name, &f.value)
+                    image_hex.starts_with(&f.value)
+                        || ancestor_name_matches(&image_name(c), &f.value)
                 }
             })
         })
         .collect())
 }
 
-/// buildah's ancestor match on the name a container was made from: the repository ends with the
-/// filter's (at a path boundary), and the tags agree when the filter has one.
+/// buildah's ancestor match on the name of a container's image: both are cut at their first
+/// `:` (so a registry's port ends the name's first part); the name's first part ends with the
+/// filter's (a plain suffix: `box` matches `localhost/busybox:latest`), and when the filter has
+/// a `:`, the parts after it agree.
 fn ancestor_name_matches(name: &str, filter: &str) -> bool {
-    let split = |s: &str| -> (String, Option<String>) {
-        let slash = s.rfind('/').map_or(0, |i| i + 1);
-        match s[slash..].rfind(':') {
-            Some(i) => (
-                s[..slash + i].to_string(),
-                Some(s[slash + i + 1..].to_string()),
-            ),
-            None => (s.to_string(), None),
+    if filter.is_empty() {
+        return true;
+    }
+    let name: Vec<&str> = name.split(':').collect();
+    match filter.split_once(':') {
+        Some((repo, rest)) => {
+            let tag = rest.split(':').next().unwrap_or(rest);
+            name[0].ends_with(repo) && name.get(1) == Some(&tag)
         }
-    };
-    let (repo, tag) = split(name);
-    let (want_repo, want_tag) = split(filter);
-    let repo_ok = repo == want_repo || repo.ends_with(&format!("/{want_repo}"));
-    let tag_ok = match (&want_tag, &tag) {
-        (None, _) => true,
-        (Some(w), Some(t)) => w == t,
-        (Some(w), None) => w == "latest",
-    };
-    !want_repo.is_empty() && repo_ok && tag_ok
+        None => name[0].ends_with(filter),
+    }
 }
 
 #[cfg(test)]
@@ -313,6 +422,31 @@ mod tests {
         assert!(!glob(b"a[", b"a["));
     }
 
+    /// Outputs as buildah 1.28's `--filter reference=` gives them (Go's `path.Match`).
+    #[test]
+    fn globs_as_go_path_match() {
+        // `!` is no negation; `^` is, and a class may match `/`.
+        assert!(glob(b"repo:[!2]", b"repo:2"));
+        assert!(!glob(b"repo:[!a]", b"repo:2"));
+        assert!(glob(b"repo:[^a]", b"repo:2"));
+        assert!(glob(b"localhost[/]repo:2", b"localhost/repo:2"));
+        assert!(glob(b"localhost[^a]repo:2", b"localhost/repo:2"));
+        assert!(!glob(b"localhost?repo:2", b"localhost/repo:2"));
+        assert!(glob(b"repo:[\\2]", b"repo:2"));
+        assert!(glob(b"[a-c]x", b"bx"));
+        // Malformed: an empty class, a range without an end, a trailing `\\`.
+        assert!(!glob(b"repo:[]2]", b"repo:2"));
+        assert!(!glob(b"repo:[]2]", b"repo:]"));
+        assert!(!glob(b"repo:[2-]", b"repo:2"));
+        assert!(!glob(b"repo:[2-]", b"repo:-"));
+        assert!(!glob(b"repo:2\\", b"repo:2\\"));
+        assert!(glob(b"r*:2", b"repo:2"));
+        assert!(glob(b"*/repo:2", b"localhost/repo:2"));
+        assert!(!glob(b"*:2", b"localhost/repo:2"));
+        assert!(glob(b"*a*b", b"xaybzb"));
+        assert!(!glob(b"*a", b"ab/a"));
+    }
+
     #[test]
     fn references_match_as_buildah_does() {
         let n = "127.0.0.1:5055/lib/busybox:1.36";
@@ -328,7 +462,13 @@ mod tests {
         ] {
             assert!(reference_matches(n, p), "{p}");
         }
-        for p in ["box", "busybox:1", "*box:latest", "other/busybox", "*/*/*/*"] {
+        for p in [
+            "box",
+            "busybox:1",
+            "*box:latest",
+            "other/busybox",
+            "*/*/*/*",
+        ] {
             assert!(!reference_matches(n, p), "{p}");
         }
         assert!(reference_matches("localhost/plain:latest", "plain"));
@@ -338,15 +478,35 @@ mod tests {
         ));
     }
 
+    /// Outputs as buildah 1.28's `containers --filter ancestor=` gives them.
     #[test]
-    fn ancestors_match_by_repository_suffix_and_tag() {
+    fn ancestors_match_as_buildah() {
+        let n = "localhost/busybox:latest";
+        for f in [
+            "busybox",
+            "box",
+            "ybox",
+            "busybox:latest",
+            "box:latest",
+            "host/busybox",
+            "",
+        ] {
+            assert!(ancestor_name_matches(n, f), "{f}");
+        }
+        for f in ["bus", "busybox:lat", "busybox:1", "other"] {
+            assert!(!ancestor_name_matches(n, f), "{f}");
+        }
+        // A registry's port: the name's first part ends before it.
         let n = "127.0.0.1:5055/busybox:latest";
-        assert!(ancestor_name_matches(n, "busybox"));
-        assert!(ancestor_name_matches(n, "busybox:latest"));
-        assert!(ancestor_name_matches(n, "127.0.0.1:5055/busybox"));
-        assert!(!ancestor_name_matches(n, "box"));
-        assert!(!ancestor_name_matches(n, "busybox:1"));
-        assert!(ancestor_name_matches("busybox", "busybox:latest"));
+        for f in ["0.1:5055/busybox", "127.0.0.1:5055/busybox", "1"] {
+            assert!(ancestor_name_matches(n, f), "{f}");
+        }
+        for f in ["busybox", "box", "busybox:latest", "5055/busybox"] {
+            assert!(!ancestor_name_matches(n, f), "{f}");
+        }
+        assert!(ancestor_name_matches("localhost/repo:2", "po:2"));
+        assert!(!ancestor_name_matches("localhost/repo", "repo:latest"));
+        assert!(ancestor_name_matches("scratch", "scratch"));
     }
 
     #[test]

@@ -416,15 +416,24 @@ fn rmi(store: &Store, force: bool, all: bool, names: Vec<String>) -> Result<()> 
         }
     } else {
         for t in names {
-            if force
-                && let Ok(img) = store.resolve_image(&t)
-                && deletes(&img, &t)
-                && let Err(e) = remove_users(store, &img)
-            {
-                errors.push(format!("{t}: {e:#}"));
-                continue;
-            }
-            let r = store.remove_image(&t, force);
+            // First as without -f: the store untags a name of an image with several names, and
+            // deletes an image nothing stops it deleting; either way no container is touched.
+            let r = match store.remove_image(&t, false) {
+                // The image is to be deleted, but has several names or working containers:
+                // -f deletes it anyway, removing those containers first.
+                Err(StoreError::ImageInUse { .. }) if force => {
+                    let removed = store
+                        .resolve_image(&t)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|img| remove_users(store, &img));
+                    if let Err(e) = removed {
+                        errors.push(format!("{t}: {e:#}"));
+                        continue;
+                    }
+                    store.remove_image(&t, true)
+                }
+                r => r,
+            };
             results.push((t, r));
         }
     }
@@ -454,16 +463,8 @@ fn rmi(store: &Store, force: bool, all: bool, names: Vec<String>) -> Result<()> 
     Ok(())
 }
 
-/// Whether removing `img` as `query` deletes it rather than untagging one of its several names
-/// (the store's rule: a name of an image with several names only untags).
-fn deletes(img: &ImageRecord, query: &str) -> bool {
-    let by_id = kiln_core::Digest::parse(query).is_ok()
-        || (query.len() >= 3 && img.id.hex().starts_with(query));
-    img.names.len() <= 1 || by_id
-}
-
-/// `rmi -f`, as buildah's: first remove the working containers made from `img` (unmounting
-/// them), so none is left pointing at an image that is gone.
+/// `rmi -f` of an image being deleted, as buildah's: first remove the working containers made
+/// from `img` (unmounting them), so none is left pointing at an image that is gone.
 fn remove_users(store: &Store, img: &ImageRecord) -> Result<()> {
     let users: Vec<String> = store
         .list_containers()?

@@ -4,7 +4,8 @@
 //! Supported: text and `{{PIPELINE}}` actions (with `{{-`/`-}}` trimming and `{{/* comments */}}`);
 //! fields `.A.B`, `.`, `$`, `$var.A`; string, raw-string, number and boolean literals;
 //! parenthesised pipelines; `|` pipes; `{{if}}`/`{{else if}}`/`{{else}}`/`{{end}}`,
-//! `{{range}}` (with `$v :=` or `$k, $v :=`, and `{{else}}`), `{{with}}`, `{{$x := …}}`; and the
+//! `{{range}}` (with `$v :=` or `$k, $v :=`, and `{{else}}`), `{{with}}`, `{{$x := …}}` (declares
+//! `$x` in the current scope) and `{{$x = …}}` (sets the `$x` already declared); and the
 //! functions `json`, `index`, `len`, `eq`, `ne`, `lt`, `le`, `gt`, `ge`, `not`, `and`, `or`,
 //! `print`, `println`, `printf`, `upper`, `lower`, `join`, `slice`. `printf` is Go's fmt (verbs,
 //! flags, width, precision, `*`, `[n]`, and Go's `%!verb(type=value)` forms for mistakes).
@@ -12,8 +13,9 @@
 //! argument-less methods (`.Created.Unix`). `table …` formats of the list verbs get a header row
 //! and columns aligned as by Go's tabwriter ([`render_list`]).
 //!
-//! Field names match JSON keys ignoring case, `_` and `.` (so `{{.OCIv1.RootFS.DiffIDs}}` finds
-//! `diff_ids`). Values print as Go's fmt prints them: strings bare, lists `[a b]`, maps
+//! Field names of buildah's structs match JSON keys ignoring case, `_` and `.` (so
+//! `{{.OCIv1.RootFS.DiffIDs}}` finds `diff_ids`); keys of what are Go maps in buildah's structs
+//! (`Labels`, `Annotations`, `ExposedPorts`, `Volumes`) match exactly, as in Go. Values print as Go's fmt prints them: strings bare, lists `[a b]`, maps
 //! `map[k:v]`. Go formats Go structs, where an unset field still has its zero value; kiln formats
 //! JSON, where an unset field is absent or null. So an absent or null key renders as the zero
 //! value of what that field is in buildah's structs: `[]` for lists (`Entrypoint`, `Cmd`, …),
@@ -41,9 +43,12 @@ fn render_map(t: &str, root: &Value) -> Result<String> {
 fn render_with(t: &str, root: &Value, root_is_map: bool) -> Result<String> {
     let t = t.replace("\\n", "\n").replace("\\t", "\t");
     let nodes = parse(&t).map_err(|e| anyhow!("template: {e}"))?;
+    let mut maps = std::collections::HashSet::new();
+    go_maps(root, &mut maps);
     let mut ex = Exec {
         root,
         root_is_map,
+        maps,
         vars: vec![("$".into(), V::Ref(root))],
     };
     let mut out = String::new();
@@ -320,6 +325,26 @@ fn fold(s: &str) -> String {
         .collect()
 }
 
+/// Collect the objects under `v` that are Go maps in buildah's structs (`Labels`,
+/// `Annotations`, `ExposedPorts`, `Volumes`, …: a field whose zero value is `map[]`), whose keys
+/// are data, matched exactly; every other object stands for a struct.
+fn go_maps(v: &Value, out: &mut std::collections::HashSet<*const Value>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                if x.is_object() && zero_of(k) == Zero::Map {
+                    // A map's values are strings or empty structs: nothing below is a field.
+                    out.insert(x as *const Value);
+                } else {
+                    go_maps(x, out);
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| go_maps(x, out)),
+        _ => {}
+    }
+}
+
 /// The zero value of buildah's field of this name (see the module comment).
 fn zero_of(field: &str) -> Zero {
     match fold(field).as_str() {
@@ -344,10 +369,12 @@ enum Node {
     With(Pipe, Vec<Node>, Vec<Node>),
 }
 
-/// `$a, $b := cmd | cmd …`
+/// `$a, $b := cmd | cmd …` (or `$a = …`: `assign`)
 #[derive(Debug)]
 struct Pipe {
     decl: Vec<String>,
+    /// `=`: the variables are ones already declared, set rather than declared anew.
+    assign: bool,
     cmds: Vec<Vec<Arg>>,
 }
 
@@ -374,7 +401,10 @@ enum Tok {
     Open,
     /// `)` and the fields right after it
     Close(Vec<String>),
+    /// `:=`
     Declare,
+    /// `=`
+    Assign,
     Comma,
 }
 
@@ -511,7 +541,7 @@ fn lex(s: &str) -> Result<Vec<Tok>, String> {
                 i += 2;
             }
             '=' => {
-                toks.push(Tok::Declare);
+                toks.push(Tok::Assign);
                 i += 1;
             }
             '"' => {
@@ -640,7 +670,8 @@ fn number(s: &str) -> Option<Value> {
 /// Parse a pipeline from `toks[*i..]`, up to the end or a `)`.
 fn parse_pipe(toks: &[Tok], i: &mut usize, src: &str) -> Result<Pipe, String> {
     let mut decl = Vec::new();
-    // `$a := …` or `$a, $b := …`
+    let mut assign = false;
+    // `$a := …` or `$a, $b := …` (`=` for variables already declared)
     let mut j = *i;
     let mut names = Vec::new();
     while let Some(Tok::Var(n, f)) = toks.get(j) {
@@ -651,8 +682,9 @@ fn parse_pipe(toks: &[Tok], i: &mut usize, src: &str) -> Result<Pipe, String> {
         j += 1;
         match toks.get(j) {
             Some(Tok::Comma) => j += 1,
-            Some(Tok::Declare) => {
+            Some(t @ (Tok::Declare | Tok::Assign)) => {
                 decl = names.clone();
+                assign = *t == Tok::Assign;
                 *i = j + 1;
                 break;
             }
@@ -674,6 +706,9 @@ fn parse_pipe(toks: &[Tok], i: &mut usize, src: &str) -> Result<Pipe, String> {
             Tok::Open => {
                 *i += 1;
                 let sub = parse_pipe(toks, i, src)?;
+                if sub.decl.len() > 1 {
+                    return Err(format!("too many declarations in {src:?}"));
+                }
                 let Some(Tok::Close(f)) = toks.get(*i) else {
                     return Err(format!("unclosed ( in {src:?}"));
                 };
@@ -706,7 +741,9 @@ fn parse_pipe(toks: &[Tok], i: &mut usize, src: &str) -> Result<Pipe, String> {
                 });
                 *i += 1;
             }
-            Tok::Comma | Tok::Declare => return Err(format!("unexpected token in {src:?}")),
+            Tok::Comma | Tok::Declare | Tok::Assign => {
+                return Err(format!("unexpected token in {src:?}"));
+            }
         }
     }
     if !cmd.is_empty() {
@@ -715,15 +752,19 @@ fn parse_pipe(toks: &[Tok], i: &mut usize, src: &str) -> Result<Pipe, String> {
     if cmds.is_empty() {
         return Err(format!("missing value in {{{{{src}}}}}"));
     }
-    Ok(Pipe { decl, cmds })
+    Ok(Pipe { decl, assign, cmds })
 }
 
-fn pipe_of(src: &str) -> Result<Pipe, String> {
+/// The pipeline of an action; only `range` may declare two variables.
+fn pipe_of(src: &str, range: bool) -> Result<Pipe, String> {
     let toks = lex(src)?;
     let mut i = 0;
     let p = parse_pipe(&toks, &mut i, src)?;
     if i != toks.len() {
         return Err(format!("unexpected ) in {{{{{src}}}}}"));
+    }
+    if p.decl.len() > if range { 2 } else { 1 } {
+        return Err(format!("too many declarations in {{{{{src}}}}}"));
     }
     Ok(p)
 }
@@ -777,7 +818,7 @@ fn parse_nodes(it: &mut impl Iterator<Item = Seg>) -> Result<(Vec<Node>, Stop), 
                 return Ok((nodes, Stop::Else(cond)));
             }
             "if" => {
-                let mut branches = vec![(pipe_of(rest)?, Vec::new())];
+                let mut branches = vec![(pipe_of(rest, false)?, Vec::new())];
                 let mut otherwise = Vec::new();
                 loop {
                     let (body, stop) = parse_nodes(it)?;
@@ -789,7 +830,7 @@ fn parse_nodes(it: &mut impl Iterator<Item = Seg>) -> Result<(Vec<Node>, Stop), 
                         }
                         Stop::Else(Some(cond)) => {
                             branches.last_mut().expect("a branch").1 = body;
-                            branches.push((pipe_of(&cond)?, Vec::new()));
+                            branches.push((pipe_of(&cond, false)?, Vec::new()));
                         }
                         Stop::Else(None) => {
                             branches.last_mut().expect("a branch").1 = body;
@@ -805,13 +846,7 @@ fn parse_nodes(it: &mut impl Iterator<Item = Seg>) -> Result<(Vec<Node>, Stop), 
                 nodes.push(Node::If(branches, otherwise));
             }
             "range" | "with" => {
-                let pipe = pipe_of(rest)?;
-                if word == "with" && !pipe.decl.is_empty() && pipe.decl.len() != 1 {
-                    return Err(format!("too many declarations in {{{{{a}}}}}"));
-                }
-                if pipe.decl.len() > 2 {
-                    return Err(format!("too many declarations in {{{{{a}}}}}"));
-                }
+                let pipe = pipe_of(rest, word == "range")?;
                 let (body, stop) = parse_nodes(it)?;
                 let otherwise = match stop {
                     Stop::End => Vec::new(),
@@ -833,7 +868,7 @@ fn parse_nodes(it: &mut impl Iterator<Item = Seg>) -> Result<(Vec<Node>, Stop), 
             "template" | "define" | "block" | "break" | "continue" => {
                 return Err(format!("{{{{{word}}}}} is not supported"));
             }
-            _ => nodes.push(Node::Print(pipe_of(&a)?)),
+            _ => nodes.push(Node::Print(pipe_of(&a, false)?)),
         }
     }
     Ok((nodes, Stop::Eof))
@@ -845,6 +880,8 @@ struct Exec<'a> {
     root: &'a Value,
     /// The root is a Go map (a table's header): a key it lacks is `<no value>`.
     root_is_map: bool,
+    /// The objects of `root` that are Go maps (see [`go_maps`]).
+    maps: std::collections::HashSet<*const Value>,
     vars: Vec<(String, V<'a>)>,
 }
 
@@ -886,7 +923,7 @@ impl<'a> Exec<'a> {
                 }
                 Node::Range(p, body, otherwise) => {
                     let mark = self.vars.len();
-                    let Pipe { cmds, decl } = p;
+                    let Pipe { cmds, decl, assign } = p;
                     let by_key = |m: Vec<(String, V<'a>)>| -> Vec<(V<'a>, V<'a>)> {
                         let mut m = m;
                         m.sort_by(|a, b| a.0.cmp(&b.0));
@@ -894,7 +931,15 @@ impl<'a> Exec<'a> {
                             .map(|(k, x)| (V::Own(Value::String(k)), x))
                             .collect()
                     };
-                    let items: Vec<(V<'a>, V<'a>)> = match self.cmds(cmds, dot)? {
+                    let collection = self.cmds(cmds, dot)?;
+                    // As Go: `range $x = …` first sets `$x` to what is ranged over (what it
+                    // keeps when that is empty).
+                    if *assign {
+                        for name in decl {
+                            self.set_var(name, collection.clone())?;
+                        }
+                    }
+                    let items: Vec<(V<'a>, V<'a>)> = match collection {
                         V::Zero(_) | V::Ref(Value::Null) | V::Own(Value::Null) => Vec::new(),
                         V::Ref(Value::Array(a)) => a
                             .iter()
@@ -919,12 +964,18 @@ impl<'a> Exec<'a> {
                     }
                     for (k, x) in items {
                         let inner = self.vars.len();
-                        match decl.as_slice() {
-                            [] => {}
-                            [v] => self.vars.push((v.clone(), x.clone())),
-                            [kn, vn, ..] => {
+                        match (decl.as_slice(), assign) {
+                            ([], _) => {}
+                            ([v], false) => self.vars.push((v.clone(), x.clone())),
+                            ([kn, vn, ..], false) => {
                                 self.vars.push((kn.clone(), k));
                                 self.vars.push((vn.clone(), x.clone()));
+                            }
+                            // `range $x = …`: the variables declared before take each item.
+                            ([v], true) => self.set_var(v, x.clone())?,
+                            ([kn, vn, ..], true) => {
+                                self.set_var(kn, k)?;
+                                self.set_var(vn, x.clone())?;
                             }
                         }
                         self.walk(body, &x, out)?;
@@ -939,10 +990,25 @@ impl<'a> Exec<'a> {
 
     fn pipe(&mut self, p: &Pipe, dot: &V<'a>) -> Result<V<'a>, String> {
         let v = self.cmds(&p.cmds, dot)?;
-        if let Some(name) = p.decl.first() {
-            self.vars.push((name.clone(), v.clone()));
+        for name in &p.decl {
+            if p.assign {
+                self.set_var(name, v.clone())?;
+            } else {
+                self.vars.push((name.clone(), v.clone()));
+            }
         }
         Ok(v)
+    }
+
+    /// `$x = …`: set the innermost variable of that name already declared (Go's `setVar`).
+    fn set_var(&mut self, name: &str, v: V<'a>) -> Result<(), String> {
+        match self.vars.iter_mut().rev().find(|(n, _)| n == name) {
+            Some(slot) => {
+                slot.1 = v;
+                Ok(())
+            }
+            None => Err(format!("undefined variable: {name}")),
+        }
     }
 
     fn cmds(&mut self, cmds: &[Vec<Arg>], dot: &V<'a>) -> Result<V<'a>, String> {
@@ -994,34 +1060,39 @@ impl<'a> Exec<'a> {
     fn fields(&self, mut cur: V<'a>, fields: &[String]) -> Result<V<'a>, String> {
         let mut parent: Option<&str> = None;
         for f in fields {
-            // In buildah's structs a map (`Labels`) lacking a key gives `<no value>`; a struct
-            // lacking a field here only lacks it in the JSON, so it has its zero value.
-            let zero = if parent.is_some_and(|p| zero_of(p) == Zero::Map) {
-                Zero::NoValue
-            } else {
-                zero_of(f)
+            // A Go map (`Labels`) is read by its exact key, and lacking it gives `<no value>`
+            // (as does anything read from `<no value>`). A struct's field matches its JSON key
+            // loosely, and one it lacks here only lacks it in the JSON, so has its zero value.
+            let in_map = match &cur {
+                V::Ref(v) => self.maps.contains(&(*v as *const Value)),
+                V::Zero(z) => matches!(z, Zero::Map | Zero::NoValue),
+                V::Own(_) => parent.is_some_and(|p| zero_of(p) == Zero::Map),
+                V::Time(..) => false,
             };
+            let zero = if in_map { Zero::NoValue } else { zero_of(f) };
             let at_root = matches!(cur, V::Ref(v) if std::ptr::eq(v, self.root));
             cur = match cur {
                 V::Zero(_) => V::Zero(zero),
                 V::Time(raw, _) => time_method(&raw, f)
                     .ok_or_else(|| format!("can't evaluate field {f} in type time.Time"))?,
-                V::Ref(v) => match lookup(v, f) {
+                V::Ref(v) => match lookup(v, f, in_map) {
                     Some(Value::Null) => V::Zero(zero),
                     Some(x) => V::Ref(x),
                     None if at_root && self.root_is_map => V::Zero(Zero::NoValue),
                     None if v.is_object() && !at_root => V::Zero(zero),
                     None => return Err(cant_evaluate(f, v)),
                 },
-                V::Own(v) => match lookup(&v, f) {
+                V::Own(v) => match lookup(&v, f, in_map) {
                     Some(Value::Null) => V::Zero(zero),
                     Some(x) => V::Own(x.clone()),
                     None if v.is_object() => V::Zero(zero),
                     None => return Err(cant_evaluate(f, &v)),
                 },
             };
-            // Go's times (`.OCIv1.Created`, `.CreatedAtRaw`) print as Go prints them.
-            if let (Some(ptr), Some(Value::String(raw))) = (time_field(f), cur.json())
+            // Go's times (`.OCIv1.Created`, `.CreatedAtRaw`) print as Go prints them; a map's
+            // values are data, never times.
+            if !in_map
+                && let (Some(ptr), Some(Value::String(raw))) = (time_field(f), cur.json())
                 && go_time(raw).is_some()
             {
                 cur = V::Time(raw.clone(), ptr);
@@ -1036,10 +1107,15 @@ fn cant_evaluate(f: &str, v: &Value) -> String {
     format!("can't evaluate field {f} in type {}", V::Ref(v).type_name())
 }
 
-fn lookup<'v>(v: &'v Value, field: &str) -> Option<&'v Value> {
+/// Field `field` of `v`: a map's key exactly (`exact`), else a struct field's JSON key, which
+/// may differ in case, `_` and `.` (`DiffIDs` is `diff_ids`).
+fn lookup<'v>(v: &'v Value, field: &str, exact: bool) -> Option<&'v Value> {
     let obj = v.as_object()?;
     if let Some(x) = obj.get(field) {
         return Some(x);
+    }
+    if exact {
+        return None;
     }
     let f = fold(field);
     obj.iter().find(|(k, _)| fold(k) == f).map(|(_, x)| x)
@@ -2247,6 +2323,95 @@ mod tests {
         assert_eq!(r("x  {{- .FromImageID -}}  y", &v), "xabcy");
         assert!(render("{{if .FromImageID}}open", &v).is_err());
         assert!(render("{{end}}", &v).is_err());
+    }
+
+    /// `:=` declares a variable in the current scope, `=` sets the one already declared (Go's
+    /// text/template since 1.11); outputs as buildah 1.28 prints them.
+    #[test]
+    fn variable_assignment() {
+        let v = sample();
+        assert_eq!(
+            r(
+                r#"{{$f := "no"}}{{if true}}{{$f = "yes"}}{{end}}{{$f}}"#,
+                &v
+            ),
+            "yes"
+        );
+        assert_eq!(
+            r(
+                r#"{{$f := "no"}}{{if true}}{{$f := "yes"}}{{end}}{{$f}}"#,
+                &v
+            ),
+            "no"
+        );
+        assert_eq!(
+            r("{{$x := 1}}{{with $x := 2}}{{$x = 3}}{{end}}{{$x}}", &v),
+            "1"
+        );
+        assert_eq!(r("{{$x := 1}}{{if $x = 2}}{{$x}}{{end}}{{$x}}", &v), "22");
+        assert_eq!(
+            r(
+                "{{$last := 0}}{{range .OCIv1.Config.Env}}{{$last = .}}{{end}}{{$last}}",
+                &v
+            ),
+            "B=2"
+        );
+        assert_eq!(
+            r(
+                "{{$i := 9}}{{$e := 0}}{{range $i, $e = .OCIv1.Config.Env}}{{end}}{{$i}}|{{$e}}",
+                &v
+            ),
+            "1|B=2"
+        );
+        assert_eq!(
+            r(
+                "{{$x := 0}}{{range $x = .OCIv1.Config.Entrypoint}}{{end}}{{$x}}",
+                &v
+            ),
+            "[]"
+        );
+        assert_eq!(r("{{$x := 1}}{{print ($x = 2)}}{{$x}}", &v), "22");
+        let e = render("{{$y = 1}}", &v).unwrap_err().to_string();
+        assert!(e.contains("undefined variable: $y"), "{e}");
+        assert!(render("{{$a, $b := 1}}", &v).is_err());
+    }
+
+    /// Keys of Go maps (labels, annotations, ports, volumes) match exactly; struct fields match
+    /// their JSON keys loosely.
+    #[test]
+    fn map_keys_match_exactly() {
+        let v = json!({
+            "OCIv1": {
+                "os": "linux",
+                "created": "2024-01-01T00:00:00Z",
+                "config": {
+                    "Labels": {"Foo": "upper", "a_b": "under", "created": "2020-01-01T00:00:00Z"},
+                    "ExposedPorts": {"80/tcp": {}},
+                    "Volumes": {"/Data": {}}
+                }
+            },
+            "ImageAnnotations": {"Org": "x"}
+        });
+        assert_eq!(r("{{.oCIv1.os}}", &v), "linux");
+        assert_eq!(r("{{.OCIv1.Config.Labels.Foo}}", &v), "upper");
+        assert_eq!(r("{{.OCIv1.Config.Labels.foo}}", &v), "<no value>");
+        assert_eq!(r("{{.OCIv1.Config.Labels.ab}}", &v), "<no value>");
+        assert_eq!(r("{{.OCIv1.Config.Labels.a_b}}", &v), "under");
+        assert_eq!(r("{{.OCIv1.Config.Labels.foo.bar}}", &v), "<no value>");
+        // A label's value is text, whatever its key.
+        assert_eq!(
+            r("{{.OCIv1.Config.Labels.created}}", &v),
+            "2020-01-01T00:00:00Z"
+        );
+        assert_eq!(r("{{.OCIv1.Created}}", &v), "2024-01-01 00:00:00 +0000 UTC");
+        assert_eq!(r("{{.ImageAnnotations.org}}", &v), "<no value>");
+        assert_eq!(r("{{.ImageAnnotations.Org}}", &v), "x");
+        assert_eq!(
+            r("{{with .OCIv1.Config.Labels}}{{.foo}}|{{.Foo}}{{end}}", &v),
+            "<no value>|upper"
+        );
+        assert_eq!(r("{{with .OCIv1.Config.Volumes}}{{len .}}{{end}}", &v), "1");
+        assert_eq!(r(r#"{{index .OCIv1.Config.Labels "foo"}}"#, &v), "");
     }
 
     /// Outputs checked against buildah 1.28 (`buildah inspect --format`).
