@@ -389,6 +389,21 @@ fn containers_persist_and_rm_all_cleans_up() {
         1,
         "only busybox is stored: {images}"
     );
+    // The commit names its base image, as buildah's does.
+    let manifest: serde_json::Value = serde_json::from_slice(&archive_blob(
+        &tar,
+        summary(&tar)["meta"]["manifest_digest"].as_str().unwrap(),
+    ))
+    .unwrap();
+    let base_digest = kiln.run(["images", "--format", "{{.Digest}}", &busybox]);
+    assert_eq!(
+        manifest["annotations"]["org.opencontainers.image.base.digest"],
+        base_digest.trim()
+    );
+    assert_eq!(
+        manifest["annotations"]["org.opencontainers.image.base.name"],
+        busybox.as_str()
+    );
     let squashed = out.path().join("squashed.tar");
     kiln.run([
         "commit",

@@ -18,7 +18,7 @@ use crate::executor::{find_or_pull, layer_from_tree, layer_from_upper, owner_in,
 use crate::ignore::IgnoreRules;
 use crate::layers::{LayerRef, LayerStack, Lookup, flat_key, flat_snapshot, flat_snapshot_reusing};
 use crate::{Format, ProcessOptions, PullPolicy};
-use kiln_core::Platform;
+use kiln_core::{ImageReference, Platform};
 use kiln_core::spec::{HealthConfig, History, ImageConfig};
 use kiln_plugin_host::plan::CopySource;
 use kiln_registry::ClientOptions;
@@ -997,12 +997,27 @@ impl<'a> Containers<'a> {
         if opts.format == Format::Oci {
             config::strip_docker_only(&mut config);
         }
-        let annotations: Vec<(String, String)> = c
-            .state
-            .annotations
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        // The image the container was made from, as buildah notes it (`config --annotation`
+        // wins); none for scratch or an image the store no longer has.
+        let mut annotations: Vec<(String, String)> = match c
+            .record
+            .image_id
+            .and_then(|id| self.store.resolve_image(&id.to_string()).ok())
+        {
+            Some(base) => vec![
+                (
+                    "org.opencontainers.image.base.digest".into(),
+                    base.manifest_digest.to_string(),
+                ),
+                (
+                    "org.opencontainers.image.base.name".into(),
+                    ImageReference::parse(&c.record.image_name)
+                        .map_or(c.record.image_name.clone(), |r| r.to_string()),
+                ),
+            ],
+            None => Vec::new(),
+        };
+        annotations.extend(c.state.annotations.iter().map(|(k, v)| (k.clone(), v.clone())));
         let names: Vec<&str> = opts.names.iter().map(String::as_str).collect();
         write_image(
             self.store,
