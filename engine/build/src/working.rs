@@ -18,8 +18,8 @@ use crate::executor::{find_or_pull, layer_from_tree, layer_from_upper, owner_in,
 use crate::ignore::IgnoreRules;
 use crate::layers::{LayerRef, LayerStack, Lookup, flat_key, flat_snapshot, flat_snapshot_reusing};
 use crate::{Format, ProcessOptions, PullPolicy};
-use kiln_core::{ImageReference, Platform};
 use kiln_core::spec::{HealthConfig, History, ImageConfig};
+use kiln_core::{ImageReference, Platform};
 use kiln_plugin_host::plan::CopySource;
 use kiln_registry::ClientOptions;
 use kiln_sandbox::{ExtraMount, Input, Network, Output, Rootfs, RunSpec, UserSpec};
@@ -1017,7 +1017,12 @@ impl<'a> Containers<'a> {
             ],
             None => Vec::new(),
         };
-        annotations.extend(c.state.annotations.iter().map(|(k, v)| (k.clone(), v.clone())));
+        annotations.extend(
+            c.state
+                .annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
         let names: Vec<&str> = opts.names.iter().map(String::as_str).collect();
         write_image(
             self.store,
