@@ -947,3 +947,67 @@ fn manifest_add_records_registry_images_and_push_all_copies_them() {
     ]);
     assert!(err.contains(&layer), "{err}");
 }
+
+#[test]
+fn local_transports_behave_as_buildahs() {
+    let reg = Registry::start(Variant::Plain);
+    bases::push_busybox(&reg);
+    let kiln = Kiln::new();
+    let busybox = reg.reference("busybox:latest");
+    kiln.run(["pull", "-q", "--tls-verify=false", &busybox]);
+    kiln.run(["tag", &busybox, "localhost/other:1"]);
+    // Images pushed into one oci: directory stay side by side; a name pushed again is replaced.
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("layout");
+    for (image, r) in [
+        (&*busybox, "bb"),
+        ("localhost/other:1", "o1"),
+        (&*busybox, "bb"),
+    ] {
+        kiln.run(["push", "-q", image, &format!("oci:{}:{r}", dir.display())]);
+    }
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let names: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(names, ["o1", "bb"]);
+    for r in ["bb", "o1"] {
+        skopeo_json(&["inspect", &format!("oci:{}:{r}", dir.display())]);
+    }
+    // --digestfile for a local transport: the manifest digest.
+    let digest_file = out.path().join("digest");
+    kiln.run([
+        "push",
+        "-q",
+        "--digestfile",
+        digest_file.to_str().unwrap(),
+        &busybox,
+        &format!("oci-archive:{}", out.path().join("a.tar").display()),
+    ]);
+    let want = kiln.run(["images", "--format", "{{.Digest}}", &busybox]);
+    assert_eq!(
+        std::fs::read_to_string(&digest_file).unwrap(),
+        want.lines().next().unwrap()
+    );
+    // containers-storage: is kiln's own store, never a registry.
+    kiln.run(["push", &busybox, "containers-storage:localhost/copied:1"]);
+    let id = kiln.run(["pull", "containers-storage:localhost/copied:1"]);
+    assert_eq!(
+        id.trim(),
+        kiln.run(["images", "-q", "--no-trunc", &busybox])
+            .trim()
+            .trim_start_matches("sha256:")
+    );
+    let err = kiln.run_fail(["push", &busybox, "bogus:foo/x:1"]);
+    assert!(err.contains("unknown transport \"bogus\""), "{err}");
+    let err = kiln.run_fail(["pull", "--authfile", "/nonexistent/auth.json", &busybox]);
+    assert!(err.contains("checking authfile"), "{err}");
+}

@@ -140,6 +140,12 @@ impl Transport {
                         scheme: scheme.to_string(),
                         rest: rest.to_string(),
                     })
+                } else if schemey
+                    && rest.contains('/')
+                    && !rest.starts_with(|c: char| c.is_ascii_digit())
+                {
+                    // `bogus:foo/x:1`: no registry port and no tag has a `/` after its colon.
+                    Err(Error::transport(s, format!("unknown transport {scheme:?}")))
                 } else {
                     Ok(Transport::Store(s.to_string()))
                 }
@@ -288,6 +294,8 @@ mod tests {
         assert!(Transport::parse("docker://Bad").is_err());
         assert!(Transport::parse("oci:").is_err());
         assert!(Transport::parse("").is_err());
+        let e = Transport::parse("bogus:foo/x:1").unwrap_err().to_string();
+        assert!(e.contains("unknown transport \"bogus\""), "{e}");
         for s in [
             "docker://docker.io/library/busybox:latest",
             "oci:/a/b:c",

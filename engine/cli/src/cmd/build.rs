@@ -413,6 +413,7 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
         ssh: a.ssh.iter().map(|s| parse_ssh(s)).collect::<Result<_>>()?,
         storage_driver: g.requested_storage_driver()?,
     };
+    a.registry_flags.check()?;
     let mut registry = a.registry_flags.options(a.quiet);
     registry.credentials = a.creds.as_deref().map(crate::cmd::registry::parse_creds).transpose()?;
     if let Some(n) = a.retry {

@@ -391,6 +391,7 @@ fn from(store: &Store, a: FromArgs, g: &Global) -> Result<()> {
         .iter()
         .map(|v| parse_bind(v))
         .collect::<Result<_>>()?;
+    a.registry_flags.check()?;
     let mut v = Containers::new(store, a.registry_flags.options(a.quiet));
     v.quiet = a.quiet;
     v.driver = g.storage_driver(store)?;

@@ -109,10 +109,16 @@ pub fn export(
     Ok(())
 }
 
-/// `oci:DIR`: the exporter wrote a layout as a tar; unpack it into DIR (blobs are added to what
-/// is there, index.json is replaced).
+/// `oci:DIR`: the exporter wrote a layout as a tar; unpack it into DIR. Blobs are added to what
+/// is there, and the images DIR's index.json already lists stay, but for one with a name (or,
+/// unnamed, the digest) of an image written now, which that image replaces (as buildah does).
 fn unpack_layout(tar_path: &Path, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let index_path = dir.join("index.json");
+    let before: Option<serde_json::Value> = std::fs::read(&index_path)
+        .ok()
+        .map(|b| serde_json::from_slice(&b).with_context(|| format!("reading {}", index_path.display())))
+        .transpose()?;
     let f = std::fs::File::open(tar_path)?;
     let mut a = tar::Archive::new(f);
     a.set_preserve_permissions(false);
@@ -121,6 +127,29 @@ fn unpack_layout(tar_path: &Path, dir: &Path) -> Result<()> {
         let mut e = e?;
         e.unpack_in(dir).with_context(|| format!("unpacking into {}", dir.display()))?;
     }
+    let Some(before) = before else {
+        return Ok(());
+    };
+    let mut index: serde_json::Value = serde_json::from_slice(&std::fs::read(&index_path)?)
+        .with_context(|| format!("reading {}", index_path.display()))?;
+    let ref_name = |d: &serde_json::Value| d["annotations"][kiln_registry::REF_NAME].as_str().map(str::to_string);
+    let new: Vec<serde_json::Value> = index["manifests"].as_array().cloned().unwrap_or_default();
+    let replaced = |old: &serde_json::Value| {
+        new.iter().any(|n| match (ref_name(old), ref_name(n)) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => old["digest"] == n["digest"],
+            _ => false,
+        })
+    };
+    let mut merged: Vec<serde_json::Value> =
+        before["manifests"].as_array().into_iter().flatten().filter(|o| !replaced(o)).cloned().collect();
+    merged.extend(new);
+    index["manifests"] = serde_json::Value::Array(merged);
+    let tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::fs::write(tmp.path(), serde_json::to_vec(&index)?)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644 & !current_umask()))?;
+    tmp.persist(&index_path).with_context(|| format!("writing {}", index_path.display()))?;
     Ok(())
 }
 

@@ -93,6 +93,17 @@ pub struct RegistryFlags {
 }
 
 impl RegistryFlags {
+    /// An `--authfile` that does not exist is an error (as buildah checks it), except for
+    /// `kiln login`, which makes it.
+    pub fn check(&self) -> Result<()> {
+        if let Some(f) = &self.authfile
+            && let Err(e) = std::fs::metadata(f)
+        {
+            anyhow::bail!("checking authfile: {}: {e}", f.display());
+        }
+        Ok(())
+    }
+
     /// Registry client options from these flags (`quiet`: no progress output).
     pub fn options(&self, quiet: bool) -> kiln_registry::ClientOptions {
         let mut o = kiln_registry::ClientOptions {

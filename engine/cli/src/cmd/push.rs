@@ -36,6 +36,7 @@ pub struct PushArgs {
 
 /// Run `kiln push`.
 pub fn run(a: PushArgs, g: &Global) -> Result<()> {
+    a.registry_flags.check()?;
     let store = open_store(g)?;
     let image = store.resolve_image(&a.image)?;
     let dest = a.destination.clone().unwrap_or_else(|| a.image.clone());
@@ -54,6 +55,13 @@ pub fn run(a: PushArgs, g: &Global) -> Result<()> {
                 std::fs::write(f, d.to_string())?;
             }
         }
+        // containers-storage:NAME is kiln's own store: the image gets that name.
+        Transport::Store(name) if dest.starts_with("containers-storage:") => {
+            store.tag_image(&image.id.to_string(), &[&name])?;
+            if let Some(f) = &a.digestfile {
+                std::fs::write(f, image.manifest_digest.to_string())?;
+            }
+        }
         Transport::Store(name) => {
             let d = crate::cmd::push_to_registry(&store, &image, &name, &a.registry_flags, format, a.quiet)?;
             if let Some(f) = &a.digestfile {
@@ -67,6 +75,10 @@ pub fn run(a: PushArgs, g: &Global) -> Result<()> {
                 .map(|o| o.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| anyhow::anyhow!("--export-opt {o:?} is not KEY=VALUE")))
                 .collect::<Result<_>>()?;
             export::export(&store, &host, &catalog, &image, &t, &opts, a.timestamp, a.quiet)?;
+            // The exporters write the stored manifest as it is.
+            if let Some(f) = &a.digestfile {
+                std::fs::write(f, image.manifest_digest.to_string())?;
+            }
         }
     }
     Ok(())

@@ -123,7 +123,14 @@ pub(crate) fn parse_creds(s: &str) -> Result<Credentials> {
 
 /// Run `kiln pull`: prints the image ID on stdout.
 pub fn pull(a: PullArgs, g: &Global) -> Result<()> {
+    a.registry_flags.check()?;
     let store = open_store(g)?;
+    // containers-storage:NAME is kiln's own store: nothing to fetch.
+    if let Some(name) = a.source.strip_prefix("containers-storage:") {
+        let img = store.resolve_image(name.rsplit(']').next().unwrap_or(name))?;
+        println!("{}", img.id.hex());
+        return Ok(());
+    }
     let opts = ClientOptions {
         platform: platform(&a)?,
         credentials: a.creds.as_deref().map(parse_creds).transpose()?,
