@@ -982,6 +982,15 @@ fn local_transports_behave_as_buildahs() {
     for r in ["bb", "o1"] {
         skopeo_json(&["inspect", &format!("oci:{}:{r}", dir.display())]);
     }
+    // Pulled back, an image is named after its reference (buildah's localhost/REF), so prune
+    // keeps it.
+    let fresh = Kiln::new();
+    fresh.run(["pull", "-q", &format!("oci:{}:o1", dir.display())]);
+    fresh.run(["prune"]);
+    assert_eq!(
+        fresh.run(["images", "--format", "{{.Name}}:{{.Tag}}"]).trim(),
+        "localhost/o1:latest"
+    );
     // --digestfile for a local transport: the manifest digest.
     let digest_file = out.path().join("digest");
     kiln.run([

@@ -73,6 +73,36 @@ fn name_from_ref(r: Option<&str>) -> Vec<String> {
     }
 }
 
+/// The name an image imported from an OCI layout gets, as buildah names it (so it is not
+/// dangling): the reference asked for, else the entry's `ref.name`, as a full reference, or a
+/// local one (`v1` → `localhost/v1:latest`); with neither, the layout's path
+/// (`localhost/PATH:latest`), when that makes a valid name.
+fn layout_name(reference: Option<&str>, entry: &Descriptor, path: &Path) -> Vec<String> {
+    let named = entry
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(REF_NAME))
+        .map(String::as_str);
+    match reference.or(named) {
+        Some(r) if !ImageReference::is_short_name(r) => name_from_ref(Some(r)),
+        Some(r) => ImageReference::parse_local(r)
+            .ok()
+            .filter(|x| x.digest().is_none())
+            .map(|x| x.to_string())
+            .into_iter()
+            .collect(),
+        None => {
+            let p = path.to_string_lossy();
+            ImageReference::parse_local(p.trim_start_matches('/'))
+                .ok()
+                .filter(|x| x.digest().is_none())
+                .map(|x| x.to_string())
+                .into_iter()
+                .collect()
+        }
+    }
+}
+
 /// The `index.json` entry to import: the one named `reference`, or the only one.
 fn choose_entry<'a>(
     index: &'a Index,
@@ -273,7 +303,7 @@ fn import_oci_dir(
         item.finish("done");
         Ok(())
     })?;
-    let names = name_from_ref(reference);
+    let names = layout_name(reference, entry, dir);
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let record = store.put_image(&mbytes, &refs).map_err(store_err)?;
     Ok(PulledImage {
@@ -470,7 +500,7 @@ fn import_oci_archive(
             ));
         }
     }
-    let names = name_from_ref(reference);
+    let names = layout_name(reference, entry, file);
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let record = store.put_image(&mbytes, &refs).map_err(store_err)?;
     Ok(PulledImage {
