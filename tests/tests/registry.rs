@@ -988,8 +988,31 @@ fn local_transports_behave_as_buildahs() {
     fresh.run(["pull", "-q", &format!("oci:{}:o1", dir.display())]);
     fresh.run(["prune"]);
     assert_eq!(
-        fresh.run(["images", "--format", "{{.Name}}:{{.Tag}}"]).trim(),
+        fresh
+            .run(["images", "--format", "{{.Name}}:{{.Tag}}"])
+            .trim(),
         "localhost/o1:latest"
+    );
+    // A docker-archive's plain-tar layers are stored compressed, so they leave kiln compressed.
+    let archive = out.path().join("b.da");
+    kiln.run([
+        "push",
+        "-q",
+        &busybox,
+        &format!("docker-archive:{}:x/bb:1", archive.display()),
+    ]);
+    let k2 = Kiln::new();
+    k2.run([
+        "pull",
+        "-q",
+        &format!("docker-archive:{}", archive.display()),
+    ]);
+    let again = out.path().join("again");
+    k2.run(["push", "-q", "x/bb:1", &format!("oci:{}", again.display())]);
+    let m = skopeo_json(&["inspect", "--raw", &format!("oci:{}", again.display())]);
+    assert_eq!(
+        m["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+gzip"
     );
     // --digestfile for a local transport: the manifest digest.
     let digest_file = out.path().join("digest");

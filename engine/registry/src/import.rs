@@ -574,13 +574,17 @@ fn import_docker_archive(
     );
     store.put_blob_bytes(config).map_err(store_err)?;
     item.finish("done");
-    // Pass 2: stream each layer into the store, hashing it; uncompressed layers must hash to their diff_id.
+    // Pass 2: stream each layer into the store, hashing it; uncompressed layers must hash to their
+    // diff_id, and are stored gzip-compressed (as buildah pushes them; the archive's own manifest
+    // names no blob digests to keep).
     let layer_paths: Vec<String> = entry
         .layers
         .iter()
         .map(|l| resolve_link(&links, l.trim_start_matches("./")))
         .collect();
-    let mut found: HashMap<String, (Digest, u64, Compression)> = HashMap::new();
+    // Per layer path: the stored blob, its size, the archive's compression, and (for a plain tar,
+    // stored compressed) the digest of the plain tar.
+    let mut found: HashMap<String, (Digest, u64, Compression, Option<Digest>)> = HashMap::new();
     let mut ar = open_archive(file)?;
     let err = |e: std::io::Error| Error::io(file, e);
     for e in ar.entries().map_err(err)? {
@@ -591,28 +595,44 @@ fn import_docker_archive(
         }
         let mut r = BufReader::with_capacity(256 * 1024, e);
         let compression = Compression::detect(r.fill_buf().map_err(err)?);
-        let mut w = store.blob_writer().map_err(store_err)?;
-        std::io::copy(&mut r, &mut w).map_err(err)?;
+        let w = store.blob_writer().map_err(store_err)?;
+        let (mut w, raw) = if compression == Compression::None {
+            let mut gz = HashingGzip {
+                gz: flate2::write::GzEncoder::new(w, flate2::Compression::default()),
+                hash: sha2::Sha256::default(),
+            };
+            std::io::copy(&mut r, &mut gz).map_err(err)?;
+            let raw = Digest::from_bytes(sha2::Digest::finalize(gz.hash).into());
+            (gz.gz.finish().map_err(err)?, Some(raw))
+        } else {
+            let mut w = w;
+            std::io::copy(&mut r, &mut w).map_err(err)?;
+            (w, None)
+        };
         w.flush().map_err(err)?;
         let (d, size) = w
             .commit(None)
             .map_err(|e| commit_err(e, format!("{source}:{path}")))?;
         rep.item("blob", &d.to_string(), Some(size)).finish("done");
-        found.insert(path, (d, size, compression));
+        found.insert(path, (d, size, compression, raw));
     }
     let mut layers = Vec::new();
     for (i, p) in layer_paths.iter().enumerate() {
-        let (d, size, c) = found
+        let (d, size, c, raw) = found
             .get(p)
             .ok_or_else(|| Error::manifest(&source, format!("layer {p} is not in the archive")))?;
-        if *c == Compression::None && *d != cfg.rootfs.diff_ids[i] {
-            return Err(Error::DigestMismatch {
-                expected: cfg.rootfs.diff_ids[i].to_string(),
-                actual: d.to_string(),
-                source_url: format!("{source}:{p}"),
-            });
+        if let Some(raw) = raw {
+            if *raw != cfg.rootfs.diff_ids[i] {
+                return Err(Error::DigestMismatch {
+                    expected: cfg.rootfs.diff_ids[i].to_string(),
+                    actual: raw.to_string(),
+                    source_url: format!("{source}:{p}"),
+                });
+            }
+            layers.push(Descriptor::new(media_types::OCI_LAYER_GZIP, *d, *size));
+        } else {
+            layers.push(Descriptor::new(media_types::oci_layer_type(*c), *d, *size));
         }
-        layers.push(Descriptor::new(media_types::oci_layer_type(*c), *d, *size));
     }
     let manifest = Manifest::new_oci(
         Descriptor::new(media_types::OCI_CONFIG, config_digest, config.len() as u64),
@@ -628,6 +648,24 @@ fn import_docker_archive(
         reference: None,
         record,
     })
+}
+
+/// Gzip-compresses what is written into `gz`, hashing the plain bytes.
+struct HashingGzip<W: Write> {
+    gz: flate2::write::GzEncoder<W>,
+    hash: sha2::Sha256,
+}
+
+impl<W: Write> Write for HashingGzip<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.gz.write(buf)?;
+        sha2::Digest::update(&mut self.hash, &buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.gz.flush()
+    }
 }
 
 /// The archive image to import and the name to give it: `@N` picks by position, a reference by
