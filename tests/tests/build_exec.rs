@@ -1156,3 +1156,29 @@ fn images_built_on_an_image_name_their_base_in_manifest_annotations() {
     );
     assert_eq!(a["org.opencontainers.image.base.name"], "mine");
 }
+
+#[test]
+fn an_output_names_the_image_only_as_this_build_does() {
+    let bases = Bases::start(false);
+    let ctx = context(&bases, "FROM {REG}/busybox:latest\nRUN echo > /y\n", &[]);
+    let kiln = Kiln::new();
+    kiln.mark_insecure(&bases.reg);
+    build_ok(&kiln, ctx.path(), &["-t", "localhost/first:1"]);
+    // The second build reuses the first's image from the cache; its archive has only its tag.
+    let out = tempfile::tempdir().unwrap();
+    let archive = out.path().join("x.da");
+    build_ok(
+        &kiln,
+        ctx.path(),
+        &[
+            "-t",
+            &format!("docker-archive:{}:foo/x:1", archive.display()),
+        ],
+    );
+    let o = std::process::Command::new("tar")
+        .args(["-xOf", archive.to_str().unwrap(), "manifest.json"])
+        .output()
+        .unwrap();
+    let m: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(m[0]["RepoTags"], serde_json::json!(["docker.io/foo/x:1"]));
+}

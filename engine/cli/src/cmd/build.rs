@@ -437,13 +437,21 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
         built = Some(outcome.image);
     }
     let image = built.expect("at least one platform is built");
+    // Outputs name the image only as this build does (-t NAME), not by names an earlier build
+    // gave the image it reused from the cache.
+    let own_names: Vec<String> = opts
+        .tags
+        .iter()
+        .filter_map(|n| kiln_core::ImageReference::parse_local(n).ok().map(|r| r.to_string()))
+        .collect();
+    let exported = kiln_store::ImageRecord { names: image.names.iter().filter(|n| own_names.contains(n)).cloned().collect(), ..image.clone() };
     let export_opts: Vec<(String, String)> = a.export_opts.iter().map(|o| kv(o, "--export-opt")).collect::<Result<_>>()?;
     for out in &outputs {
         match out {
             Transport::Docker(r) => {
                 crate::cmd::push_to_registry(&store, &image, &r.to_string(), &a.registry_flags, Some(format), a.quiet || json)?;
             }
-            t => export::export(&store, &host, &catalog, &image, t, &export_opts, a.timestamp, a.quiet || json)?,
+            t => export::export(&store, &host, &catalog, &exported, t, &export_opts, a.timestamp, a.quiet || json)?,
         }
     }
     if let Some(f) = &a.iidfile {
