@@ -1014,6 +1014,41 @@ fn local_transports_behave_as_buildahs() {
         m["layers"][0]["mediaType"],
         "application/vnd.oci.image.layer.v1.tar+gzip"
     );
+    // An OCI layout holds an OCI manifest: a stored Docker manifest is converted (skopeo finds
+    // only OCI manifests in a layout).
+    kiln.run([
+        "push",
+        "-q",
+        "--format",
+        "docker",
+        &busybox,
+        &format!("docker://{}", reg.reference("as-docker:1")),
+        "--tls-verify=false",
+    ]);
+    let k3 = Kiln::new();
+    k3.run([
+        "pull",
+        "-q",
+        "--tls-verify=false",
+        &reg.reference("as-docker:1"),
+    ]);
+    let converted = out.path().join("converted");
+    let digest_file = out.path().join("converted-digest");
+    k3.run([
+        "push",
+        "-q",
+        "--digestfile",
+        digest_file.to_str().unwrap(),
+        &reg.reference("as-docker:1"),
+        &format!("oci:{}", converted.display()),
+    ]);
+    let m = skopeo_json(&["inspect", "--raw", &format!("oci:{}", converted.display())]);
+    assert_eq!(m["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    let inspected = skopeo_json(&["inspect", &format!("oci:{}", converted.display())]);
+    assert_eq!(
+        inspected["Digest"].as_str().unwrap(),
+        std::fs::read_to_string(&digest_file).unwrap()
+    );
     // --digestfile for a local transport: the manifest digest.
     let digest_file = out.path().join("digest");
     kiln.run([

@@ -451,7 +451,9 @@ pub fn run(a: BuildArgs, g: &Global) -> Result<()> {
             Transport::Docker(r) => {
                 crate::cmd::push_to_registry(&store, &image, &r.to_string(), &a.registry_flags, Some(format), a.quiet || json)?;
             }
-            t => export::export(&store, &host, &catalog, &exported, t, &export_opts, a.timestamp, a.quiet || json)?,
+            t => {
+                export::export(&store, &host, &catalog, &exported, t, &export_opts, a.timestamp, a.quiet || json, None)?;
+            }
         }
     }
     if let Some(f) = &a.iidfile {

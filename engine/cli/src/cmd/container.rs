@@ -803,16 +803,19 @@ fn commit(store: &Store, a: CommitArgs, g: &Global) -> Result<()> {
                 a.quiet,
             )?;
         }
-        Some(t) => export::export(
-            store,
-            &host,
-            &catalog,
-            &image,
-            &t,
-            &[],
-            a.timestamp,
-            a.quiet,
-        )?,
+        Some(t) => {
+            export::export(
+                store,
+                &host,
+                &catalog,
+                &image,
+                &t,
+                &[],
+                a.timestamp,
+                a.quiet,
+                None,
+            )?;
+        }
     }
     if elsewhere && image.names.is_empty() {
         // As buildah: an image committed to another transport is not kept in the store (its

@@ -24,6 +24,10 @@ fn descriptor(media_type: &str, digest: &kiln_core::Digest, size: u64) -> kiln_p
 
 /// Export `image` to `transport` (not `docker://` nor the store) through an exporter plugin.
 /// `options` are `--export-opt` values (`scheme.key=value` go only to that scheme's exporter).
+/// An OCI layout (`oci:`, `oci-archive:`) gets an OCI manifest (a Docker one converted, as
+/// buildah does; `format` docker is warned about: readers of layouts look for OCI manifests).
+/// Returns the digest of the manifest the destination holds.
+#[allow(clippy::too_many_arguments)]
 pub fn export(
     store: &Store,
     host: &PluginHost,
@@ -33,7 +37,8 @@ pub fn export(
     options: &[(String, String)],
     timestamp: Option<i64>,
     quiet: bool,
-) -> Result<()> {
+    format: Option<kiln_build::Format>,
+) -> Result<kiln_core::Digest> {
     let (scheme, path, reference) = match transport {
         Transport::OciArchive { file, reference } => ("oci-archive", file.clone(), reference.clone()),
         Transport::Oci { dir, reference } => ("oci", dir.clone(), reference.clone()),
@@ -50,8 +55,19 @@ pub fn export(
     let plugin = catalog
         .exporter_for_scheme(host, scheme)?
         .with_context(|| format!("no exporter plugin serves {scheme}: (see `kiln plugin list`)"))?;
-    let manifest_bytes = store.image_manifest_bytes(image)?;
-    let manifest = store.image_manifest(image)?;
+    let mut manifest_bytes = store.image_manifest_bytes(image)?;
+    let mut manifest = store.image_manifest(image)?;
+    let mut manifest_digest = image.manifest_digest;
+    if matches!(scheme, "oci" | "oci-archive") {
+        if format == Some(kiln_build::Format::Docker) {
+            eprintln!("warning: {scheme}: holds OCI manifests; --format docker applies to registries");
+        }
+        if let Some(converted) = kiln_registry::convert_manifest(&manifest, kiln_registry::PushFormat::Oci)? {
+            manifest_bytes = converted.to_vec();
+            manifest_digest = kiln_core::Digest::of_bytes(&manifest_bytes);
+            manifest = converted;
+        }
+    }
     let config_bytes = store.image_config_bytes(image)?;
     let config = store.image_config(image)?;
     if manifest.layers.len() != config.rootfs.diff_ids.len() {
@@ -66,7 +82,7 @@ pub fn export(
     let manifest_mt = manifest.media_type_or_default().to_string();
     let img = ExportImage {
         names: image.names.clone(),
-        manifest_descriptor: descriptor(&manifest_mt, &image.manifest_digest, manifest_bytes.len() as u64),
+        manifest_descriptor: descriptor(&manifest_mt, &manifest_digest, manifest_bytes.len() as u64),
         manifest_json: manifest_bytes,
         config_descriptor: descriptor(&manifest.config.media_type, &manifest.config.digest, config_bytes.len() as u64),
         config_json: config_bytes,
@@ -106,7 +122,7 @@ pub fn export(
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode & !umask))?;
         tmp.persist(&path).with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(())
+    Ok(manifest_digest)
 }
 
 /// `oci:DIR`: the exporter wrote a layout as a tar; unpack it into DIR. Blobs are added to what

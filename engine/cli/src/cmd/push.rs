@@ -74,10 +74,9 @@ pub fn run(a: PushArgs, g: &Global) -> Result<()> {
                 .iter()
                 .map(|o| o.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| anyhow::anyhow!("--export-opt {o:?} is not KEY=VALUE")))
                 .collect::<Result<_>>()?;
-            export::export(&store, &host, &catalog, &image, &t, &opts, a.timestamp, a.quiet)?;
-            // The exporters write the stored manifest as it is.
+            let d = export::export(&store, &host, &catalog, &image, &t, &opts, a.timestamp, a.quiet, format)?;
             if let Some(f) = &a.digestfile {
-                std::fs::write(f, image.manifest_digest.to_string())?;
+                std::fs::write(f, d.to_string())?;
             }
         }
     }
