@@ -1007,6 +1007,20 @@ fn local_transports_behave_as_buildahs() {
         "-q",
         &format!("docker-archive:{}", archive.display()),
     ]);
+    // Named by every RepoTags entry (the reference pushed, then the image's names).
+    let mut names: Vec<String> = k2
+        .run(["images", "--format", "{{.Name}}:{{.Tag}}"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    let mut want = vec![
+        "docker.io/x/bb:1".to_string(),
+        busybox.clone(),
+        "localhost/other:1".to_string(),
+    ];
+    want.sort();
+    assert_eq!(names, want);
     let again = out.path().join("again");
     k2.run(["push", "-q", "x/bb:1", &format!("oci:{}", again.display())]);
     let m = skopeo_json(&["inspect", "--raw", &format!("oci:{}", again.display())]);

@@ -533,7 +533,7 @@ fn import_docker_archive(
         .ok_or_else(|| Error::manifest(&source, "no manifest.json in the archive"))?;
     let entries: Vec<DockerArchiveEntry> = serde_json::from_slice(mbytes)
         .map_err(|e| Error::manifest(format!("{source}: manifest.json"), e.to_string()))?;
-    let (entry, name) = choose_docker_entry(&entries, reference, &source)?;
+    let (entry, names) = choose_docker_entry(&entries, reference, &source)?;
     let config_path = resolve_link(&links, entry.config.trim_start_matches("./"));
     let config = docs.get(&config_path).ok_or_else(|| {
         Error::manifest(
@@ -639,7 +639,6 @@ fn import_docker_archive(
         layers,
     );
     let bytes = manifest.to_vec();
-    let names: Vec<String> = name.into_iter().collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let record = store.put_image(&bytes, &refs).map_err(store_err)?;
     Ok(PulledImage {
@@ -674,13 +673,15 @@ fn choose_docker_entry<'a>(
     entries: &'a [DockerArchiveEntry],
     reference: Option<&str>,
     source: &str,
-) -> Result<(&'a DockerArchiveEntry, Option<String>)> {
-    let first_tag = |e: &DockerArchiveEntry| {
+) -> Result<(&'a DockerArchiveEntry, Vec<String>)> {
+    // Every RepoTags entry, as buildah names the image.
+    let all_tags = |e: &DockerArchiveEntry| -> Vec<String> {
         e.repo_tags
-            .as_ref()
-            .and_then(|t| t.first())
-            .and_then(|t| ImageReference::parse(t).ok())
+            .iter()
+            .flatten()
+            .filter_map(|t| ImageReference::parse(t).ok())
             .map(|r| r.to_string())
+            .collect()
     };
     match reference {
         Some(r) if r.starts_with('@') => {
@@ -692,7 +693,7 @@ fn choose_docker_entry<'a>(
                 reference: format!("{source}:{r}"),
                 message: format!("the archive holds {} images", entries.len()),
             })?;
-            Ok((e, first_tag(e)))
+            Ok((e, all_tags(e)))
         }
         Some(r) => {
             let want = ImageReference::parse(r).map_err(|e| Error::InvalidReference {
@@ -702,7 +703,7 @@ fn choose_docker_entry<'a>(
             for e in entries {
                 for t in e.repo_tags.iter().flatten() {
                     if ImageReference::parse(t).ok().as_ref() == Some(&want) {
-                        return Ok((e, Some(want.to_string())));
+                        return Ok((e, vec![want.to_string()]));
                     }
                 }
             }
@@ -712,7 +713,7 @@ fn choose_docker_entry<'a>(
             })
         }
         None => match entries {
-            [one] => Ok((one, first_tag(one))),
+            [one] => Ok((one, all_tags(one))),
             [] => Err(Error::NotFound {
                 reference: source.into(),
                 message: "manifest.json lists no images".into(),
