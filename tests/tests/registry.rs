@@ -602,6 +602,18 @@ fn a_build_cache_in_a_registry_serves_a_fresh_store() {
     );
 }
 
+/// `kiln manifest inspect LIST`, and the architectures of its entries in order.
+fn list_archs(kiln: &Kiln, list: &str) -> (Value, Vec<String>) {
+    let index: Value = serde_json::from_str(&kiln.run(["manifest", "inspect", list])).unwrap();
+    let archs = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap().to_string())
+        .collect();
+    (index, archs)
+}
+
 /// An OCI layout in `work` with one busybox image (gzip layer) per architecture of `archs`,
 /// and their descriptors.
 fn busybox_per_arch(work: &std::path::Path, archs: &[&str]) -> (bases::Layout, Vec<Value>) {
@@ -667,13 +679,7 @@ fn multi_platform_build_into_a_manifest_list() {
         "app",
         ctx_path,
     ]);
-    let index: Value = serde_json::from_str(&kiln.run(["manifest", "inspect", "app"])).unwrap();
-    let archs: Vec<&str> = index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["platform"]["architecture"].as_str().unwrap())
-        .collect();
+    let (_, archs) = list_archs(&kiln, "app");
     assert_eq!(archs, ["amd64", "arm64"]);
     // The base's name now holds the arm64 image: an amd64 build without pulling says so.
     let err = kiln.run_fail([
@@ -868,13 +874,7 @@ fn manifest_add_records_registry_images_and_push_all_copies_them() {
             &reg.docker(&format!("app:{arch}")),
         ]);
     }
-    let list: Value = serde_json::from_str(&kiln.run(["manifest", "inspect", "app"])).unwrap();
-    let archs: Vec<&str> = list["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["platform"]["architecture"].as_str().unwrap())
-        .collect();
+    let (list, archs) = list_archs(&kiln, "app");
     assert_eq!(archs, ["amd64", "arm64"]);
     // Recorded, not pulled: no image and no layer in the store.
     assert_eq!(kiln.run(["images", "-q"]).trim(), "");
