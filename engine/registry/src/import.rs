@@ -595,24 +595,25 @@ fn import_docker_archive(
         }
         let mut r = BufReader::with_capacity(256 * 1024, e);
         let compression = Compression::detect(r.fill_buf().map_err(err)?);
-        let w = store.blob_writer().map_err(store_err)?;
-        let (mut w, raw) = if compression == Compression::None {
-            let mut gz = HashingGzip {
-                gz: flate2::write::GzEncoder::new(w, flate2::Compression::default()),
-                hash: sha2::Sha256::default(),
-            };
-            std::io::copy(&mut r, &mut gz).map_err(err)?;
-            let raw = Digest::from_bytes(sha2::Digest::finalize(gz.hash).into());
-            (gz.gz.finish().map_err(err)?, Some(raw))
+        let (d, size, raw) = if compression == Compression::None {
+            // The layer writer compresses as kiln's own layers are, hashing both forms.
+            let blob = store.layer_blob_writer().map_err(store_err)?;
+            let mut lw = kiln_layer::LayerWriter::new(blob, Compression::Gzip).map_err(err)?;
+            std::io::copy(&mut r, &mut lw).map_err(err)?;
+            let (digests, blob) = lw.finish_into_inner().map_err(err)?;
+            let (d, size) = blob
+                .commit(&digests.digest)
+                .map_err(|e| commit_err(e, format!("{source}:{path}")))?;
+            (d, size, Some(digests.diff_id))
         } else {
-            let mut w = w;
+            let mut w = store.blob_writer().map_err(store_err)?;
             std::io::copy(&mut r, &mut w).map_err(err)?;
-            (w, None)
+            w.flush().map_err(err)?;
+            let (d, size) = w
+                .commit(None)
+                .map_err(|e| commit_err(e, format!("{source}:{path}")))?;
+            (d, size, None)
         };
-        w.flush().map_err(err)?;
-        let (d, size) = w
-            .commit(None)
-            .map_err(|e| commit_err(e, format!("{source}:{path}")))?;
         rep.item("blob", &d.to_string(), Some(size)).finish("done");
         found.insert(path, (d, size, compression, raw));
     }
@@ -647,24 +648,6 @@ fn import_docker_archive(
         reference: None,
         record,
     })
-}
-
-/// Gzip-compresses what is written into `gz`, hashing the plain bytes.
-struct HashingGzip<W: Write> {
-    gz: flate2::write::GzEncoder<W>,
-    hash: sha2::Sha256,
-}
-
-impl<W: Write> Write for HashingGzip<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.gz.write(buf)?;
-        sha2::Digest::update(&mut self.hash, &buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.gz.flush()
-    }
 }
 
 /// The archive image to import and the name to give it: `@N` picks by position, a reference by
