@@ -895,6 +895,7 @@ fn apply_attrs(src: &Path, dst: &Path, attrs: Attrs, root: &SourceRoot<'_>) -> R
 /// keeps them; not overlayfs bookkeeping, SELinux labels or ACLs). Best effort: an attribute the
 /// destination refuses is left out.
 fn copy_xattrs(src: &Path, dst: &Path) {
+    use kiln_layer::xattr;
     use std::os::unix::ffi::OsStrExt;
     let (Ok(s), Ok(d)) = (
         std::ffi::CString::new(src.as_os_str().as_bytes()),
@@ -902,62 +903,21 @@ fn copy_xattrs(src: &Path, dst: &Path) {
     ) else {
         return;
     };
-    // SAFETY: valid path; a null buffer asks for the size.
-    let size = unsafe { libc::llistxattr(s.as_ptr(), std::ptr::null_mut(), 0) };
-    if size <= 0 {
+    let Ok(names) = xattr::llistxattr(&s) else {
         return;
-    }
-    let mut names = vec![0u8; size as usize];
-    // SAFETY: valid path and buffer.
-    let n = unsafe { libc::llistxattr(s.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-    if n <= 0 {
-        return;
-    }
-    names.truncate(n as usize);
-    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let keep = (name.starts_with(b"user.") && !name.starts_with(b"user.overlay."))
-            || name == b"security.capability";
+    };
+    for name in names {
+        let n = name.as_bytes();
+        let keep = (n.starts_with(b"user.") && !n.starts_with(b"user.overlay."))
+            || n == b"security.capability";
         if !keep {
             continue;
         }
-        let Ok(cname) = std::ffi::CString::new(name) else {
+        let Ok(Some(value)) = xattr::lgetxattr(&s, &name) else {
             continue;
         };
-        // SAFETY: valid path and name; a null buffer asks for the size.
-        let size = unsafe { libc::lgetxattr(s.as_ptr(), cname.as_ptr(), std::ptr::null_mut(), 0) };
-        if size < 0 {
-            continue;
-        }
-        let mut value = vec![0u8; size as usize];
-        // SAFETY: valid path, name and buffer.
-        let len = unsafe {
-            libc::lgetxattr(
-                s.as_ptr(),
-                cname.as_ptr(),
-                value.as_mut_ptr().cast(),
-                value.len(),
-            )
-        };
-        if len < 0 {
-            continue;
-        }
-        // SAFETY: valid path, name and value.
-        let r = unsafe {
-            libc::lsetxattr(
-                d.as_ptr(),
-                cname.as_ptr(),
-                value.as_ptr().cast(),
-                len as usize,
-                0,
-            )
-        };
-        if r != 0 {
-            tracing::debug!(
-                "{}: xattr {} not kept: {}",
-                dst.display(),
-                String::from_utf8_lossy(name),
-                std::io::Error::last_os_error()
-            );
+        if let Err(e) = xattr::lsetxattr(&d, &name, &value) {
+            tracing::debug!("{}: xattr {name:?} not kept: {e}", dst.display());
         }
     }
 }

@@ -26,3 +26,9 @@ pub use sys::Timestamp;
 pub use treecopy::{CopyStamp, CopyStats, copy_tree};
 pub use treediff::diff_tree;
 pub use writer::{GZIP_BLOCK_SIZE, LayerDigests, LayerWriter, LayerWriterOptions};
+
+/// Extended attributes of a path, not following a final symlink (names listed, values read with
+/// the size-then-read calls retried when they grow; absent or unsupported is no value).
+pub mod xattr {
+    pub use crate::sys::{lgetxattr, llistxattr, lsetxattr};
+}
