@@ -1465,13 +1465,7 @@ impl<'a> Builder<'a> {
         } else {
             let spec = UserSpec::parse(&user).unwrap_or_default();
             let scratch = ctx.scratch.path()?.join("owner-upper");
-            let _ = std::fs::create_dir_all(&scratch);
-            let rootfs = Rootfs::Overlay {
-                lowers: st.stack.dirs.clone(),
-                upper: scratch.clone(),
-                work: scratch,
-            };
-            kiln_sandbox::resolve_user(&rootfs, &spec).map_or((0, 0), |r| (r.uid, r.gid))
+            user_in(&st.stack, &spec, &scratch).map_or((0, 0), |r| (r.uid, r.gid))
         };
         copy::ensure_dir(&st.stack, upper, &comps, Some(owner), location)?;
         Ok(())
@@ -2396,10 +2390,7 @@ impl<'a> Builder<'a> {
         let names: Vec<&str> = tags.iter().map(String::as_str).collect();
         // The base image, as buildah notes it (what the build or a config step sets wins).
         let mut annotations: Vec<(String, String)> = match &st.base {
-            Some((name, digest)) => vec![
-                ("org.opencontainers.image.base.digest".into(), digest.to_string()),
-                ("org.opencontainers.image.base.name".into(), name.clone()),
-            ],
+            Some((name, digest)) => base_annotations(name, digest),
             None => Vec::new(),
         };
         annotations.extend(st.commit.annotations.clone());
@@ -2864,6 +2855,21 @@ fn image_manifest(
     Ok(manifest)
 }
 
+/// The manifest annotations naming the image an image is built on (`name`, manifest `digest`),
+/// as buildah writes them.
+pub(crate) fn base_annotations(name: &str, digest: &Digest) -> Vec<(String, String)> {
+    vec![
+        (
+            "org.opencontainers.image.base.digest".into(),
+            digest.to_string(),
+        ),
+        (
+            "org.opencontainers.image.base.name".into(),
+            name.to_string(),
+        ),
+    ]
+}
+
 /// The (uid, gid) of a `--chown` spec in the filesystem `stack`: a bare numeric uid is also the
 /// gid (Docker, BuildKit and buildah agree); a name is looked up in the stack's /etc/passwd and
 /// /etc/group. `scratch` is an empty directory usable as an overlay upper for the lookup.
@@ -2880,17 +2886,27 @@ pub(crate) fn owner_in(
         location: location.into(),
         message: format!("--chown={spec}: {e}"),
     })?;
+    let r = user_in(stack, &user, scratch).map_err(|e| BuildError::Step {
+        location: location.into(),
+        message: format!("--chown={spec}: {e}"),
+    })?;
+    Ok((r.uid, r.gid))
+}
+
+/// `user` resolved against the /etc/passwd and /etc/group of the filesystem `stack`; `scratch`
+/// (made when missing) is an empty directory usable as an overlay upper for the lookup.
+fn user_in(
+    stack: &LayerStack,
+    user: &UserSpec,
+    scratch: &std::path::Path,
+) -> std::result::Result<kiln_sandbox::ResolvedUser, kiln_sandbox::Error> {
     let _ = std::fs::create_dir_all(scratch);
     let rootfs = Rootfs::Overlay {
         lowers: stack.dirs.clone(),
         upper: scratch.to_path_buf(),
         work: scratch.to_path_buf(),
     };
-    let r = kiln_sandbox::resolve_user(&rootfs, &user).map_err(|e| BuildError::Step {
-        location: location.into(),
-        message: format!("--chown={spec}: {e}"),
-    })?;
-    Ok((r.uid, r.gid))
+    kiln_sandbox::resolve_user(&rootfs, user)
 }
 
 /// The SSH agents of a build (`--ssh`): forwarded sockets, and agents kiln started itself for

@@ -1004,17 +1004,11 @@ impl<'a> Containers<'a> {
             .image_id
             .and_then(|id| self.store.resolve_image(&id.to_string()).ok())
         {
-            Some(base) => vec![
-                (
-                    "org.opencontainers.image.base.digest".into(),
-                    base.manifest_digest.to_string(),
-                ),
-                (
-                    "org.opencontainers.image.base.name".into(),
-                    ImageReference::parse(&c.record.image_name)
-                        .map_or(c.record.image_name.clone(), |r| r.to_string()),
-                ),
-            ],
+            Some(base) => crate::executor::base_annotations(
+                &ImageReference::parse(&c.record.image_name)
+                    .map_or(c.record.image_name.clone(), |r| r.to_string()),
+                &base.manifest_digest,
+            ),
             None => Vec::new(),
         };
         annotations.extend(
